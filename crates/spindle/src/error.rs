@@ -1,0 +1,115 @@
+//! Spindle's error type, and the report of a task that ended with an uncaught error.
+
+use std::fmt;
+
+use crate::TaskId;
+
+/// What can go wrong when the host drives the scheduler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the Lua VM or from mlua.
+    #[error(transparent)]
+    Lua(#[from] mlua::Error),
+    /// `cycle`, `run` or `run_blocking` was called while the scheduler was already inside one,
+    /// for example from a Rust function that a task called.
+    #[error("the scheduler is already running; {0} cannot be called from inside a task")]
+    Reentrant(&'static str),
+    /// The host passed a task id that this scheduler never gave out, or whose task ended.
+    #[error("task {0} is not scheduled")]
+    UnknownTask(TaskId),
+}
+
+/// A shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A task that ended with an uncaught error, as handed to the host's error handler.
+#[derive(Clone, Debug)]
+pub struct TaskError {
+    /// The task, when the error came from one the scheduler knows by id; `None` for errors the
+    /// scheduler raises itself, like a refused deferral.
+    pub task: Option<TaskId>,
+    /// The error message, with the file and line where Lua knows them.
+    pub message: String,
+    /// The Lua stack traceback at the point of the error (may be empty).
+    pub traceback: String,
+}
+
+impl TaskError {
+    pub(crate) fn new(task: Option<TaskId>, message: String, traceback: String) -> Self {
+        TaskError {
+            task,
+            message,
+            traceback,
+        }
+    }
+
+    /// Splits an mlua error into its message and the traceback mlua attached to it.
+    pub(crate) fn from_lua(task: Option<TaskId>, error: &mlua::Error) -> Self {
+        let (message, traceback) = split_lua_error(error);
+        TaskError::new(task, message, traceback)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if !self.traceback.is_empty() {
+            write!(f, "\n{}", self.traceback.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+const TRACEBACK_HEADER: &str = "stack traceback:";
+
+fn split_lua_error(error: &mlua::Error) -> (String, String) {
+    match error {
+        mlua::Error::CallbackError { traceback, cause } => {
+            let (message, inner) = split_lua_error(cause);
+            let traceback = if inner.is_empty() {
+                traceback.clone()
+            } else {
+                inner
+            };
+            (message, traceback)
+        }
+        mlua::Error::RuntimeError(text) => match text.find(TRACEBACK_HEADER) {
+            Some(at) => (text[..at].trim_end().to_owned(), text[at..].to_owned()),
+            None => (text.clone(), String::new()),
+        },
+        mlua::Error::WithContext { context, cause } => {
+            let (message, traceback) = split_lua_error(cause);
+            (format!("{context}: {message}"), traceback)
+        }
+        other => (other.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_error_is_split_at_the_traceback() {
+        let error = mlua::Error::RuntimeError(
+            "main.luau:3: boom\nstack traceback:\n\tmain.luau:3 function f".into(),
+        );
+        let report = TaskError::from_lua(None, &error);
+        assert_eq!(report.message, "main.luau:3: boom");
+        assert!(report.traceback.starts_with("stack traceback:"));
+    }
+
+    #[test]
+    fn callback_error_reports_the_cause_and_its_traceback() {
+        let error = mlua::Error::CallbackError {
+            traceback: "stack traceback:\n\t[C]: in ?".into(),
+            cause: std::sync::Arc::new(mlua::Error::runtime("disk on fire")),
+        };
+        let report = TaskError::from_lua(None, &error);
+        assert_eq!(report.message, "disk on fire");
+        assert_eq!(report.traceback, "stack traceback:\n\t[C]: in ?");
+    }
+}

@@ -1,0 +1,1501 @@
+//! The scheduler: who runs next, and when.
+//!
+//! A cycle resumes the timers that came due and the tasks whose futures woke, then drains the
+//! deferred queue (SEMANTICS: a resumption point). Invariants kept here:
+//! - a suspension has one token; a wake-up or timer that carries another token, or names a freed
+//!   slot's old generation, is stale and is dropped, so no task is resumed twice for one
+//!   suspension;
+//! - `live_timers` counts the timer entries that will still fire, so a run whose remaining timers
+//!   were all cancelled ends at once;
+//! - no `RefCell` borrow of the state is held across a call into Lua, which may call back in.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mlua::prelude::LuaThreadStatus as ThreadStatus;
+use mlua::{
+    FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, RegistryKey, Table,
+    Thread, Value,
+};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result, TaskError};
+use crate::tasks::{Suspension, TaskId, TaskTable};
+use crate::timers::Timers;
+use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
+
+/// Roblox's limit on nested deferrals (SEMANTICS rule 3).
+pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
+
+type ErrorHandler = Rc<dyn Fn(&TaskError)>;
+pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
+
+/// Configures a [`Scheduler`] before it is attached to a `Lua`.
+///
+/// ```
+/// use spindle::{Clock, Scheduler, VirtualClock};
+///
+/// let lua = mlua::Lua::new();
+/// let scheduler = Scheduler::builder()
+///     .clock(Clock::from(VirtualClock::new()))
+///     .max_defer_depth(10)
+///     .on_error(|error| eprintln!("task failed: {error}"))
+///     .build(&lua)?;
+/// # Ok::<(), spindle::Error>(())
+/// ```
+#[must_use]
+pub struct SchedulerBuilder {
+    clock: Clock,
+    max_defer_depth: u32,
+    on_error: Option<ErrorHandler>,
+}
+
+impl SchedulerBuilder {
+    /// The clock that `task.wait` and `task.delay` measure against (default: the real clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many levels of `task.defer` from inside deferred tasks run at one resumption point
+    /// before a deferral is refused (default 80, as Roblox).
+    pub fn max_defer_depth(mut self, depth: u32) -> Self {
+        self.max_defer_depth = depth;
+        self
+    }
+
+    /// Receives every task that ends with an uncaught error, and every error the scheduler
+    /// reports itself. The default writes the message and traceback to stderr.
+    pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
+        self.on_error = Some(Rc::new(handler));
+        self
+    }
+
+    /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
+    pub fn build(self, lua: &Lua) -> Result<Scheduler> {
+        if lua.app_data_ref::<Attached>().is_some() {
+            return Err(Error::Lua(mlua::Error::runtime(
+                "this Lua already has a Spindle scheduler",
+            )));
+        }
+        let inner = Rc::new(Inner {
+            state: RefCell::new(State {
+                tasks: TaskTable::new(lua.create_table()?),
+                timers: Timers::default(),
+                live_timers: 0,
+                awaiting: 0,
+                deferred: VecDeque::new(),
+                futures: HashMap::new(),
+                outcomes: HashMap::new(),
+                depth: 0,
+                defer_level: 0,
+                draining: false,
+                in_cycle: false,
+                next_args_key: 1,
+            }),
+            args: lua.create_table()?,
+            wakes: Arc::new(WakeQueue::default()),
+            clock: self.clock,
+            max_defer_depth: self.max_defer_depth,
+            on_error: self
+                .on_error
+                .unwrap_or_else(|| Rc::new(default_error_handler)),
+            errors: Cell::new(0),
+            lib: RefCell::new(None),
+            lua_fns: LuaFns::capture(lua)?,
+        });
+        lua.set_app_data(Attached);
+        Ok(Scheduler {
+            lua: lua.clone(),
+            inner,
+        })
+    }
+}
+
+fn default_error_handler(error: &TaskError) {
+    eprintln!("{error}");
+}
+
+/// Marks a `Lua` that has a scheduler.
+struct Attached;
+
+/// The value a task is resumed with first when the scheduler ends a suspension it made itself.
+/// Plain data: the address of a static, compared by identity.
+pub(crate) fn resume_mark() -> LightUserData {
+    static MARK: u8 = 0;
+    LightUserData(&MARK as *const u8 as *mut std::ffi::c_void)
+}
+
+/// A Roblox-compatible task scheduler for one `Lua`.
+///
+/// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
+/// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
+/// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
+/// or one [`cycle`](Scheduler::cycle) per frame.
+///
+/// ```
+/// use spindle::Scheduler;
+///
+/// let lua = mlua::Lua::new();
+/// let scheduler = Scheduler::new(&lua)?;
+/// scheduler.install_task_library()?;
+/// let main = lua.load(r#"
+///     local order = {}
+///     task.defer(function() table.insert(order, "deferred") end)
+///     task.wait(0.01)
+///     table.insert(order, "waited")
+///     return table.concat(order, ", ")
+/// "#).into_function()?;
+/// let id = scheduler.spawn(main, ())?;
+/// scheduler.run_blocking()?;
+/// assert_eq!(scheduler.take_result::<String>(id)?.unwrap().into_result()?, "deferred, waited");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Scheduler {
+    lua: Lua,
+    inner: Rc<Inner>,
+}
+
+pub(crate) struct Inner {
+    state: RefCell<State>,
+    /// Arguments waiting for a deferred or delayed resumption, by key (Lua side).
+    args: Table,
+    wakes: Arc<WakeQueue>,
+    clock: Clock,
+    max_defer_depth: u32,
+    on_error: ErrorHandler,
+    errors: Cell<u64>,
+    /// Filled by `install_task_library`: the `task` table and the async-function factory.
+    lib: RefCell<Option<(Table, Function)>>,
+    lua_fns: LuaFns,
+}
+
+/// Standard-library functions taken when the scheduler is built, so that a script that
+/// replaces the globals cannot change what the scheduler calls.
+struct LuaFns {
+    close: Function,
+    traceback: Function,
+}
+
+impl LuaFns {
+    fn capture(lua: &Lua) -> mlua::Result<Self> {
+        let globals = lua.globals();
+        let coroutine: Table = globals.get("coroutine")?;
+        let debug: Table = globals.get("debug")?;
+        Ok(LuaFns {
+            close: coroutine.get("close")?,
+            traceback: debug.get("traceback")?,
+        })
+    }
+}
+
+struct State {
+    tasks: TaskTable,
+    timers: Timers<TimerEntry>,
+    live_timers: usize,
+    /// Tasks blocked in a Rust future (either kind).
+    awaiting: usize,
+    deferred: VecDeque<Deferred>,
+    futures: HashMap<u32, OwnedFuture>,
+    outcomes: HashMap<TaskId, StoredOutcome>,
+    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
+    depth: u32,
+    /// The defer level of the deferred task being resumed, 0 outside the drain.
+    defer_level: u32,
+    draining: bool,
+    in_cycle: bool,
+    next_args_key: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TimerEntry {
+    task: TaskId,
+    kind: TimerKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TimerKind {
+    /// Ends a `task.wait` suspension with this token.
+    Wait { token: u32 },
+    /// A `task.delay`: resumes the thread with stored arguments.
+    Resume(Resumption),
+}
+
+/// A resumption the host or a script asked for explicitly (`defer`, `delay`).
+#[derive(Clone, Copy, Debug)]
+struct Resumption {
+    /// Key of the stored arguments in `Inner::args`, if there were any.
+    args: Option<u64>,
+    /// The thread was made for this resumption; if something else starts it first, the
+    /// resumption is dropped (SEMANTICS rule 12).
+    fresh: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    task: TaskId,
+    level: u32,
+    resumption: Resumption,
+}
+
+enum StoredOutcome {
+    Finished(RegistryKey),
+    Failed(TaskError),
+    Cancelled,
+}
+
+/// How a task ended, as read by [`Scheduler::take_result`].
+#[derive(Debug)]
+pub enum Outcome<R> {
+    /// The task's function returned these values.
+    Finished(R),
+    /// The task ended with an uncaught error (already reported to the error handler).
+    Failed(TaskError),
+    /// The task was cancelled.
+    Cancelled,
+}
+
+impl<R> Outcome<R> {
+    /// The values, or an error describing the failure or cancellation.
+    pub fn into_result(self) -> std::result::Result<R, TaskError> {
+        match self {
+            Outcome::Finished(values) => Ok(values),
+            Outcome::Failed(error) => Err(error),
+            Outcome::Cancelled => Err(TaskError::new(
+                None,
+                "task was cancelled".into(),
+                String::new(),
+            )),
+        }
+    }
+}
+
+/// Where a task stands, as seen by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// The scheduler holds the task: running, queued or suspended by a scheduler function.
+    Scheduled,
+    /// The task ended and its outcome waits for [`Scheduler::take_result`].
+    Done,
+    /// Not known: never a task of this scheduler, its outcome already taken, or it yielded with
+    /// a plain `coroutine.yield` and now belongs to whoever resumes it.
+    Unknown,
+}
+
+/// What one [`Scheduler::cycle`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Tasks resumed because their timer came due.
+    pub timers: usize,
+    /// Tasks resumed (or futures polled) because a future woke them.
+    pub wakeups: usize,
+    /// Deferred resumptions run while draining the deferred queue.
+    pub deferred: usize,
+    /// Tasks that ended with an uncaught error during the cycle.
+    pub errors: usize,
+}
+
+impl CycleReport {
+    /// Whether the cycle resumed anything at all.
+    pub fn is_idle(&self) -> bool {
+        self.timers == 0 && self.wakeups == 0 && self.deferred == 0
+    }
+}
+
+/// How [`Scheduler::run`] sleeps until the next timer: any function from a deadline to a future,
+/// such as `async_io::Timer::at` or `|d| tokio::time::sleep_until(d.into())`.
+pub trait Sleeper {
+    /// The future that completes at the deadline.
+    type Sleep: Future;
+    /// Returns a future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+}
+
+impl<F, S> Sleeper for F
+where
+    F: Fn(Instant) -> S,
+    S: Future,
+{
+    type Sleep = S;
+    fn sleep_until(&self, deadline: Instant) -> S {
+        self(deadline)
+    }
+}
+
+/// What a resumption passes to the thread.
+enum Wakeup {
+    /// Explicit arguments (from `spawn`, or stored for `defer`/`delay`).
+    Args(MultiValue),
+    /// A `task.wait` timer: the thread gets the mark and the elapsed seconds.
+    Timer(f64),
+    /// The mlua future inside the thread woke: resume it to poll again.
+    Poll,
+    /// The Spindle future the thread waited on finished.
+    Settled(mlua::Result<MultiValue>),
+}
+
+/// Either something to do now, or a reason to wait.
+enum Next {
+    Done,
+    Busy,
+    /// Sleep until woken, or until this instant.
+    Sleep(Option<Instant>),
+}
+
+/// Something that becomes a task's thread: a function (run in a new thread) or a thread.
+pub trait IntoThread {
+    /// Converts into the thread to resume.
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)>;
+}
+
+impl IntoThread for Function {
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((lua.create_thread(self)?, true))
+    }
+}
+
+impl IntoThread for Thread {
+    fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((self, false))
+    }
+}
+
+impl Scheduler {
+    /// A builder with the defaults: real clock, defer depth 80, errors to stderr.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder {
+            clock: Clock::real(),
+            max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
+            on_error: None,
+        }
+    }
+
+    /// A scheduler with the default settings, attached to `lua`.
+    pub fn new(lua: &Lua) -> Result<Scheduler> {
+        Self::builder().build(lua)
+    }
+
+    /// The `Lua` this scheduler runs.
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The clock the scheduler reads.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Installs the `task` library as the global `task` and returns the table.
+    pub fn install_task_library(&self) -> Result<Table> {
+        let (task, _) = self.inner.library(&self.lua)?;
+        self.lua.globals().set("task", &task)?;
+        Ok(task)
+    }
+
+    /// Spawns `f` (a function or a thread) with `args` and resumes it at once, then drains the
+    /// deferred queue as a resumption point does. The task's outcome is kept for
+    /// [`take_result`](Self::take_result).
+    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
+        let (thread, _) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        let id = self.inner.adopt_for_host(&thread)?;
+        self.inner.resume(&self.lua, id, Wakeup::Args(args))?;
+        if self.inner.state.borrow().depth == 0 {
+            self.inner.drain_deferred(&self.lua)?;
+        }
+        Ok(id)
+    }
+
+    /// Queues `f` with `args` for the next resumption point, like `task.defer`.
+    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
+        let (thread, fresh) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        let id = self.inner.adopt_for_host(&thread)?;
+        self.inner.defer(&self.lua, id, args, fresh)?;
+        Ok(id)
+    }
+
+    /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
+    pub fn delay(
+        &self,
+        delay: Duration,
+        f: impl IntoThread,
+        args: impl IntoLuaMulti,
+    ) -> Result<TaskId> {
+        let (thread, fresh) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        let id = self.inner.adopt_for_host(&thread)?;
+        self.inner.delay(&self.lua, id, Some(delay), args, fresh)?;
+        Ok(id)
+    }
+
+    /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
+    pub fn cancel(&self, id: TaskId) -> Result<bool> {
+        let thread = {
+            let state = self.inner.state.borrow();
+            match state.tasks.get(id) {
+                Some(slot) if slot.running => {
+                    return Err(Error::Lua(mlua::Error::runtime(format!(
+                        "cannot cancel task {id}: it is running"
+                    ))))
+                }
+                Some(_) => state.tasks.thread(id)?,
+                None => return Ok(false),
+            }
+        };
+        match thread.status() {
+            ThreadStatus::Running | ThreadStatus::Normal => Err(Error::Lua(mlua::Error::runtime(
+                format!("cannot cancel task {id}: it is running or resuming another thread"),
+            ))),
+            _ => {
+                self.inner.cancel(&thread)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Where the task stands.
+    pub fn status(&self, id: TaskId) -> TaskStatus {
+        let state = self.inner.state.borrow();
+        if state.tasks.get(id).is_some() {
+            TaskStatus::Scheduled
+        } else if state.outcomes.contains_key(&id) {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Unknown
+        }
+    }
+
+    /// Takes the outcome of a task the host spawned, once it has ended. Returns `None` while it
+    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken.
+    pub fn take_result<R: FromLuaMulti>(&self, id: TaskId) -> Result<Option<Outcome<R>>> {
+        let stored = self.inner.state.borrow_mut().outcomes.remove(&id);
+        Ok(match stored {
+            None => None,
+            Some(StoredOutcome::Finished(key)) => {
+                let values: Table = self.lua.registry_value(&key)?;
+                self.lua.remove_registry_value(key)?;
+                let values = unpack(&values)?;
+                Some(Outcome::Finished(R::from_lua_multi(values, &self.lua)?))
+            }
+            Some(StoredOutcome::Failed(error)) => Some(Outcome::Failed(error)),
+            Some(StoredOutcome::Cancelled) => Some(Outcome::Cancelled),
+        })
+    }
+
+    /// Drops a task's stored outcome without reading it.
+    pub fn forget(&self, id: TaskId) {
+        self.inner.state.borrow_mut().outcomes.remove(&id);
+    }
+
+    /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
+    /// then drains the deferred queue. A game engine calls this once per frame.
+    pub fn cycle(&self) -> Result<CycleReport> {
+        self.inner.cycle(&self.lua)
+    }
+
+    /// Whether anything is left that could still resume a task: a deferred resumption, a timer
+    /// that will fire, or a task blocked in a Rust future.
+    pub fn has_work(&self) -> bool {
+        self.inner.has_work()
+    }
+
+    /// The earliest deadline of a live timer, on the scheduler's clock.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.inner.next_deadline()
+    }
+
+    /// The number of tasks the scheduler holds (running, queued or suspended by it).
+    pub fn task_count(&self) -> usize {
+        self.inner.state.borrow().tasks.len()
+    }
+
+    /// How many errors have been reported to the error handler so far.
+    pub fn error_count(&self) -> u64 {
+        self.inner.errors.get()
+    }
+
+    /// Runs cycles until no work is left, sleeping with `sleeper` until the next timer and on the
+    /// futures' wakers otherwise: an idle scheduler uses no CPU. Works on any async runtime.
+    /// Under a virtual clock, when nothing is ready the clock jumps to the next deadline.
+    ///
+    /// ```
+    /// # let lua = mlua::Lua::new();
+    /// # let scheduler = spindle::Scheduler::new(&lua)?;
+    /// # scheduler.install_task_library()?;
+    /// # scheduler.spawn(lua.load("task.wait(0.01)").into_function()?, ())?;
+    /// // With the smol family: async_io::Timer::at as the sleeper.
+    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
+    /// # Ok::<(), spindle::Error>(())
+    /// ```
+    pub async fn run(&self, sleeper: impl Sleeper) -> Result<()> {
+        loop {
+            self.cycle()?;
+            match self.inner.next_step() {
+                Next::Done => return Ok(()),
+                Next::Busy => YieldNow(false).await,
+                Next::Sleep(deadline) => {
+                    let sleep = deadline.map(|d| Box::pin(sleeper.sleep_until(d)));
+                    Idle {
+                        wakes: &self.inner.wakes,
+                        sleep,
+                    }
+                    .await
+                }
+            }
+        }
+    }
+
+    /// Runs cycles on this thread until no work is left, parking the thread while idle.
+    /// Rust futures that tasks wait on must be driven by something other than this thread's
+    /// executor (a reactor thread, as `async-io` has, or a runtime on other threads).
+    pub fn run_blocking(&self) -> Result<()> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        loop {
+            self.cycle()?;
+            match self.inner.next_step() {
+                Next::Done => return Ok(()),
+                Next::Busy => {}
+                Next::Sleep(deadline) => {
+                    if self.inner.wakes.park_driver(&waker) {
+                        match deadline {
+                            Some(at) => std::thread::park_timeout(
+                                at.saturating_duration_since(Instant::now()),
+                            ),
+                            None => std::thread::park(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the run: every task is dropped without error, every pending future dropped and every
+    /// timer forgotten (SEMANTICS rule 18). The scheduler stays usable.
+    pub fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// Creates a Lua function backed by a Rust async function whose future the scheduler owns:
+    /// a task that calls it is suspended until the future completes, and cancelling the task
+    /// drops the future at once. Errors surface in the task as Lua errors with the Rust message.
+    ///
+    /// ```
+    /// # let lua = mlua::Lua::new();
+    /// # let scheduler = spindle::Scheduler::new(&lua)?;
+    /// # scheduler.install_task_library()?;
+    /// let double = scheduler.create_async_function(|_lua, n: i64| async move {
+    ///     async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+    ///     Ok(n * 2)
+    /// })?;
+    /// lua.globals().set("double", double)?;
+    /// let id = scheduler.spawn(lua.load("return double(21)").into_function()?, ())?;
+    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
+    /// assert_eq!(scheduler.take_result::<i64>(id)?.unwrap().into_result()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_async_function<F, A, Fut, R>(&self, f: F) -> Result<Function>
+    where
+        F: Fn(Lua, A) -> Fut + 'static,
+        A: FromLuaMulti,
+        Fut: Future<Output = mlua::Result<R>> + 'static,
+        R: IntoLuaMulti,
+    {
+        let (_, make_async) = self.inner.library(&self.lua)?;
+        let inner = Rc::clone(&self.inner);
+        let start = self.lua.create_function(move |lua, args: MultiValue| {
+            let args = A::from_lua_multi(args, lua)?;
+            let future = f(lua.clone(), args);
+            let owner = lua.clone();
+            let future: OwnedFuture = Box::pin(async move { future.await?.into_lua_multi(&owner) });
+            inner.start_owned_future(lua, future)
+        })?;
+        Ok(make_async.call(start)?)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
+        let _ = self.inner.shutdown();
+        let _ = self.lua.remove_app_data::<Attached>();
+    }
+}
+
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Returns `Pending` once, waking itself: lets other futures of the executor run between cycles.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Waits for a wake-up from a task's future, or for the sleep to end.
+struct Idle<'a, S> {
+    wakes: &'a WakeQueue,
+    sleep: Option<Pin<Box<S>>>,
+}
+
+impl<S: Future> Future for Idle<'_, S> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.wakes.park_driver(cx.waker()) {
+            return Poll::Ready(());
+        }
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx).map(|_| ()),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A raw check of the thread's state, for what mlua's `ThreadStatus` folds together.
+fn has_started(thread: &Thread) -> bool {
+    // SAFETY: `thread.state()` is valid while the handle lives; `lua_status` only reads it.
+    unsafe { mlua::ffi::lua_status(thread.state()) == mlua::ffi::LUA_YIELD }
+}
+
+/// Whether the running thread may yield (not the main thread, not across a C-call boundary).
+fn can_yield(lua: &Lua) -> bool {
+    let thread = lua.current_thread();
+    // SAFETY: as in `has_started`; `lua_isyieldable` only reads the state.
+    unsafe { mlua::ffi::lua_isyieldable(thread.state()) != 0 }
+}
+
+/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
+pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds <= 0.0 {
+        Some(Duration::ZERO)
+    } else {
+        Duration::try_from_secs_f64(seconds).ok()
+    }
+}
+
+impl Inner {
+    fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<(Table, Function)> {
+        if let Some(lib) = &*self.lib.borrow() {
+            return Ok(lib.clone());
+        }
+        let lib = crate::task_lib::build(lua, self)?;
+        *self.lib.borrow_mut() = Some(lib.clone());
+        Ok(lib)
+    }
+
+    /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
+    fn close_thread(&self, thread: &Thread) -> mlua::Result<()> {
+        if matches!(thread.status(), ThreadStatus::Finished) {
+            return Ok(());
+        }
+        self.lua_fns.close.call::<MultiValue>(thread).map(|_| ())
+    }
+
+    fn report(&self, error: TaskError) {
+        self.errors.set(self.errors.get() + 1);
+        (self.on_error)(&error);
+    }
+
+    fn adopt_for_host(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        let mut state = self.state.borrow_mut();
+        let id = state.tasks.adopt(thread)?;
+        if let Some(slot) = state.tasks.get_mut(id) {
+            slot.keep_outcome = true;
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        self.state.borrow_mut().tasks.adopt(thread)
+    }
+
+    /// `task.spawn`: resumes the thread at once as a task.
+    pub(crate) fn spawn_thread(
+        &self,
+        lua: &Lua,
+        thread: &Thread,
+        args: MultiValue,
+    ) -> mlua::Result<TaskId> {
+        let id = self.adopt(thread)?;
+        self.resume(lua, id, Wakeup::Args(args))?;
+        Ok(id)
+    }
+
+    /// Stores resumption arguments Lua-side; `None` when there are none.
+    fn store_args(&self, lua: &Lua, args: MultiValue) -> mlua::Result<Option<u64>> {
+        if args.is_empty() {
+            return Ok(None);
+        }
+        let key = {
+            let mut state = self.state.borrow_mut();
+            let key = state.next_args_key;
+            state.next_args_key += 1;
+            key
+        };
+        self.args.raw_set(key as f64, pack(lua, args)?)?;
+        Ok(Some(key))
+    }
+
+    fn take_args(&self, key: Option<u64>) -> mlua::Result<MultiValue> {
+        let Some(key) = key else {
+            return Ok(MultiValue::new());
+        };
+        let table: Option<Table> = self.args.raw_get(key as f64)?;
+        self.args.raw_set(key as f64, mlua::Nil)?;
+        match table {
+            Some(table) => unpack(&table),
+            None => Ok(MultiValue::new()),
+        }
+    }
+
+    fn drop_args(&self, key: Option<u64>) {
+        if let Some(key) = key {
+            let _ = self.args.raw_set(key as f64, mlua::Nil);
+        }
+    }
+
+    pub(crate) fn defer(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        args: MultiValue,
+        fresh: bool,
+    ) -> mlua::Result<()> {
+        let level = {
+            let state = self.state.borrow();
+            if state.draining {
+                state.defer_level + 1
+            } else {
+                1
+            }
+        };
+        if level > self.max_defer_depth {
+            self.release_if_idle(id);
+            let traceback = self
+                .lua_fns
+                .traceback
+                .call::<String>(())
+                .unwrap_or_default();
+            self.report(TaskError::new(
+                None,
+                format!(
+                    "Maximum re-entrancy depth ({}) exceeded calling task.defer",
+                    self.max_defer_depth
+                ),
+                traceback,
+            ));
+            return Ok(());
+        }
+        let args = self.store_args(lua, args)?;
+        let mut state = self.state.borrow_mut();
+        match state.tasks.get_mut(id) {
+            Some(slot) => slot.queued += 1,
+            None => {
+                drop(state);
+                self.drop_args(args);
+                return Ok(());
+            }
+        }
+        state.deferred.push_back(Deferred {
+            task: id,
+            level,
+            resumption: Resumption { args, fresh },
+        });
+        Ok(())
+    }
+
+    /// Schedules a resumption after `delay`; `None` never fires.
+    pub(crate) fn delay(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        delay: Option<Duration>,
+        args: MultiValue,
+        fresh: bool,
+    ) -> mlua::Result<()> {
+        let deadline = delay.and_then(|d| self.clock.now().checked_add(d));
+        let Some(deadline) = deadline else {
+            // Never fires: nothing to keep, and the thread is not ours unless something else is.
+            self.release_if_idle(id);
+            return Ok(());
+        };
+        let args = self.store_args(lua, args)?;
+        let mut state = self.state.borrow_mut();
+        match state.tasks.get_mut(id) {
+            Some(slot) => slot.timers += 1,
+            None => {
+                drop(state);
+                self.drop_args(args);
+                return Ok(());
+            }
+        }
+        state.live_timers += 1;
+        state.timers.push(
+            deadline,
+            TimerEntry {
+                task: id,
+                kind: TimerKind::Resume(Resumption { args, fresh }),
+            },
+        );
+        Ok(())
+    }
+
+    /// `task.wait`'s first half: the running thread becomes a task suspended until `delay`.
+    pub(crate) fn begin_wait(&self, lua: &Lua, seconds: f64) -> mlua::Result<()> {
+        if !can_yield(lua) {
+            return Err(mlua::Error::runtime(
+                "task.wait can only be called from a task or coroutine (this thread cannot yield)",
+            ));
+        }
+        let thread = lua.current_thread();
+        let now = self.clock.now();
+        let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
+        let mut state = self.state.borrow_mut();
+        let id = state.tasks.adopt(&thread)?;
+        let state = &mut *state;
+        let slot = state.tasks.get_mut(id).expect("adopted just now");
+        let token = slot.next_token();
+        end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+        slot.suspension = Suspension::Wait {
+            token,
+            since: now,
+            timed: deadline.is_some(),
+        };
+        if let Some(deadline) = deadline {
+            slot.timers += 1;
+            state.live_timers += 1;
+            state.timers.push(
+                deadline,
+                TimerEntry {
+                    task: id,
+                    kind: TimerKind::Wait { token },
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// `task.wait` was resumed by something other than its timer: drop the timer.
+    pub(crate) fn abandon_wait(&self, lua: &Lua) -> mlua::Result<()> {
+        let thread = lua.current_thread();
+        let id = match self.state.borrow().tasks.find(&thread) {
+            Some(id) => id,
+            None => return Ok(()),
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            if let Some(slot) = state.tasks.get_mut(id) {
+                if matches!(slot.suspension, Suspension::Wait { .. }) {
+                    end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+                    slot.suspension = Suspension::None;
+                }
+            }
+        }
+        self.release_if_idle(id);
+        Ok(())
+    }
+
+    /// Frees the task's slot if nothing will resume it and the scheduler is not resuming it:
+    /// the thread then belongs to whoever holds it.
+    fn release_if_idle(&self, id: TaskId) {
+        let mut state = self.state.borrow_mut();
+        let idle = match state.tasks.get(id) {
+            Some(slot) => !slot.running && !slot.has_pending() && !slot.keep_outcome,
+            None => false,
+        };
+        if idle {
+            state.tasks.remove(id);
+        }
+    }
+
+    /// Polls a Spindle future for the first time from the task that called the async function.
+    fn start_owned_future(&self, lua: &Lua, mut future: OwnedFuture) -> mlua::Result<MultiValue> {
+        let thread = lua.current_thread();
+        let (id, token) = {
+            let mut state = self.state.borrow_mut();
+            let id = state.tasks.adopt(&thread)?;
+            let token = state
+                .tasks
+                .get_mut(id)
+                .expect("adopted just now")
+                .next_token();
+            (id, token)
+        };
+        let target = WakeTarget {
+            slot: id.slot(),
+            generation: id.generation(),
+            token,
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let poll = waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w)));
+        match poll {
+            Poll::Ready(result) => {
+                self.release_if_idle(id);
+                let mut values = result?;
+                values.push_front(Value::Boolean(false));
+                Ok(values)
+            }
+            Poll::Pending if !can_yield(lua) => {
+                drop(future);
+                self.release_if_idle(id);
+                Err(mlua::Error::runtime(
+                    "an async function was called where the thread cannot yield; call it from a task",
+                ))
+            }
+            Poll::Pending => {
+                {
+                    let mut state = self.state.borrow_mut();
+                    let state = &mut *state;
+                    let slot = state
+                        .tasks
+                        .get_mut(id)
+                        .expect("the calling task is running");
+                    end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+                    slot.suspension = Suspension::OwnedFuture { token };
+                    state.awaiting += 1;
+                    state.futures.insert(id.slot(), future);
+                }
+                if waker.was_woken() {
+                    self.wakes.push(target);
+                }
+                Ok(MultiValue::from_iter([Value::LightUserData(resume_mark())]))
+            }
+        }
+    }
+
+    /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
+    /// future, and the thread is closed so nothing can resume it again.
+    pub(crate) fn cancel(&self, thread: &Thread) -> mlua::Result<()> {
+        let future = {
+            let mut state = self.state.borrow_mut();
+            match state.tasks.find(thread) {
+                Some(id) => {
+                    let state = &mut *state;
+                    let future = state.futures.remove(&id.slot());
+                    if let Some(slot) = state.tasks.remove(id) {
+                        forget_slot_counts(&mut state.live_timers, &mut state.awaiting, &slot);
+                        if slot.keep_outcome {
+                            state.outcomes.insert(id, StoredOutcome::Cancelled);
+                        }
+                    }
+                    future
+                }
+                None => None,
+            }
+        };
+        // Dropped outside the borrow: a future's destructor may call back into the scheduler.
+        drop(future);
+        self.compact_timers();
+        self.close_thread(thread)
+    }
+
+    /// After cancellations, forgets stale timers once they outnumber live ones.
+    fn compact_timers(&self) {
+        let mut stale_args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            if state.live_timers == 0 {
+                state.timers.drain(|timer| {
+                    if let TimerKind::Resume(r) = timer.payload.kind {
+                        stale_args.push(r.args);
+                    }
+                });
+            } else if state.timers.len() > 2 * state.live_timers + 64 {
+                let tasks = &state.tasks;
+                state.timers.retain(|timer| {
+                    let live = timer_is_live(tasks, &timer.payload);
+                    if let (false, TimerKind::Resume(r)) = (live, timer.payload.kind) {
+                        stale_args.push(r.args);
+                    }
+                    live
+                });
+            }
+        }
+        for key in stale_args {
+            self.drop_args(key);
+        }
+    }
+
+    /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
+    /// how the thread came back (finished, failed, blocked on a future, suspended by a scheduler
+    /// function, or yielded to whoever resumes it).
+    fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) -> mlua::Result<()> {
+        let (thread, token) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let Some(slot) = state.tasks.get_mut(id) else {
+                return Ok(());
+            };
+            // A hand-delivered resumption only re-polls a pending Spindle future; every other
+            // resumption ends the current suspension.
+            let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
+                && !matches!(wakeup, Wakeup::Settled(_));
+            if !keeps_owned {
+                end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+                slot.suspension = Suspension::None;
+            }
+            slot.running = true;
+            let token = slot.next_token();
+            state.depth += 1;
+            (state.tasks.thread(id), token)
+        };
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(error) => {
+                self.finish_resume(id);
+                return Err(error);
+            }
+        };
+        let args = match wakeup {
+            Wakeup::Args(args) => args,
+            Wakeup::Timer(elapsed) => {
+                MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
+            }
+            Wakeup::Poll => MultiValue::new(),
+            Wakeup::Settled(Ok(mut values)) => {
+                values.push_front(Value::Boolean(true));
+                values.push_front(Value::LightUserData(resume_mark()));
+                values
+            }
+            Wakeup::Settled(Err(error)) => MultiValue::from_iter([
+                Value::LightUserData(resume_mark()),
+                Value::Boolean(false),
+                Value::String(lua.create_string(TaskError::from_lua(None, &error).message)?),
+            ]),
+        };
+        let target = WakeTarget {
+            slot: id.slot(),
+            generation: id.generation(),
+            token,
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let poll = match thread.clone().into_async::<MultiValue>(args) {
+            Ok(mut stream) => waker.with_waker(|w| {
+                let mut cx = Context::from_waker(w);
+                futures_core::Stream::poll_next(Pin::new(&mut stream), &mut cx)
+            }),
+            Err(_) => Poll::Ready(None),
+        };
+        self.finish_resume(id);
+
+        match poll {
+            Poll::Pending => {
+                {
+                    let mut state = self.state.borrow_mut();
+                    let state = &mut *state;
+                    if let Some(slot) = state.tasks.get_mut(id) {
+                        end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+                        slot.suspension = Suspension::LuaFuture { token };
+                        state.awaiting += 1;
+                    }
+                }
+                if waker.was_woken() {
+                    self.wakes.push(target);
+                }
+            }
+            Poll::Ready(Some(Ok(values))) => {
+                if thread.status() == ThreadStatus::Resumable {
+                    // Yielded: a scheduler function set a suspension, or it is a plain yield.
+                    self.release_if_idle(id);
+                } else {
+                    self.complete(lua, id, Ok(values))?;
+                }
+            }
+            Poll::Ready(Some(Err(error))) => self.complete(lua, id, Err(error))?,
+            Poll::Ready(None) => self.release_if_idle(id),
+        }
+        Ok(())
+    }
+
+    fn finish_resume(&self, id: TaskId) {
+        let mut state = self.state.borrow_mut();
+        state.depth -= 1;
+        if let Some(slot) = state.tasks.get_mut(id) {
+            slot.running = false;
+        }
+    }
+
+    /// The task ended: free it, keep its outcome if the host asked, report an error.
+    fn complete(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        result: mlua::Result<MultiValue>,
+    ) -> mlua::Result<()> {
+        let keep = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            match state.tasks.remove(id) {
+                Some(slot) => {
+                    forget_slot_counts(&mut state.live_timers, &mut state.awaiting, &slot);
+                    slot.keep_outcome
+                }
+                None => false,
+            }
+        };
+        let stored = match result {
+            Ok(values) if keep => Some(StoredOutcome::Finished(
+                lua.create_registry_value(pack(lua, values)?)?,
+            )),
+            Ok(_) => None,
+            Err(error) => {
+                let report = TaskError::from_lua(Some(id), &error);
+                self.report(report.clone());
+                keep.then_some(StoredOutcome::Failed(report))
+            }
+        };
+        if let Some(stored) = stored {
+            self.state.borrow_mut().outcomes.insert(id, stored);
+        }
+        Ok(())
+    }
+
+    fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.in_cycle || state.depth > 0 {
+                return Err(Error::Reentrant("Scheduler::cycle"));
+            }
+            state.in_cycle = true;
+        }
+        let result = self.cycle_inner(lua);
+        self.state.borrow_mut().in_cycle = false;
+        result
+    }
+
+    fn cycle_inner(&self, lua: &Lua) -> Result<CycleReport> {
+        let errors_before = self.errors.get();
+        let mut report = CycleReport::default();
+        let now = self.clock.now();
+
+        // Timers due now, taken as one batch: a task that waits 0 while the batch runs goes to
+        // the next cycle, not this one.
+        let mut due = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            while let Some(timer) = state.timers.pop_due(now) {
+                let entry = timer.payload;
+                if !timer_is_live(&state.tasks, &entry) {
+                    if let TimerKind::Resume(r) = entry.kind {
+                        due.push((entry, Some(r.args), timer.deadline));
+                    }
+                    continue;
+                }
+                if let TimerKind::Resume(_) = entry.kind {
+                    if let Some(slot) = state.tasks.get_mut(entry.task) {
+                        slot.timers -= 1;
+                        state.live_timers -= 1;
+                    }
+                }
+                due.push((entry, None, timer.deadline));
+            }
+        }
+        for (entry, stale_args, _) in due {
+            if let Some(args) = stale_args {
+                self.drop_args(args);
+                continue;
+            }
+            match entry.kind {
+                TimerKind::Wait { token } => {
+                    let since = match self
+                        .state
+                        .borrow()
+                        .tasks
+                        .get(entry.task)
+                        .map(|s| s.suspension)
+                    {
+                        Some(Suspension::Wait {
+                            token: t, since, ..
+                        }) if t == token => since,
+                        _ => continue,
+                    };
+                    let elapsed = now.saturating_sub(since).as_secs_f64();
+                    self.resume(lua, entry.task, Wakeup::Timer(elapsed))?;
+                }
+                TimerKind::Resume(resumption) => {
+                    self.resume_requested(lua, entry.task, resumption)?;
+                }
+            }
+            report.timers += 1;
+        }
+
+        let mut woken = Vec::new();
+        self.wakes.drain_into(&mut woken);
+        for target in woken {
+            let id = TaskId::new(target.slot, target.generation);
+            let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
+            match suspension {
+                Some(Suspension::LuaFuture { token }) if token == target.token => {
+                    self.resume(lua, id, Wakeup::Poll)?;
+                }
+                Some(Suspension::OwnedFuture { token }) if token == target.token => {
+                    self.poll_owned_future(lua, id, target)?;
+                }
+                _ => continue,
+            }
+            report.wakeups += 1;
+        }
+
+        report.deferred = self.drain_deferred(lua)?;
+        report.errors = (self.errors.get() - errors_before) as usize;
+        Ok(report)
+    }
+
+    /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
+    fn resume_requested(&self, lua: &Lua, id: TaskId, resumption: Resumption) -> mlua::Result<()> {
+        let args = self.take_args(resumption.args)?;
+        if resumption.fresh {
+            let thread = match self.state.borrow().tasks.get(id) {
+                Some(_) => self.state.borrow().tasks.thread(id)?,
+                None => return Ok(()),
+            };
+            if has_started(&thread) {
+                // Started by someone else first: this resumption is dropped.
+                self.release_if_idle(id);
+                return Ok(());
+            }
+        }
+        self.resume(lua, id, Wakeup::Args(args))
+    }
+
+    fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) -> mlua::Result<()> {
+        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
+            return Ok(());
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
+            Poll::Pending => {
+                let still_waiting = {
+                    let state = self.state.borrow();
+                    matches!(state.tasks.get(id).map(|s| s.suspension),
+                        Some(Suspension::OwnedFuture { token }) if token == target.token)
+                };
+                if still_waiting {
+                    self.state.borrow_mut().futures.insert(id.slot(), future);
+                    if waker.was_woken() {
+                        self.wakes.push(target);
+                    }
+                }
+                Ok(())
+            }
+            Poll::Ready(result) => {
+                drop(future);
+                self.resume(lua, id, Wakeup::Settled(result))
+            }
+        }
+    }
+
+    /// Runs the deferred queue until it is empty, including what is deferred meanwhile.
+    /// Returns how many resumptions ran. Does nothing when called inside a resumption.
+    fn drain_deferred(&self, lua: &Lua) -> mlua::Result<usize> {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.draining || state.depth > 0 {
+                return Ok(0);
+            }
+            state.draining = true;
+        }
+        let mut count = 0;
+        let result = loop {
+            let next = {
+                let mut state = self.state.borrow_mut();
+                let state = &mut *state;
+                match state.deferred.pop_front() {
+                    None => break Ok(count),
+                    Some(entry) => {
+                        let live = match state.tasks.get_mut(entry.task) {
+                            Some(slot) => {
+                                slot.queued -= 1;
+                                true
+                            }
+                            None => false,
+                        };
+                        state.defer_level = entry.level;
+                        (entry, live)
+                    }
+                }
+            };
+            match next {
+                (entry, true) => {
+                    count += 1;
+                    if let Err(error) = self.resume_requested(lua, entry.task, entry.resumption) {
+                        break Err(error);
+                    }
+                }
+                (entry, false) => self.drop_args(entry.resumption.args),
+            }
+        };
+        let mut state = self.state.borrow_mut();
+        state.draining = false;
+        state.defer_level = 0;
+        result
+    }
+
+    fn has_work(&self) -> bool {
+        let state = self.state.borrow();
+        !state.deferred.is_empty()
+            || state.live_timers > 0
+            || state.awaiting > 0
+            || !self.wakes.is_empty()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        let mut stale_args = Vec::new();
+        let deadline = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            loop {
+                let live = match state.timers.peek() {
+                    None => break None,
+                    Some(timer) if timer_is_live(&state.tasks, &timer.payload) => {
+                        break Some(timer.deadline)
+                    }
+                    Some(_) => false,
+                };
+                debug_assert!(!live);
+                if let Some(timer) = state.timers.pop() {
+                    if let TimerKind::Resume(r) = timer.payload.kind {
+                        stale_args.push(r.args);
+                    }
+                }
+            }
+        };
+        for key in stale_args {
+            self.drop_args(key);
+        }
+        deadline
+    }
+
+    fn next_step(&self) -> Next {
+        if !self.has_work() {
+            // Only stale timers can be left: forget them.
+            self.compact_timers();
+            return Next::Done;
+        }
+        if !self.wakes.is_empty() || !self.state.borrow().deferred.is_empty() {
+            return Next::Busy;
+        }
+        match self.next_deadline() {
+            Some(deadline) if deadline <= self.clock.now() => Next::Busy,
+            Some(deadline) => match self.clock.instant_at(deadline) {
+                Some(instant) => Next::Sleep(Some(instant)),
+                None => {
+                    self.clock.jump_to(deadline);
+                    Next::Busy
+                }
+            },
+            None => Next::Sleep(None),
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let (threads, futures, args) = {
+            let mut state = self.state.borrow_mut();
+            if state.depth > 0 || state.in_cycle {
+                return Err(Error::Reentrant("Scheduler::shutdown"));
+            }
+            let state = &mut *state;
+            let mut threads = Vec::new();
+            for id in state.tasks.ids() {
+                if let Ok(thread) = state.tasks.thread(id) {
+                    threads.push(thread);
+                }
+                state.tasks.remove(id);
+            }
+            let mut args = Vec::new();
+            state.timers.drain(|timer| {
+                if let TimerKind::Resume(r) = timer.payload.kind {
+                    args.push(r.args);
+                }
+            });
+            args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
+            state.live_timers = 0;
+            state.awaiting = 0;
+            let futures: Vec<_> = state.futures.drain().map(|(_, f)| f).collect();
+            (threads, futures, args)
+        };
+        drop(futures);
+        for key in args {
+            self.drop_args(key);
+        }
+        let mut woken = Vec::new();
+        self.wakes.drain_into(&mut woken);
+        for thread in threads {
+            self.close_thread(&thread)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a timer entry will still act when it surfaces.
+fn timer_is_live(tasks: &TaskTable, entry: &TimerEntry) -> bool {
+    match (tasks.get(entry.task), entry.kind) {
+        (Some(slot), TimerKind::Wait { token }) => {
+            matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
+        }
+        (Some(_), TimerKind::Resume(_)) => true,
+        (None, _) => false,
+    }
+}
+
+/// Updates the global counts for a suspension that is about to end or be replaced.
+fn end_suspension_counts(
+    live_timers: &mut usize,
+    awaiting: &mut usize,
+    slot: &mut crate::tasks::Slot,
+) {
+    match slot.suspension {
+        Suspension::Wait { timed: true, .. } => {
+            slot.timers -= 1;
+            *live_timers -= 1;
+        }
+        Suspension::LuaFuture { .. } | Suspension::OwnedFuture { .. } => *awaiting -= 1,
+        _ => {}
+    }
+}
+
+/// Updates the global counts for a slot that was freed with everything it had pending.
+fn forget_slot_counts(live_timers: &mut usize, awaiting: &mut usize, slot: &crate::tasks::Slot) {
+    *live_timers -= slot.timers as usize;
+    if slot.suspension.is_awaiting() {
+        *awaiting -= 1;
+    }
+}
+
+/// Packs values into a table with a count, as `table.pack` does.
+fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
+    let count = values.len();
+    let table = lua.create_table_with_capacity(count, 1)?;
+    for (i, value) in values.into_iter().enumerate() {
+        table.raw_set(i + 1, value)?;
+    }
+    table.raw_set("n", count)?;
+    Ok(table)
+}
+
+fn unpack(table: &Table) -> mlua::Result<MultiValue> {
+    let count: usize = table.raw_get("n")?;
+    (1..=count).map(|i| table.raw_get::<Value>(i)).collect()
+}

@@ -1,0 +1,95 @@
+//! The `task` library that scripts see: Rust primitives joined to `task.luau`.
+//!
+//! The Lua half checks arguments (so that bad calls raise plain string errors naming the
+//! function, the argument and the caller's line) and holds `task.wait`'s continuation; the Rust
+//! half here turns each call into a scheduler operation on the calling or named thread.
+
+use std::rc::Rc;
+
+use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
+
+use crate::scheduler::{resume_mark, Inner};
+
+const SOURCE: &str = include_str!("task.luau");
+
+/// A function becomes a new thread (`fresh`); a thread is used as it is.
+fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
+    match target {
+        Value::Function(f) => Ok((lua.create_thread(f)?, true)),
+        Value::Thread(thread) => Ok((thread, false)),
+        other => Err(mlua::Error::runtime(format!(
+            "function or thread expected, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Builds the `task` table and the factory that wraps Spindle async functions.
+pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<(Table, Function)> {
+    let rt = lua.create_table()?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "spawn",
+        lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let (thread, _) = into_thread(lua, target)?;
+            sched.spawn_thread(lua, &thread, args)?;
+            Ok(thread)
+        })?,
+    )?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "defer",
+        lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let (thread, fresh) = into_thread(lua, target)?;
+            let id = sched.adopt(&thread)?;
+            sched.defer(lua, id, args, fresh)?;
+            Ok(thread)
+        })?,
+    )?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "delay",
+        lua.create_function(
+            move |lua, (seconds, target, args): (f64, Value, MultiValue)| {
+                let (thread, fresh) = into_thread(lua, target)?;
+                let id = sched.adopt(&thread)?;
+                sched.delay(
+                    lua,
+                    id,
+                    crate::scheduler::seconds_to_delay(seconds),
+                    args,
+                    fresh,
+                )?;
+                Ok(thread)
+            },
+        )?,
+    )?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "cancel",
+        lua.create_function(move |_, thread: Thread| sched.cancel(&thread))?,
+    )?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "begin_wait",
+        lua.create_function(move |lua, seconds: f64| sched.begin_wait(lua, seconds))?,
+    )?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "abandon_wait",
+        lua.create_function(move |lua, ()| sched.abandon_wait(lua))?,
+    )?;
+
+    rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
+
+    lua.load(SOURCE)
+        .set_name("=[spindle task]")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .call(rt)
+}

@@ -1,0 +1,215 @@
+//! Where tasks live: threads in a Lua table, bookkeeping in a flat Rust slab.
+//!
+//! Holding an mlua `Thread` in Rust takes a slot on mlua's reference stack, of which there are
+//! about a million; a task here is instead an index into a Lua table (`threads[slot]`) and a small
+//! [`Slot`] record, so the number of tasks is bounded by memory alone. Handles are made for the
+//! moment of a resumption and dropped after it.
+//!
+//! Invariants: a slot is occupied exactly while `threads[slot]` holds its thread and the thread's
+//! address maps back to it; freeing a slot bumps its generation, which turns every queued entry
+//! that named the old generation stale.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fmt;
+
+use mlua::{Table, Thread};
+
+/// Identifies one task of one scheduler: a slot and the generation it had when the task began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        TaskId(((generation as u64) << 32) | slot as u64)
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The id as one integer, for logs and traces.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.slot(), self.generation())
+    }
+}
+
+/// Why the scheduler holds a suspended task, and what will resume it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Suspension {
+    /// Not suspended by the scheduler: running, queued, or yielded to whoever resumes it.
+    None,
+    /// In `task.wait`; `timed` is false for a wait that never fires (`math.huge`).
+    Wait {
+        token: u32,
+        since: std::time::Duration,
+        timed: bool,
+    },
+    /// Blocked in an mlua async function: the future lives inside the thread and is polled by
+    /// resuming the thread when its waker fires.
+    LuaFuture { token: u32 },
+    /// Blocked in a Spindle async function: the scheduler owns the future and polls it itself.
+    OwnedFuture { token: u32 },
+}
+
+impl Suspension {
+    pub(crate) fn is_awaiting(&self) -> bool {
+        matches!(
+            self,
+            Suspension::LuaFuture { .. } | Suspension::OwnedFuture { .. }
+        )
+    }
+}
+
+/// The Rust half of a task.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub generation: u32,
+    /// The last token handed out for a suspension of this slot.
+    pub token: u32,
+    pub suspension: Suspension,
+    /// Live timer entries that name this slot and generation.
+    pub timers: u32,
+    /// Live deferred entries that name this slot and generation.
+    pub queued: u32,
+    /// The scheduler is resuming this task right now.
+    pub running: bool,
+    /// The host asked for this task's outcome, so keep it when the task ends.
+    pub keep_outcome: bool,
+    /// The thread's address, the key of `by_thread`; 0 while the slot is free.
+    thread_key: usize,
+}
+
+impl Slot {
+    pub(crate) fn next_token(&mut self) -> u32 {
+        self.token = self.token.wrapping_add(1);
+        self.token
+    }
+
+    /// Whether anything queued will still resume this task.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.timers > 0 || self.queued > 0 || self.suspension != Suspension::None
+    }
+}
+
+pub(crate) struct TaskTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_thread: HashMap<usize, u32>,
+    threads: Table,
+}
+
+pub(crate) fn thread_key(thread: &Thread) -> usize {
+    thread.to_pointer() as *const c_void as usize
+}
+
+impl TaskTable {
+    pub(crate) fn new(threads: Table) -> Self {
+        TaskTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_thread: HashMap::new(),
+            threads,
+        }
+    }
+
+    /// The slot of `thread`, if it is a task.
+    pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
+        let slot = *self.by_thread.get(&thread_key(thread))?;
+        Some(TaskId::new(slot, self.slots[slot as usize].generation))
+    }
+
+    /// The slot of `thread`, making it a task first if it is not one.
+    pub(crate) fn adopt(&mut self, thread: &Thread) -> mlua::Result<TaskId> {
+        if let Some(id) = self.find(thread) {
+            return Ok(id);
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len())
+                    .map_err(|_| mlua::Error::runtime("too many tasks (more than 2^32)"))?;
+                self.slots.push(Slot {
+                    generation: 0,
+                    token: 0,
+                    suspension: Suspension::None,
+                    timers: 0,
+                    queued: 0,
+                    running: false,
+                    keep_outcome: false,
+                    thread_key: 0,
+                });
+                slot
+            }
+        };
+        if let Err(error) = self.threads.raw_set(slot as i64 + 1, thread) {
+            self.free.push(slot);
+            return Err(error);
+        }
+        let key = thread_key(thread);
+        self.by_thread.insert(key, slot);
+        let entry = &mut self.slots[slot as usize];
+        entry.thread_key = key;
+        Ok(TaskId::new(slot, entry.generation))
+    }
+
+    pub(crate) fn get(&self, id: TaskId) -> Option<&Slot> {
+        self.slots
+            .get(id.slot() as usize)
+            .filter(|s| s.thread_key != 0 && s.generation == id.generation())
+    }
+
+    pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.slot() as usize)
+            .filter(|s| s.thread_key != 0 && s.generation == id.generation())
+    }
+
+    /// The task's thread, as a handle for the moment of a resumption.
+    pub(crate) fn thread(&self, id: TaskId) -> mlua::Result<Thread> {
+        self.threads.raw_get(id.slot() as i64 + 1)
+    }
+
+    /// Frees the slot: the thread leaves the table, and every entry naming this generation
+    /// turns stale. Returns the freed record (with its counts) for the caller to settle.
+    pub(crate) fn remove(&mut self, id: TaskId) -> Option<Slot> {
+        let slot = self.get_mut(id)?;
+        let freed = *slot;
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.suspension = Suspension::None;
+        slot.timers = 0;
+        slot.queued = 0;
+        slot.running = false;
+        slot.keep_outcome = false;
+        slot.thread_key = 0;
+        self.by_thread.remove(&freed.thread_key);
+        self.free.push(id.slot());
+        // Setting an existing array entry to nil neither allocates nor calls back.
+        let _ = self.threads.raw_set(id.slot() as i64 + 1, mlua::Nil);
+        Some(freed)
+    }
+
+    /// Every occupied slot's id.
+    pub(crate) fn ids(&self) -> Vec<TaskId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.thread_key != 0)
+            .map(|(i, s)| TaskId::new(i as u32, s.generation))
+            .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_thread.len()
+    }
+}

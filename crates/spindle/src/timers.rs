@@ -1,0 +1,137 @@
+//! The deadline queue behind `task.wait` and `task.delay`.
+//!
+//! A binary min-heap ordered by deadline, then by insertion order, so that equal deadlines fire
+//! in the order they were scheduled (SEMANTICS rule 15). Entries are not removed when the task
+//! they wake is cancelled or resumed early; the scheduler keeps a count of live entries, skips
+//! stale ones when they surface and calls [`Timers::retain`] when stale entries outnumber live
+//! ones, so memory stays proportional to live timers and removal costs O(1) amortised.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// One scheduled wake-up.
+#[derive(Debug)]
+pub(crate) struct Timer<T> {
+    pub deadline: Duration,
+    seq: u64,
+    pub payload: T,
+}
+
+impl<T> PartialEq for Timer<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<T> Eq for Timer<T> {}
+
+impl<T> PartialOrd for Timer<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Timer<T> {
+    /// Reversed, so that the max-heap `BinaryHeap` yields the earliest timer first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.deadline, other.seq).cmp(&(self.deadline, self.seq))
+    }
+}
+
+/// Timers ordered by (deadline, insertion order).
+#[derive(Debug)]
+pub(crate) struct Timers<T> {
+    heap: BinaryHeap<Timer<T>>,
+    next_seq: u64,
+}
+
+impl<T> Default for Timers<T> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
+    }
+}
+
+impl<T> Timers<T> {
+    pub fn push(&mut self, deadline: Duration, payload: T) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Timer {
+            deadline,
+            seq,
+            payload,
+        });
+    }
+
+    pub fn peek(&self) -> Option<&Timer<T>> {
+        self.heap.peek()
+    }
+
+    pub fn pop(&mut self) -> Option<Timer<T>> {
+        self.heap.pop()
+    }
+
+    /// Removes the earliest timer if it is due at `now`.
+    pub fn pop_due(&mut self, now: Duration) -> Option<Timer<T>> {
+        match self.heap.peek() {
+            Some(timer) if timer.deadline <= now => self.heap.pop(),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Keeps only the timers for which `keep` returns true.
+    pub fn retain(&mut self, keep: impl FnMut(&Timer<T>) -> bool) {
+        self.heap.retain(keep);
+    }
+
+    /// Removes every timer, handing each to `each`.
+    pub fn drain(&mut self, each: impl FnMut(Timer<T>)) {
+        self.heap.drain().for_each(each);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_deadline_first_then_insertion_order() {
+        let mut timers = Timers::default();
+        timers.push(Duration::from_millis(20), "late");
+        timers.push(Duration::from_millis(10), "first");
+        timers.push(Duration::from_millis(10), "second");
+        let order: Vec<_> = std::iter::from_fn(|| timers.pop().map(|t| t.payload)).collect();
+        assert_eq!(order, ["first", "second", "late"]);
+    }
+
+    #[test]
+    fn pop_due_leaves_future_timers() {
+        let mut timers = Timers::default();
+        timers.push(Duration::from_millis(5), 1);
+        timers.push(Duration::from_millis(50), 2);
+        assert_eq!(
+            timers.pop_due(Duration::from_millis(10)).map(|t| t.payload),
+            Some(1)
+        );
+        assert!(timers.pop_due(Duration::from_millis(10)).is_none());
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn retain_keeps_order_of_survivors() {
+        let mut timers = Timers::default();
+        for i in 0..10 {
+            timers.push(Duration::from_millis(10 - i), i);
+        }
+        timers.retain(|t| t.payload % 2 == 0);
+        let order: Vec<_> = std::iter::from_fn(|| timers.pop().map(|t| t.payload)).collect();
+        assert_eq!(order, [8, 6, 4, 2, 0]);
+    }
+}

@@ -1,0 +1,206 @@
+//! Wakers that turn a future's wake-up into an entry on the scheduler's wake queue.
+//!
+//! A waker names one suspension: the task's slot, the slot's generation and the suspension's
+//! token. The scheduler checks all three before it acts on a wake-up, so a stale or duplicate
+//! wake-up is dropped, never resumes a task twice.
+//!
+//! During a resumption the task is polled with a *borrowed* waker that lives on the stack and
+//! costs nothing; only when a future keeps the waker (clones it) is an owned, `Arc`-backed waker
+//! allocated. A wake-up through the borrowed waker while the poll is still running only sets a
+//! flag, because mlua wakes the context on every plain yield of a thread and most resumptions end
+//! in a yield that no future asked for.
+
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{RawWaker, RawWakerVTable, Wake, Waker};
+
+/// One suspension of one task: what a wake-up refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WakeTarget {
+    pub slot: u32,
+    pub generation: u32,
+    pub token: u32,
+}
+
+/// The queue of wake-ups, shared with every waker. Wakers may fire from any thread.
+#[derive(Default)]
+pub(crate) struct WakeQueue {
+    inner: Mutex<WakeState>,
+}
+
+#[derive(Default)]
+struct WakeState {
+    woken: Vec<WakeTarget>,
+    /// The waker of whoever drives the scheduler while it is idle (a `run` future or a parked
+    /// thread), woken by the first wake-up that arrives.
+    driver: Option<Waker>,
+}
+
+impl WakeQueue {
+    fn lock(&self) -> MutexGuard<'_, WakeState> {
+        // A panic while the lock is held leaves a plain Vec behind, which is still valid.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push(&self, target: WakeTarget) {
+        let driver = {
+            let mut state = self.lock();
+            state.woken.push(target);
+            state.driver.take()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+
+    /// Moves every queued wake-up into `into`, which is cleared first.
+    pub(crate) fn drain_into(&self, into: &mut Vec<WakeTarget>) {
+        into.clear();
+        std::mem::swap(&mut self.lock().woken, into);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().woken.is_empty()
+    }
+
+    /// Registers the driver's waker, unless a wake-up is already queued. Returns `false` when
+    /// one is queued (the driver should not go to sleep).
+    pub(crate) fn park_driver(&self, driver: &Waker) -> bool {
+        let mut state = self.lock();
+        if !state.woken.is_empty() {
+            return false;
+        }
+        match &mut state.driver {
+            Some(current) if current.will_wake(driver) => {}
+            slot => *slot = Some(driver.clone()),
+        }
+        true
+    }
+}
+
+/// A waker that a future kept: pushes its target onto the queue when woken.
+struct OwnedWaker {
+    target: WakeTarget,
+    queue: Arc<WakeQueue>,
+}
+
+impl Wake for OwnedWaker {
+    fn wake(self: Arc<Self>) {
+        self.queue.push(self.target);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.push(self.target);
+    }
+}
+
+/// The waker a task is polled with during one resumption. Lives on the resuming stack frame.
+pub(crate) struct BorrowedWaker {
+    target: WakeTarget,
+    queue: Arc<WakeQueue>,
+    woken: AtomicBool,
+}
+
+impl BorrowedWaker {
+    pub(crate) fn new(target: WakeTarget, queue: Arc<WakeQueue>) -> Self {
+        BorrowedWaker {
+            target,
+            queue,
+            woken: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the waker was woken during the poll it was lent to.
+    pub(crate) fn was_woken(&self) -> bool {
+        self.woken.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` with a `Waker` that refers to this value.
+    pub(crate) fn with_waker<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
+        let raw = RawWaker::new(self as *const Self as *const (), &BORROWED_VTABLE);
+        // SAFETY: the vtable's functions only read through the data pointer, which points to
+        // `self`; the waker is dropped at the end of this call while `self` is still borrowed,
+        // and `clone` turns it into an owned waker that does not point to `self`.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+        f(&waker)
+    }
+}
+
+static BORROWED_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(borrowed_clone, borrowed_wake, borrowed_wake, borrowed_drop);
+
+unsafe fn borrowed_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is the `BorrowedWaker` lent by `with_waker`, alive for the whole call.
+    let this = unsafe { &*(data as *const BorrowedWaker) };
+    let owned = Waker::from(Arc::new(OwnedWaker {
+        target: this.target,
+        queue: Arc::clone(&this.queue),
+    }));
+    let owned = ManuallyDrop::new(owned);
+    RawWaker::new(owned.data(), owned.vtable())
+}
+
+unsafe fn borrowed_wake(data: *const ()) {
+    // SAFETY: as in `borrowed_clone`.
+    let this = unsafe { &*(data as *const BorrowedWaker) };
+    this.woken.store(true, Ordering::Relaxed);
+}
+
+unsafe fn borrowed_drop(_: *const ()) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(slot: u32) -> WakeTarget {
+        WakeTarget {
+            slot,
+            generation: 1,
+            token: 7,
+        }
+    }
+
+    #[test]
+    fn borrowed_wake_sets_flag_without_queueing() {
+        let queue = Arc::new(WakeQueue::default());
+        let borrowed = BorrowedWaker::new(target(3), Arc::clone(&queue));
+        borrowed.with_waker(|w| w.wake_by_ref());
+        assert!(borrowed.was_woken());
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn cloned_waker_outlives_the_borrow_and_queues_its_target() {
+        let queue = Arc::new(WakeQueue::default());
+        let kept = {
+            let borrowed = BorrowedWaker::new(target(5), Arc::clone(&queue));
+            borrowed.with_waker(|w| w.clone())
+        };
+        std::thread::spawn(move || kept.wake()).join().unwrap();
+        let mut woken = Vec::new();
+        queue.drain_into(&mut woken);
+        assert_eq!(woken, vec![target(5)]);
+    }
+
+    #[test]
+    fn parked_driver_is_woken_once_by_the_first_wake() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let driver = Waker::from(Arc::clone(&count));
+        let queue = WakeQueue::default();
+        assert!(queue.park_driver(&driver));
+        queue.push(target(1));
+        queue.push(target(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(
+            !queue.park_driver(&driver),
+            "a queued wake-up keeps the driver awake"
+        );
+    }
+}
