@@ -107,6 +107,7 @@ impl SchedulerBuilder {
                 .on_error
                 .unwrap_or_else(|| Rc::new(default_error_handler)),
             errors: Cell::new(0),
+            cycles: Cell::new(0),
             lib: RefCell::new(None),
             lua_fns: LuaFns::capture(lua)?,
         });
@@ -171,6 +172,7 @@ pub(crate) struct Inner {
     max_defer_depth: u32,
     on_error: ErrorHandler,
     errors: Cell<u64>,
+    cycles: Cell<u64>,
     /// Filled by `install_task_library`: the `task` table and the async-function factory.
     lib: RefCell<Option<(Table, Function)>>,
     lua_fns: LuaFns,
@@ -514,6 +516,11 @@ impl Scheduler {
     /// The number of tasks the scheduler holds (running, queued or suspended by it).
     pub fn task_count(&self) -> usize {
         self.inner.state.borrow().tasks.len()
+    }
+
+    /// How many cycles have run so far, by any driver.
+    pub fn cycle_count(&self) -> u64 {
+        self.inner.cycles.get()
     }
 
     /// How many errors have been reported to the error handler so far.
@@ -1185,6 +1192,7 @@ impl Inner {
     }
 
     fn cycle_inner(&self, lua: &Lua) -> Result<CycleReport> {
+        self.cycles.set(self.cycles.get() + 1);
         let errors_before = self.errors.get();
         let mut report = CycleReport::default();
         let now = self.clock.now();

@@ -1,0 +1,530 @@
+//! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
+//! happens to the future when its task ends early (SEMANTICS rules 6, 10, 11).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use spindle::mlua::{self, Lua};
+use spindle::{Clock, Outcome, Scheduler, VirtualClock};
+
+/// Sets its flag when dropped: proves a future was dropped, and when.
+struct DropGuard(Rc<Cell<bool>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// Counts how often the wrapped future is polled.
+struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: Rc<Cell<u32>>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.set(self.polls.get() + 1);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn scheduler(lua: &Lua) -> Scheduler {
+    let scheduler = Scheduler::new(lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    scheduler
+}
+
+fn run(scheduler: &Scheduler) {
+    async_io::block_on(scheduler.run(async_io::Timer::at)).unwrap();
+}
+
+fn result<R: mlua::FromLuaMulti>(scheduler: &Scheduler, id: spindle::TaskId) -> R {
+    match scheduler.take_result::<R>(id).unwrap() {
+        Some(Outcome::Finished(values)) => values,
+        Some(Outcome::Failed(error)) => panic!("task failed: {error}"),
+        other => panic!("task did not finish: {:?}", other.map(|_| ())),
+    }
+}
+
+/// An mlua async function that sleeps on async-io's timer and counts its polls.
+fn mlua_sleep(lua: &Lua, polls: Rc<Cell<u32>>) -> mlua::Function {
+    lua.create_async_function(move |_, ms: u64| {
+        let polls = Rc::clone(&polls);
+        async move {
+            let timer = async_io::Timer::after(Duration::from_millis(ms));
+            CountPolls {
+                inner: Box::pin(timer),
+                polls,
+            }
+            .await;
+            Ok(ms)
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn mlua_async_function_suspends_only_its_task_until_the_waker_fires() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let polls = Rc::new(Cell::new(0));
+    lua.globals()
+        .set("sleep_ms", mlua_sleep(&lua, Rc::clone(&polls)))
+        .unwrap();
+    let main = lua
+        .load(
+            r#"
+            local log = {}
+            task.spawn(function()
+                table.insert(log, "slept " .. sleep_ms(30))
+            end)
+            table.insert(log, "spawner went on")
+            task.wait(0.06)
+            return table.concat(log, ", ")
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    assert_eq!(
+        result::<String>(&scheduler, id),
+        "spawner went on, slept 30"
+    );
+    assert!(
+        scheduler.cycle_count() <= 6,
+        "{} cycles",
+        scheduler.cycle_count()
+    );
+    // One poll when called, one when the timer fired: the scheduler never polls blindly.
+    assert!(
+        polls.get() <= 3,
+        "the future was polled {} times",
+        polls.get()
+    );
+}
+
+#[test]
+fn idle_scheduler_sleeps_until_the_deadline_instead_of_polling() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let sleeps = Rc::new(Cell::new(0u32));
+    let counted = Rc::clone(&sleeps);
+    let sleeper = move |deadline: Instant| {
+        counted.set(counted.get() + 1);
+        async_io::Timer::at(deadline)
+    };
+    let main = lua
+        .load("task.wait(0.05); task.wait(0.05)")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(main, ()).unwrap();
+    let started = Instant::now();
+    async_io::block_on(scheduler.run(sleeper)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    // Two waits: about one sleep and one cycle each. Busy polling would show thousands.
+    assert!(
+        sleeps.get() <= 4,
+        "slept {} times for two waits",
+        sleeps.get()
+    );
+    assert!(
+        scheduler.cycle_count() <= 6,
+        "{} cycles for two waits",
+        scheduler.cycle_count()
+    );
+}
+
+#[test]
+fn spindle_async_function_returns_at_once_when_ready_and_suspends_when_pending() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let add = scheduler
+        .create_async_function(|_, (a, b): (i64, i64)| async move { Ok(a + b) })
+        .unwrap();
+    let polls = Rc::new(Cell::new(0));
+    let counted = Rc::clone(&polls);
+    let slow_echo = scheduler
+        .create_async_function(move |_, text: String| {
+            let polls = Rc::clone(&counted);
+            async move {
+                let timer = async_io::Timer::after(Duration::from_millis(20));
+                CountPolls {
+                    inner: Box::pin(timer),
+                    polls,
+                }
+                .await;
+                Ok((text, "second value"))
+            }
+        })
+        .unwrap();
+    lua.globals().set("add", add).unwrap();
+    lua.globals().set("slow_echo", slow_echo).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local order = {}
+            task.defer(function() table.insert(order, "deferred") end)
+            table.insert(order, "add " .. add(2, 3))
+            local a, b = slow_echo("hi")
+            table.insert(order, a .. "/" .. b)
+            return table.concat(order, ", ")
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    // `add` did not yield (the deferred task ran only when slow_echo suspended the task).
+    assert_eq!(
+        result::<String>(&scheduler, id),
+        "add 5, deferred, hi/second value"
+    );
+    assert!(polls.get() <= 3, "polled {} times", polls.get());
+}
+
+#[test]
+fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let owned = scheduler
+        .create_async_function(|_, ()| async move {
+            async_io::Timer::after(Duration::from_millis(5)).await;
+            Err::<(), _>(mlua::Error::runtime("disk on fire"))
+        })
+        .unwrap();
+    let at_once = scheduler
+        .create_async_function(|_, ()| async move {
+            Err::<(), _>(mlua::Error::runtime("refused at once"))
+        })
+        .unwrap();
+    let borrowed = lua
+        .create_async_function(|_, ()| async move {
+            async_io::Timer::after(Duration::from_millis(5)).await;
+            Err::<(), _>(mlua::Error::runtime("network unreachable"))
+        })
+        .unwrap();
+    lua.globals().set("owned", owned).unwrap();
+    lua.globals().set("at_once", at_once).unwrap();
+    lua.globals().set("borrowed", borrowed).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local messages = {}
+            for _, f in { owned, at_once, borrowed } do
+                local ok, err = pcall(f)
+                assert(not ok)
+                table.insert(messages, tostring(err))
+            end
+            return messages
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    let messages: Vec<String> = result(&scheduler, id);
+    assert_eq!(messages.len(), 3);
+    assert!(messages[0].contains("disk on fire"), "{messages:?}");
+    assert!(messages[1].contains("refused at once"), "{messages:?}");
+    assert!(messages[2].contains("network unreachable"), "{messages:?}");
+    assert_eq!(scheduler.error_count(), 0);
+}
+
+#[test]
+fn uncaught_rust_error_is_reported_with_its_message_and_a_traceback() {
+    let lua = Lua::new();
+    let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let fail = scheduler
+        .create_async_function(|_, ()| async move {
+            async_io::Timer::after(Duration::from_millis(5)).await;
+            Err::<(), _>(mlua::Error::runtime("backend timed out"))
+        })
+        .unwrap();
+    lua.globals().set("fail", fail).unwrap();
+    let main = lua
+        .load("local function caller() fail() end\ncaller()")
+        .set_name("@caller.luau")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 1);
+    assert!(
+        reports[0].message.contains("backend timed out"),
+        "{:?}",
+        reports[0]
+    );
+    assert!(
+        reports[0].traceback.contains("caller.luau:1"),
+        "{:?}",
+        reports[0]
+    );
+}
+
+#[test]
+fn cancelling_a_task_drops_its_spindle_future_before_cancel_returns() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let forever = scheduler
+        .create_async_function(move |_, ()| {
+            let guard = DropGuard(Rc::clone(&flag));
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    lua.globals().set("forever", forever).unwrap();
+    lua.globals()
+        .set(
+            "was_dropped",
+            lua.create_function({
+                let dropped = Rc::clone(&dropped);
+                move |_, ()| Ok(dropped.get())
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let main = lua
+        .load(
+            r#"
+            local t = task.spawn(forever)
+            local before = was_dropped()
+            task.cancel(t)
+            return before, was_dropped(), coroutine.status(t)
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    assert!(
+        !scheduler.has_work(),
+        "nothing is left once the blocked task is cancelled"
+    );
+    run(&scheduler);
+    let (before, after, status): (bool, bool, String) = result(&scheduler, id);
+    assert!(!before);
+    assert!(after, "the future must be dropped inside task.cancel");
+    assert_eq!(status, "dead");
+}
+
+#[test]
+fn cancelling_a_task_in_an_mlua_future_closes_the_thread_and_the_collector_drops_the_future() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let dropped = Rc::new(Cell::new(false));
+    let flag = Rc::clone(&dropped);
+    let forever = lua
+        .create_async_function(move |_, ()| {
+            let guard = DropGuard(Rc::clone(&flag));
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    lua.globals().set("forever", forever).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local t = task.spawn(forever)
+            task.cancel(t)
+            return coroutine.status(t), coroutine.resume(t)
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    assert!(!scheduler.has_work());
+    let (status, resumed): (String, bool) = result(&scheduler, id);
+    assert_eq!(status, "dead");
+    assert!(!resumed, "a cancelled thread cannot be resumed by hand");
+    lua.gc_collect().unwrap();
+    lua.gc_collect().unwrap();
+    assert!(
+        dropped.get(),
+        "the collector frees the closed thread's future"
+    );
+}
+
+#[test]
+fn hand_resuming_a_task_blocked_in_a_spindle_future_keeps_it_blocked() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let slow = scheduler
+        .create_async_function(|_, ()| async move {
+            async_io::Timer::after(Duration::from_millis(20)).await;
+            Ok("finished")
+        })
+        .unwrap();
+    lua.globals().set("slow", slow).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local got
+            local t = task.spawn(function() got = slow() end)
+            coroutine.resume(t, "poke")
+            task.spawn(t, "poke again")
+            local still = got
+            task.wait(0.05)
+            return tostring(still), got
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    let (before, after): (String, String) = result(&scheduler, id);
+    assert_eq!(before, "nil");
+    assert_eq!(after, "finished");
+}
+
+#[test]
+fn async_function_called_where_the_thread_cannot_yield_is_an_error() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let slow = scheduler
+        .create_async_function(|_, ()| async move {
+            async_io::Timer::after(Duration::from_millis(5)).await;
+            Ok(())
+        })
+        .unwrap();
+    let quick = scheduler
+        .create_async_function(|_, ()| async move { Ok(7) })
+        .unwrap();
+    lua.globals().set("slow", slow).unwrap();
+    lua.globals().set("quick", quick).unwrap();
+    // On the main thread, outside any task: a ready future still works, a pending one cannot.
+    assert_eq!(lua.load("return quick()").eval::<i64>().unwrap(), 7);
+    let error = lua.load("slow()").exec().unwrap_err().to_string();
+    assert!(error.contains("cannot yield"), "{error}");
+    assert!(!scheduler.has_work());
+}
+
+#[test]
+fn scheduler_runs_inside_tokio_and_awaits_tokio_futures() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        let sleep = lua
+            .create_async_function(|_, seconds: f64| async move {
+                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                Ok("tokio slept")
+            })
+            .unwrap();
+        let owned_sleep = scheduler
+            .create_async_function(|_, seconds: f64| async move {
+                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                Ok("owned slept")
+            })
+            .unwrap();
+        lua.globals().set("sleep", sleep).unwrap();
+        lua.globals().set("owned_sleep", owned_sleep).unwrap();
+        let main = lua
+            .load(
+                r#"
+                local a = sleep(0.02)
+                local b = owned_sleep(0.02)
+                local waited = task.wait(0.01)
+                return a .. ", " .. b .. ", " .. tostring(waited >= 0.01)
+                "#,
+            )
+            .into_function()
+            .unwrap();
+        let id = scheduler.spawn(main, ()).unwrap();
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            result::<String>(&scheduler, id),
+            "tokio slept, owned slept, true"
+        );
+    });
+}
+
+#[test]
+fn futures_woken_from_another_thread_resume_their_task() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let from_thread = scheduler
+        .create_async_function(|_, value: i64| async move {
+            let (sender, receiver) = std::sync::mpsc::channel::<()>();
+            let waker_slot = std::sync::Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+            let slot = std::sync::Arc::clone(&waker_slot);
+            let mut sent = false;
+            let mut sender = Some(sender);
+            std::future::poll_fn(move |cx| {
+                if receiver.try_recv().is_ok() {
+                    return Poll::Ready(());
+                }
+                *slot.lock().unwrap() = Some(cx.waker().clone());
+                if !sent {
+                    sent = true;
+                    let sender = sender.take().unwrap();
+                    let slot = std::sync::Arc::clone(&slot);
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(10));
+                        sender.send(()).unwrap();
+                        slot.lock().unwrap().take().unwrap().wake();
+                    });
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(waker_slot);
+            Ok(value * 10)
+        })
+        .unwrap();
+    lua.globals().set("from_thread", from_thread).unwrap();
+    let id = scheduler
+        .spawn(
+            lua.load("return from_thread(4)").into_function().unwrap(),
+            (),
+        )
+        .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert_eq!(result::<i64>(&scheduler, id), 40);
+}
+
+#[test]
+fn virtual_clock_timers_do_not_wait_for_real_time_while_futures_are_pending_elsewhere() {
+    let lua = Lua::new();
+    let clock = VirtualClock::new();
+    let scheduler = Scheduler::builder()
+        .clock(Clock::from(clock.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let id = scheduler
+        .spawn(
+            lua.load("return task.wait(3600)").into_function().unwrap(),
+            (),
+        )
+        .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert_eq!(result::<f64>(&scheduler, id), 3600.0);
+    assert_eq!(clock.now(), Duration::from_secs(3600));
+}
