@@ -49,6 +49,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod args;
 mod clock;
 mod error;
 mod scheduler;

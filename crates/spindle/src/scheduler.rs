@@ -24,6 +24,7 @@ use mlua::{
     Thread, Value,
 };
 
+use crate::args::{pack, unpack, ArgStore, ArgsKey};
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
 use crate::tasks::{Suspension, TaskId, TaskTable};
@@ -97,9 +98,8 @@ impl SchedulerBuilder {
                 defer_level: 0,
                 draining: false,
                 in_cycle: false,
-                next_args_key: 1,
             }),
-            args: lua.create_table()?,
+            args: ArgStore::new(lua)?,
             wakes: Arc::new(WakeQueue::default()),
             clock: self.clock,
             max_defer_depth: self.max_defer_depth,
@@ -165,8 +165,7 @@ pub struct Scheduler {
 
 pub(crate) struct Inner {
     state: RefCell<State>,
-    /// Arguments waiting for a deferred or delayed resumption, by key (Lua side).
-    args: Table,
+    args: ArgStore,
     wakes: Arc<WakeQueue>,
     clock: Clock,
     max_defer_depth: u32,
@@ -212,7 +211,6 @@ struct State {
     defer_level: u32,
     draining: bool,
     in_cycle: bool,
-    next_args_key: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -232,8 +230,8 @@ enum TimerKind {
 /// A resumption the host or a script asked for explicitly (`defer`, `delay`).
 #[derive(Clone, Copy, Debug)]
 struct Resumption {
-    /// Key of the stored arguments in `Inner::args`, if there were any.
-    args: Option<u64>,
+    /// The stored arguments, if there were any.
+    args: Option<ArgsKey>,
     /// The thread was made for this resumption; if something else starts it first, the
     /// resumption is dropped (SEMANTICS rule 12).
     fresh: bool,
@@ -747,39 +745,6 @@ impl Inner {
         Ok(id)
     }
 
-    /// Stores resumption arguments Lua-side; `None` when there are none.
-    fn store_args(&self, lua: &Lua, args: MultiValue) -> mlua::Result<Option<u64>> {
-        if args.is_empty() {
-            return Ok(None);
-        }
-        let key = {
-            let mut state = self.state.borrow_mut();
-            let key = state.next_args_key;
-            state.next_args_key += 1;
-            key
-        };
-        self.args.raw_set(key as f64, pack(lua, args)?)?;
-        Ok(Some(key))
-    }
-
-    fn take_args(&self, key: Option<u64>) -> mlua::Result<MultiValue> {
-        let Some(key) = key else {
-            return Ok(MultiValue::new());
-        };
-        let table: Option<Table> = self.args.raw_get(key as f64)?;
-        self.args.raw_set(key as f64, mlua::Nil)?;
-        match table {
-            Some(table) => unpack(&table),
-            None => Ok(MultiValue::new()),
-        }
-    }
-
-    fn drop_args(&self, key: Option<u64>) {
-        if let Some(key) = key {
-            let _ = self.args.raw_set(key as f64, mlua::Nil);
-        }
-    }
-
     pub(crate) fn defer(
         &self,
         lua: &Lua,
@@ -812,13 +777,13 @@ impl Inner {
             ));
             return Ok(());
         }
-        let args = self.store_args(lua, args)?;
+        let args = self.args.store(lua, args)?;
         let mut state = self.state.borrow_mut();
         match state.tasks.get_mut(id) {
             Some(slot) => slot.queued += 1,
             None => {
                 drop(state);
-                self.drop_args(args);
+                self.args.discard(args);
                 return Ok(());
             }
         }
@@ -845,13 +810,13 @@ impl Inner {
             self.release_if_idle(id);
             return Ok(());
         };
-        let args = self.store_args(lua, args)?;
+        let args = self.args.store(lua, args)?;
         let mut state = self.state.borrow_mut();
         match state.tasks.get_mut(id) {
             Some(slot) => slot.timers += 1,
             None => {
                 drop(state);
-                self.drop_args(args);
+                self.args.discard(args);
                 return Ok(());
             }
         }
@@ -1040,7 +1005,7 @@ impl Inner {
             }
         }
         for key in stale_args {
-            self.drop_args(key);
+            self.args.discard(key);
         }
     }
 
@@ -1222,7 +1187,7 @@ impl Inner {
         }
         for (entry, stale_args, _) in due {
             if let Some(args) = stale_args {
-                self.drop_args(args);
+                self.args.discard(args);
                 continue;
             }
             match entry.kind {
@@ -1268,12 +1233,13 @@ impl Inner {
 
         report.deferred = self.drain_deferred(lua)?;
         report.errors = (self.errors.get() - errors_before) as usize;
+        self.trim(lua)?;
         Ok(report)
     }
 
     /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
     fn resume_requested(&self, lua: &Lua, id: TaskId, resumption: Resumption) -> mlua::Result<()> {
-        let args = self.take_args(resumption.args)?;
+        let args = self.args.take(resumption.args)?;
         if resumption.fresh {
             let thread = match self.state.borrow().tasks.get(id) {
                 Some(_) => self.state.borrow().tasks.thread(id)?,
@@ -1352,7 +1318,7 @@ impl Inner {
                         break Err(error);
                     }
                 }
-                (entry, false) => self.drop_args(entry.resumption.args),
+                (entry, false) => self.args.discard(entry.resumption.args),
             }
         };
         let mut state = self.state.borrow_mut();
@@ -1391,9 +1357,34 @@ impl Inner {
             }
         };
         for key in stale_args {
-            self.drop_args(key);
+            self.args.discard(key);
         }
         deadline
+    }
+
+    /// Gives back what a burst of tasks left behind, once no task is left: queues, the timer
+    /// heap and the task table keep their peak capacity otherwise.
+    fn trim(&self, lua: &Lua) -> mlua::Result<()> {
+        const KEEP: usize = 1024;
+        self.args.trim(lua)?;
+        let large = {
+            let state = self.state.borrow();
+            state.tasks.len() == 0 && state.tasks.capacity() > KEEP
+        };
+        if !large {
+            return Ok(());
+        }
+        let threads = lua.create_table()?;
+        let mut state = self.state.borrow_mut();
+        state.tasks.reset(threads);
+        if state.timers.len() == 0 {
+            state.timers = Timers::default();
+        }
+        if state.deferred.is_empty() {
+            state.deferred = VecDeque::new();
+        }
+        state.futures.shrink_to_fit();
+        Ok(())
     }
 
     fn next_step(&self) -> Next {
@@ -1446,7 +1437,7 @@ impl Inner {
         };
         drop(futures);
         for key in args {
-            self.drop_args(key);
+            self.args.discard(key);
         }
         let mut woken = Vec::new();
         self.wakes.drain_into(&mut woken);
@@ -1490,20 +1481,4 @@ fn forget_slot_counts(live_timers: &mut usize, awaiting: &mut usize, slot: &crat
     if slot.suspension.is_awaiting() {
         *awaiting -= 1;
     }
-}
-
-/// Packs values into a table with a count, as `table.pack` does.
-fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
-    let count = values.len();
-    let table = lua.create_table_with_capacity(count, 1)?;
-    for (i, value) in values.into_iter().enumerate() {
-        table.raw_set(i + 1, value)?;
-    }
-    table.raw_set("n", count)?;
-    Ok(table)
-}
-
-fn unpack(table: &Table) -> mlua::Result<MultiValue> {
-    let count: usize = table.raw_get("n")?;
-    (1..=count).map(|i| table.raw_get::<Value>(i)).collect()
 }

@@ -107,6 +107,9 @@ pub(crate) struct TaskTable {
     free: Vec<u32>,
     by_thread: HashMap<usize, u32>,
     threads: Table,
+    /// The generation new slots start at; raised by `reset`, so that ids handed out before it
+    /// never match a task made after it.
+    first_generation: u32,
 }
 
 pub(crate) fn thread_key(thread: &Thread) -> usize {
@@ -120,7 +123,25 @@ impl TaskTable {
             free: Vec::new(),
             by_thread: HashMap::new(),
             threads,
+            first_generation: 0,
         }
+    }
+
+    /// The number of slots ever made, occupied or free.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Gives back the memory of an empty table after a burst of tasks: the slab and the
+    /// Lua-side array (which Lua never shrinks) start afresh. Only valid while no task exists.
+    pub(crate) fn reset(&mut self, threads: Table) {
+        debug_assert!(self.by_thread.is_empty());
+        let highest = self.slots.iter().map(|s| s.generation).max().unwrap_or(0);
+        self.first_generation = self.first_generation.max(highest.wrapping_add(1));
+        self.slots = Vec::new();
+        self.free = Vec::new();
+        self.by_thread = HashMap::new();
+        self.threads = threads;
     }
 
     /// The slot of `thread`, if it is a task.
@@ -140,7 +161,7 @@ impl TaskTable {
                 let slot = u32::try_from(self.slots.len())
                     .map_err(|_| mlua::Error::runtime("too many tasks (more than 2^32)"))?;
                 self.slots.push(Slot {
-                    generation: 0,
+                    generation: self.first_generation,
                     token: 0,
                     suspension: Suspension::None,
                     timers: 0,

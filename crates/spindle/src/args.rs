@@ -1,0 +1,162 @@
+//! Arguments waiting for a deferred or delayed resumption, kept Lua-side.
+//!
+//! Each pending resumption with arguments owns one key; keys are small integers that are reused,
+//! so the table stays in Lua's array part and its size follows the peak of pending resumptions.
+//! Lua never shrinks a table, so once every key is back the table is replaced if it grew large.
+//! Invariant: a key is either free or holds exactly one packed argument list.
+
+use std::cell::RefCell;
+
+use mlua::{Lua, MultiValue, Table, Value};
+
+/// The key of one stored argument list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ArgsKey(u32);
+
+pub(crate) struct ArgStore {
+    table: RefCell<Table>,
+    keys: RefCell<Keys>,
+}
+
+#[derive(Default)]
+struct Keys {
+    free: Vec<u32>,
+    /// Keys ever made since the table was last replaced; key `n` is array index `n + 1`.
+    made: u32,
+}
+
+/// How many keys a table may have made and still be kept when it empties.
+const KEEP: u32 = 1024;
+
+impl ArgStore {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<Self> {
+        Ok(ArgStore {
+            table: RefCell::new(lua.create_table()?),
+            keys: RefCell::default(),
+        })
+    }
+
+    /// Stores `args`; `None` when there are none, which costs nothing.
+    pub(crate) fn store(&self, lua: &Lua, args: MultiValue) -> mlua::Result<Option<ArgsKey>> {
+        if args.is_empty() {
+            return Ok(None);
+        }
+        let packed = pack(lua, args)?;
+        let key = {
+            let mut keys = self.keys.borrow_mut();
+            match keys.free.pop() {
+                Some(key) => key,
+                None => {
+                    keys.made += 1;
+                    keys.made - 1
+                }
+            }
+        };
+        let table = self.table.borrow().clone();
+        if let Err(error) = table.raw_set(key as i64 + 1, packed) {
+            self.keys.borrow_mut().free.push(key);
+            return Err(error);
+        }
+        Ok(Some(ArgsKey(key)))
+    }
+
+    /// Takes the arguments out, freeing the key.
+    pub(crate) fn take(&self, key: Option<ArgsKey>) -> mlua::Result<MultiValue> {
+        let Some(ArgsKey(key)) = key else {
+            return Ok(MultiValue::new());
+        };
+        let table = self.table.borrow().clone();
+        let packed: Option<Table> = table.raw_get(key as i64 + 1)?;
+        self.release(key, &table);
+        match packed {
+            Some(packed) => unpack(&packed),
+            None => Ok(MultiValue::new()),
+        }
+    }
+
+    /// Drops the arguments of a resumption that will not happen.
+    pub(crate) fn discard(&self, key: Option<ArgsKey>) {
+        if let Some(ArgsKey(key)) = key {
+            let table = self.table.borrow().clone();
+            self.release(key, &table);
+        }
+    }
+
+    fn release(&self, key: u32, table: &Table) {
+        // Setting an existing array entry to nil neither allocates nor calls back into Rust.
+        let _ = table.raw_set(key as i64 + 1, mlua::Nil);
+        self.keys.borrow_mut().free.push(key);
+    }
+
+    /// Replaces a large table once every key is back, giving its memory to the collector.
+    pub(crate) fn trim(&self, lua: &Lua) -> mlua::Result<()> {
+        {
+            let keys = self.keys.borrow();
+            if keys.made <= KEEP || keys.free.len() != keys.made as usize {
+                return Ok(());
+            }
+        }
+        let fresh = lua.create_table()?;
+        *self.table.borrow_mut() = fresh;
+        *self.keys.borrow_mut() = Keys::default();
+        Ok(())
+    }
+}
+
+/// Packs values into a table with a count, as `table.pack` does.
+pub(crate) fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
+    let count = values.len();
+    let table = lua.create_table_with_capacity(count, 1)?;
+    for (i, value) in values.into_iter().enumerate() {
+        table.raw_set(i + 1, value)?;
+    }
+    table.raw_set("n", count)?;
+    Ok(table)
+}
+
+/// The values of a table made by [`pack`].
+pub(crate) fn unpack(table: &Table) -> mlua::Result<MultiValue> {
+    let count: usize = table.raw_get("n")?;
+    (1..=count).map(|i| table.raw_get::<Value>(i)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_reused_and_values_round_trip() {
+        let lua = Lua::new();
+        let store = ArgStore::new(&lua).unwrap();
+        let args = MultiValue::from_iter([Value::Integer(1), Value::Nil, Value::Boolean(true)]);
+        let first = store.store(&lua, args).unwrap();
+        let values = store.take(first).unwrap();
+        assert_eq!(values.len(), 3);
+        assert!(values[1].is_nil());
+        let second = store
+            .store(&lua, MultiValue::from_iter([Value::Integer(2)]))
+            .unwrap();
+        assert_eq!(first, second, "a freed key is reused");
+        assert!(store.store(&lua, MultiValue::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_emptied_large_table_is_replaced() {
+        let lua = Lua::new();
+        let store = ArgStore::new(&lua).unwrap();
+        let keys: Vec<_> = (0..2000)
+            .map(|i| {
+                store
+                    .store(&lua, MultiValue::from_iter([Value::Integer(i)]))
+                    .unwrap()
+            })
+            .collect();
+        let old = store.table.borrow().clone();
+        store.trim(&lua).unwrap();
+        assert_eq!(*store.table.borrow(), old, "kept while keys are out");
+        keys.into_iter().for_each(|key| store.discard(key));
+        store.trim(&lua).unwrap();
+        assert_ne!(*store.table.borrow(), old);
+        assert_eq!(store.keys.borrow().made, 0);
+    }
+}

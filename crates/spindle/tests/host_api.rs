@@ -1,0 +1,399 @@
+//! The host's side: spawning with ids, reading outcomes once, stepping cycles, clocks, limits,
+//! re-entrancy and ending a run (SEMANTICS rules 3, 6, 8, 14, 16, 18).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use spindle::mlua::{Function, Lua};
+use spindle::{Clock, CycleReport, Error, Outcome, Scheduler, TaskError, TaskStatus, VirtualClock};
+
+fn virtual_scheduler(lua: &Lua) -> (Scheduler, VirtualClock) {
+    let clock = VirtualClock::new();
+    let scheduler = Scheduler::builder()
+        .clock(Clock::from(clock.clone()))
+        .on_error(|_| {})
+        .build(lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    (scheduler, clock)
+}
+
+fn function(lua: &Lua, source: &str) -> Function {
+    lua.load(source).into_function().unwrap()
+}
+
+#[test]
+fn outcome_is_read_once_and_then_forgotten() {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let id = scheduler
+        .spawn(
+            function(&lua, "local a, b = ... task.wait(1) return a + b, 'sum'"),
+            (2, 3),
+        )
+        .unwrap();
+    assert_eq!(scheduler.status(id), TaskStatus::Scheduled);
+    assert!(scheduler
+        .take_result::<(i64, String)>(id)
+        .unwrap()
+        .is_none());
+    scheduler.run_blocking().unwrap();
+    assert_eq!(scheduler.status(id), TaskStatus::Done);
+    match scheduler.take_result::<(i64, String)>(id).unwrap() {
+        Some(Outcome::Finished((sum, label))) => assert_eq!((sum, label.as_str()), (5, "sum")),
+        other => panic!("unexpected {:?}", other.map(|_| ())),
+    }
+    assert_eq!(scheduler.status(id), TaskStatus::Unknown);
+    assert!(scheduler.take_result::<()>(id).unwrap().is_none());
+}
+
+#[test]
+fn failed_task_reports_to_the_handler_and_keeps_the_error_as_its_outcome() {
+    let lua = Lua::new();
+    let reports: Rc<RefCell<Vec<TaskError>>> = Rc::default();
+    let seen = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let main = lua
+        .load("local function inner() error('bad state') end\ninner()")
+        .set_name("@host.luau")
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    assert_eq!(scheduler.error_count(), 1);
+    let reports = reports.borrow();
+    assert_eq!(reports[0].message, "host.luau:1: bad state");
+    assert!(
+        reports[0].traceback.contains("host.luau:1"),
+        "{}",
+        reports[0].traceback
+    );
+    assert_eq!(reports[0].task, Some(id));
+    match scheduler.take_result::<()>(id).unwrap() {
+        Some(Outcome::Failed(error)) => assert_eq!(error.message, "host.luau:1: bad state"),
+        other => panic!("unexpected {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn lua_spawned_tasks_keep_nothing_after_they_end() {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let main = function(
+        &lua,
+        "for i = 1, 100 do task.spawn(function() task.wait(i) end) end",
+    );
+    let id = scheduler.spawn(main, ()).unwrap();
+    assert_eq!(scheduler.task_count(), 100);
+    scheduler.run_blocking().unwrap();
+    assert_eq!(scheduler.task_count(), 0);
+    assert!(scheduler.take_result::<()>(id).unwrap().is_some());
+    assert!(!scheduler.has_work());
+}
+
+#[test]
+fn cycles_step_frame_by_frame_under_a_virtual_clock() {
+    let lua = Lua::new();
+    let (scheduler, clock) = virtual_scheduler(&lua);
+    let main = function(
+        &lua,
+        r#"
+        frames = {}
+        task.delay(0.06, function() table.insert(frames, "delay") end)
+        for i = 1, 3 do
+            task.wait(1/60)
+            table.insert(frames, "tick " .. i)
+            task.defer(function() table.insert(frames, "deferred " .. i) end)
+        end
+        "#,
+    );
+    scheduler.spawn(main, ()).unwrap();
+    let frame = Duration::from_secs_f64(1.0 / 60.0);
+    let mut reports = Vec::new();
+    for _ in 0..4 {
+        clock.advance(frame);
+        reports.push(scheduler.cycle().unwrap());
+    }
+    let frames: Vec<String> = lua.globals().get("frames").unwrap();
+    assert_eq!(
+        frames,
+        [
+            "tick 1",
+            "deferred 1",
+            "tick 2",
+            "deferred 2",
+            "tick 3",
+            "deferred 3",
+            "delay"
+        ]
+    );
+    let expect = |timers, deferred| CycleReport {
+        timers,
+        wakeups: 0,
+        deferred,
+        errors: 0,
+    };
+    assert_eq!(
+        reports,
+        [expect(1, 1), expect(1, 1), expect(1, 1), expect(1, 0)]
+    );
+    assert!(scheduler.cycle().unwrap().is_idle());
+    assert!(!scheduler.has_work());
+    assert_eq!(scheduler.cycle_count(), 5);
+}
+
+#[test]
+fn defer_depth_limit_is_configurable() {
+    let lua = Lua::new();
+    let reports: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .max_defer_depth(5)
+        .on_error(move |e| seen.borrow_mut().push(e.message.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let main = function(
+        &lua,
+        "runs = 0 local function again() runs += 1 task.defer(again) end task.defer(again)",
+    );
+    scheduler.spawn(main, ()).unwrap();
+    assert_eq!(lua.globals().get::<u32>("runs").unwrap(), 5);
+    assert_eq!(
+        *reports.borrow(),
+        ["Maximum re-entrancy depth (5) exceeded calling task.defer"]
+    );
+    assert_eq!(scheduler.error_count(), 1);
+}
+
+#[test]
+fn host_defer_and_delay_schedule_like_the_task_library() {
+    let lua = Lua::new();
+    let (scheduler, clock) = virtual_scheduler(&lua);
+    lua.load("log = {}").exec().unwrap();
+    let record = function(&lua, "table.insert(log, (...))");
+    scheduler
+        .delay(Duration::from_secs(2), record.clone(), "delayed")
+        .unwrap();
+    let deferred = scheduler.defer(record.clone(), "deferred").unwrap();
+    assert_eq!(scheduler.status(deferred), TaskStatus::Scheduled);
+    scheduler.spawn(record, "spawned").unwrap();
+    scheduler.run_blocking().unwrap();
+    let log: Vec<String> = lua.globals().get("log").unwrap();
+    assert_eq!(log, ["spawned", "deferred", "delayed"]);
+    assert_eq!(clock.now(), Duration::from_secs(2));
+    assert!(matches!(
+        scheduler.take_result::<()>(deferred).unwrap(),
+        Some(Outcome::Finished(()))
+    ));
+}
+
+#[test]
+fn cancelling_every_remaining_timer_ends_the_run_at_once() {
+    let lua = Lua::new();
+    let (scheduler, clock) = virtual_scheduler(&lua);
+    let long = scheduler
+        .spawn(function(&lua, "task.wait(3600)"), ())
+        .unwrap();
+    let delayed = scheduler
+        .delay(
+            Duration::from_secs(7200),
+            function(&lua, "error('never')"),
+            (),
+        )
+        .unwrap();
+    assert_eq!(scheduler.next_deadline(), Some(Duration::from_secs(3600)));
+    assert!(scheduler.cancel(long).unwrap());
+    assert!(scheduler.cancel(delayed).unwrap());
+    assert!(!scheduler.cancel(delayed).unwrap(), "already cancelled");
+    assert!(!scheduler.has_work());
+    assert_eq!(scheduler.next_deadline(), None);
+    scheduler.run_blocking().unwrap();
+    assert_eq!(
+        clock.now(),
+        Duration::ZERO,
+        "the run ended without waiting for cancelled timers"
+    );
+    assert!(matches!(
+        scheduler.take_result::<()>(long).unwrap(),
+        Some(Outcome::Cancelled)
+    ));
+    assert_eq!(scheduler.error_count(), 0);
+}
+
+#[test]
+fn many_cancelled_timers_do_not_linger_in_memory() {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let main = function(
+        &lua,
+        r#"
+        local keep = task.delay(10, function() end)
+        for i = 1, 10000 do
+            task.cancel(task.delay(5, print, "never", i))
+        end
+        "#,
+    );
+    scheduler.spawn(main, ()).unwrap();
+    assert_eq!(scheduler.task_count(), 1);
+    // Arguments of the cancelled delays were dropped with them.
+    lua.gc_collect().unwrap();
+    let used = lua.used_memory();
+    assert!(used < 4 << 20, "{used} bytes still in use");
+}
+
+#[test]
+fn cycle_called_from_inside_a_task_is_refused_without_panicking() {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let scheduler = Rc::new(scheduler);
+    let refused = Rc::new(Cell::new(false));
+    let weak = Rc::downgrade(&scheduler);
+    let flag = Rc::clone(&refused);
+    let step = lua
+        .create_function(move |_, ()| {
+            let scheduler = weak.upgrade().unwrap();
+            flag.set(matches!(scheduler.cycle(), Err(Error::Reentrant(_))));
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("step", step).unwrap();
+    scheduler
+        .spawn(function(&lua, "step() task.wait(1) step()"), ())
+        .unwrap();
+    assert!(refused.get());
+    refused.set(false);
+    scheduler.run_blocking().unwrap();
+    assert!(refused.get());
+    assert_eq!(scheduler.error_count(), 0);
+}
+
+#[test]
+fn a_lua_state_has_at_most_one_scheduler() {
+    let lua = Lua::new();
+    let first = Scheduler::new(&lua).unwrap();
+    assert!(Scheduler::new(&lua).is_err());
+    drop(first);
+    assert!(
+        Scheduler::new(&lua).is_ok(),
+        "dropping the scheduler frees the Lua for another"
+    );
+}
+
+#[test]
+fn shutdown_drops_futures_and_timers_without_reporting_errors() {
+    struct Guard(Rc<Cell<u32>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let dropped = Rc::new(Cell::new(0));
+    let counter = Rc::clone(&dropped);
+    let forever = scheduler
+        .create_async_function(move |_, ()| {
+            let guard = Guard(Rc::clone(&counter));
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    lua.globals().set("forever", forever).unwrap();
+    let main = function(
+        &lua,
+        r#"
+        for i = 1, 10 do task.spawn(forever) end
+        for i = 1, 10 do task.delay(i, print, "never") end
+        task.wait(100)
+        "#,
+    );
+    let id = scheduler.spawn(main, ()).unwrap();
+    scheduler
+        .defer(function(&lua, "error('never')"), ())
+        .unwrap();
+    assert!(scheduler.has_work());
+    scheduler.shutdown().unwrap();
+    assert_eq!(dropped.get(), 10, "every pending future is dropped");
+    assert!(!scheduler.has_work());
+    assert_eq!(scheduler.task_count(), 0);
+    assert_eq!(scheduler.next_deadline(), None);
+    assert_eq!(scheduler.error_count(), 0);
+    assert_eq!(scheduler.status(id), TaskStatus::Unknown);
+    // The scheduler stays usable.
+    let again = scheduler
+        .spawn(function(&lua, "task.wait(1) return 'again'"), ())
+        .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert!(
+        matches!(scheduler.take_result::<String>(again).unwrap(), Some(Outcome::Finished(s)) if s == "again")
+    );
+}
+
+#[test]
+fn dropping_the_scheduler_drops_pending_futures_and_frees_the_lua() {
+    let lua = Lua::new();
+    let dropped = Rc::new(Cell::new(false));
+    {
+        let scheduler = Scheduler::new(&lua).unwrap();
+        scheduler.install_task_library().unwrap();
+        let flag = Rc::clone(&dropped);
+        let forever = scheduler
+            .create_async_function(move |lua: Lua, ()| {
+                let flag = Rc::clone(&flag);
+                async move {
+                    let _keeps_lua_alive = lua;
+                    struct SetOnDrop(Rc<Cell<bool>>);
+                    impl Drop for SetOnDrop {
+                        fn drop(&mut self) {
+                            self.0.set(true);
+                        }
+                    }
+                    let _guard = SetOnDrop(flag);
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            })
+            .unwrap();
+        scheduler.spawn(forever, ()).unwrap();
+    }
+    assert!(dropped.get());
+}
+
+/// Runs a script that mixes every kind of scheduling under a virtual clock and returns its log.
+fn traced_run() -> Vec<String> {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let main = function(
+        &lua,
+        r#"
+        log = {}
+        local function note(...) table.insert(log, table.concat({...}, " ")) end
+        for i = 1, 20 do
+            task.spawn(function()
+                local waited = task.wait((i * 7) % 5 / 10)
+                note("task", i, "waited", waited)
+                task.defer(note, "deferred", i)
+                task.delay(((i * 3) % 4) / 10, note, "delayed", i)
+            end)
+        end
+        "#,
+    );
+    scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    lua.globals().get("log").unwrap()
+}
+
+#[test]
+fn virtual_time_runs_are_identical_event_for_event() {
+    let first = traced_run();
+    assert_eq!(first.len(), 60);
+    assert_eq!(first, traced_run());
+}
