@@ -106,7 +106,7 @@ mod tests {
     fn callback_error_reports_the_cause_and_its_traceback() {
         let error = mlua::Error::CallbackError {
             traceback: "stack traceback:\n\t[C]: in ?".into(),
-            cause: std::sync::Arc::new(mlua::Error::runtime("disk on fire")),
+            cause: mlua::Error::runtime("disk on fire").into(),
         };
         let report = TaskError::from_lua(None, &error);
         assert_eq!(report.message, "disk on fire");

@@ -67,3 +67,8 @@ pub use scheduler::{
 pub use tasks::TaskId;
 
 pub use mlua;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

@@ -10,7 +10,6 @@
 //! that named the old generation stale.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::fmt;
 
 use mlua::{Table, Thread};
@@ -113,7 +112,7 @@ pub(crate) struct TaskTable {
 }
 
 pub(crate) fn thread_key(thread: &Thread) -> usize {
-    thread.to_pointer() as *const c_void as usize
+    thread.to_pointer() as usize
 }
 
 impl TaskTable {

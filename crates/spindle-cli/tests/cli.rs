@@ -1,0 +1,148 @@
+//! The `spindle` command as a user meets it: exit statuses, messages, and the examples.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn spindle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("the spindle binary runs")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a script into a fresh temporary directory and returns its path.
+fn script(name: &str, source: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("spindle-cli-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, source).unwrap();
+    path
+}
+
+#[test]
+fn hello_example_runs_and_exits_zero() {
+    let out = spindle(&["run", "examples/hello.luau", "tester"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("hello, tester!\n"), "{stdout}");
+    let steps: Vec<_> = stdout.lines().skip(1).map(|l| &l[..2]).collect();
+    assert_eq!(steps, ["1.", "2.", "3.", "4.", "5."]);
+}
+
+#[test]
+fn producer_consumer_and_timer_examples_run_cleanly() {
+    let out = spindle(&["run", "examples/producer_consumer.luau"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with("consumed 6 items\n"));
+
+    let out = spindle(&["run", "examples/timers.luau"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("never printed"), "{stdout}");
+    let delay_01 = stdout.find("delay 0.1 s").unwrap();
+    let delay_03 = stdout.find("delay 0.3 s").unwrap();
+    assert!(delay_01 < delay_03);
+}
+
+#[test]
+fn arguments_reach_the_script_as_its_varargs() {
+    let path = script("args.luau", b"print(select('#', ...), ...)");
+    let out = spindle(&["run", path.to_str().unwrap(), "one", "--two", "3"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "3\tone\t--two\t3\n");
+}
+
+#[test]
+fn an_uncaught_error_is_reported_and_the_other_tasks_go_on_with_exit_status_one() {
+    let path = script(
+        "fails.luau",
+        b"task.spawn(function()\n  task.wait(0.01)\n  error('worker broke')\nend)\ntask.wait(0.05)\nprint('main finished')\n",
+    );
+    let out = spindle(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "main finished\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("fails.luau:3: worker broke"), "{stderr}");
+    assert!(stderr.contains("stack traceback:"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_named_with_exit_status_two() {
+    let out = spindle(&["run", "does/not/exist.luau"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("spindle: cannot read 'does/not/exist.luau'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn a_syntax_error_names_the_file_and_line_with_exit_status_two() {
+    let path = script("syntax.luau", b"print('fine')\nlocal x = = 1\n");
+    let out = spindle(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing runs when the script does not compile"
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("spindle: "), "{stderr}");
+    assert!(stderr.contains("syntax.luau:2:"), "{stderr}");
+}
+
+#[test]
+fn a_binary_file_is_refused_as_source_not_run_as_bytecode() {
+    let mut bytes = vec![0x1b, b'L', b'u', b'a', 0, 0xff, 0xfe];
+    bytes.extend((0..=255u8).cycle().take(4096));
+    let path = script("binary.luau", &bytes);
+    let out = spindle(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("binary.luau"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn help_and_version_answer() {
+    let out = spindle(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("run"));
+    let out = spindle(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("spindle {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = spindle(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing FILE is a usage error"
+    );
+}
+
+#[test]
+#[ignore = "needs about 1.5 GB and a release build: cargo test --release -p spindle-cli -- --ignored"]
+fn a_million_tasks_each_waiting_finish_within_thirty_seconds() {
+    let started = std::time::Instant::now();
+    let out = spindle(&["run", "examples/million_waits.luau"]);
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("1000000 of 1000000 tasks woke\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(elapsed.as_secs() < 30, "took {elapsed:?}");
+}
