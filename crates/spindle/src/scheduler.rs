@@ -27,6 +27,7 @@ use mlua::{
 use crate::args::{pack, unpack, ArgStore, ArgsKey};
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
+use crate::task_lib::Library;
 use crate::tasks::{Suspension, TaskId, TaskTable};
 use crate::timers::Timers;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
@@ -108,6 +109,7 @@ impl SchedulerBuilder {
                 .unwrap_or_else(|| Rc::new(default_error_handler)),
             errors: Cell::new(0),
             cycles: Cell::new(0),
+            closed: Cell::new(false),
             lib: RefCell::new(None),
             lua_fns: LuaFns::capture(lua)?,
         });
@@ -172,8 +174,10 @@ pub(crate) struct Inner {
     on_error: ErrorHandler,
     errors: Cell<u64>,
     cycles: Cell<u64>,
+    /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
+    closed: Cell<bool>,
     /// Filled by `install_task_library`: the `task` table and the async-function factory.
-    lib: RefCell<Option<(Table, Function)>>,
+    lib: RefCell<Option<Library>>,
     lua_fns: LuaFns,
 }
 
@@ -393,9 +397,13 @@ impl Scheduler {
 
     /// Installs the `task` library as the global `task` and returns the table.
     pub fn install_task_library(&self) -> Result<Table> {
-        let (task, _) = self.inner.library(&self.lua)?;
-        self.lua.globals().set("task", &task)?;
-        Ok(task)
+        let library = self.inner.library(&self.lua)?;
+        let globals = self.lua.globals();
+        globals.set("task", &library.task)?;
+        let coroutine: Table = globals.get("coroutine")?;
+        coroutine.set("resume", library.resume)?;
+        coroutine.set("wrap", library.wrap)?;
+        Ok(library.task)
     }
 
     /// Spawns `f` (a function or a thread) with `args` and resumes it at once, then drains the
@@ -612,9 +620,10 @@ impl Scheduler {
         Fut: Future<Output = mlua::Result<R>> + 'static,
         R: IntoLuaMulti,
     {
-        let (_, make_async) = self.inner.library(&self.lua)?;
+        let make_async = self.inner.library(&self.lua)?.make_async;
         let inner = Rc::clone(&self.inner);
         let start = self.lua.create_function(move |lua, args: MultiValue| {
+            inner.ensure_open()?;
             let args = A::from_lua_multi(args, lua)?;
             let future = f(lua.clone(), args);
             let owner = lua.clone();
@@ -629,6 +638,7 @@ impl Drop for Scheduler {
     fn drop(&mut self) {
         // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
         let _ = self.inner.shutdown();
+        self.inner.closed.set(true);
         let _ = self.lua.remove_app_data::<Attached>();
     }
 }
@@ -698,7 +708,7 @@ pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
 }
 
 impl Inner {
-    fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<(Table, Function)> {
+    fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<Library> {
         if let Some(lib) = &*self.lib.borrow() {
             return Ok(lib.clone());
         }
@@ -713,6 +723,17 @@ impl Inner {
             return Ok(());
         }
         self.lua_fns.close.call::<MultiValue>(thread).map(|_| ())
+    }
+
+    /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
+    /// does not schedule work that nothing will run.
+    pub(crate) fn ensure_open(&self) -> mlua::Result<()> {
+        if self.closed.get() {
+            return Err(mlua::Error::runtime(
+                "the task scheduler of this Lua state was dropped",
+            ));
+        }
+        Ok(())
     }
 
     fn report(&self, error: TaskError) {
@@ -887,12 +908,35 @@ impl Inner {
         Ok(())
     }
 
+    /// A thread resumed by hand blocked in an mlua future: it becomes a task blocked on that
+    /// future. Its future holds the resumer's waker, so it is polled again on the next cycle
+    /// with the thread's own.
+    pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
+        let target = {
+            let mut state = self.state.borrow_mut();
+            let id = state.tasks.adopt(thread)?;
+            let state = &mut *state;
+            let slot = state.tasks.get_mut(id).expect("adopted just now");
+            let token = slot.next_token();
+            end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+            slot.suspension = Suspension::LuaFuture { token };
+            state.awaiting += 1;
+            WakeTarget {
+                slot: id.slot(),
+                generation: id.generation(),
+                token,
+            }
+        };
+        self.wakes.push(target);
+        Ok(())
+    }
+
     /// Frees the task's slot if nothing will resume it and the scheduler is not resuming it:
     /// the thread then belongs to whoever holds it.
     fn release_if_idle(&self, id: TaskId) {
         let mut state = self.state.borrow_mut();
         let idle = match state.tasks.get(id) {
-            Some(slot) => !slot.running && !slot.has_pending() && !slot.keep_outcome,
+            Some(slot) => !slot.running && !slot.has_pending(),
             None => false,
         };
         if idle {

@@ -25,13 +25,14 @@ fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
 }
 
 /// Builds the `task` table and the factory that wraps Spindle async functions.
-pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<(Table, Function)> {
+pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let rt = lua.create_table()?;
 
     let sched = Rc::clone(inner);
     rt.raw_set(
         "spawn",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            sched.ensure_open()?;
             let (thread, _) = into_thread(lua, target)?;
             sched.spawn_thread(lua, &thread, args)?;
             Ok(thread)
@@ -42,6 +43,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<(Table, Functi
     rt.raw_set(
         "defer",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            sched.ensure_open()?;
             let (thread, fresh) = into_thread(lua, target)?;
             let id = sched.adopt(&thread)?;
             sched.defer(lua, id, args, fresh)?;
@@ -77,7 +79,10 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<(Table, Functi
     let sched = Rc::clone(inner);
     rt.raw_set(
         "begin_wait",
-        lua.create_function(move |lua, seconds: f64| sched.begin_wait(lua, seconds))?,
+        lua.create_function(move |lua, seconds: f64| {
+            sched.ensure_open()?;
+            sched.begin_wait(lua, seconds)
+        })?,
     )?;
 
     let sched = Rc::clone(inner);
@@ -86,10 +91,37 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<(Table, Functi
         lua.create_function(move |lua, ()| sched.abandon_wait(lua))?,
     )?;
 
-    rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "adopt_pending",
+        lua.create_function(move |_, thread: Thread| sched.adopt_pending(&thread))?,
+    )?;
 
-    lua.load(SOURCE)
+    rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
+    rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
+
+    let (task, make_async, resume, wrap): (Table, Function, Function, Function) = lua
+        .load(SOURCE)
         .set_name("=[spindle task]")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call(rt)
+        .call(rt)?;
+    Ok(Library {
+        task,
+        make_async,
+        resume,
+        wrap,
+    })
+}
+
+/// What `task.luau` builds.
+#[derive(Clone)]
+pub(crate) struct Library {
+    /// The `task` table.
+    pub task: Table,
+    /// Wraps a Spindle async function's `start` into the function scripts call.
+    pub make_async: Function,
+    /// `coroutine.resume` and `coroutine.wrap` that hand threads blocked in mlua futures over
+    /// to the scheduler.
+    pub resume: Function,
+    pub wrap: Function,
 }

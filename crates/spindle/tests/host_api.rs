@@ -397,3 +397,44 @@ fn virtual_time_runs_are_identical_event_for_event() {
     assert_eq!(first.len(), 60);
     assert_eq!(first, traced_run());
 }
+
+#[test]
+fn a_host_task_that_yields_plainly_is_released_to_whoever_resumes_it() {
+    let lua = Lua::new();
+    let (scheduler, _) = virtual_scheduler(&lua);
+    let id = scheduler
+        .spawn(
+            function(
+                &lua,
+                "parked = coroutine.running() coroutine.yield() return 'resumed'",
+            ),
+            (),
+        )
+        .unwrap();
+    assert_eq!(scheduler.status(id), TaskStatus::Unknown);
+    assert_eq!(
+        scheduler.task_count(),
+        0,
+        "the scheduler does not keep a parked thread alive"
+    );
+    assert!(!scheduler.has_work());
+    let parked: spindle::mlua::Thread = lua.globals().get("parked").unwrap();
+    assert_eq!(parked.resume::<String>(()).unwrap(), "resumed");
+}
+
+#[test]
+fn task_functions_kept_after_the_scheduler_is_dropped_raise_an_error() {
+    let lua = Lua::new();
+    let scheduler = Scheduler::new(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    drop(scheduler);
+    let error = lua
+        .load("task.defer(print, 'x')")
+        .exec()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("scheduler of this Lua state was dropped"),
+        "{error}"
+    );
+}

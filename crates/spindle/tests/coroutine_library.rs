@@ -1,0 +1,110 @@
+//! `install_task_library` replaces `coroutine.resume` and `coroutine.wrap` so that a coroutine
+//! resumed by hand that blocks in an mlua async function becomes the scheduler's (rule 13).
+//! For everything else they must behave exactly as Luau's own.
+
+use std::time::Duration;
+
+use spindle::mlua::Lua;
+use spindle::{Outcome, Scheduler};
+
+/// Exercises resume and wrap: values in and out, errors of every kind, dead coroutines.
+const PROBE: &str = r##"
+local out = {}
+local function note(...) table.insert(out, table.concat(table.pack(...), "|", 1, select("#", ...))) end
+local function show(...) local t = table.pack(...) for i = 1, t.n do t[i] = tostring(t[i]) end return table.unpack(t, 1, t.n) end
+
+local co = coroutine.create(function(a, b)
+    local c = coroutine.yield(a + b, "y")
+    local d, e = coroutine.yield(c * 2)
+    return d, e, nil
+end)
+note(show(coroutine.resume(co, 1, 2)))
+note(show(coroutine.resume(co, 5)))
+note(show(coroutine.resume(co, "p", "q")))
+note(show(coroutine.resume(co)))
+note(show(pcall(coroutine.resume, 42)))
+
+local gen = coroutine.wrap(function(n) for i = 1, n do coroutine.yield(i, i * i) end return "done" end)
+note(show(gen(2)))
+note(show(gen()))
+note(show(gen()))
+note(show(pcall(gen)))
+note(show(pcall(coroutine.wrap(function() error("string error") end))))
+note(show(pcall(coroutine.wrap(function() error("no position", 0) end))))
+note(show(pcall(coroutine.wrap(function() error(404) end))))
+note(show(pcall(coroutine.wrap(function() error({ code = 7 }) end))))
+note(show(pcall(coroutine.wrap(function() error() end))))
+note(show(pcall(coroutine.wrap, 5)))
+local ok, err = pcall(function() local f = coroutine.wrap(function() error("deep") end) f() end)
+note(show(ok, err))
+return table.concat(out, "\n")
+"##;
+
+fn probe(install: bool) -> String {
+    let lua = Lua::new();
+    let scheduler = Scheduler::new(&lua).unwrap();
+    if install {
+        scheduler.install_task_library().unwrap();
+    }
+    lua.load(PROBE)
+        .set_name("@probe.luau")
+        .eval::<String>()
+        .unwrap()
+}
+
+#[test]
+fn replaced_resume_and_wrap_behave_like_luaus_own_for_plain_coroutines() {
+    let native = probe(false);
+    let replaced = probe(true);
+    // Tables print with their address, which differs between the two states.
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| if l.contains("table: ") { "table" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&replaced), strip(&native));
+    assert!(native.contains("cannot resume dead coroutine"), "{native}");
+}
+
+#[test]
+fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_scheduler() {
+    let lua = Lua::new();
+    let scheduler = Scheduler::new(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let sleep = lua
+        .create_async_function(|_, ms: u64| async move {
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .unwrap();
+    lua.globals().set("sleep_ms", sleep).unwrap();
+    let main = lua
+        .load(
+            r##"
+            local log = {}
+            local co = coroutine.create(function()
+                table.insert(log, "slept " .. sleep_ms(20))
+            end)
+            local results = table.pack(coroutine.resume(co))
+            table.insert(log, "resume returned " .. results.n .. " value(s): " .. tostring(results[1]))
+            local w = coroutine.wrap(function() table.insert(log, "wrapped slept " .. sleep_ms(10)) end)
+            table.insert(log, "wrap returned " .. select("#", w()) .. " values")
+            task.wait(0.1)
+            table.insert(log, coroutine.status(co))
+            return table.concat(log, "; ")
+            "##,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    async_io::block_on(scheduler.run(async_io::Timer::at)).unwrap();
+    let log = match scheduler.take_result::<String>(id).unwrap() {
+        Some(Outcome::Finished(log)) => log,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert_eq!(
+        log,
+        "resume returned 1 value(s): true; wrap returned 0 values; wrapped slept 10; slept 20; dead"
+    );
+}
