@@ -50,8 +50,11 @@
 #![warn(missing_docs)]
 
 mod args;
+mod async_fn;
 mod clock;
 mod error;
+mod host;
+mod run;
 mod scheduler;
 mod task_lib;
 mod tasks;
@@ -60,10 +63,11 @@ mod waker;
 
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
-pub use scheduler::{
-    CycleReport, IntoThread, Outcome, Scheduler, SchedulerBuilder, Sleeper, TaskStatus,
+pub use host::{
+    CycleReport, IntoThread, Outcome, Scheduler, SchedulerBuilder, TaskStatus,
     DEFAULT_MAX_DEFER_DEPTH,
 };
+pub use run::Sleeper;
 pub use tasks::TaskId;
 
 pub use mlua;

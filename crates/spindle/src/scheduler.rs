@@ -11,158 +11,32 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mlua::prelude::LuaThreadStatus as ThreadStatus;
-use mlua::{
-    FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, RegistryKey, Table,
-    Thread, Value,
-};
+use mlua::{Function, LightUserData, Lua, MultiValue, RegistryKey, Table, Thread, Value};
 
-use crate::args::{pack, unpack, ArgStore, ArgsKey};
+use crate::args::{pack, ArgStore, ArgsKey};
+use crate::async_fn::OwnedFuture;
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
+use crate::host::{CycleReport, TaskStatus};
 use crate::task_lib::Library;
 use crate::tasks::{Suspension, TaskId, TaskTable};
 use crate::timers::Timers;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 
-/// Roblox's limit on nested deferrals (SEMANTICS rule 3).
-pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
-
-type ErrorHandler = Rc<dyn Fn(&TaskError)>;
-pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
-
-/// Configures a [`Scheduler`] before it is attached to a `Lua`.
-///
-/// ```
-/// use spindle::{Clock, Scheduler, VirtualClock};
-///
-/// let lua = mlua::Lua::new();
-/// let scheduler = Scheduler::builder()
-///     .clock(Clock::from(VirtualClock::new()))
-///     .max_defer_depth(10)
-///     .on_error(|error| eprintln!("task failed: {error}"))
-///     .build(&lua)?;
-/// # Ok::<(), spindle::Error>(())
-/// ```
-#[must_use]
-pub struct SchedulerBuilder {
-    clock: Clock,
-    max_defer_depth: u32,
-    on_error: Option<ErrorHandler>,
-}
-
-impl SchedulerBuilder {
-    /// The clock that `task.wait` and `task.delay` measure against (default: the real clock).
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// How many levels of `task.defer` from inside deferred tasks run at one resumption point
-    /// before a deferral is refused (default 80, as Roblox).
-    pub fn max_defer_depth(mut self, depth: u32) -> Self {
-        self.max_defer_depth = depth;
-        self
-    }
-
-    /// Receives every task that ends with an uncaught error, and every error the scheduler
-    /// reports itself. The default writes the message and traceback to stderr.
-    pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
-        self.on_error = Some(Rc::new(handler));
-        self
-    }
-
-    /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
-    pub fn build(self, lua: &Lua) -> Result<Scheduler> {
-        if lua.app_data_ref::<Attached>().is_some() {
-            return Err(Error::Lua(mlua::Error::runtime(
-                "this Lua already has a Spindle scheduler",
-            )));
-        }
-        let inner = Rc::new(Inner {
-            state: RefCell::new(State {
-                tasks: TaskTable::new(lua.create_table()?),
-                timers: Timers::default(),
-                live_timers: 0,
-                awaiting: 0,
-                deferred: VecDeque::new(),
-                futures: HashMap::new(),
-                outcomes: HashMap::new(),
-                depth: 0,
-                defer_level: 0,
-                draining: false,
-                in_cycle: false,
-            }),
-            args: ArgStore::new(lua)?,
-            wakes: Arc::new(WakeQueue::default()),
-            clock: self.clock,
-            max_defer_depth: self.max_defer_depth,
-            on_error: self
-                .on_error
-                .unwrap_or_else(|| Rc::new(default_error_handler)),
-            errors: Cell::new(0),
-            cycles: Cell::new(0),
-            closed: Cell::new(false),
-            lib: RefCell::new(None),
-            lua_fns: LuaFns::capture(lua)?,
-        });
-        lua.set_app_data(Attached);
-        Ok(Scheduler {
-            lua: lua.clone(),
-            inner,
-        })
-    }
-}
-
-fn default_error_handler(error: &TaskError) {
-    eprintln!("{error}");
-}
-
-/// Marks a `Lua` that has a scheduler.
-struct Attached;
+pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
 /// The value a task is resumed with first when the scheduler ends a suspension it made itself.
 /// Plain data: the address of a static, compared by identity.
 pub(crate) fn resume_mark() -> LightUserData {
     static MARK: u8 = 0;
     LightUserData(&MARK as *const u8 as *mut std::ffi::c_void)
-}
-
-/// A Roblox-compatible task scheduler for one `Lua`.
-///
-/// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
-/// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
-/// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
-/// or one [`cycle`](Scheduler::cycle) per frame.
-///
-/// ```
-/// use spindle::Scheduler;
-///
-/// let lua = mlua::Lua::new();
-/// let scheduler = Scheduler::new(&lua)?;
-/// scheduler.install_task_library()?;
-/// let main = lua.load(r#"
-///     local order = {}
-///     task.defer(function() table.insert(order, "deferred") end)
-///     task.wait(0.01)
-///     table.insert(order, "waited")
-///     return table.concat(order, ", ")
-/// "#).into_function()?;
-/// let id = scheduler.spawn(main, ())?;
-/// scheduler.run_blocking()?;
-/// assert_eq!(scheduler.take_result::<String>(id)?.unwrap().into_result()?, "deferred, waited");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct Scheduler {
-    lua: Lua,
-    inner: Rc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -248,88 +122,10 @@ struct Deferred {
     resumption: Resumption,
 }
 
-enum StoredOutcome {
+pub(crate) enum StoredOutcome {
     Finished(RegistryKey),
     Failed(TaskError),
     Cancelled,
-}
-
-/// How a task ended, as read by [`Scheduler::take_result`].
-#[derive(Debug)]
-pub enum Outcome<R> {
-    /// The task's function returned these values.
-    Finished(R),
-    /// The task ended with an uncaught error (already reported to the error handler).
-    Failed(TaskError),
-    /// The task was cancelled.
-    Cancelled,
-}
-
-impl<R> Outcome<R> {
-    /// The values, or an error describing the failure or cancellation.
-    pub fn into_result(self) -> std::result::Result<R, TaskError> {
-        match self {
-            Outcome::Finished(values) => Ok(values),
-            Outcome::Failed(error) => Err(error),
-            Outcome::Cancelled => Err(TaskError::new(
-                None,
-                "task was cancelled".into(),
-                String::new(),
-            )),
-        }
-    }
-}
-
-/// Where a task stands, as seen by the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskStatus {
-    /// The scheduler holds the task: running, queued or suspended by a scheduler function.
-    Scheduled,
-    /// The task ended and its outcome waits for [`Scheduler::take_result`].
-    Done,
-    /// Not known: never a task of this scheduler, its outcome already taken, or it yielded with
-    /// a plain `coroutine.yield` and now belongs to whoever resumes it.
-    Unknown,
-}
-
-/// What one [`Scheduler::cycle`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CycleReport {
-    /// Tasks resumed because their timer came due.
-    pub timers: usize,
-    /// Tasks resumed (or futures polled) because a future woke them.
-    pub wakeups: usize,
-    /// Deferred resumptions run while draining the deferred queue.
-    pub deferred: usize,
-    /// Tasks that ended with an uncaught error during the cycle.
-    pub errors: usize,
-}
-
-impl CycleReport {
-    /// Whether the cycle resumed anything at all.
-    pub fn is_idle(&self) -> bool {
-        self.timers == 0 && self.wakeups == 0 && self.deferred == 0
-    }
-}
-
-/// How [`Scheduler::run`] sleeps until the next timer: any function from a deadline to a future,
-/// such as `async_io::Timer::at` or `|d| tokio::time::sleep_until(d.into())`.
-pub trait Sleeper {
-    /// The future that completes at the deadline.
-    type Sleep: Future;
-    /// Returns a future that completes at `deadline`.
-    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
-}
-
-impl<F, S> Sleeper for F
-where
-    F: Fn(Instant) -> S,
-    S: Future,
-{
-    type Sleep = S;
-    fn sleep_until(&self, deadline: Instant) -> S {
-        self(deadline)
-    }
 }
 
 /// What a resumption passes to the thread.
@@ -345,344 +141,11 @@ enum Wakeup {
 }
 
 /// Either something to do now, or a reason to wait.
-enum Next {
+pub(crate) enum Next {
     Done,
     Busy,
     /// Sleep until woken, or until this instant.
     Sleep(Option<Instant>),
-}
-
-/// Something that becomes a task's thread: a function (run in a new thread) or a thread.
-pub trait IntoThread {
-    /// Converts into the thread to resume.
-    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)>;
-}
-
-impl IntoThread for Function {
-    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
-        Ok((lua.create_thread(self)?, true))
-    }
-}
-
-impl IntoThread for Thread {
-    fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
-        Ok((self, false))
-    }
-}
-
-impl Scheduler {
-    /// A builder with the defaults: real clock, defer depth 80, errors to stderr.
-    pub fn builder() -> SchedulerBuilder {
-        SchedulerBuilder {
-            clock: Clock::real(),
-            max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
-            on_error: None,
-        }
-    }
-
-    /// A scheduler with the default settings, attached to `lua`.
-    pub fn new(lua: &Lua) -> Result<Scheduler> {
-        Self::builder().build(lua)
-    }
-
-    /// The `Lua` this scheduler runs.
-    pub fn lua(&self) -> &Lua {
-        &self.lua
-    }
-
-    /// The clock the scheduler reads.
-    pub fn clock(&self) -> &Clock {
-        &self.inner.clock
-    }
-
-    /// Installs the `task` library as the global `task` and returns the table.
-    pub fn install_task_library(&self) -> Result<Table> {
-        let library = self.inner.library(&self.lua)?;
-        let globals = self.lua.globals();
-        globals.set("task", &library.task)?;
-        let coroutine: Table = globals.get("coroutine")?;
-        coroutine.set("resume", library.resume)?;
-        coroutine.set("wrap", library.wrap)?;
-        Ok(library.task)
-    }
-
-    /// Spawns `f` (a function or a thread) with `args` and resumes it at once, then drains the
-    /// deferred queue as a resumption point does. The task's outcome is kept for
-    /// [`take_result`](Self::take_result).
-    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
-        let (thread, _) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        let id = self.inner.adopt_for_host(&thread)?;
-        self.inner.resume(&self.lua, id, Wakeup::Args(args))?;
-        if self.inner.state.borrow().depth == 0 {
-            self.inner.drain_deferred(&self.lua)?;
-        }
-        Ok(id)
-    }
-
-    /// Queues `f` with `args` for the next resumption point, like `task.defer`.
-    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
-        let (thread, fresh) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        let id = self.inner.adopt_for_host(&thread)?;
-        self.inner.defer(&self.lua, id, args, fresh)?;
-        Ok(id)
-    }
-
-    /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
-    pub fn delay(
-        &self,
-        delay: Duration,
-        f: impl IntoThread,
-        args: impl IntoLuaMulti,
-    ) -> Result<TaskId> {
-        let (thread, fresh) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        let id = self.inner.adopt_for_host(&thread)?;
-        self.inner.delay(&self.lua, id, Some(delay), args, fresh)?;
-        Ok(id)
-    }
-
-    /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
-    pub fn cancel(&self, id: TaskId) -> Result<bool> {
-        let thread = {
-            let state = self.inner.state.borrow();
-            match state.tasks.get(id) {
-                Some(slot) if slot.running => {
-                    return Err(Error::Lua(mlua::Error::runtime(format!(
-                        "cannot cancel task {id}: it is running"
-                    ))))
-                }
-                Some(_) => state.tasks.thread(id)?,
-                None => return Ok(false),
-            }
-        };
-        match thread.status() {
-            ThreadStatus::Running | ThreadStatus::Normal => Err(Error::Lua(mlua::Error::runtime(
-                format!("cannot cancel task {id}: it is running or resuming another thread"),
-            ))),
-            _ => {
-                self.inner.cancel(&thread)?;
-                Ok(true)
-            }
-        }
-    }
-
-    /// Where the task stands.
-    pub fn status(&self, id: TaskId) -> TaskStatus {
-        let state = self.inner.state.borrow();
-        if state.tasks.get(id).is_some() {
-            TaskStatus::Scheduled
-        } else if state.outcomes.contains_key(&id) {
-            TaskStatus::Done
-        } else {
-            TaskStatus::Unknown
-        }
-    }
-
-    /// Takes the outcome of a task the host spawned, once it has ended. Returns `None` while it
-    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken.
-    pub fn take_result<R: FromLuaMulti>(&self, id: TaskId) -> Result<Option<Outcome<R>>> {
-        let stored = self.inner.state.borrow_mut().outcomes.remove(&id);
-        Ok(match stored {
-            None => None,
-            Some(StoredOutcome::Finished(key)) => {
-                let values: Table = self.lua.registry_value(&key)?;
-                self.lua.remove_registry_value(key)?;
-                let values = unpack(&values)?;
-                Some(Outcome::Finished(R::from_lua_multi(values, &self.lua)?))
-            }
-            Some(StoredOutcome::Failed(error)) => Some(Outcome::Failed(error)),
-            Some(StoredOutcome::Cancelled) => Some(Outcome::Cancelled),
-        })
-    }
-
-    /// Drops a task's stored outcome without reading it.
-    pub fn forget(&self, id: TaskId) {
-        self.inner.state.borrow_mut().outcomes.remove(&id);
-    }
-
-    /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
-    /// then drains the deferred queue. A game engine calls this once per frame.
-    pub fn cycle(&self) -> Result<CycleReport> {
-        self.inner.cycle(&self.lua)
-    }
-
-    /// Whether anything is left that could still resume a task: a deferred resumption, a timer
-    /// that will fire, or a task blocked in a Rust future.
-    pub fn has_work(&self) -> bool {
-        self.inner.has_work()
-    }
-
-    /// The earliest deadline of a live timer, on the scheduler's clock.
-    pub fn next_deadline(&self) -> Option<Duration> {
-        self.inner.next_deadline()
-    }
-
-    /// The number of tasks the scheduler holds (running, queued or suspended by it).
-    pub fn task_count(&self) -> usize {
-        self.inner.state.borrow().tasks.len()
-    }
-
-    /// How many cycles have run so far, by any driver.
-    pub fn cycle_count(&self) -> u64 {
-        self.inner.cycles.get()
-    }
-
-    /// How many errors have been reported to the error handler so far.
-    pub fn error_count(&self) -> u64 {
-        self.inner.errors.get()
-    }
-
-    /// Runs cycles until no work is left, sleeping with `sleeper` until the next timer and on the
-    /// futures' wakers otherwise: an idle scheduler uses no CPU. Works on any async runtime.
-    /// Under a virtual clock, when nothing is ready the clock jumps to the next deadline.
-    ///
-    /// ```
-    /// # let lua = mlua::Lua::new();
-    /// # let scheduler = spindle::Scheduler::new(&lua)?;
-    /// # scheduler.install_task_library()?;
-    /// # scheduler.spawn(lua.load("task.wait(0.01)").into_function()?, ())?;
-    /// // With the smol family: async_io::Timer::at as the sleeper.
-    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
-    /// # Ok::<(), spindle::Error>(())
-    /// ```
-    pub async fn run(&self, sleeper: impl Sleeper) -> Result<()> {
-        loop {
-            self.cycle()?;
-            match self.inner.next_step() {
-                Next::Done => return Ok(()),
-                Next::Busy => YieldNow(false).await,
-                Next::Sleep(deadline) => {
-                    let sleep = deadline.map(|d| Box::pin(sleeper.sleep_until(d)));
-                    Idle {
-                        wakes: &self.inner.wakes,
-                        sleep,
-                    }
-                    .await
-                }
-            }
-        }
-    }
-
-    /// Runs cycles on this thread until no work is left, parking the thread while idle.
-    /// Rust futures that tasks wait on must be driven by something other than this thread's
-    /// executor (a reactor thread, as `async-io` has, or a runtime on other threads).
-    pub fn run_blocking(&self) -> Result<()> {
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        loop {
-            self.cycle()?;
-            match self.inner.next_step() {
-                Next::Done => return Ok(()),
-                Next::Busy => {}
-                Next::Sleep(deadline) => {
-                    if self.inner.wakes.park_driver(&waker) {
-                        match deadline {
-                            Some(at) => std::thread::park_timeout(
-                                at.saturating_duration_since(Instant::now()),
-                            ),
-                            None => std::thread::park(),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Ends the run: every task is dropped without error, every pending future dropped and every
-    /// timer forgotten (SEMANTICS rule 18). The scheduler stays usable.
-    pub fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown()
-    }
-
-    /// Creates a Lua function backed by a Rust async function whose future the scheduler owns:
-    /// a task that calls it is suspended until the future completes, and cancelling the task
-    /// drops the future at once. Errors surface in the task as Lua errors with the Rust message.
-    ///
-    /// ```
-    /// # let lua = mlua::Lua::new();
-    /// # let scheduler = spindle::Scheduler::new(&lua)?;
-    /// # scheduler.install_task_library()?;
-    /// let double = scheduler.create_async_function(|_lua, n: i64| async move {
-    ///     async_io::Timer::after(std::time::Duration::from_millis(5)).await;
-    ///     Ok(n * 2)
-    /// })?;
-    /// lua.globals().set("double", double)?;
-    /// let id = scheduler.spawn(lua.load("return double(21)").into_function()?, ())?;
-    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
-    /// assert_eq!(scheduler.take_result::<i64>(id)?.unwrap().into_result()?, 42);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn create_async_function<F, A, Fut, R>(&self, f: F) -> Result<Function>
-    where
-        F: Fn(Lua, A) -> Fut + 'static,
-        A: FromLuaMulti,
-        Fut: Future<Output = mlua::Result<R>> + 'static,
-        R: IntoLuaMulti,
-    {
-        let make_async = self.inner.library(&self.lua)?.make_async;
-        let inner = Rc::clone(&self.inner);
-        let start = self.lua.create_function(move |lua, args: MultiValue| {
-            inner.ensure_open()?;
-            let args = A::from_lua_multi(args, lua)?;
-            let future = f(lua.clone(), args);
-            let owner = lua.clone();
-            let future: OwnedFuture = Box::pin(async move { future.await?.into_lua_multi(&owner) });
-            inner.start_owned_future(lua, future)
-        })?;
-        Ok(make_async.call(start)?)
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
-        let _ = self.inner.shutdown();
-        self.inner.closed.set(true);
-        let _ = self.lua.remove_app_data::<Attached>();
-    }
-}
-
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Returns `Pending` once, waking itself: lets other futures of the executor run between cycles.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-/// Waits for a wake-up from a task's future, or for the sleep to end.
-struct Idle<'a, S> {
-    wakes: &'a WakeQueue,
-    sleep: Option<Pin<Box<S>>>,
-}
-
-impl<S: Future> Future for Idle<'_, S> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.wakes.park_driver(cx.waker()) {
-            return Poll::Ready(());
-        }
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx).map(|_| ()),
-            None => Poll::Pending,
-        }
-    }
 }
 
 /// A raw check of the thread's state, for what mlua's `ThreadStatus` folds together.
@@ -708,7 +171,120 @@ pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
 }
 
 impl Inner {
-    fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<Library> {
+    pub(crate) fn new(
+        lua: &Lua,
+        clock: Clock,
+        max_defer_depth: u32,
+        on_error: ErrorHandler,
+    ) -> mlua::Result<Self> {
+        Ok(Inner {
+            state: RefCell::new(State {
+                tasks: TaskTable::new(lua.create_table()?),
+                timers: Timers::default(),
+                live_timers: 0,
+                awaiting: 0,
+                deferred: VecDeque::new(),
+                futures: HashMap::new(),
+                outcomes: HashMap::new(),
+                depth: 0,
+                defer_level: 0,
+                draining: false,
+                in_cycle: false,
+            }),
+            args: ArgStore::new(lua)?,
+            wakes: Arc::new(WakeQueue::default()),
+            clock,
+            max_defer_depth,
+            on_error,
+            errors: Cell::new(0),
+            cycles: Cell::new(0),
+            closed: Cell::new(false),
+            lib: RefCell::new(None),
+            lua_fns: LuaFns::capture(lua)?,
+        })
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub(crate) fn wakes(&self) -> &WakeQueue {
+        &self.wakes
+    }
+
+    pub(crate) fn cycle_count(&self) -> u64 {
+        self.cycles.get()
+    }
+
+    pub(crate) fn error_count(&self) -> u64 {
+        self.errors.get()
+    }
+
+    pub(crate) fn task_count(&self) -> usize {
+        self.state.borrow().tasks.len()
+    }
+
+    /// Marks the scheduler as dropped by its host.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+    }
+
+    pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
+        let state = self.state.borrow();
+        if state.tasks.get(id).is_some() {
+            TaskStatus::Scheduled
+        } else if state.outcomes.contains_key(&id) {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Unknown
+        }
+    }
+
+    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<StoredOutcome> {
+        self.state.borrow_mut().outcomes.remove(&id)
+    }
+
+    /// The host's spawn: the task's outcome is kept, and since the host is outside any
+    /// resumption, returning to it is a resumption point.
+    pub(crate) fn host_spawn(
+        &self,
+        lua: &Lua,
+        thread: &Thread,
+        args: MultiValue,
+    ) -> mlua::Result<TaskId> {
+        let id = self.adopt_for_host(thread)?;
+        self.resume(lua, id, Wakeup::Args(args))?;
+        if self.state.borrow().depth == 0 {
+            self.drain_deferred(lua)?;
+        }
+        Ok(id)
+    }
+
+    /// The host's cancel, by id. Returns whether the task was still scheduled.
+    pub(crate) fn cancel_task(&self, id: TaskId) -> Result<bool> {
+        let thread = {
+            let state = self.state.borrow();
+            match state.tasks.get(id) {
+                Some(slot) if slot.running => {
+                    return Err(Error::Lua(mlua::Error::runtime(format!(
+                        "cannot cancel task {id}: it is running"
+                    ))))
+                }
+                Some(_) => state.tasks.thread(id)?,
+                None => return Ok(false),
+            }
+        };
+        match thread.status() {
+            ThreadStatus::Running | ThreadStatus::Normal => Err(Error::Lua(mlua::Error::runtime(
+                format!("cannot cancel task {id}: it is running or resuming another thread"),
+            ))),
+            _ => {
+                self.cancel(&thread)?;
+                Ok(true)
+            }
+        }
+    }
+    pub(crate) fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<Library> {
         if let Some(lib) = &*self.lib.borrow() {
             return Ok(lib.clone());
         }
@@ -741,7 +317,7 @@ impl Inner {
         (self.on_error)(&error);
     }
 
-    fn adopt_for_host(&self, thread: &Thread) -> mlua::Result<TaskId> {
+    pub(crate) fn adopt_for_host(&self, thread: &Thread) -> mlua::Result<TaskId> {
         let mut state = self.state.borrow_mut();
         let id = state.tasks.adopt(thread)?;
         if let Some(slot) = state.tasks.get_mut(id) {
@@ -945,7 +521,11 @@ impl Inner {
     }
 
     /// Polls a Spindle future for the first time from the task that called the async function.
-    fn start_owned_future(&self, lua: &Lua, mut future: OwnedFuture) -> mlua::Result<MultiValue> {
+    pub(crate) fn start_owned_future(
+        &self,
+        lua: &Lua,
+        mut future: OwnedFuture,
+    ) -> mlua::Result<MultiValue> {
         let thread = lua.current_thread();
         let (id, token) = {
             let mut state = self.state.borrow_mut();
@@ -1187,7 +767,7 @@ impl Inner {
         Ok(())
     }
 
-    fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
+    pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
         {
             let mut state = self.state.borrow_mut();
             if state.in_cycle || state.depth > 0 {
@@ -1371,7 +951,7 @@ impl Inner {
         result
     }
 
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         let state = self.state.borrow();
         !state.deferred.is_empty()
             || state.live_timers > 0
@@ -1379,7 +959,7 @@ impl Inner {
             || !self.wakes.is_empty()
     }
 
-    fn next_deadline(&self) -> Option<Duration> {
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
         let mut stale_args = Vec::new();
         let deadline = {
             let mut state = self.state.borrow_mut();
@@ -1431,7 +1011,7 @@ impl Inner {
         Ok(())
     }
 
-    fn next_step(&self) -> Next {
+    pub(crate) fn next_step(&self) -> Next {
         if !self.has_work() {
             // Only stale timers can be left: forget them.
             self.compact_timers();
@@ -1453,7 +1033,7 @@ impl Inner {
         }
     }
 
-    fn shutdown(&self) -> Result<()> {
+    pub(crate) fn shutdown(&self) -> Result<()> {
         let (threads, futures, args) = {
             let mut state = self.state.borrow_mut();
             if state.depth > 0 || state.in_cycle {
