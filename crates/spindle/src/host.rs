@@ -218,6 +218,11 @@ impl Scheduler {
     }
 
     /// Installs the `task` library as the global `task` and returns the table.
+    ///
+    /// It also replaces `coroutine.resume`, `coroutine.wrap` and `coroutine.close` with versions
+    /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an
+    /// mlua async function becomes the scheduler's (the resumer sees a suspension with no
+    /// values, as with `task.wait`), and that closing a task's thread ends its pending work.
     pub fn install_task_library(&self) -> Result<Table> {
         let library = self.inner.library(&self.lua)?;
         let globals = self.lua.globals();
@@ -225,6 +230,7 @@ impl Scheduler {
         let coroutine: Table = globals.get("coroutine")?;
         coroutine.set("resume", library.resume)?;
         coroutine.set("wrap", library.wrap)?;
+        coroutine.set("close", library.close)?;
         Ok(library.task)
     }
 

@@ -59,6 +59,7 @@ mod scheduler;
 mod task_lib;
 mod tasks;
 mod timers;
+mod vm;
 mod waker;
 
 pub use clock::{Clock, VirtualClock};

@@ -28,6 +28,7 @@ use crate::host::{CycleReport, TaskStatus};
 use crate::task_lib::Library;
 use crate::tasks::{Suspension, TaskId, TaskTable};
 use crate::timers::Timers;
+use crate::vm;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
@@ -78,6 +79,8 @@ struct State {
     tasks: TaskTable,
     timers: Timers<TimerEntry>,
     live_timers: usize,
+    /// Deferred entries that will still run (the queue may also hold stale ones).
+    live_deferred: usize,
     /// Tasks blocked in a Rust future (either kind).
     awaiting: usize,
     deferred: VecDeque<Deferred>,
@@ -89,6 +92,16 @@ struct State {
     defer_level: u32,
     draining: bool,
     in_cycle: bool,
+}
+
+impl State {
+    fn counts(&mut self) -> Counts<'_> {
+        Counts {
+            live_timers: &mut self.live_timers,
+            live_deferred: &mut self.live_deferred,
+            awaiting: &mut self.awaiting,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -148,25 +161,17 @@ pub(crate) enum Next {
     Sleep(Option<Instant>),
 }
 
-/// A raw check of the thread's state, for what mlua's `ThreadStatus` folds together.
-fn has_started(thread: &Thread) -> bool {
-    // SAFETY: `thread.state()` is valid while the handle lives; `lua_status` only reads it.
-    unsafe { mlua::ffi::lua_status(thread.state()) == mlua::ffi::LUA_YIELD }
-}
-
-/// Whether the running thread may yield (not the main thread, not across a C-call boundary).
-fn can_yield(lua: &Lua) -> bool {
-    let thread = lua.current_thread();
-    // SAFETY: as in `has_started`; `lua_isyieldable` only reads the state.
-    unsafe { mlua::ffi::lua_isyieldable(thread.state()) != 0 }
-}
-
 /// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
+/// Rounds up to the next nanosecond, so that no wait ends before the time asked for.
 pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     if seconds.is_nan() || seconds <= 0.0 {
-        Some(Duration::ZERO)
+        return Some(Duration::ZERO);
+    }
+    let delay = Duration::try_from_secs_f64(seconds).ok()?;
+    if delay.as_secs_f64() < seconds {
+        delay.checked_add(Duration::from_nanos(1))
     } else {
-        Duration::try_from_secs_f64(seconds).ok()
+        Some(delay)
     }
 }
 
@@ -182,6 +187,7 @@ impl Inner {
                 tasks: TaskTable::new(lua.create_table()?),
                 timers: Timers::default(),
                 live_timers: 0,
+                live_deferred: 0,
                 awaiting: 0,
                 deferred: VecDeque::new(),
                 futures: HashMap::new(),
@@ -384,6 +390,7 @@ impl Inner {
                 return Ok(());
             }
         }
+        state.live_deferred += 1;
         state.deferred.push_back(Deferred {
             task: id,
             level,
@@ -430,12 +437,12 @@ impl Inner {
 
     /// `task.wait`'s first half: the running thread becomes a task suspended until `delay`.
     pub(crate) fn begin_wait(&self, lua: &Lua, seconds: f64) -> mlua::Result<()> {
-        if !can_yield(lua) {
+        let thread = lua.current_thread();
+        if !vm::can_yield(&thread) {
             return Err(mlua::Error::runtime(
                 "task.wait can only be called from a task or coroutine (this thread cannot yield)",
             ));
         }
-        let thread = lua.current_thread();
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
         let mut state = self.state.borrow_mut();
@@ -547,11 +554,9 @@ impl Inner {
         match poll {
             Poll::Ready(result) => {
                 self.release_if_idle(id);
-                let mut values = result?;
-                values.push_front(Value::Boolean(false));
-                Ok(values)
+                settled_values(lua, result)
             }
-            Poll::Pending if !can_yield(lua) => {
+            Poll::Pending if !vm::can_yield(&thread) => {
                 drop(future);
                 self.release_if_idle(id);
                 Err(mlua::Error::runtime(
@@ -589,7 +594,7 @@ impl Inner {
                     let state = &mut *state;
                     let future = state.futures.remove(&id.slot());
                     if let Some(slot) = state.tasks.remove(id) {
-                        forget_slot_counts(&mut state.live_timers, &mut state.awaiting, &slot);
+                        forget_slot_counts(state.counts(), &slot);
                         if slot.keep_outcome {
                             state.outcomes.insert(id, StoredOutcome::Cancelled);
                         }
@@ -669,16 +674,11 @@ impl Inner {
                 MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
             }
             Wakeup::Poll => MultiValue::new(),
-            Wakeup::Settled(Ok(mut values)) => {
-                values.push_front(Value::Boolean(true));
+            Wakeup::Settled(result) => {
+                let mut values = settled_values(lua, result)?;
                 values.push_front(Value::LightUserData(resume_mark()));
                 values
             }
-            Wakeup::Settled(Err(error)) => MultiValue::from_iter([
-                Value::LightUserData(resume_mark()),
-                Value::Boolean(false),
-                Value::String(lua.create_string(TaskError::from_lua(None, &error).message)?),
-            ]),
         };
         let target = WakeTarget {
             slot: id.slot(),
@@ -744,7 +744,7 @@ impl Inner {
             let state = &mut *state;
             match state.tasks.remove(id) {
                 Some(slot) => {
-                    forget_slot_counts(&mut state.live_timers, &mut state.awaiting, &slot);
+                    forget_slot_counts(state.counts(), &slot);
                     slot.keep_outcome
                 }
                 None => false,
@@ -845,6 +845,9 @@ impl Inner {
             let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
             match suspension {
                 Some(Suspension::LuaFuture { token }) if token == target.token => {
+                    if !self.still_blocked_in_mlua_future(id)? {
+                        continue;
+                    }
                     self.resume(lua, id, Wakeup::Poll)?;
                 }
                 Some(Suspension::OwnedFuture { token }) if token == target.token => {
@@ -857,8 +860,29 @@ impl Inner {
 
         report.deferred = self.drain_deferred(lua)?;
         report.errors = (self.errors.get() - errors_before) as usize;
+        self.compact_timers();
         self.trim(lua)?;
         Ok(report)
+    }
+
+    /// A task blocked in an mlua future may have been resumed by hand (through a `coroutine.resume`
+    /// that the scheduler does not see), finished its future and suspended elsewhere: then its
+    /// wake-up is stale, and the task is no longer blocked.
+    fn still_blocked_in_mlua_future(&self, id: TaskId) -> mlua::Result<bool> {
+        let thread = self.state.borrow().tasks.thread(id)?;
+        if vm::has_started(&thread) && vm::is_blocked_in_mlua_future(&thread) {
+            return Ok(true);
+        }
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            if let Some(slot) = state.tasks.get_mut(id) {
+                end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
+                slot.suspension = Suspension::None;
+            }
+        }
+        self.release_if_idle(id);
+        Ok(false)
     }
 
     /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
@@ -869,7 +893,7 @@ impl Inner {
                 Some(_) => self.state.borrow().tasks.thread(id)?,
                 None => return Ok(()),
             };
-            if has_started(&thread) {
+            if vm::has_started(&thread) {
                 // Started by someone else first: this resumption is dropped.
                 self.release_if_idle(id);
                 return Ok(());
@@ -926,6 +950,7 @@ impl Inner {
                         let live = match state.tasks.get_mut(entry.task) {
                             Some(slot) => {
                                 slot.queued -= 1;
+                                state.live_deferred -= 1;
                                 true
                             }
                             None => false,
@@ -953,7 +978,7 @@ impl Inner {
 
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.borrow();
-        !state.deferred.is_empty()
+        state.live_deferred > 0
             || state.live_timers > 0
             || state.awaiting > 0
             || !self.wakes.is_empty()
@@ -1017,7 +1042,7 @@ impl Inner {
             self.compact_timers();
             return Next::Done;
         }
-        if !self.wakes.is_empty() || !self.state.borrow().deferred.is_empty() {
+        if !self.wakes.is_empty() || self.state.borrow().live_deferred > 0 {
             return Next::Busy;
         }
         match self.next_deadline() {
@@ -1055,6 +1080,7 @@ impl Inner {
             });
             args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
             state.live_timers = 0;
+            state.live_deferred = 0;
             state.awaiting = 0;
             let futures: Vec<_> = state.futures.drain().map(|(_, f)| f).collect();
             (threads, futures, args)
@@ -1099,9 +1125,40 @@ fn end_suspension_counts(
     }
 }
 
+/// How a Spindle future's result reaches Lua: `true` and the values, or `false` and the error's
+/// message, which `task.luau` raises as a plain string error.
+fn settled_values(lua: &Lua, result: mlua::Result<MultiValue>) -> mlua::Result<MultiValue> {
+    Ok(match result {
+        Ok(mut values) => {
+            values.push_front(Value::Boolean(true));
+            values
+        }
+        Err(error) => {
+            let message = TaskError::from_lua(None, &error).message;
+            MultiValue::from_iter([
+                Value::Boolean(false),
+                Value::String(lua.create_string(message)?),
+            ])
+        }
+    })
+}
+
+/// The counters of `State` that a freed slot settles.
+struct Counts<'a> {
+    live_timers: &'a mut usize,
+    live_deferred: &'a mut usize,
+    awaiting: &'a mut usize,
+}
+
 /// Updates the global counts for a slot that was freed with everything it had pending.
-fn forget_slot_counts(live_timers: &mut usize, awaiting: &mut usize, slot: &crate::tasks::Slot) {
+fn forget_slot_counts(state_counts: Counts<'_>, slot: &crate::tasks::Slot) {
+    let Counts {
+        live_timers,
+        live_deferred,
+        awaiting,
+    } = state_counts;
     *live_timers -= slot.timers as usize;
+    *live_deferred -= slot.queued as usize;
     if slot.suspension.is_awaiting() {
         *awaiting -= 1;
     }

@@ -56,6 +56,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         "delay",
         lua.create_function(
             move |lua, (seconds, target, args): (f64, Value, MultiValue)| {
+                sched.ensure_open()?;
                 let (thread, fresh) = into_thread(lua, target)?;
                 let id = sched.adopt(&thread)?;
                 sched.delay(
@@ -100,16 +101,17 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
 
-    let (task, make_async, resume, wrap): (Table, Function, Function, Function) = lua
-        .load(SOURCE)
-        .set_name("=[spindle task]")
-        .set_mode(mlua::chunk::ChunkMode::Text)
-        .call(rt)?;
+    let (task, make_async, resume, wrap, close): (Table, Function, Function, Function, Function) =
+        lua.load(SOURCE)
+            .set_name("=[spindle task]")
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .call(rt)?;
     Ok(Library {
         task,
         make_async,
         resume,
         wrap,
+        close,
     })
 }
 
@@ -121,7 +123,8 @@ pub(crate) struct Library {
     /// Wraps a Spindle async function's `start` into the function scripts call.
     pub make_async: Function,
     /// `coroutine.resume` and `coroutine.wrap` that hand threads blocked in mlua futures over
-    /// to the scheduler.
+    /// to the scheduler, and `coroutine.close` that ends a closed task's pending work.
     pub resume: Function,
     pub wrap: Function,
+    pub close: Function,
 }

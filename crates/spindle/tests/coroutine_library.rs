@@ -37,6 +37,20 @@ note(show(pcall(coroutine.wrap(function() error() end))))
 note(show(pcall(coroutine.wrap, 5)))
 local ok, err = pcall(function() local f = coroutine.wrap(function() error("deep") end) f() end)
 note(show(ok, err))
+local suspended = coroutine.create(function() coroutine.yield() end)
+coroutine.resume(suspended)
+note(show(coroutine.close(suspended)))
+note(show(coroutine.status(suspended)))
+local failed = coroutine.create(function() error("failed body") end)
+coroutine.resume(failed)
+note(show(coroutine.close(failed)))
+note(show(pcall(coroutine.close, coroutine.running())))
+note(show(pcall(coroutine.close, {})))
+local outer = coroutine.create(function(inner_outer)
+    local inner = coroutine.create(function() note(show(pcall(coroutine.close, inner_outer))) end)
+    coroutine.resume(inner)
+end)
+coroutine.resume(outer, outer)
 return table.concat(out, "\n")
 "##;
 
@@ -107,4 +121,37 @@ fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_sched
         log,
         "resume returned 1 value(s): true; wrap returned 0 values; wrapped slept 10; slept 20; dead"
     );
+}
+
+#[test]
+fn closing_a_task_blocked_in_a_spindle_future_ends_its_work() {
+    let lua = Lua::new();
+    let scheduler = Scheduler::new(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let forever = scheduler
+        .create_async_function(|_, ()| async {
+            std::future::pending::<spindle::mlua::Result<()>>().await
+        })
+        .unwrap();
+    lua.globals().set("forever", forever).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local blocked = task.spawn(forever)
+            local waiting = task.spawn(function() task.wait(3600) end)
+            coroutine.close(blocked)
+            coroutine.close(waiting)
+            return coroutine.status(blocked), coroutine.status(waiting)
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    assert!(!scheduler.has_work(), "a closed task leaves no work behind");
+    assert_eq!(scheduler.task_count(), 0);
+    let statuses = match scheduler.take_result::<(String, String)>(id).unwrap() {
+        Some(Outcome::Finished(statuses)) => statuses,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert_eq!(statuses, ("dead".to_owned(), "dead".to_owned()));
 }

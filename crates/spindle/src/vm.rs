@@ -1,0 +1,83 @@
+//! What Spindle asks of the Lua VM that mlua does not offer: a few raw reads of a thread's
+//! state, kept here so that the rest of the crate never touches the C API, and so that the
+//! differences between Lua versions stay at this edge.
+
+use mlua::ffi;
+use mlua::Thread;
+
+#[cfg(not(feature = "luau"))]
+compile_error!("Spindle supports Luau only for now: enable the `luau` feature");
+
+/// Whether the thread has started and is suspended in a yield (mlua's `ThreadStatus` does not
+/// tell a new thread from a yielded one).
+pub(crate) fn has_started(thread: &Thread) -> bool {
+    // SAFETY: `thread.state()` is valid while the handle lives; `lua_status` only reads it.
+    unsafe { ffi::lua_status(thread.state()) == ffi::LUA_YIELD }
+}
+
+/// Whether the thread may yield now: not the main thread, and not inside a metamethod or other
+/// C-call boundary.
+pub(crate) fn can_yield(thread: &Thread) -> bool {
+    // SAFETY: as in `has_started`; `lua_isyieldable` only reads the state.
+    unsafe { ffi::lua_isyieldable(thread.state()) != 0 }
+}
+
+/// The chunk name of the loop with which mlua polls an async function's future (mlua 0.12).
+const MLUA_POLL_LOOP: &[u8] = b"=__mlua_async_poll";
+
+/// Whether the yielded thread is suspended inside mlua's polling loop, that is, still blocked in
+/// an mlua async function (level 0 is `coroutine.yield`, level 1 the loop).
+pub(crate) fn is_blocked_in_mlua_future(thread: &Thread) -> bool {
+    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+    // SAFETY: the state is valid while the handle lives; `lua_getinfo` fills `ar` and only reads
+    // the thread, and `ar.source` points into the function's prototype, which the suspended
+    // frame keeps alive while we read it.
+    unsafe {
+        let found = ffi::lua_getinfo(thread.state(), 1, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
+        let ar = ar.assume_init();
+        found
+            && !ar.source.is_null()
+            && std::ffi::CStr::from_ptr(ar.source).to_bytes() == MLUA_POLL_LOOP
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlua::Lua;
+
+    #[test]
+    fn tells_a_new_thread_from_a_started_one() {
+        let lua = Lua::new();
+        let thread = lua
+            .create_thread(lua.load("coroutine.yield()").into_function().unwrap())
+            .unwrap();
+        assert!(!has_started(&thread));
+        thread.resume::<()>(()).unwrap();
+        assert!(has_started(&thread));
+    }
+
+    #[test]
+    fn sees_a_thread_blocked_in_an_mlua_future_and_only_that() {
+        let lua = Lua::new();
+        let pending = lua
+            .create_async_function(|_, ()| async {
+                std::future::pending::<mlua::Result<()>>().await
+            })
+            .unwrap();
+        let blocked = lua.create_thread(pending).unwrap();
+        let resumed: mlua::Value = blocked.resume(()).unwrap();
+        assert!(matches!(resumed, mlua::Value::LightUserData(p) if p == Lua::poll_pending()));
+        assert!(is_blocked_in_mlua_future(&blocked));
+
+        let plain = lua
+            .create_thread(lua.load("coroutine.yield()").into_function().unwrap())
+            .unwrap();
+        plain.resume::<()>(()).unwrap();
+        assert!(!is_blocked_in_mlua_future(&plain));
+        assert!(
+            !can_yield(&lua.current_thread()),
+            "the main thread cannot yield"
+        );
+    }
+}
