@@ -75,9 +75,27 @@ mod tests {
             .unwrap();
         plain.resume::<()>(()).unwrap();
         assert!(!is_blocked_in_mlua_future(&plain));
-        assert!(
-            !can_yield(&lua.current_thread()),
-            "the main thread cannot yield"
-        );
+    }
+
+    #[test]
+    fn lua_code_on_the_main_thread_cannot_yield_but_a_coroutine_can() {
+        let lua = Lua::new();
+        let check = lua
+            .create_function(|lua, ()| Ok(can_yield(&lua.current_thread())))
+            .unwrap();
+        lua.globals().set("can_yield", check).unwrap();
+        assert!(!lua.load("return can_yield()").eval::<bool>().unwrap());
+        let in_coroutine: bool = lua
+            .load("return coroutine.wrap(function() return can_yield() end)()")
+            .eval()
+            .unwrap();
+        assert!(in_coroutine);
+        let in_comparator: bool = lua
+            .load(
+                "return coroutine.wrap(function() local r table.sort({2, 1}, function(a, b) r = can_yield() return a < b end) return r end)()",
+            )
+            .eval()
+            .unwrap();
+        assert!(!in_comparator, "a C-call boundary cannot be yielded across");
     }
 }
