@@ -5,14 +5,19 @@
 //! [`Slot`] record, so the number of tasks is bounded by memory alone. Handles are made for the
 //! moment of a resumption and dropped after it.
 //!
-//! Invariants: a slot is occupied exactly while `threads[slot]` holds its thread and the thread's
-//! address maps back to it; freeing a slot bumps its generation, which turns every queued entry
-//! that named the old generation stale.
+//! A thread finds its slot through a mark that the VM keeps on the thread itself (see `vm.rs`),
+//! checked against the thread's address kept in the slot, so that finding a task costs no
+//! lookup and no memory of its own.
+//!
+//! Invariants: a slot is occupied exactly while `threads[slot]` holds its thread and that thread
+//! carries the slot's mark; freeing a slot clears the mark and bumps the slot's generation,
+//! which turns every queued entry that named the old generation stale.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use mlua::{Table, Thread};
+
+use crate::vm::{self, ThreadPtr};
 
 /// Identifies one task of one scheduler: a slot and the generation it had when the task began.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,8 +90,8 @@ pub(crate) struct Slot {
     pub running: bool,
     /// The host asked for this task's outcome, so keep it when the task ends.
     pub keep_outcome: bool,
-    /// The thread's address, the key of `by_thread`; 0 while the slot is free.
-    thread_key: usize,
+    /// The thread, while the slot is occupied.
+    thread: Option<ThreadPtr>,
 }
 
 impl Slot {
@@ -104,15 +109,11 @@ impl Slot {
 pub(crate) struct TaskTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_thread: HashMap<usize, u32>,
+    occupied: usize,
     threads: Table,
     /// The generation new slots start at; raised by `reset`, so that ids handed out before it
     /// never match a task made after it.
     first_generation: u32,
-}
-
-pub(crate) fn thread_key(thread: &Thread) -> usize {
-    thread.to_pointer() as usize
 }
 
 impl TaskTable {
@@ -120,7 +121,7 @@ impl TaskTable {
         TaskTable {
             slots: Vec::new(),
             free: Vec::new(),
-            by_thread: HashMap::new(),
+            occupied: 0,
             threads,
             first_generation: 0,
         }
@@ -134,19 +135,20 @@ impl TaskTable {
     /// Gives back the memory of an empty table after a burst of tasks: the slab and the
     /// Lua-side array (which Lua never shrinks) start afresh. Only valid while no task exists.
     pub(crate) fn reset(&mut self, threads: Table) {
-        debug_assert!(self.by_thread.is_empty());
+        debug_assert_eq!(self.occupied, 0);
         let highest = self.slots.iter().map(|s| s.generation).max().unwrap_or(0);
         self.first_generation = self.first_generation.max(highest.wrapping_add(1));
         self.slots = Vec::new();
         self.free = Vec::new();
-        self.by_thread = HashMap::new();
         self.threads = threads;
     }
 
     /// The slot of `thread`, if it is a task.
     pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
-        let slot = *self.by_thread.get(&thread_key(thread))?;
-        Some(TaskId::new(slot, self.slots[slot as usize].generation))
+        let slot = vm::slot_mark(thread)?;
+        let entry = self.slots.get(slot as usize)?;
+        // Another embedder's use of the thread's user data must not alias a task.
+        (entry.thread == Some(ThreadPtr::of(thread))).then(|| TaskId::new(slot, entry.generation))
     }
 
     /// The slot of `thread`, making it a task first if it is not one.
@@ -167,7 +169,7 @@ impl TaskTable {
                     queued: 0,
                     running: false,
                     keep_outcome: false,
-                    thread_key: 0,
+                    thread: None,
                 });
                 slot
             }
@@ -176,23 +178,23 @@ impl TaskTable {
             self.free.push(slot);
             return Err(error);
         }
-        let key = thread_key(thread);
-        self.by_thread.insert(key, slot);
+        vm::set_slot_mark(thread, slot);
+        self.occupied += 1;
         let entry = &mut self.slots[slot as usize];
-        entry.thread_key = key;
+        entry.thread = Some(ThreadPtr::of(thread));
         Ok(TaskId::new(slot, entry.generation))
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<&Slot> {
         self.slots
             .get(id.slot() as usize)
-            .filter(|s| s.thread_key != 0 && s.generation == id.generation())
+            .filter(|s| s.thread.is_some() && s.generation == id.generation())
     }
 
     pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut Slot> {
         self.slots
             .get_mut(id.slot() as usize)
-            .filter(|s| s.thread_key != 0 && s.generation == id.generation())
+            .filter(|s| s.thread.is_some() && s.generation == id.generation())
     }
 
     /// The task's thread, as a handle for the moment of a resumption.
@@ -211,8 +213,12 @@ impl TaskTable {
         slot.queued = 0;
         slot.running = false;
         slot.keep_outcome = false;
-        slot.thread_key = 0;
-        self.by_thread.remove(&freed.thread_key);
+        slot.thread = None;
+        if let Some(thread) = freed.thread {
+            // SAFETY: `threads[slot]` still holds the thread; it is cleared below.
+            unsafe { vm::clear_slot_mark(thread) };
+        }
+        self.occupied -= 1;
         self.free.push(id.slot());
         // Setting an existing array entry to nil neither allocates nor calls back.
         let _ = self.threads.raw_set(id.slot() as i64 + 1, mlua::Nil);
@@ -224,12 +230,58 @@ impl TaskTable {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.thread_key != 0)
+            .filter(|(_, s)| s.thread.is_some())
             .map(|(i, s)| TaskId::new(i as u32, s.generation))
             .collect()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_thread.len()
+        self.occupied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlua::Lua;
+
+    fn thread(lua: &Lua) -> Thread {
+        lua.create_thread(lua.create_function(|_, ()| Ok(())).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn adopted_threads_are_found_and_forgotten_when_removed() {
+        let lua = Lua::new();
+        let mut table = TaskTable::new(lua.create_table().unwrap());
+        let (a, b) = (thread(&lua), thread(&lua));
+        let id_a = table.adopt(&a).unwrap();
+        let id_b = table.adopt(&b).unwrap();
+        assert_ne!(id_a, id_b);
+        assert_eq!(
+            table.adopt(&a).unwrap(),
+            id_a,
+            "adopting twice gives the same task"
+        );
+        assert_eq!(table.find(&b), Some(id_b));
+        assert!(table.remove(id_a).is_some());
+        assert_eq!(table.find(&a), None);
+        assert!(table.get(id_a).is_none(), "the old id is stale");
+        let id_c = table.adopt(&thread(&lua)).unwrap();
+        assert_eq!(id_c.slot(), id_a.slot(), "the slot is reused");
+        assert_ne!(id_c, id_a, "under a new generation");
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_mark_that_another_thread_carries_does_not_alias_a_task() {
+        let lua = Lua::new();
+        let mut table = TaskTable::new(lua.create_table().unwrap());
+        let task = thread(&lua);
+        let id = table.adopt(&task).unwrap();
+        let stranger = thread(&lua);
+        vm::set_slot_mark(&stranger, id.slot());
+        assert_eq!(table.find(&stranger), None);
+        assert_eq!(table.find(&task), Some(id));
     }
 }

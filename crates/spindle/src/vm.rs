@@ -22,6 +22,40 @@ pub(crate) fn can_yield(thread: &Thread) -> bool {
     unsafe { ffi::lua_isyieldable(thread.state()) != 0 }
 }
 
+/// The address of a thread's VM state: identifies a thread while something keeps it alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadPtr(*mut ffi::lua_State);
+
+impl ThreadPtr {
+    pub(crate) fn of(thread: &Thread) -> Self {
+        ThreadPtr(thread.state())
+    }
+}
+
+/// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,
+/// which Spindle uses for this (`slot + 1`, so that null means none).
+pub(crate) fn slot_mark(thread: &Thread) -> Option<u32> {
+    // SAFETY: the state is valid while the handle lives; this reads one field.
+    let data = unsafe { ffi::lua_getthreaddata(thread.state()) } as usize;
+    data.checked_sub(1)
+        .and_then(|slot| u32::try_from(slot).ok())
+}
+
+pub(crate) fn set_slot_mark(thread: &Thread, slot: u32) {
+    let data = (slot as usize + 1) as *mut std::ffi::c_void;
+    // SAFETY: the state is valid while the handle lives; this writes one field.
+    unsafe { ffi::lua_setthreaddata(thread.state(), data) }
+}
+
+/// Clears a thread's slot mark.
+///
+/// # Safety
+/// The thread must still be alive: something (the task table) must still reference it.
+pub(crate) unsafe fn clear_slot_mark(thread: ThreadPtr) {
+    // SAFETY: the caller keeps the thread alive, so its state is valid; this writes one field.
+    unsafe { ffi::lua_setthreaddata(thread.0, std::ptr::null_mut()) }
+}
+
 /// The chunk name of the loop with which mlua polls an async function's future (mlua 0.12).
 const MLUA_POLL_LOOP: &[u8] = b"=__mlua_async_poll";
 
