@@ -34,7 +34,7 @@ impl Scheduler {
     /// lua.globals().set("double", double)?;
     /// let id = scheduler.spawn(lua.load("return double(21)").into_function()?, ())?;
     /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
-    /// assert_eq!(scheduler.take_result::<i64>(id)?.unwrap().into_result()?, 42);
+    /// assert_eq!(scheduler.take_result::<i64>(&id)?.unwrap().into_result()?, 42);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_async_function<F, A, Fut, R>(&self, f: F) -> Result<Function>

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 /// assert_eq!(clock.now(), Duration::from_secs(5));
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Clock {
     /// The monotonic clock of the machine, counted from when the clock was made.
     Real(Instant),
@@ -43,7 +44,7 @@ impl Clock {
 
     /// The real instant at which the clock will read `at`, for sleeping until a deadline.
     /// `None` for a virtual clock, which no amount of sleeping moves.
-    pub(crate) fn instant_at(&self, at: Duration) -> Option<Instant> {
+    pub fn instant_at(&self, at: Duration) -> Option<Instant> {
         match self {
             Clock::Real(epoch) => epoch.checked_add(at),
             Clock::Virtual(_) => None,

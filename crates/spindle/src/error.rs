@@ -11,13 +11,24 @@ pub enum Error {
     /// An error from the Lua VM or from mlua.
     #[error(transparent)]
     Lua(#[from] mlua::Error),
-    /// `cycle`, `run` or `run_blocking` was called while the scheduler was already inside one,
-    /// for example from a Rust function that a task called.
+    /// `cycle`, `run`, `run_blocking` or `shutdown` was called while the scheduler was already
+    /// inside a cycle or a resumption, for example from a Rust function that a task called.
     #[error("the scheduler is already running; {0} cannot be called from inside a task")]
     Reentrant(&'static str),
-    /// The host passed a task id that this scheduler never gave out, or whose task ended.
-    #[error("task {0} is not scheduled")]
-    UnknownTask(TaskId),
+    /// The `Lua` already has a scheduler; it has at most one at a time.
+    #[error("this Lua state already has a Spindle scheduler")]
+    AlreadyAttached,
+    /// The host asked to run a thread that cannot be resumed (it is dead, running, or resuming
+    /// another thread).
+    #[error("the thread cannot be resumed (its status is {0:?})")]
+    NotResumable(mlua::thread::ThreadStatus),
+    /// The host asked to cancel a task that is running, or resuming another thread.
+    #[error("task {0} is running and cannot be cancelled from inside itself")]
+    TaskRunning(TaskId),
+    /// A deferral from the host, made while the deferred queue drains, went past the defer
+    /// depth limit (SEMANTICS rule 3).
+    #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]
+    DeferDepthExceeded(u32),
 }
 
 /// A shorthand for results whose error is [`Error`].
@@ -25,6 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A task that ended with an uncaught error, as handed to the host's error handler.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TaskError {
     /// The task, when the error came from one the scheduler knows by id; `None` for errors the
     /// scheduler raises itself, like a refused deferral.

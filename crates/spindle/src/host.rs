@@ -1,19 +1,20 @@
-//! The host's handle on a scheduler: building it, spawning tasks by id, reading their outcomes
-//! once, stepping cycles and ending a run.
+//! The host's handle on a scheduler: building it, spawning tasks, reading their outcomes once,
+//! stepping cycles and ending a run.
 //!
-//! The handle is the only owner the host has; the `task` functions hold the scheduler's state
-//! too, so dropping the handle ends the run (futures dropped, threads closed) and makes those
-//! functions refuse further work.
+//! [`Scheduler`] is the only owner the host has; the `task` functions hold the scheduler's state
+//! too, so dropping the handle ends the run (futures dropped, threads closed), puts back the
+//! standard `coroutine` functions, and makes the `task` functions refuse further work.
+//! A [`Task`] handle is what keeps a task's outcome for the host: dropping it lets the outcome go.
 
-use std::rc::Rc;
+use std::fmt;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 
-use crate::args::unpack;
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
-use crate::scheduler::{ErrorHandler, Inner, StoredOutcome};
+use crate::scheduler::{CycleReport, ErrorHandler, Inner, StoredOutcome, TaskStatus};
 use crate::tasks::TaskId;
 
 /// Roblox's limit on nested deferrals (SEMANTICS rule 3).
@@ -63,9 +64,7 @@ impl SchedulerBuilder {
     /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
     pub fn build(self, lua: &Lua) -> Result<Scheduler> {
         if lua.app_data_ref::<Attached>().is_some() {
-            return Err(Error::Lua(mlua::Error::runtime(
-                "this Lua already has a Spindle scheduler",
-            )));
+            return Err(Error::AlreadyAttached);
         }
         let on_error = self
             .on_error
@@ -93,6 +92,9 @@ struct Attached;
 /// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
 /// or one [`cycle`](Scheduler::cycle) per frame.
 ///
+/// The scheduler holds its `Lua` strongly: do not store it inside that `Lua` (app data,
+/// userdata), which would keep both alive forever.
+///
 /// ```
 /// use spindle::Scheduler;
 ///
@@ -106,9 +108,9 @@ struct Attached;
 ///     table.insert(order, "waited")
 ///     return table.concat(order, ", ")
 /// "#).into_function()?;
-/// let id = scheduler.spawn(main, ())?;
+/// let task = scheduler.spawn(main, ())?;
 /// scheduler.run_blocking()?;
-/// assert_eq!(scheduler.take_result::<String>(id)?.unwrap().into_result()?, "deferred, waited");
+/// assert_eq!(scheduler.take_result::<String>(&task)?.unwrap().into_result()?, "deferred, waited");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Scheduler {
@@ -116,8 +118,47 @@ pub struct Scheduler {
     pub(crate) inner: Rc<Inner>,
 }
 
+/// A task the host started, and the claim on its outcome.
+///
+/// The handle is not the task: dropping it detaches the task, which runs on, and lets its
+/// outcome go. While the handle lives, the outcome (values, error or cancellation) is kept for
+/// [`Scheduler::take_result`].
+pub struct Task {
+    id: TaskId,
+    scheduler: Weak<Inner>,
+}
+
+impl Task {
+    /// The task's id, as in [`TaskError::task`] and for [`Scheduler::status`] and
+    /// [`Scheduler::cancel`].
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Task").field(&self.id).finish()
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(scheduler) = self.scheduler.upgrade() {
+            scheduler.forget_outcome(self.id);
+        }
+    }
+}
+
+impl From<&Task> for TaskId {
+    fn from(task: &Task) -> TaskId {
+        task.id
+    }
+}
+
 /// How a task ended, as read by [`Scheduler::take_result`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome<R> {
     /// The task's function returned these values.
     Finished(R),
@@ -142,41 +183,18 @@ impl<R> Outcome<R> {
     }
 }
 
-/// Where a task stands, as seen by the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskStatus {
-    /// The scheduler holds the task: running, queued or suspended by a scheduler function.
-    Scheduled,
-    /// The task ended and its outcome waits for [`Scheduler::take_result`].
-    Done,
-    /// Not known: never a task of this scheduler, its outcome already taken, or it yielded with
-    /// a plain `coroutine.yield` and now belongs to whoever resumes it.
-    Unknown,
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for mlua::Function {}
+    impl Sealed for mlua::Thread {}
+    impl Sealed for &mlua::Function {}
+    impl Sealed for &mlua::Thread {}
 }
 
-/// What one [`Scheduler::cycle`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CycleReport {
-    /// Tasks resumed because their timer came due.
-    pub timers: usize,
-    /// Tasks resumed (or futures polled) because a future woke them.
-    pub wakeups: usize,
-    /// Deferred resumptions run while draining the deferred queue.
-    pub deferred: usize,
-    /// Tasks that ended with an uncaught error during the cycle.
-    pub errors: usize,
-}
-
-impl CycleReport {
-    /// Whether the cycle resumed anything at all.
-    pub fn is_idle(&self) -> bool {
-        self.timers == 0 && self.wakeups == 0 && self.deferred == 0
-    }
-}
-
-/// Something that becomes a task's thread: a function (run in a new thread) or a thread.
-pub trait IntoThread {
-    /// Converts into the thread to resume.
+/// What the host may start as a task: a function (run in a new thread) or a suspended thread.
+pub trait IntoThread: sealed::Sealed {
+    /// The thread to resume, and whether it was made for this call.
+    #[doc(hidden)]
     fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)>;
 }
 
@@ -186,9 +204,21 @@ impl IntoThread for Function {
     }
 }
 
+impl IntoThread for &Function {
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((lua.create_thread(self.clone())?, true))
+    }
+}
+
 impl IntoThread for Thread {
     fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
         Ok((self, false))
+    }
+}
+
+impl IntoThread for &Thread {
+    fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((self.clone(), false))
     }
 }
 
@@ -223,6 +253,7 @@ impl Scheduler {
     /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an
     /// mlua async function becomes the scheduler's (the resumer sees a suspension with no
     /// values, as with `task.wait`), and that closing a task's thread ends its pending work.
+    /// Call it before `Lua::sandbox(true)`, which makes the globals read-only.
     pub fn install_task_library(&self) -> Result<Table> {
         let library = self.inner.library(&self.lua)?;
         let globals = self.lua.globals();
@@ -234,22 +265,53 @@ impl Scheduler {
         Ok(library.task)
     }
 
-    /// Spawns `f` (a function or a thread) with `args` and resumes it at once, then drains the
-    /// deferred queue as a resumption point does. The task's outcome is kept for
-    /// [`take_result`](Self::take_result).
-    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
+    /// Puts back the standard `coroutine` functions that `install_task_library` replaced, where
+    /// nothing else replaced them since.
+    fn uninstall_task_library(&self) -> mlua::Result<()> {
+        let Some(library) = self.inner.installed_library() else {
+            return Ok(());
+        };
+        let pristine = self.inner.pristine();
+        let coroutine: Table = self.lua.globals().get("coroutine")?;
+        for (name, ours, original) in [
+            ("resume", &library.resume, &pristine.resume),
+            ("wrap", &library.wrap, &pristine.wrap),
+            ("close", &library.close, &pristine.close),
+        ] {
+            if coroutine.get::<Function>(name).ok().as_ref() == Some(ours) {
+                coroutine.set(name, original)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&self, id: TaskId) -> Task {
+        Task {
+            id,
+            scheduler: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Spawns `f` (a function, or a suspended thread) with `args` and resumes it at once, then
+    /// drains the deferred queue as a resumption point does. The returned handle keeps the
+    /// task's outcome for [`take_result`](Self::take_result). An error in the task is reported
+    /// to the error handler, not returned here.
+    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
         let (thread, _) = f.into_thread(&self.lua)?;
         let args = args.into_lua_multi(&self.lua)?;
-        Ok(self.inner.host_spawn(&self.lua, &thread, args)?)
+        Ok(self.handle(self.inner.host_spawn(&self.lua, &thread, args)?))
     }
 
     /// Queues `f` with `args` for the next resumption point, like `task.defer`.
-    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<TaskId> {
+    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
         let (thread, fresh) = f.into_thread(&self.lua)?;
         let args = args.into_lua_multi(&self.lua)?;
         let id = self.inner.adopt_for_host(&thread)?;
-        self.inner.defer(&self.lua, id, args, fresh)?;
-        Ok(id)
+        let task = self.handle(id);
+        if !self.inner.defer(&self.lua, id, args, fresh)? {
+            return Err(Error::DeferDepthExceeded(self.inner.max_defer_depth()));
+        }
+        Ok(task)
     }
 
     /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
@@ -258,43 +320,54 @@ impl Scheduler {
         delay: Duration,
         f: impl IntoThread,
         args: impl IntoLuaMulti,
-    ) -> Result<TaskId> {
+    ) -> Result<Task> {
         let (thread, fresh) = f.into_thread(&self.lua)?;
         let args = args.into_lua_multi(&self.lua)?;
         let id = self.inner.adopt_for_host(&thread)?;
+        let task = self.handle(id);
         self.inner.delay(&self.lua, id, Some(delay), args, fresh)?;
-        Ok(id)
+        Ok(task)
     }
 
     /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
-    pub fn cancel(&self, id: TaskId) -> Result<bool> {
-        self.inner.cancel_task(id)
+    /// A task that is running (the caller is inside it) cannot be cancelled.
+    pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
+        self.inner.cancel_task(task.into())
     }
 
     /// Where the task stands.
-    pub fn status(&self, id: TaskId) -> TaskStatus {
-        self.inner.status(id)
+    pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
+        self.inner.status(task.into())
     }
 
-    /// Takes the outcome of a task the host spawned, once it has ended. Returns `None` while it
-    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken.
-    pub fn take_result<R: FromLuaMulti>(&self, id: TaskId) -> Result<Option<Outcome<R>>> {
-        Ok(match self.inner.take_outcome(id) {
-            None => None,
-            Some(StoredOutcome::Finished(key)) => {
-                let values: Table = self.lua.registry_value(&key)?;
-                self.lua.remove_registry_value(key)?;
-                let values = unpack(&values)?;
-                Some(Outcome::Finished(R::from_lua_multi(values, &self.lua)?))
+    /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
+    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
+    /// the values do not convert to `R`, the error is returned and the outcome stays.
+    pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
+        let Some(stored) = self.inner.take_outcome(task.id) else {
+            return Ok(None);
+        };
+        Ok(Some(match stored {
+            StoredOutcome::Finished(key) => {
+                let values = self
+                    .inner
+                    .outcome_values(key)
+                    .and_then(|values| R::from_lua_multi(values, &self.lua));
+                match values {
+                    Ok(values) => {
+                        self.inner.discard_outcome(StoredOutcome::Finished(key));
+                        Outcome::Finished(values)
+                    }
+                    Err(error) => {
+                        self.inner
+                            .restore_outcome(task.id, StoredOutcome::Finished(key));
+                        return Err(error.into());
+                    }
+                }
             }
-            Some(StoredOutcome::Failed(error)) => Some(Outcome::Failed(error)),
-            Some(StoredOutcome::Cancelled) => Some(Outcome::Cancelled),
-        })
-    }
-
-    /// Drops a task's stored outcome without reading it.
-    pub fn forget(&self, id: TaskId) {
-        self.inner.take_outcome(id);
+            StoredOutcome::Failed(error) => Outcome::Failed(error),
+            StoredOutcome::Cancelled => Outcome::Cancelled,
+        }))
     }
 
     /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
@@ -309,7 +382,8 @@ impl Scheduler {
         self.inner.has_work()
     }
 
-    /// The earliest deadline of a live timer, on the scheduler's clock.
+    /// The earliest deadline of a live timer, on the scheduler's clock
+    /// (see [`Clock::instant_at`] for the real instant).
     pub fn next_deadline(&self) -> Option<Duration> {
         self.inner.next_deadline()
     }
@@ -341,6 +415,7 @@ impl Drop for Scheduler {
         // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
         let _ = self.inner.shutdown();
         self.inner.close();
+        let _ = self.uninstall_task_library();
         let _ = self.lua.remove_app_data::<Attached>();
     }
 }

@@ -22,9 +22,9 @@
 //!     assert(elapsed >= 0.01)
 //!     return table.concat(log, " ")
 //! "#).into_function()?;
-//! let id = scheduler.spawn(main, ())?;
+//! let task = scheduler.spawn(main, ())?;
 //! scheduler.run_blocking()?;
-//! let log: String = scheduler.take_result(id)?.unwrap().into_result()?;
+//! let log: String = scheduler.take_result(&task)?.unwrap().into_result()?;
 //! assert_eq!(log, "spawned deferred waited");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -49,7 +49,6 @@
 //! ```
 #![warn(missing_docs)]
 
-mod args;
 mod async_fn;
 mod clock;
 mod error;
@@ -59,16 +58,15 @@ mod scheduler;
 mod task_lib;
 mod tasks;
 mod timers;
+mod values;
 mod vm;
 mod waker;
 
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
-pub use host::{
-    CycleReport, IntoThread, Outcome, Scheduler, SchedulerBuilder, TaskStatus,
-    DEFAULT_MAX_DEFER_DEPTH,
-};
+pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH};
 pub use run::Sleeper;
+pub use scheduler::{CycleReport, TaskStatus};
 pub use tasks::TaskId;
 
 pub use mlua;

@@ -2,12 +2,19 @@
 //!
 //! A cycle resumes the timers that came due and the tasks whose futures woke, then drains the
 //! deferred queue (SEMANTICS: a resumption point). Invariants kept here:
-//! - a suspension has one token; a wake-up or timer that carries another token, or names a freed
-//!   slot's old generation, is stale and is dropped, so no task is resumed twice for one
-//!   suspension;
-//! - `live_timers` counts the timer entries that will still fire, so a run whose remaining timers
-//!   were all cancelled ends at once;
-//! - no `RefCell` borrow of the state is held across a call into Lua, which may call back in.
+//! - Every suspension has one token. A wake-up or timer that carries another token, or names a
+//!   freed slot's old generation, is stale and is dropped: no task is resumed twice for one
+//!   suspension.
+//! - The counts behind `has_work` are exact, and only `State`'s methods change them:
+//!   `live_timers` is the sum of the slots' `timers` (timer entries that will still fire; a timed
+//!   `task.wait` counts one), `live_deferred` the sum of their `queued`, and `awaiting` the number
+//!   of slots blocked in a future. So a run whose remaining work was cancelled ends at once, and
+//!   a run with work left never ends early. Debug builds recount them after every cycle.
+//! - No borrow of the state is held while Lua runs or allocates: the collector's finalizers,
+//!   error handlers and futures may all call back in. Lua-side storage (threads, arguments) lives
+//!   outside the state for that reason.
+//! - A task's failure, even an internal one such as running out of memory while resuming it, is
+//!   reported and ends that task only: a cycle never stops half-way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -17,17 +24,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use mlua::prelude::LuaThreadStatus as ThreadStatus;
-use mlua::{Function, LightUserData, Lua, MultiValue, RegistryKey, Table, Thread, Value};
+use mlua::thread::ThreadStatus;
+use mlua::{LightUserData, Lua, MultiValue, Table, Thread, Value};
 
-use crate::args::{pack, ArgStore, ArgsKey};
 use crate::async_fn::OwnedFuture;
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
-use crate::host::{CycleReport, TaskStatus};
-use crate::task_lib::Library;
-use crate::tasks::{Suspension, TaskId, TaskTable};
+use crate::task_lib::{Library, Pristine};
+use crate::tasks::{Suspension, TaskId, TaskTable, ThreadStore};
 use crate::timers::Timers;
+use crate::values::{ValueStore, ValuesKey};
 use crate::vm;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 
@@ -40,9 +46,48 @@ pub(crate) fn resume_mark() -> LightUserData {
     LightUserData(&MARK as *const u8 as *mut std::ffi::c_void)
 }
 
+/// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CycleReport {
+    /// Tasks resumed because their timer came due.
+    pub timers: usize,
+    /// Tasks resumed (or futures polled) because a future woke them.
+    pub wakeups: usize,
+    /// Deferred resumptions run while draining the deferred queue.
+    pub deferred: usize,
+    /// Tasks that ended with an uncaught error during the cycle.
+    pub errors: usize,
+}
+
+impl CycleReport {
+    /// Whether the cycle resumed anything at all.
+    pub fn is_idle(&self) -> bool {
+        self.timers == 0 && self.wakeups == 0 && self.deferred == 0
+    }
+}
+
+/// Where a task stands, as seen by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// The scheduler holds the task: running, queued or suspended by a scheduler function.
+    Scheduled,
+    /// The task ended and its outcome waits for [`Scheduler::take_result`](crate::Scheduler::take_result).
+    Done,
+    /// Not known: never a task of this scheduler, its outcome already taken or its handle
+    /// dropped, or it yielded with a plain `coroutine.yield` and now belongs to whoever resumes it.
+    Unknown,
+}
+
 pub(crate) struct Inner {
     state: RefCell<State>,
-    args: ArgStore,
+    threads: ThreadStore,
+    /// Arguments of pending resumptions, and outcomes waiting for the host.
+    values: ValueStore,
+    /// Threads that blocked in an mlua future, weakly keyed: the replaced `coroutine.resume`
+    /// tells the scheduler when one of them is resumed by hand and comes back unblocked.
+    blocked: Table,
     wakes: Arc<WakeQueue>,
     clock: Clock,
     max_defer_depth: u32,
@@ -51,37 +96,16 @@ pub(crate) struct Inner {
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
     closed: Cell<bool>,
-    /// Filled by `install_task_library`: the `task` table and the async-function factory.
+    /// Filled on first use: the `task` table and the functions that go with it.
     lib: RefCell<Option<Library>>,
-    lua_fns: LuaFns,
-}
-
-/// Standard-library functions taken when the scheduler is built, so that a script that
-/// replaces the globals cannot change what the scheduler calls.
-struct LuaFns {
-    close: Function,
-    traceback: Function,
-}
-
-impl LuaFns {
-    fn capture(lua: &Lua) -> mlua::Result<Self> {
-        let globals = lua.globals();
-        let coroutine: Table = globals.get("coroutine")?;
-        let debug: Table = globals.get("debug")?;
-        Ok(LuaFns {
-            close: coroutine.get("close")?,
-            traceback: debug.get("traceback")?,
-        })
-    }
+    pristine: Pristine,
 }
 
 struct State {
     tasks: TaskTable,
     timers: Timers<TimerEntry>,
     live_timers: usize,
-    /// Deferred entries that will still run (the queue may also hold stale ones).
     live_deferred: usize,
-    /// Tasks blocked in a Rust future (either kind).
     awaiting: usize,
     deferred: VecDeque<Deferred>,
     futures: HashMap<u32, OwnedFuture>,
@@ -92,16 +116,6 @@ struct State {
     defer_level: u32,
     draining: bool,
     in_cycle: bool,
-}
-
-impl State {
-    fn counts(&mut self) -> Counts<'_> {
-        Counts {
-            live_timers: &mut self.live_timers,
-            live_deferred: &mut self.live_deferred,
-            awaiting: &mut self.awaiting,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -119,12 +133,14 @@ enum TimerKind {
 }
 
 /// A resumption the host or a script asked for explicitly (`defer`, `delay`).
+///
+/// A thread made for the resumption (`fresh`) that something else starts first is a task
+/// suspended by `task.delay`/`task.defer` that was resumed early: the resumption is dropped
+/// (SEMANTICS rule 12). An existing thread handed to `defer` or `delay` is resumed when due,
+/// whatever resumed it meanwhile, as Roblox does: each such call is a request of its own.
 #[derive(Clone, Copy, Debug)]
 struct Resumption {
-    /// The stored arguments, if there were any.
-    args: Option<ArgsKey>,
-    /// The thread was made for this resumption; if something else starts it first, the
-    /// resumption is dropped (SEMANTICS rule 12).
+    args: Option<ValuesKey>,
     fresh: bool,
 }
 
@@ -136,7 +152,7 @@ struct Deferred {
 }
 
 pub(crate) enum StoredOutcome {
-    Finished(RegistryKey),
+    Finished(Option<ValuesKey>),
     Failed(TaskError),
     Cancelled,
 }
@@ -153,12 +169,33 @@ enum Wakeup {
     Settled(mlua::Result<MultiValue>),
 }
 
+/// How a thread came back from a resumption.
+enum Resumed {
+    /// Blocked in an mlua future; `woken` if the future woke it during the poll.
+    Blocked {
+        thread: Thread,
+        woken: bool,
+    },
+    /// Yielded: a scheduler function set a suspension, or it is a plain yield.
+    Yielded,
+    Finished(MultiValue),
+    /// Not resumable (dead, or started by someone else and now running).
+    NotResumable,
+}
+
 /// Either something to do now, or a reason to wait.
 pub(crate) enum Next {
     Done,
     Busy,
     /// Sleep until woken, or until this instant.
     Sleep(Option<Instant>),
+}
+
+/// What freeing a slot leaves for the caller to finish outside the state borrow.
+struct Freed {
+    slot: u32,
+    keep_outcome: bool,
+    future: Option<OwnedFuture>,
 }
 
 /// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
@@ -175,6 +212,120 @@ pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     }
 }
 
+impl State {
+    /// Replaces the task's suspension, keeping the counts. Returns false for a stale id.
+    fn set_suspension(&mut self, id: TaskId, new: Suspension) -> bool {
+        let Some(slot) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        match slot.suspension {
+            Suspension::Wait { timed: true, .. } => {
+                slot.timers -= 1;
+                self.live_timers -= 1;
+            }
+            old if old.is_awaiting() => self.awaiting -= 1,
+            _ => {}
+        }
+        match new {
+            Suspension::Wait { timed: true, .. } => {
+                slot.timers += 1;
+                self.live_timers += 1;
+            }
+            new if new.is_awaiting() => self.awaiting += 1,
+            _ => {}
+        }
+        slot.suspension = new;
+        true
+    }
+
+    /// Queues a timer; a `Resume` timer counts as live until it fires or its task is freed.
+    /// A `Wait` timer is counted by its suspension instead.
+    fn push_timer(&mut self, deadline: Duration, entry: TimerEntry) -> bool {
+        let Some(slot) = self.tasks.get_mut(entry.task) else {
+            return false;
+        };
+        if let TimerKind::Resume(_) = entry.kind {
+            slot.timers += 1;
+            self.live_timers += 1;
+        }
+        self.timers.push(deadline, entry);
+        true
+    }
+
+    /// A `Resume` timer surfaced and will run now.
+    fn fire_resume_timer(&mut self, id: TaskId) {
+        if let Some(slot) = self.tasks.get_mut(id) {
+            slot.timers -= 1;
+            self.live_timers -= 1;
+        }
+    }
+
+    fn push_deferred(&mut self, entry: Deferred) -> bool {
+        let Some(slot) = self.tasks.get_mut(entry.task) else {
+            return false;
+        };
+        slot.queued += 1;
+        self.live_deferred += 1;
+        self.deferred.push_back(entry);
+        true
+    }
+
+    /// The next deferred entry, and whether it is still live (its task was not freed).
+    fn pop_deferred(&mut self) -> Option<(Deferred, bool)> {
+        let entry = self.deferred.pop_front()?;
+        let live = match self.tasks.get_mut(entry.task) {
+            Some(slot) => {
+                slot.queued -= 1;
+                self.live_deferred -= 1;
+                true
+            }
+            None => false,
+        };
+        Some((entry, live))
+    }
+
+    /// Frees the task's slot with everything it had pending.
+    fn free(&mut self, id: TaskId) -> Option<Freed> {
+        let slot = self.tasks.free(id)?;
+        self.live_timers -= slot.timers as usize;
+        self.live_deferred -= slot.queued as usize;
+        if slot.suspension.is_awaiting() {
+            self.awaiting -= 1;
+        }
+        Some(Freed {
+            slot: id.slot(),
+            keep_outcome: slot.keep_outcome,
+            future: self.futures.remove(&id.slot()),
+        })
+    }
+
+    /// Whether a timer entry will still act when it surfaces.
+    fn timer_is_live(&self, entry: &TimerEntry) -> bool {
+        match (self.tasks.get(entry.task), entry.kind) {
+            (Some(slot), TimerKind::Wait { token }) => {
+                matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
+            }
+            (Some(_), TimerKind::Resume(_)) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Recounts what the counters should say, in debug builds.
+    fn check_counts(&self) {
+        if cfg!(debug_assertions) {
+            let (mut timers, mut queued, mut awaiting) = (0, 0, 0);
+            for (_, slot) in self.tasks.occupied() {
+                timers += slot.timers as usize;
+                queued += slot.queued as usize;
+                awaiting += usize::from(slot.suspension.is_awaiting());
+            }
+            debug_assert_eq!(timers, self.live_timers, "live timers");
+            debug_assert_eq!(queued, self.live_deferred, "live deferrals");
+            debug_assert_eq!(awaiting, self.awaiting, "awaiting tasks");
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn new(
         lua: &Lua,
@@ -182,9 +333,13 @@ impl Inner {
         max_defer_depth: u32,
         on_error: ErrorHandler,
     ) -> mlua::Result<Self> {
+        let blocked = lua.create_table()?;
+        let weak_keys = lua.create_table()?;
+        weak_keys.raw_set("__mode", "k")?;
+        blocked.set_metatable(Some(weak_keys))?;
         Ok(Inner {
             state: RefCell::new(State {
-                tasks: TaskTable::new(lua.create_table()?),
+                tasks: TaskTable::new(),
                 timers: Timers::default(),
                 live_timers: 0,
                 live_deferred: 0,
@@ -197,7 +352,9 @@ impl Inner {
                 draining: false,
                 in_cycle: false,
             }),
-            args: ArgStore::new(lua)?,
+            threads: ThreadStore::new(lua)?,
+            values: ValueStore::new(lua)?,
+            blocked,
             wakes: Arc::new(WakeQueue::default()),
             clock,
             max_defer_depth,
@@ -206,7 +363,7 @@ impl Inner {
             cycles: Cell::new(0),
             closed: Cell::new(false),
             lib: RefCell::new(None),
-            lua_fns: LuaFns::capture(lua)?,
+            pristine: Pristine::of(lua)?,
         })
     }
 
@@ -216,6 +373,14 @@ impl Inner {
 
     pub(crate) fn wakes(&self) -> &WakeQueue {
         &self.wakes
+    }
+
+    pub(crate) fn blocked(&self) -> &Table {
+        &self.blocked
+    }
+
+    pub(crate) fn pristine(&self) -> &Pristine {
+        &self.pristine
     }
 
     pub(crate) fn cycle_count(&self) -> u64 {
@@ -230,66 +395,7 @@ impl Inner {
         self.state.borrow().tasks.len()
     }
 
-    /// Marks the scheduler as dropped by its host.
-    pub(crate) fn close(&self) {
-        self.closed.set(true);
-    }
-
-    pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
-        let state = self.state.borrow();
-        if state.tasks.get(id).is_some() {
-            TaskStatus::Scheduled
-        } else if state.outcomes.contains_key(&id) {
-            TaskStatus::Done
-        } else {
-            TaskStatus::Unknown
-        }
-    }
-
-    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<StoredOutcome> {
-        self.state.borrow_mut().outcomes.remove(&id)
-    }
-
-    /// The host's spawn: the task's outcome is kept, and since the host is outside any
-    /// resumption, returning to it is a resumption point.
-    pub(crate) fn host_spawn(
-        &self,
-        lua: &Lua,
-        thread: &Thread,
-        args: MultiValue,
-    ) -> mlua::Result<TaskId> {
-        let id = self.adopt_for_host(thread)?;
-        self.resume(lua, id, Wakeup::Args(args))?;
-        if self.state.borrow().depth == 0 {
-            self.drain_deferred(lua)?;
-        }
-        Ok(id)
-    }
-
-    /// The host's cancel, by id. Returns whether the task was still scheduled.
-    pub(crate) fn cancel_task(&self, id: TaskId) -> Result<bool> {
-        let thread = {
-            let state = self.state.borrow();
-            match state.tasks.get(id) {
-                Some(slot) if slot.running => {
-                    return Err(Error::Lua(mlua::Error::runtime(format!(
-                        "cannot cancel task {id}: it is running"
-                    ))))
-                }
-                Some(_) => state.tasks.thread(id)?,
-                None => return Ok(false),
-            }
-        };
-        match thread.status() {
-            ThreadStatus::Running | ThreadStatus::Normal => Err(Error::Lua(mlua::Error::runtime(
-                format!("cannot cancel task {id}: it is running or resuming another thread"),
-            ))),
-            _ => {
-                self.cancel(&thread)?;
-                Ok(true)
-            }
-        }
-    }
+    /// The `task` library, built on first use.
     pub(crate) fn library(self: &Rc<Self>, lua: &Lua) -> mlua::Result<Library> {
         if let Some(lib) = &*self.lib.borrow() {
             return Ok(lib.clone());
@@ -299,12 +405,13 @@ impl Inner {
         Ok(lib)
     }
 
-    /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
-    fn close_thread(&self, thread: &Thread) -> mlua::Result<()> {
-        if matches!(thread.status(), ThreadStatus::Finished) {
-            return Ok(());
-        }
-        self.lua_fns.close.call::<MultiValue>(thread).map(|_| ())
+    pub(crate) fn installed_library(&self) -> Option<Library> {
+        self.lib.borrow().clone()
+    }
+
+    /// Marks the scheduler as dropped by its host.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
     }
 
     /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
@@ -323,18 +430,174 @@ impl Inner {
         (self.on_error)(&error);
     }
 
-    pub(crate) fn adopt_for_host(&self, thread: &Thread) -> mlua::Result<TaskId> {
-        let mut state = self.state.borrow_mut();
-        let id = state.tasks.adopt(thread)?;
-        if let Some(slot) = state.tasks.get_mut(id) {
+    fn traceback(&self) -> String {
+        self.pristine
+            .traceback
+            .as_ref()
+            .and_then(|traceback| traceback.call::<String>(()).ok())
+            .unwrap_or_default()
+    }
+
+    // --- Tasks in and out -------------------------------------------------------------------
+
+    /// The thread's task, making it one first if it is not.
+    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        let (id, new) = self.state.borrow_mut().tasks.reserve(thread)?;
+        if new {
+            if let Err(error) = self.threads.set(id.slot(), thread) {
+                let mut state = self.state.borrow_mut();
+                state.tasks.free(id);
+                state.tasks.recycle(id.slot());
+                return Err(error);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Frees the task and returns whether the host wants its outcome; `None` if it was not a
+    /// task any more. Its owned future, if any, is dropped here, outside the borrow.
+    fn free_task(&self, id: TaskId) -> Option<bool> {
+        let freed = self.state.borrow_mut().free(id)?;
+        self.threads.clear(freed.slot);
+        self.state.borrow_mut().tasks.recycle(freed.slot);
+        drop(freed.future);
+        Some(freed.keep_outcome)
+    }
+
+    /// Frees the task if nothing will resume it and the scheduler is not resuming it: the
+    /// thread then belongs to whoever holds it.
+    fn release_if_idle(&self, id: TaskId) {
+        let idle = matches!(self.state.borrow().tasks.get(id), Some(slot) if !slot.running && !slot.has_pending());
+        if idle {
+            self.free_task(id);
+        }
+    }
+
+    /// The task ended: free it, keep its outcome if the host asked, report an error.
+    fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
+        let Some(keep) = self.free_task(id) else {
+            return;
+        };
+        let stored = match result {
+            Ok(_) if !keep => return,
+            Ok(values) => match self.values.store(lua, values) {
+                Ok(key) => StoredOutcome::Finished(key),
+                Err(error) => {
+                    let mut report = TaskError::from_lua(Some(id), &error);
+                    report.message =
+                        format!("could not keep the task's results: {}", report.message);
+                    self.report(report.clone());
+                    StoredOutcome::Failed(report)
+                }
+            },
+            Err(error) => {
+                let report = TaskError::from_lua(Some(id), &error);
+                self.report(report.clone());
+                if !keep {
+                    return;
+                }
+                StoredOutcome::Failed(report)
+            }
+        };
+        self.state.borrow_mut().outcomes.insert(id, stored);
+    }
+
+    pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
+        let state = self.state.borrow();
+        if state.tasks.get(id).is_some() {
+            TaskStatus::Scheduled
+        } else if state.outcomes.contains_key(&id) {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Unknown
+        }
+    }
+
+    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<StoredOutcome> {
+        self.state.borrow_mut().outcomes.remove(&id)
+    }
+
+    /// Puts back an outcome that the host could not read (its values did not convert).
+    pub(crate) fn restore_outcome(&self, id: TaskId, outcome: StoredOutcome) {
+        self.state.borrow_mut().outcomes.insert(id, outcome);
+    }
+
+    /// The values of a finished task's outcome, left in place.
+    pub(crate) fn outcome_values(&self, key: Option<ValuesKey>) -> mlua::Result<MultiValue> {
+        self.values.get(key)
+    }
+
+    /// Frees the values of an outcome that was read or is no longer wanted.
+    pub(crate) fn discard_outcome(&self, outcome: StoredOutcome) {
+        if let StoredOutcome::Finished(key) = outcome {
+            self.values.discard(key);
+        }
+    }
+
+    /// The host no longer wants the task's outcome: drop a stored one, keep none later.
+    pub(crate) fn forget_outcome(&self, id: TaskId) {
+        let outcome = {
+            let mut state = self.state.borrow_mut();
+            if let Some(slot) = state.tasks.get_mut(id) {
+                slot.keep_outcome = false;
+            }
+            state.outcomes.remove(&id)
+        };
+        if let Some(outcome) = outcome {
+            self.discard_outcome(outcome);
+        }
+    }
+
+    /// The host's spawn: the outcome is kept, and since the host is outside any resumption,
+    /// returning to it is a resumption point.
+    pub(crate) fn host_spawn(
+        &self,
+        lua: &Lua,
+        thread: &Thread,
+        args: MultiValue,
+    ) -> Result<TaskId> {
+        let id = self.adopt_for_host(thread)?;
+        self.resume(lua, id, Wakeup::Args(args));
+        if self.state.borrow().depth == 0 {
+            self.drain_deferred(lua);
+        }
+        Ok(id)
+    }
+
+    /// Makes a thread the host asked for a task whose outcome is kept. Only a thread that can
+    /// be resumed qualifies.
+    pub(crate) fn adopt_for_host(&self, thread: &Thread) -> Result<TaskId> {
+        let status = thread.status();
+        if status != ThreadStatus::Resumable {
+            return Err(Error::NotResumable(status));
+        }
+        let id = self.adopt(thread)?;
+        if let Some(slot) = self.state.borrow_mut().tasks.get_mut(id) {
             slot.keep_outcome = true;
         }
         Ok(id)
     }
 
-    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
-        self.state.borrow_mut().tasks.adopt(thread)
+    /// The host's cancel, by id. Returns whether the task was still scheduled.
+    pub(crate) fn cancel_task(&self, id: TaskId) -> Result<bool> {
+        let running = match self.state.borrow().tasks.get(id) {
+            Some(slot) => slot.running,
+            None => return Ok(false),
+        };
+        let thread = self.threads.get(id.slot())?;
+        if running
+            || matches!(
+                thread.status(),
+                ThreadStatus::Running | ThreadStatus::Normal
+            )
+        {
+            return Err(Error::TaskRunning(id));
+        }
+        self.cancel(&thread)?;
+        Ok(true)
     }
+
+    // --- The task library's operations ------------------------------------------------------
 
     /// `task.spawn`: resumes the thread at once as a task.
     pub(crate) fn spawn_thread(
@@ -342,19 +605,21 @@ impl Inner {
         lua: &Lua,
         thread: &Thread,
         args: MultiValue,
-    ) -> mlua::Result<TaskId> {
+    ) -> mlua::Result<()> {
         let id = self.adopt(thread)?;
-        self.resume(lua, id, Wakeup::Args(args))?;
-        Ok(id)
+        self.resume(lua, id, Wakeup::Args(args));
+        Ok(())
     }
 
+    /// Queues a resumption for the next resumption point. Returns false when the defer depth
+    /// limit refused it (the thread is then not scheduled).
     pub(crate) fn defer(
         &self,
         lua: &Lua,
         id: TaskId,
         args: MultiValue,
         fresh: bool,
-    ) -> mlua::Result<()> {
+    ) -> mlua::Result<bool> {
         let level = {
             let state = self.state.borrow();
             if state.draining {
@@ -365,38 +630,40 @@ impl Inner {
         };
         if level > self.max_defer_depth {
             self.release_if_idle(id);
-            let traceback = self
-                .lua_fns
-                .traceback
-                .call::<String>(())
-                .unwrap_or_default();
-            self.report(TaskError::new(
-                None,
-                format!(
-                    "Maximum re-entrancy depth ({}) exceeded calling task.defer",
-                    self.max_defer_depth
-                ),
-                traceback,
-            ));
-            return Ok(());
+            return Ok(false);
         }
-        let args = self.args.store(lua, args)?;
-        let mut state = self.state.borrow_mut();
-        match state.tasks.get_mut(id) {
-            Some(slot) => slot.queued += 1,
-            None => {
-                drop(state);
-                self.args.discard(args);
-                return Ok(());
-            }
-        }
-        state.live_deferred += 1;
-        state.deferred.push_back(Deferred {
+        let args = self.values.store(lua, args)?;
+        let entry = Deferred {
             task: id,
             level,
             resumption: Resumption { args, fresh },
-        });
+        };
+        if !self.state.borrow_mut().push_deferred(entry) {
+            self.values.discard(args);
+        }
+        Ok(true)
+    }
+
+    /// `task.defer` from Lua: a refused deferral is reported (SEMANTICS rule 3).
+    pub(crate) fn lua_defer(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        args: MultiValue,
+        fresh: bool,
+    ) -> mlua::Result<()> {
+        if !self.defer(lua, id, args, fresh)? {
+            let message = format!(
+                "Maximum re-entrancy depth ({}) exceeded calling task.defer",
+                self.max_defer_depth
+            );
+            self.report(TaskError::new(None, message, self.traceback()));
+        }
         Ok(())
+    }
+
+    pub(crate) fn max_defer_depth(&self) -> u32 {
+        self.max_defer_depth
     }
 
     /// Schedules a resumption after `delay`; `None` never fires.
@@ -408,34 +675,24 @@ impl Inner {
         args: MultiValue,
         fresh: bool,
     ) -> mlua::Result<()> {
-        let deadline = delay.and_then(|d| self.clock.now().checked_add(d));
-        let Some(deadline) = deadline else {
+        let Some(deadline) = delay.and_then(|d| self.clock.now().checked_add(d)) else {
             // Never fires: nothing to keep, and the thread is not ours unless something else is.
             self.release_if_idle(id);
             return Ok(());
         };
-        let args = self.args.store(lua, args)?;
-        let mut state = self.state.borrow_mut();
-        match state.tasks.get_mut(id) {
-            Some(slot) => slot.timers += 1,
-            None => {
-                drop(state);
-                self.args.discard(args);
-                return Ok(());
-            }
+        let args = self.values.store(lua, args)?;
+        let entry = TimerEntry {
+            task: id,
+            kind: TimerKind::Resume(Resumption { args, fresh }),
+        };
+        if !self.state.borrow_mut().push_timer(deadline, entry) {
+            self.values.discard(args);
         }
-        state.live_timers += 1;
-        state.timers.push(
-            deadline,
-            TimerEntry {
-                task: id,
-                kind: TimerKind::Resume(Resumption { args, fresh }),
-            },
-        );
         Ok(())
     }
 
-    /// `task.wait`'s first half: the running thread becomes a task suspended until `delay`.
+    /// `task.wait`'s first half: the running thread becomes a task suspended until `seconds`
+    /// have passed. `task.luau` yields right after.
     pub(crate) fn begin_wait(&self, lua: &Lua, seconds: f64) -> mlua::Result<()> {
         let thread = lua.current_thread();
         if !vm::can_yield(&thread) {
@@ -443,23 +700,22 @@ impl Inner {
                 "task.wait can only be called from a task or coroutine (this thread cannot yield)",
             ));
         }
+        let id = self.adopt(&thread)?;
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
         let mut state = self.state.borrow_mut();
-        let id = state.tasks.adopt(&thread)?;
-        let state = &mut *state;
-        let slot = state.tasks.get_mut(id).expect("adopted just now");
+        let Some(slot) = state.tasks.get_mut(id) else {
+            return Ok(());
+        };
         let token = slot.next_token();
-        end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-        slot.suspension = Suspension::Wait {
+        let wait = Suspension::Wait {
             token,
             since: now,
             timed: deadline.is_some(),
         };
+        state.set_suspension(id, wait);
         if let Some(deadline) = deadline {
-            slot.timers += 1;
-            state.live_timers += 1;
-            state.timers.push(
+            state.push_timer(
                 deadline,
                 TimerEntry {
                     task: id,
@@ -471,60 +727,92 @@ impl Inner {
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.
-    pub(crate) fn abandon_wait(&self, lua: &Lua) -> mlua::Result<()> {
+    pub(crate) fn abandon_wait(&self, lua: &Lua) {
         let thread = lua.current_thread();
-        let id = match self.state.borrow().tasks.find(&thread) {
-            Some(id) => id,
-            None => return Ok(()),
+        let Some(id) = self.state.borrow().tasks.find(&thread) else {
+            return;
         };
         {
             let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            if let Some(slot) = state.tasks.get_mut(id) {
-                if matches!(slot.suspension, Suspension::Wait { .. }) {
-                    end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-                    slot.suspension = Suspension::None;
-                }
+            if matches!(
+                state.tasks.get(id).map(|s| s.suspension),
+                Some(Suspension::Wait { .. })
+            ) {
+                state.set_suspension(id, Suspension::None);
             }
         }
         self.release_if_idle(id);
-        Ok(())
     }
 
     /// A thread resumed by hand blocked in an mlua future: it becomes a task blocked on that
-    /// future. Its future holds the resumer's waker, so it is polled again on the next cycle
+    /// future. The future holds the resumer's waker, so it is polled again on the next cycle
     /// with the thread's own.
     pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
-        let target = {
-            let mut state = self.state.borrow_mut();
-            let id = state.tasks.adopt(thread)?;
-            let state = &mut *state;
-            let slot = state.tasks.get_mut(id).expect("adopted just now");
-            let token = slot.next_token();
-            end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-            slot.suspension = Suspension::LuaFuture { token };
-            state.awaiting += 1;
-            WakeTarget {
+        let id = self.adopt(thread)?;
+        let Some(token) = self
+            .state
+            .borrow_mut()
+            .tasks
+            .get_mut(id)
+            .map(|s| s.next_token())
+        else {
+            return Ok(());
+        };
+        self.block_in_mlua_future(id, thread, token, true)
+    }
+
+    /// Files the task as blocked in the mlua future inside its thread, under the token of the
+    /// waker the future was last polled with; `woken` queues a poll at once.
+    fn block_in_mlua_future(
+        &self,
+        id: TaskId,
+        thread: &Thread,
+        token: u32,
+        woken: bool,
+    ) -> mlua::Result<()> {
+        if !self
+            .state
+            .borrow_mut()
+            .set_suspension(id, Suspension::LuaFuture { token })
+        {
+            return Ok(());
+        }
+        self.blocked.raw_set(thread, true)?;
+        if woken {
+            self.wakes.push(WakeTarget {
                 slot: id.slot(),
                 generation: id.generation(),
                 token,
-            }
-        };
-        self.wakes.push(target);
+            });
+        }
         Ok(())
     }
 
-    /// Frees the task's slot if nothing will resume it and the scheduler is not resuming it:
-    /// the thread then belongs to whoever holds it.
-    fn release_if_idle(&self, id: TaskId) {
-        let mut state = self.state.borrow_mut();
-        let idle = match state.tasks.get(id) {
-            Some(slot) => !slot.running && !slot.has_pending(),
-            None => false,
+    /// A thread that blocked in an mlua future was resumed by hand and came back: if it is no
+    /// longer blocked (it finished its future and went on), its future suspension ends.
+    pub(crate) fn released_by_hand(&self, thread: &Thread) {
+        let Some(id) = self.state.borrow().tasks.find(thread) else {
+            return;
         };
-        if idle {
-            state.tasks.remove(id);
+        self.still_blocked_in_mlua_future(id, thread);
+    }
+
+    /// Whether the task is still blocked in its mlua future; if not, its suspension ends.
+    fn still_blocked_in_mlua_future(&self, id: TaskId, thread: &Thread) -> bool {
+        if vm::has_started(thread) && vm::is_blocked_in_mlua_future(thread) {
+            return true;
         }
+        {
+            let mut state = self.state.borrow_mut();
+            if matches!(
+                state.tasks.get(id).map(|s| s.suspension),
+                Some(Suspension::LuaFuture { .. })
+            ) {
+                state.set_suspension(id, Suspension::None);
+            }
+        }
+        self.release_if_idle(id);
+        false
     }
 
     /// Polls a Spindle future for the first time from the task that called the async function.
@@ -534,15 +822,17 @@ impl Inner {
         mut future: OwnedFuture,
     ) -> mlua::Result<MultiValue> {
         let thread = lua.current_thread();
-        let (id, token) = {
-            let mut state = self.state.borrow_mut();
-            let id = state.tasks.adopt(&thread)?;
-            let token = state
-                .tasks
-                .get_mut(id)
-                .expect("adopted just now")
-                .next_token();
-            (id, token)
+        let id = self.adopt(&thread)?;
+        let Some(token) = self
+            .state
+            .borrow_mut()
+            .tasks
+            .get_mut(id)
+            .map(|s| s.next_token())
+        else {
+            return Err(mlua::Error::runtime(
+                "the calling task ended while starting a future",
+            ));
         };
         let target = WakeTarget {
             slot: id.slot(),
@@ -566,14 +856,7 @@ impl Inner {
             Poll::Pending => {
                 {
                     let mut state = self.state.borrow_mut();
-                    let state = &mut *state;
-                    let slot = state
-                        .tasks
-                        .get_mut(id)
-                        .expect("the calling task is running");
-                    end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-                    slot.suspension = Suspension::OwnedFuture { token };
-                    state.awaiting += 1;
+                    state.set_suspension(id, Suspension::OwnedFuture { token });
                     state.futures.insert(id.slot(), future);
                 }
                 if waker.was_woken() {
@@ -587,87 +870,78 @@ impl Inner {
     /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
     /// future, and the thread is closed so nothing can resume it again.
     pub(crate) fn cancel(&self, thread: &Thread) -> mlua::Result<()> {
-        let future = {
-            let mut state = self.state.borrow_mut();
-            match state.tasks.find(thread) {
-                Some(id) => {
-                    let state = &mut *state;
-                    let future = state.futures.remove(&id.slot());
-                    if let Some(slot) = state.tasks.remove(id) {
-                        forget_slot_counts(state.counts(), &slot);
-                        if slot.keep_outcome {
-                            state.outcomes.insert(id, StoredOutcome::Cancelled);
-                        }
-                    }
-                    future
-                }
-                None => None,
+        let task = self.state.borrow().tasks.find(thread);
+        if let Some(id) = task {
+            if let Some(true) = self.free_task(id) {
+                self.state
+                    .borrow_mut()
+                    .outcomes
+                    .insert(id, StoredOutcome::Cancelled);
             }
-        };
-        // Dropped outside the borrow: a future's destructor may call back into the scheduler.
-        drop(future);
+        }
         self.compact_timers();
         self.close_thread(thread)
     }
 
-    /// After cancellations, forgets stale timers once they outnumber live ones.
-    fn compact_timers(&self) {
-        let mut stale_args = Vec::new();
-        {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            if state.live_timers == 0 {
-                state.timers.drain(|timer| {
-                    if let TimerKind::Resume(r) = timer.payload.kind {
-                        stale_args.push(r.args);
-                    }
-                });
-            } else if state.timers.len() > 2 * state.live_timers + 64 {
-                let tasks = &state.tasks;
-                state.timers.retain(|timer| {
-                    let live = timer_is_live(tasks, &timer.payload);
-                    if let (false, TimerKind::Resume(r)) = (live, timer.payload.kind) {
-                        stale_args.push(r.args);
-                    }
-                    live
-                });
-            }
+    /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
+    fn close_thread(&self, thread: &Thread) -> mlua::Result<()> {
+        if matches!(thread.status(), ThreadStatus::Finished) {
+            return Ok(());
         }
-        for key in stale_args {
-            self.args.discard(key);
-        }
+        self.pristine.close.call::<MultiValue>(thread).map(|_| ())
     }
 
+    // --- Resumption ---------------------------------------------------------------------------
+
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
-    /// how the thread came back (finished, failed, blocked on a future, suspended by a scheduler
-    /// function, or yielded to whoever resumes it).
-    fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) -> mlua::Result<()> {
-        let (thread, token) = {
+    /// how the thread came back. Never fails: a failure ends the task and is reported.
+    fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) {
+        let token = {
             let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            let Some(slot) = state.tasks.get_mut(id) else {
-                return Ok(());
+            let Some(slot) = state.tasks.get(id) else {
+                return;
             };
             // A hand-delivered resumption only re-polls a pending Spindle future; every other
             // resumption ends the current suspension.
             let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
                 && !matches!(wakeup, Wakeup::Settled(_));
             if !keeps_owned {
-                end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-                slot.suspension = Suspension::None;
+                state.set_suspension(id, Suspension::None);
             }
-            slot.running = true;
-            let token = slot.next_token();
             state.depth += 1;
-            (state.tasks.thread(id), token)
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            slot.next_token()
         };
-        let thread = match thread {
-            Ok(thread) => thread,
-            Err(error) => {
-                self.finish_resume(id);
-                return Err(error);
+        let resumed = self.resume_thread(lua, id, token, wakeup);
+        {
+            let mut state = self.state.borrow_mut();
+            state.depth -= 1;
+            if let Some(slot) = state.tasks.get_mut(id) {
+                slot.running = false;
             }
-        };
+        }
+        match resumed {
+            Ok(Resumed::Blocked { thread, woken }) => {
+                if let Err(error) = self.block_in_mlua_future(id, &thread, token, woken) {
+                    self.complete(lua, id, Err(error));
+                }
+            }
+            Ok(Resumed::Yielded | Resumed::NotResumable) => self.release_if_idle(id),
+            Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
+            Err(error) => self.complete(lua, id, Err(error)),
+        }
+    }
+
+    /// The Lua half of `resume`: no state borrow is held here.
+    fn resume_thread(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        wakeup: Wakeup,
+    ) -> mlua::Result<Resumed> {
+        let thread = self.threads.get(id.slot())?;
         let args = match wakeup {
             Wakeup::Args(args) => args,
             Wakeup::Timer(elapsed) => {
@@ -680,92 +954,87 @@ impl Inner {
                 values
             }
         };
+        let mut stream = match thread.clone().into_async::<MultiValue>(args) {
+            Ok(stream) => stream,
+            Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
+            Err(error) => return Err(error),
+        };
         let target = WakeTarget {
             slot: id.slot(),
             generation: id.generation(),
             token,
         };
         let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
-        let poll = match thread.clone().into_async::<MultiValue>(args) {
-            Ok(mut stream) => waker.with_waker(|w| {
-                let mut cx = Context::from_waker(w);
-                futures_core::Stream::poll_next(Pin::new(&mut stream), &mut cx)
-            }),
-            Err(_) => Poll::Ready(None),
-        };
-        self.finish_resume(id);
-
+        let poll = waker.with_waker(|w| {
+            futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
+        });
         match poll {
+            Poll::Pending => Ok(Resumed::Blocked {
+                woken: waker.was_woken(),
+                thread,
+            }),
+            Poll::Ready(Some(Ok(values))) if thread.status() == ThreadStatus::Resumable => {
+                drop(values);
+                Ok(Resumed::Yielded)
+            }
+            Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
+            Poll::Ready(Some(Err(error))) => Err(error),
+            Poll::Ready(None) => Ok(Resumed::NotResumable),
+        }
+    }
+
+    /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
+    fn resume_requested(&self, lua: &Lua, id: TaskId, resumption: Resumption) {
+        let args = match self.values.take(resumption.args) {
+            Ok(args) => args,
+            Err(error) => return self.complete(lua, id, Err(error)),
+        };
+        if resumption.fresh {
+            if self.state.borrow().tasks.get(id).is_none() {
+                return;
+            }
+            match self.threads.get(id.slot()) {
+                // Started by someone else first: this resumption is dropped.
+                Ok(thread) if vm::has_started(&thread) => return self.release_if_idle(id),
+                Ok(_) => {}
+                Err(error) => return self.complete(lua, id, Err(error)),
+            }
+        }
+        self.resume(lua, id, Wakeup::Args(args));
+    }
+
+    fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) {
+        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
+            return;
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
             Poll::Pending => {
-                {
+                let still_waiting = {
                     let mut state = self.state.borrow_mut();
-                    let state = &mut *state;
-                    if let Some(slot) = state.tasks.get_mut(id) {
-                        end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-                        slot.suspension = Suspension::LuaFuture { token };
-                        state.awaiting += 1;
+                    let waiting = matches!(state.tasks.get(id).map(|s| s.suspension),
+                        Some(Suspension::OwnedFuture { token }) if token == target.token);
+                    if waiting {
+                        state.futures.insert(id.slot(), future);
+                        None
+                    } else {
+                        Some(future)
                     }
-                }
+                };
+                // A future whose task went away meanwhile is dropped here, outside the borrow.
+                drop(still_waiting);
                 if waker.was_woken() {
                     self.wakes.push(target);
                 }
             }
-            Poll::Ready(Some(Ok(values))) => {
-                if thread.status() == ThreadStatus::Resumable {
-                    // Yielded: a scheduler function set a suspension, or it is a plain yield.
-                    self.release_if_idle(id);
-                } else {
-                    self.complete(lua, id, Ok(values))?;
-                }
+            Poll::Ready(result) => {
+                drop(future);
+                self.resume(lua, id, Wakeup::Settled(result));
             }
-            Poll::Ready(Some(Err(error))) => self.complete(lua, id, Err(error))?,
-            Poll::Ready(None) => self.release_if_idle(id),
-        }
-        Ok(())
-    }
-
-    fn finish_resume(&self, id: TaskId) {
-        let mut state = self.state.borrow_mut();
-        state.depth -= 1;
-        if let Some(slot) = state.tasks.get_mut(id) {
-            slot.running = false;
         }
     }
 
-    /// The task ended: free it, keep its outcome if the host asked, report an error.
-    fn complete(
-        &self,
-        lua: &Lua,
-        id: TaskId,
-        result: mlua::Result<MultiValue>,
-    ) -> mlua::Result<()> {
-        let keep = {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            match state.tasks.remove(id) {
-                Some(slot) => {
-                    forget_slot_counts(state.counts(), &slot);
-                    slot.keep_outcome
-                }
-                None => false,
-            }
-        };
-        let stored = match result {
-            Ok(values) if keep => Some(StoredOutcome::Finished(
-                lua.create_registry_value(pack(lua, values)?)?,
-            )),
-            Ok(_) => None,
-            Err(error) => {
-                let report = TaskError::from_lua(Some(id), &error);
-                self.report(report.clone());
-                keep.then_some(StoredOutcome::Failed(report))
-            }
-        };
-        if let Some(stored) = stored {
-            self.state.borrow_mut().outcomes.insert(id, stored);
-        }
-        Ok(())
-    }
+    // --- Cycles ----------------------------------------------------------------------------------
 
     pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
         {
@@ -775,45 +1044,54 @@ impl Inner {
             }
             state.in_cycle = true;
         }
-        let result = self.cycle_inner(lua);
+        let report = self.cycle_inner(lua);
         self.state.borrow_mut().in_cycle = false;
-        result
+        Ok(report)
     }
 
-    fn cycle_inner(&self, lua: &Lua) -> Result<CycleReport> {
+    fn cycle_inner(&self, lua: &Lua) -> CycleReport {
         self.cycles.set(self.cycles.get() + 1);
         let errors_before = self.errors.get();
-        let mut report = CycleReport::default();
-        let now = self.clock.now();
+        let report = CycleReport {
+            timers: self.run_due_timers(lua),
+            wakeups: self.run_wakeups(lua),
+            deferred: self.drain_deferred(lua),
+            errors: (self.errors.get() - errors_before) as usize,
+        };
+        self.compact_timers();
+        self.trim(lua);
+        self.state.borrow().check_counts();
+        report
+    }
 
-        // Timers due now, taken as one batch: a task that waits 0 while the batch runs goes to
-        // the next cycle, not this one.
+    /// Resumes the timers due now, taken as one batch: a task that waits 0 while the batch runs
+    /// goes to the next cycle, not this one.
+    fn run_due_timers(&self, lua: &Lua) -> usize {
+        let now = self.clock.now();
         let mut due = Vec::new();
+        let mut stale_args = Vec::new();
         {
             let mut state = self.state.borrow_mut();
-            let state = &mut *state;
             while let Some(timer) = state.timers.pop_due(now) {
                 let entry = timer.payload;
-                if !timer_is_live(&state.tasks, &entry) {
-                    if let TimerKind::Resume(r) = entry.kind {
-                        due.push((entry, Some(r.args), timer.deadline));
+                match entry.kind {
+                    _ if !state.timer_is_live(&entry) => {
+                        if let TimerKind::Resume(r) = entry.kind {
+                            stale_args.push(r.args);
+                        }
+                        continue;
                     }
-                    continue;
+                    TimerKind::Resume(_) => state.fire_resume_timer(entry.task),
+                    TimerKind::Wait { .. } => {}
                 }
-                if let TimerKind::Resume(_) = entry.kind {
-                    if let Some(slot) = state.tasks.get_mut(entry.task) {
-                        slot.timers -= 1;
-                        state.live_timers -= 1;
-                    }
-                }
-                due.push((entry, None, timer.deadline));
+                due.push(entry);
             }
         }
-        for (entry, stale_args, _) in due {
-            if let Some(args) = stale_args {
-                self.args.discard(args);
-                continue;
-            }
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
+        let mut fired = 0;
+        for entry in due {
             match entry.kind {
                 TimerKind::Wait { token } => {
                     let since = match self
@@ -829,151 +1107,80 @@ impl Inner {
                         _ => continue,
                     };
                     let elapsed = now.saturating_sub(since).as_secs_f64();
-                    self.resume(lua, entry.task, Wakeup::Timer(elapsed))?;
+                    self.resume(lua, entry.task, Wakeup::Timer(elapsed));
                 }
-                TimerKind::Resume(resumption) => {
-                    self.resume_requested(lua, entry.task, resumption)?;
-                }
+                TimerKind::Resume(resumption) => self.resume_requested(lua, entry.task, resumption),
             }
-            report.timers += 1;
+            fired += 1;
         }
+        fired
+    }
 
+    /// Resumes the tasks whose futures woke since the last cycle.
+    fn run_wakeups(&self, lua: &Lua) -> usize {
         let mut woken = Vec::new();
         self.wakes.drain_into(&mut woken);
+        let mut count = 0;
         for target in woken {
             let id = TaskId::new(target.slot, target.generation);
             let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
             match suspension {
                 Some(Suspension::LuaFuture { token }) if token == target.token => {
-                    if !self.still_blocked_in_mlua_future(id)? {
+                    let thread = match self.threads.get(id.slot()) {
+                        Ok(thread) => thread,
+                        Err(error) => {
+                            self.complete(lua, id, Err(error));
+                            continue;
+                        }
+                    };
+                    if !self.still_blocked_in_mlua_future(id, &thread) {
                         continue;
                     }
-                    self.resume(lua, id, Wakeup::Poll)?;
+                    self.resume(lua, id, Wakeup::Poll);
                 }
                 Some(Suspension::OwnedFuture { token }) if token == target.token => {
-                    self.poll_owned_future(lua, id, target)?;
+                    self.poll_owned_future(lua, id, target);
                 }
                 _ => continue,
             }
-            report.wakeups += 1;
+            count += 1;
         }
-
-        report.deferred = self.drain_deferred(lua)?;
-        report.errors = (self.errors.get() - errors_before) as usize;
-        self.compact_timers();
-        self.trim(lua)?;
-        Ok(report)
-    }
-
-    /// A task blocked in an mlua future may have been resumed by hand (through a `coroutine.resume`
-    /// that the scheduler does not see), finished its future and suspended elsewhere: then its
-    /// wake-up is stale, and the task is no longer blocked.
-    fn still_blocked_in_mlua_future(&self, id: TaskId) -> mlua::Result<bool> {
-        let thread = self.state.borrow().tasks.thread(id)?;
-        if vm::has_started(&thread) && vm::is_blocked_in_mlua_future(&thread) {
-            return Ok(true);
-        }
-        {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            if let Some(slot) = state.tasks.get_mut(id) {
-                end_suspension_counts(&mut state.live_timers, &mut state.awaiting, slot);
-                slot.suspension = Suspension::None;
-            }
-        }
-        self.release_if_idle(id);
-        Ok(false)
-    }
-
-    /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
-    fn resume_requested(&self, lua: &Lua, id: TaskId, resumption: Resumption) -> mlua::Result<()> {
-        let args = self.args.take(resumption.args)?;
-        if resumption.fresh {
-            let thread = match self.state.borrow().tasks.get(id) {
-                Some(_) => self.state.borrow().tasks.thread(id)?,
-                None => return Ok(()),
-            };
-            if vm::has_started(&thread) {
-                // Started by someone else first: this resumption is dropped.
-                self.release_if_idle(id);
-                return Ok(());
-            }
-        }
-        self.resume(lua, id, Wakeup::Args(args))
-    }
-
-    fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) -> mlua::Result<()> {
-        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
-            return Ok(());
-        };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
-        match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
-            Poll::Pending => {
-                let still_waiting = {
-                    let state = self.state.borrow();
-                    matches!(state.tasks.get(id).map(|s| s.suspension),
-                        Some(Suspension::OwnedFuture { token }) if token == target.token)
-                };
-                if still_waiting {
-                    self.state.borrow_mut().futures.insert(id.slot(), future);
-                    if waker.was_woken() {
-                        self.wakes.push(target);
-                    }
-                }
-                Ok(())
-            }
-            Poll::Ready(result) => {
-                drop(future);
-                self.resume(lua, id, Wakeup::Settled(result))
-            }
-        }
+        count
     }
 
     /// Runs the deferred queue until it is empty, including what is deferred meanwhile.
     /// Returns how many resumptions ran. Does nothing when called inside a resumption.
-    fn drain_deferred(&self, lua: &Lua) -> mlua::Result<usize> {
+    fn drain_deferred(&self, lua: &Lua) -> usize {
         {
             let mut state = self.state.borrow_mut();
             if state.draining || state.depth > 0 {
-                return Ok(0);
+                return 0;
             }
             state.draining = true;
         }
         let mut count = 0;
-        let result = loop {
+        loop {
             let next = {
                 let mut state = self.state.borrow_mut();
-                let state = &mut *state;
-                match state.deferred.pop_front() {
-                    None => break Ok(count),
-                    Some(entry) => {
-                        let live = match state.tasks.get_mut(entry.task) {
-                            Some(slot) => {
-                                slot.queued -= 1;
-                                state.live_deferred -= 1;
-                                true
-                            }
-                            None => false,
-                        };
-                        state.defer_level = entry.level;
-                        (entry, live)
-                    }
+                let next = state.pop_deferred();
+                if let Some((entry, _)) = next {
+                    state.defer_level = entry.level;
                 }
+                next
             };
             match next {
-                (entry, true) => {
+                None => break,
+                Some((entry, true)) => {
                     count += 1;
-                    if let Err(error) = self.resume_requested(lua, entry.task, entry.resumption) {
-                        break Err(error);
-                    }
+                    self.resume_requested(lua, entry.task, entry.resumption);
                 }
-                (entry, false) => self.args.discard(entry.resumption.args),
+                Some((entry, false)) => self.values.discard(entry.resumption.args),
             }
-        };
+        }
         let mut state = self.state.borrow_mut();
         state.draining = false;
         state.defer_level = 0;
-        result
+        count
     }
 
     pub(crate) fn has_work(&self) -> bool {
@@ -984,48 +1191,81 @@ impl Inner {
             || !self.wakes.is_empty()
     }
 
+    /// The earliest deadline of a live timer; stale timers on top are dropped on the way.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
         let mut stale_args = Vec::new();
         let deadline = {
             let mut state = self.state.borrow_mut();
-            let state = &mut *state;
             loop {
-                let live = match state.timers.peek() {
+                match state.timers.peek() {
                     None => break None,
-                    Some(timer) if timer_is_live(&state.tasks, &timer.payload) => {
+                    Some(timer) if state.timer_is_live(&timer.payload) => {
                         break Some(timer.deadline)
                     }
-                    Some(_) => false,
-                };
-                debug_assert!(!live);
-                if let Some(timer) = state.timers.pop() {
-                    if let TimerKind::Resume(r) = timer.payload.kind {
-                        stale_args.push(r.args);
-                    }
+                    Some(_) => {}
+                }
+                if let Some(TimerKind::Resume(r)) = state.timers.pop().map(|t| t.payload.kind) {
+                    stale_args.push(r.args);
                 }
             }
         };
-        for key in stale_args {
-            self.args.discard(key);
-        }
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
         deadline
+    }
+
+    /// Forgets stale timers once they outnumber live ones, so that the heap stays proportional
+    /// to the live timers.
+    fn compact_timers(&self) {
+        let mut stale_args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let collect = |stale_args: &mut Vec<_>, kind| {
+                if let TimerKind::Resume(r) = kind {
+                    stale_args.push(r.args);
+                }
+            };
+            if state.live_timers == 0 {
+                state
+                    .timers
+                    .drain(|timer| collect(&mut stale_args, timer.payload.kind));
+            } else if state.timers.len() > 2 * state.live_timers + 64 {
+                let mut timers = std::mem::take(&mut state.timers);
+                timers.retain(|timer| {
+                    let live = state.timer_is_live(&timer.payload);
+                    if !live {
+                        collect(&mut stale_args, timer.payload.kind);
+                    }
+                    live
+                });
+                state.timers = timers;
+            }
+        }
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
     }
 
     /// Gives back what a burst of tasks left behind, once no task is left: queues, the timer
     /// heap and the task table keep their peak capacity otherwise.
-    fn trim(&self, lua: &Lua) -> mlua::Result<()> {
+    fn trim(&self, lua: &Lua) {
         const KEEP: usize = 1024;
-        self.args.trim(lua)?;
+        let _ = self.values.trim(lua);
         let large = {
             let state = self.state.borrow();
-            state.tasks.len() == 0 && state.tasks.capacity() > KEEP
+            state.tasks.is_idle() && state.tasks.capacity() > KEEP
         };
         if !large {
-            return Ok(());
+            return;
         }
-        let threads = lua.create_table()?;
+        let Ok(threads) = lua.create_table() else {
+            return;
+        };
+        self.threads.replace(threads);
         let mut state = self.state.borrow_mut();
-        state.tasks.reset(threads);
+        state.tasks.reset();
         if state.timers.len() == 0 {
             state.timers = Timers::default();
         }
@@ -1033,7 +1273,6 @@ impl Inner {
             state.deferred = VecDeque::new();
         }
         state.futures.shrink_to_fit();
-        Ok(())
     }
 
     pub(crate) fn next_step(&self) -> Next {
@@ -1058,70 +1297,36 @@ impl Inner {
         }
     }
 
+    /// Drops every task without error, every pending future and every timer (SEMANTICS rule 18).
     pub(crate) fn shutdown(&self) -> Result<()> {
-        let (threads, futures, args) = {
-            let mut state = self.state.borrow_mut();
+        let tasks: Vec<TaskId> = {
+            let state = self.state.borrow();
             if state.depth > 0 || state.in_cycle {
                 return Err(Error::Reentrant("Scheduler::shutdown"));
             }
-            let state = &mut *state;
-            let mut threads = Vec::new();
-            for id in state.tasks.ids() {
-                if let Ok(thread) = state.tasks.thread(id) {
-                    threads.push(thread);
-                }
-                state.tasks.remove(id);
+            state.tasks.occupied().map(|(id, _)| id).collect()
+        };
+        for id in tasks {
+            let thread = self.threads.get(id.slot());
+            self.free_task(id);
+            if let Ok(thread) = thread {
+                self.close_thread(&thread)?;
             }
-            let mut args = Vec::new();
+        }
+        let mut args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
             state.timers.drain(|timer| {
                 if let TimerKind::Resume(r) = timer.payload.kind {
                     args.push(r.args);
                 }
             });
             args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
-            state.live_timers = 0;
-            state.live_deferred = 0;
-            state.awaiting = 0;
-            let futures: Vec<_> = state.futures.drain().map(|(_, f)| f).collect();
-            (threads, futures, args)
-        };
-        drop(futures);
-        for key in args {
-            self.args.discard(key);
+            state.check_counts();
         }
-        let mut woken = Vec::new();
-        self.wakes.drain_into(&mut woken);
-        for thread in threads {
-            self.close_thread(&thread)?;
-        }
+        args.into_iter().for_each(|key| self.values.discard(key));
+        self.wakes.clear();
         Ok(())
-    }
-}
-
-/// Whether a timer entry will still act when it surfaces.
-fn timer_is_live(tasks: &TaskTable, entry: &TimerEntry) -> bool {
-    match (tasks.get(entry.task), entry.kind) {
-        (Some(slot), TimerKind::Wait { token }) => {
-            matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
-        }
-        (Some(_), TimerKind::Resume(_)) => true,
-        (None, _) => false,
-    }
-}
-
-/// Updates the global counts for a suspension that is about to end or be replaced.
-fn end_suspension_counts(
-    live_timers: &mut usize,
-    awaiting: &mut usize,
-    slot: &mut crate::tasks::Slot,
-) {
-    match slot.suspension {
-        Suspension::Wait { timed: true, .. } => {
-            slot.timers -= 1;
-            *live_timers -= 1;
-        }
-        Suspension::LuaFuture { .. } | Suspension::OwnedFuture { .. } => *awaiting -= 1,
-        _ => {}
     }
 }
 
@@ -1141,25 +1346,4 @@ fn settled_values(lua: &Lua, result: mlua::Result<MultiValue>) -> mlua::Result<M
             ])
         }
     })
-}
-
-/// The counters of `State` that a freed slot settles.
-struct Counts<'a> {
-    live_timers: &'a mut usize,
-    live_deferred: &'a mut usize,
-    awaiting: &'a mut usize,
-}
-
-/// Updates the global counts for a slot that was freed with everything it had pending.
-fn forget_slot_counts(state_counts: Counts<'_>, slot: &crate::tasks::Slot) {
-    let Counts {
-        live_timers,
-        live_deferred,
-        awaiting,
-    } = state_counts;
-    *live_timers -= slot.timers as usize;
-    *live_deferred -= slot.queued as usize;
-    if slot.suspension.is_awaiting() {
-        *awaiting -= 1;
-    }
 }

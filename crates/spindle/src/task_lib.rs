@@ -3,14 +3,74 @@
 //! The Lua half checks arguments (so that bad calls raise plain string errors naming the
 //! function, the argument and the caller's line) and holds `task.wait`'s continuation; the Rust
 //! half here turns each call into a scheduler operation on the calling or named thread.
+//!
+//! The library builds on the standard `coroutine` and `debug` functions as they were before any
+//! scheduler replaced them ([`Pristine`]), so that a scheduler attached after another one was
+//! dropped does not build on the dropped one's replacements.
 
 use std::rc::Rc;
 
 use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
-use crate::scheduler::{resume_mark, Inner};
+use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
 
 const SOURCE: &str = include_str!("task.luau");
+
+/// The standard functions Spindle builds on, captured the first time a scheduler is attached
+/// to a `Lua` and kept in its app data for every later one.
+#[derive(Clone)]
+pub(crate) struct Pristine {
+    pub resume: Function,
+    pub wrap: Function,
+    pub close: Function,
+    pub create: Function,
+    pub yield_: Function,
+    pub status: Function,
+    /// Absent when the `debug` library is not loaded; tracebacks are then empty.
+    pub traceback: Option<Function>,
+}
+
+impl Pristine {
+    pub(crate) fn of(lua: &Lua) -> mlua::Result<Self> {
+        if let Some(pristine) = lua.app_data_ref::<Pristine>() {
+            return Ok(pristine.clone());
+        }
+        let globals = lua.globals();
+        let coroutine: Table = globals.get("coroutine").map_err(|_| {
+            mlua::Error::runtime("Spindle needs the coroutine library, which this Lua lacks")
+        })?;
+        let traceback = globals
+            .get::<Option<Table>>("debug")?
+            .map(|debug| debug.get::<Option<Function>>("traceback"))
+            .transpose()?
+            .flatten();
+        let pristine = Pristine {
+            resume: coroutine.get("resume")?,
+            wrap: coroutine.get("wrap")?,
+            close: coroutine.get("close")?,
+            create: coroutine.get("create")?,
+            yield_: coroutine.get("yield")?,
+            status: coroutine.get("status")?,
+            traceback,
+        };
+        lua.set_app_data(pristine.clone());
+        Ok(pristine)
+    }
+}
+
+/// What `task.luau` builds.
+#[derive(Clone)]
+pub(crate) struct Library {
+    /// The `task` table.
+    pub task: Table,
+    /// Wraps a Spindle async function's `start` into the function scripts call.
+    pub make_async: Function,
+    /// `coroutine.resume` and `coroutine.wrap` that hand threads blocked in mlua futures over
+    /// to the scheduler, and `coroutine.close` that ends a closed task's pending work.
+    pub resume: Function,
+    pub wrap: Function,
+    pub close: Function,
+}
 
 /// A function becomes a new thread (`fresh`); a thread is used as it is.
 fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
@@ -24,7 +84,7 @@ fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
     }
 }
 
-/// Builds the `task` table and the factory that wraps Spindle async functions.
+/// Builds the `task` table and the functions that go with it.
 pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let rt = lua.create_table()?;
 
@@ -46,7 +106,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
             sched.ensure_open()?;
             let (thread, fresh) = into_thread(lua, target)?;
             let id = sched.adopt(&thread)?;
-            sched.defer(lua, id, args, fresh)?;
+            sched.lua_defer(lua, id, args, fresh)?;
             Ok(thread)
         })?,
     )?;
@@ -59,13 +119,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
                 sched.ensure_open()?;
                 let (thread, fresh) = into_thread(lua, target)?;
                 let id = sched.adopt(&thread)?;
-                sched.delay(
-                    lua,
-                    id,
-                    crate::scheduler::seconds_to_delay(seconds),
-                    args,
-                    fresh,
-                )?;
+                sched.delay(lua, id, seconds_to_delay(seconds), args, fresh)?;
                 Ok(thread)
             },
         )?,
@@ -89,23 +143,45 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let sched = Rc::clone(inner);
     rt.raw_set(
         "abandon_wait",
-        lua.create_function(move |lua, ()| sched.abandon_wait(lua))?,
+        lua.create_function(move |lua, ()| {
+            sched.abandon_wait(lua);
+            Ok(())
+        })?,
     )?;
 
     let sched = Rc::clone(inner);
     rt.raw_set(
         "adopt_pending",
-        lua.create_function(move |_, thread: Thread| sched.adopt_pending(&thread))?,
+        lua.create_function(move |_, thread: Thread| {
+            sched.ensure_open()?;
+            sched.adopt_pending(&thread)
+        })?,
     )?;
 
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "released",
+        lua.create_function(move |_, thread: Thread| {
+            sched.released_by_hand(&thread);
+            Ok(())
+        })?,
+    )?;
+
+    let pristine = inner.pristine();
+    rt.raw_set("blocked", inner.blocked())?;
     rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
+    rt.raw_set("resume", &pristine.resume)?;
+    rt.raw_set("create", &pristine.create)?;
+    rt.raw_set("close", &pristine.close)?;
+    rt.raw_set("yield", &pristine.yield_)?;
+    rt.raw_set("status", &pristine.status)?;
 
-    let (task, make_async, resume, wrap, close): (Table, Function, Function, Function, Function) =
-        lua.load(SOURCE)
-            .set_name("=[spindle task]")
-            .set_mode(mlua::chunk::ChunkMode::Text)
-            .call(rt)?;
+    let (task, make_async, resume, wrap, close) = lua
+        .load(SOURCE)
+        .set_name("=[spindle task]")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .call(rt)?;
     Ok(Library {
         task,
         make_async,
@@ -113,18 +189,4 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         wrap,
         close,
     })
-}
-
-/// What `task.luau` builds.
-#[derive(Clone)]
-pub(crate) struct Library {
-    /// The `task` table.
-    pub task: Table,
-    /// Wraps a Spindle async function's `start` into the function scripts call.
-    pub make_async: Function,
-    /// `coroutine.resume` and `coroutine.wrap` that hand threads blocked in mlua futures over
-    /// to the scheduler, and `coroutine.close` that ends a closed task's pending work.
-    pub resume: Function,
-    pub wrap: Function,
-    pub close: Function,
 }

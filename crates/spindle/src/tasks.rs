@@ -1,9 +1,15 @@
-//! Where tasks live: threads in a Lua table, bookkeeping in a flat Rust slab.
+//! Where tasks live: threads in a Lua table ([`ThreadStore`]), bookkeeping in a flat Rust slab
+//! ([`TaskTable`]).
 //!
 //! Holding an mlua `Thread` in Rust takes a slot on mlua's reference stack, of which there are
 //! about a million; a task here is instead an index into a Lua table (`threads[slot]`) and a small
 //! [`Slot`] record, so the number of tasks is bounded by memory alone. Handles are made for the
 //! moment of a resumption and dropped after it.
+//!
+//! The two halves are kept apart because touching the Lua table can run the collector, whose
+//! finalizers may call back into the scheduler: the slab is changed under the scheduler's state
+//! borrow, the Lua table only outside it. A freed slot is therefore reused only after its thread
+//! has left the Lua table ([`TaskTable::recycle`]).
 //!
 //! A thread finds its slot through a mark that the VM keeps on the thread itself (see `vm.rs`),
 //! checked against the thread's address kept in the slot, so that finding a task costs no
@@ -15,7 +21,9 @@
 
 use std::fmt;
 
-use mlua::{Table, Thread};
+use std::cell::RefCell;
+
+use mlua::{Lua, Table, Thread};
 
 use crate::vm::{self, ThreadPtr};
 
@@ -39,6 +47,12 @@ impl TaskId {
     /// The id as one integer, for logs and traces.
     pub fn as_u64(self) -> u64 {
         self.0
+    }
+}
+
+impl From<&TaskId> for TaskId {
+    fn from(id: &TaskId) -> TaskId {
+        *id
     }
 }
 
@@ -110,19 +124,17 @@ pub(crate) struct TaskTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     occupied: usize,
-    threads: Table,
     /// The generation new slots start at; raised by `reset`, so that ids handed out before it
     /// never match a task made after it.
     first_generation: u32,
 }
 
 impl TaskTable {
-    pub(crate) fn new(threads: Table) -> Self {
+    pub(crate) fn new() -> Self {
         TaskTable {
             slots: Vec::new(),
             free: Vec::new(),
             occupied: 0,
-            threads,
             first_generation: 0,
         }
     }
@@ -132,15 +144,19 @@ impl TaskTable {
         self.slots.len()
     }
 
-    /// Gives back the memory of an empty table after a burst of tasks: the slab and the
-    /// Lua-side array (which Lua never shrinks) start afresh. Only valid while no task exists.
-    pub(crate) fn reset(&mut self, threads: Table) {
+    /// Gives back the memory of the slab after a burst of tasks. Only valid while no slot is
+    /// occupied or waiting to be recycled.
+    pub(crate) fn reset(&mut self) {
         debug_assert_eq!(self.occupied, 0);
         let highest = self.slots.iter().map(|s| s.generation).max().unwrap_or(0);
         self.first_generation = self.first_generation.max(highest.wrapping_add(1));
         self.slots = Vec::new();
         self.free = Vec::new();
-        self.threads = threads;
+    }
+
+    /// Whether every slot ever made is free again (none occupied, none waiting to be recycled).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.occupied == 0 && self.free.len() == self.slots.len()
     }
 
     /// The slot of `thread`, if it is a task.
@@ -151,10 +167,11 @@ impl TaskTable {
         (entry.thread == Some(ThreadPtr::of(thread))).then(|| TaskId::new(slot, entry.generation))
     }
 
-    /// The slot of `thread`, making it a task first if it is not one.
-    pub(crate) fn adopt(&mut self, thread: &Thread) -> mlua::Result<TaskId> {
+    /// The slot of `thread`, making it a task first if it is not one; `true` when the slot is
+    /// new, and the caller must then put the thread into the [`ThreadStore`].
+    pub(crate) fn reserve(&mut self, thread: &Thread) -> mlua::Result<(TaskId, bool)> {
         if let Some(id) = self.find(thread) {
-            return Ok(id);
+            return Ok((id, false));
         }
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -174,15 +191,11 @@ impl TaskTable {
                 slot
             }
         };
-        if let Err(error) = self.threads.raw_set(slot as i64 + 1, thread) {
-            self.free.push(slot);
-            return Err(error);
-        }
         vm::set_slot_mark(thread, slot);
         self.occupied += 1;
         let entry = &mut self.slots[slot as usize];
         entry.thread = Some(ThreadPtr::of(thread));
-        Ok(TaskId::new(slot, entry.generation))
+        Ok((TaskId::new(slot, entry.generation), true))
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<&Slot> {
@@ -197,14 +210,11 @@ impl TaskTable {
             .filter(|s| s.thread.is_some() && s.generation == id.generation())
     }
 
-    /// The task's thread, as a handle for the moment of a resumption.
-    pub(crate) fn thread(&self, id: TaskId) -> mlua::Result<Thread> {
-        self.threads.raw_get(id.slot() as i64 + 1)
-    }
-
-    /// Frees the slot: the thread leaves the table, and every entry naming this generation
-    /// turns stale. Returns the freed record (with its counts) for the caller to settle.
-    pub(crate) fn remove(&mut self, id: TaskId) -> Option<Slot> {
+    /// Frees the slot: its thread loses its mark, and every entry naming this generation turns
+    /// stale. The slot is not reused until [`recycle`](Self::recycle), which the caller calls
+    /// once the thread has left the [`ThreadStore`] (the store keeps it alive until then).
+    /// Returns the freed record, with its counts, for the caller to settle.
+    pub(crate) fn free(&mut self, id: TaskId) -> Option<Slot> {
         let slot = self.get_mut(id)?;
         let freed = *slot;
         slot.generation = slot.generation.wrapping_add(1);
@@ -215,28 +225,67 @@ impl TaskTable {
         slot.keep_outcome = false;
         slot.thread = None;
         if let Some(thread) = freed.thread {
-            // SAFETY: `threads[slot]` still holds the thread; it is cleared below.
+            // SAFETY: the thread store still holds the thread; `recycle` comes after it lets go.
             unsafe { vm::clear_slot_mark(thread) };
         }
         self.occupied -= 1;
-        self.free.push(id.slot());
-        // Setting an existing array entry to nil neither allocates nor calls back.
-        let _ = self.threads.raw_set(id.slot() as i64 + 1, mlua::Nil);
         Some(freed)
     }
 
-    /// Every occupied slot's id.
-    pub(crate) fn ids(&self) -> Vec<TaskId> {
+    /// Makes a freed slot available again.
+    pub(crate) fn recycle(&mut self, slot: u32) {
+        debug_assert!(self.slots[slot as usize].thread.is_none());
+        self.free.push(slot);
+    }
+
+    /// Every occupied slot, with its record.
+    pub(crate) fn occupied(&self) -> impl Iterator<Item = (TaskId, &Slot)> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.thread.is_some())
-            .map(|(i, s)| TaskId::new(i as u32, s.generation))
-            .collect()
+            .map(|(i, s)| (TaskId::new(i as u32, s.generation), s))
     }
 
     pub(crate) fn len(&self) -> usize {
         self.occupied
+    }
+}
+
+/// The Lua half: `threads[slot + 1]` holds each task's thread, so that the thread lives as long
+/// as its task without a Rust handle. Only used outside the scheduler's state borrow.
+pub(crate) struct ThreadStore {
+    table: RefCell<Table>,
+}
+
+impl ThreadStore {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<Self> {
+        Ok(ThreadStore {
+            table: RefCell::new(lua.create_table()?),
+        })
+    }
+
+    /// The handle is cloned out first: the call below may run finalizers that come back here.
+    fn table(&self) -> Table {
+        self.table.borrow().clone()
+    }
+
+    pub(crate) fn get(&self, slot: u32) -> mlua::Result<Thread> {
+        self.table().raw_get(slot as i64 + 1)
+    }
+
+    pub(crate) fn set(&self, slot: u32, thread: &Thread) -> mlua::Result<()> {
+        self.table().raw_set(slot as i64 + 1, thread)
+    }
+
+    pub(crate) fn clear(&self, slot: u32) {
+        // Setting an existing entry to nil cannot fail for want of memory.
+        let _ = self.table().raw_set(slot as i64 + 1, mlua::Nil);
+    }
+
+    /// Starts afresh with an empty table (Lua never shrinks the old one's array).
+    pub(crate) fn replace(&self, table: Table) {
+        *self.table.borrow_mut() = table;
     }
 }
 
@@ -251,34 +300,38 @@ mod tests {
     }
 
     #[test]
-    fn adopted_threads_are_found_and_forgotten_when_removed() {
+    fn reserved_threads_are_found_and_forgotten_when_freed() {
         let lua = Lua::new();
-        let mut table = TaskTable::new(lua.create_table().unwrap());
+        let mut table = TaskTable::new();
         let (a, b) = (thread(&lua), thread(&lua));
-        let id_a = table.adopt(&a).unwrap();
-        let id_b = table.adopt(&b).unwrap();
+        let (id_a, new_a) = table.reserve(&a).unwrap();
+        let (id_b, _) = table.reserve(&b).unwrap();
+        assert!(new_a);
         assert_ne!(id_a, id_b);
         assert_eq!(
-            table.adopt(&a).unwrap(),
-            id_a,
-            "adopting twice gives the same task"
+            table.reserve(&a).unwrap(),
+            (id_a, false),
+            "the same task twice"
         );
         assert_eq!(table.find(&b), Some(id_b));
-        assert!(table.remove(id_a).is_some());
+        assert!(table.free(id_a).is_some());
         assert_eq!(table.find(&a), None);
         assert!(table.get(id_a).is_none(), "the old id is stale");
-        let id_c = table.adopt(&thread(&lua)).unwrap();
-        assert_eq!(id_c.slot(), id_a.slot(), "the slot is reused");
-        assert_ne!(id_c, id_a, "under a new generation");
-        assert_eq!(table.len(), 2);
+        let (id_c, _) = table.reserve(&thread(&lua)).unwrap();
+        assert_ne!(id_c.slot(), id_a.slot(), "a freed slot waits for recycle");
+        table.recycle(id_a.slot());
+        let (id_d, _) = table.reserve(&thread(&lua)).unwrap();
+        assert_eq!(id_d.slot(), id_a.slot(), "then it is reused");
+        assert_ne!(id_d, id_a, "under a new generation");
+        assert_eq!(table.len(), 3);
     }
 
     #[test]
     fn a_mark_that_another_thread_carries_does_not_alias_a_task() {
         let lua = Lua::new();
-        let mut table = TaskTable::new(lua.create_table().unwrap());
+        let mut table = TaskTable::new();
         let task = thread(&lua);
-        let id = table.adopt(&task).unwrap();
+        let (id, _) = table.reserve(&task).unwrap();
         let stranger = thread(&lua);
         vm::set_slot_mark(&stranger, id.slot());
         assert_eq!(table.find(&stranger), None);

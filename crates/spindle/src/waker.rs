@@ -60,6 +60,11 @@ impl WakeQueue {
         std::mem::swap(&mut self.lock().woken, into);
     }
 
+    /// Forgets every queued wake-up.
+    pub(crate) fn clear(&self) {
+        self.lock().woken.clear();
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().woken.is_empty()
     }
@@ -120,8 +125,9 @@ impl BorrowedWaker {
     pub(crate) fn with_waker<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
         let raw = RawWaker::new(self as *const Self as *const (), &BORROWED_VTABLE);
         // SAFETY: the vtable's functions only read through the data pointer, which points to
-        // `self`; the waker is dropped at the end of this call while `self` is still borrowed,
-        // and `clone` turns it into an owned waker that does not point to `self`.
+        // `self`, borrowed for this whole call. The waker is never dropped (`ManuallyDrop`, and
+        // its drop function does nothing anyway), so it cannot outlive the borrow; a future that
+        // keeps it calls `clone`, which makes an owned waker that does not point to `self`.
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
         f(&waker)
     }

@@ -16,7 +16,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use spindle::mlua::{self, Function, Lua, MultiValue, Value};
-use spindle::{Clock, Error, Outcome, Scheduler, TaskError, TaskId, TaskStatus, VirtualClock};
+use spindle::{
+    Clock, Error, Outcome, Scheduler, Task, TaskError, TaskId, TaskStatus, VirtualClock,
+};
 
 // ---------------------------------------------------------------------------------------------
 // A per-thread count of live heap bytes (Lua's allocations included: mlua allocates through the
@@ -140,12 +142,12 @@ impl H {
     }
 
     /// Spawns `src` as a host task (resumed at once, deferred queue drained).
-    fn spawn(&self, src: &str) -> TaskId {
+    fn spawn(&self, src: &str) -> Task {
         self.sched.spawn(self.func(src), ()).unwrap()
     }
 
     /// Spawns `src` and runs the scheduler to completion.
-    fn run(&self, src: &str) -> TaskId {
+    fn run(&self, src: &str) -> Task {
         let id = self.spawn(src);
         self.sched.run_blocking().unwrap();
         id
@@ -168,11 +170,11 @@ impl H {
         self.lua.globals().get(name).unwrap()
     }
 
-    fn result<R: mlua::FromLuaMulti>(&self, id: TaskId) -> R {
+    fn result<R: mlua::FromLuaMulti>(&self, id: &Task) -> R {
         match self.sched.take_result::<R>(id).unwrap() {
             Some(Outcome::Finished(v)) => v,
             Some(Outcome::Failed(e)) => panic!("task failed: {e}"),
-            Some(Outcome::Cancelled) => panic!("task was cancelled"),
+            Some(_) => panic!("task was cancelled"),
             None => panic!("task has no outcome yet"),
         }
     }
@@ -421,7 +423,7 @@ fn host_cancel_of_only_deferred_task_leaves_no_work() {
     let f = h.func("print('never')");
     let id = h.sched.defer(f, ()).unwrap();
     assert!(h.sched.has_work());
-    assert!(h.sched.cancel(id).unwrap());
+    assert!(h.sched.cancel(&id).unwrap());
     assert!(
         !h.sched.has_work(),
         "rule 6: the deferral is dropped at once, so nothing is left to do"
@@ -429,7 +431,7 @@ fn host_cancel_of_only_deferred_task_leaves_no_work() {
     h.sched.run_blocking().unwrap();
     assert!(h.log().is_empty());
     assert!(matches!(
-        h.sched.take_result::<()>(id).unwrap(),
+        h.sched.take_result::<()>(&id).unwrap(),
         Some(Outcome::Cancelled)
     ));
 }
@@ -588,7 +590,7 @@ fn host_cancel_from_inside_the_running_task_is_an_error_not_a_panic() {
             (),
         )
         .unwrap();
-    slot.set(Some(id));
+    slot.set(Some(id.id()));
     h.sched.run_blocking().unwrap();
     let log = h.log();
     assert!(log[0].starts_with("err "), "{log:?}");
@@ -622,7 +624,7 @@ fn host_cancel_of_a_task_in_normal_state_is_an_error() {
             (),
         )
         .unwrap();
-    slot.set(Some(id));
+    slot.set(Some(id.id()));
     h.sched.run_blocking().unwrap();
     assert_eq!(h.log(), lines(&["refused true", "outer alive"]));
 }
@@ -1300,13 +1302,13 @@ fn host_task_failure_is_kept_as_outcome_and_reported_once() {
     let h = harness();
     let id = h.run("task.wait(1); error('late')");
     assert_eq!(h.sched.error_count(), 1);
-    assert_eq!(h.sched.status(id), TaskStatus::Done);
-    match h.sched.take_result::<()>(id).unwrap() {
+    assert_eq!(h.sched.status(&id), TaskStatus::Done);
+    match h.sched.take_result::<()>(&id).unwrap() {
         Some(Outcome::Failed(e)) => assert!(e.message.contains("late")),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(h.sched.take_result::<()>(id).unwrap().is_none());
-    assert_eq!(h.sched.status(id), TaskStatus::Unknown);
+    assert!(h.sched.take_result::<()>(&id).unwrap().is_none());
+    assert_eq!(h.sched.status(&id), TaskStatus::Unknown);
 }
 
 #[test]
@@ -1695,7 +1697,7 @@ fn host_spawn_from_inside_a_task_runs_nested_and_defers_to_the_outer_resumption_
             let sched = weak.upgrade().unwrap();
             let id = sched.spawn(f, ()).map_err(mlua::Error::external)?;
             let _ = lua;
-            Ok(id.as_u64())
+            Ok(id.id().as_u64())
         })
         .unwrap();
     h.lua.globals().set("host_spawn", f).unwrap();
@@ -1740,7 +1742,7 @@ fn shutdown_while_tasks_wait_drops_futures_forgets_timers_and_reports_nothing() 
     assert_eq!(h.sched.task_count(), 0);
     assert_eq!(h.sched.error_count(), 0);
     assert!(h.errors.borrow().is_empty());
-    assert_eq!(h.sched.status(id), TaskStatus::Unknown);
+    assert_eq!(h.sched.status(&id), TaskStatus::Unknown);
     h.lua.gc_collect().unwrap();
     h.lua.gc_collect().unwrap();
     assert_eq!(
@@ -1764,7 +1766,7 @@ fn shutdown_while_tasks_wait_drops_futures_forgets_timers_and_reports_nothing() 
     // The scheduler stays usable.
     let id = h.run("print('after shutdown', task.wait(1)); return 5");
     assert_eq!(h.log(), lines(&["after shutdown 1"]));
-    assert_eq!(h.result::<i32>(id), 5);
+    assert_eq!(h.result::<i32>(&id), 5);
 }
 
 #[test]
@@ -1881,9 +1883,9 @@ fn host_spawned_task_outcome_is_freed_when_read() {
     h.lua.gc_collect().unwrap();
     let with_results = h.lua.used_memory();
     for id in ids {
-        let t: mlua::Table = h.result(id);
+        let t: mlua::Table = h.result(&id);
         assert!(t.get::<i32>(1).is_ok());
-        assert_eq!(h.sched.status(id), TaskStatus::Unknown);
+        assert_eq!(h.sched.status(&id), TaskStatus::Unknown);
     }
     h.lua.gc_collect().unwrap();
     h.lua.gc_collect().unwrap();
@@ -1904,7 +1906,7 @@ fn host_spawned_task_finished_by_a_hand_resume_is_not_left_scheduled_forever() {
     let status: String = h.lua.load("return coroutine.status(main)").eval().unwrap();
     assert_eq!(status, "dead");
     assert_ne!(
-        h.sched.status(id),
+        h.sched.status(&id),
         TaskStatus::Scheduled,
         "a dead thread is not scheduled"
     );
@@ -1919,14 +1921,14 @@ fn host_spawned_task_finished_by_a_hand_resume_is_not_left_scheduled_forever() {
 fn cancelled_host_task_reports_cancelled_outcome() {
     let h = harness();
     let id = h.spawn("task.wait(5); return 1");
-    assert_eq!(h.sched.status(id), TaskStatus::Scheduled);
-    assert!(h.sched.cancel(id).unwrap());
+    assert_eq!(h.sched.status(&id), TaskStatus::Scheduled);
+    assert!(h.sched.cancel(&id).unwrap());
     assert!(
-        !h.sched.cancel(id).unwrap(),
+        !h.sched.cancel(&id).unwrap(),
         "second cancel: not scheduled any more"
     );
     assert!(matches!(
-        h.sched.take_result::<i32>(id).unwrap(),
+        h.sched.take_result::<i32>(&id).unwrap(),
         Some(Outcome::Cancelled)
     ));
     assert!(!h.sched.has_work());
@@ -1976,7 +1978,7 @@ fn native_and_spindle(src: &str) -> (String, String) {
         )
         .unwrap();
     h.sched.run_blocking().unwrap();
-    (native, h.result::<String>(id))
+    (native, h.result::<String>(&id))
 }
 
 const WRAP_PROBE: &str = r##"
@@ -2083,8 +2085,11 @@ fn host_spawn_of_a_dead_thread_leaves_no_scheduled_task() {
     let h = harness();
     let thread = h.lua.create_thread(h.func("return 1")).unwrap();
     thread.resume::<()>(()).unwrap();
-    let id = h.sched.spawn(thread, ()).unwrap();
-    assert_ne!(h.sched.status(id), TaskStatus::Scheduled);
+    let refused = h.sched.spawn(thread, ());
+    assert!(
+        matches!(refused, Err(Error::NotResumable(_))),
+        "{refused:?}"
+    );
     assert_eq!(h.sched.task_count(), 0);
     assert!(!h.sched.has_work());
 }
@@ -2106,4 +2111,213 @@ fn coroutine_wrap_around_mlua_async_returns_at_once_and_the_scheduler_finishes_i
     h.sched.run_blocking().unwrap();
     assert_eq!(h.log(), lines(&["wrapped got g"]));
     assert!(!h.sched.has_work());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found in review: re-entrancy through the collector, futures completed by hand, a scheduler
+// attached after another, and the host API's edges.
+// ---------------------------------------------------------------------------------------------
+
+/// A second scheduler on the same Lua (the first dropped) builds on the original coroutine
+/// functions, not on the dropped one's replacements.
+#[test]
+fn a_scheduler_attached_after_another_takes_over_hand_resumed_mlua_futures() {
+    let lua = Lua::new();
+    {
+        let first = Scheduler::new(&lua).unwrap();
+        first.install_task_library().unwrap();
+    }
+    let sched = Scheduler::builder()
+        .clock(Clock::from(VirtualClock::new()))
+        .build(&lua)
+        .unwrap();
+    sched.install_task_library().unwrap();
+    let opened = Rc::new(Cell::new(false));
+    let wakers: Rc<RefCell<Vec<Waker>>> = Rc::default();
+    let (o, w) = (Rc::clone(&opened), Rc::clone(&wakers));
+    let wait = lua
+        .create_async_function(move |_, ()| {
+            let (o, w) = (Rc::clone(&o), Rc::clone(&w));
+            std::future::poll_fn(move |cx| {
+                if o.get() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    w.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .unwrap();
+    lua.globals().set("wait_gate", wait).unwrap();
+    lua.globals().set("done", false).unwrap();
+    let main = lua
+        .load("local co = coroutine.create(function() wait_gate(); done = true end); coroutine.resume(co)")
+        .into_function()
+        .unwrap();
+    let _task = sched.spawn(main, ()).unwrap();
+    sched.cycle().unwrap();
+    opened.set(true);
+    wakers.borrow_mut().drain(..).for_each(Waker::wake);
+    sched.run_blocking().unwrap();
+    assert!(lua.globals().get::<bool>("done").unwrap());
+}
+
+#[test]
+fn dropping_the_scheduler_puts_back_the_standard_coroutine_functions() {
+    let lua = Lua::new();
+    let original: Function = lua.load("return coroutine.resume").eval().unwrap();
+    {
+        let sched = Scheduler::new(&lua).unwrap();
+        sched.install_task_library().unwrap();
+        let replaced: Function = lua.load("return coroutine.resume").eval().unwrap();
+        assert_ne!(replaced, original);
+    }
+    let restored: Function = lua.load("return coroutine.resume").eval().unwrap();
+    assert_eq!(restored, original);
+}
+
+/// A future that checks readiness when polled and deregisters its waker when dropped (as
+/// async-io's Timer does) completes on a hand resume without ever waking: the task must stop
+/// counting as blocked, or the run would never end.
+#[test]
+fn a_hand_resume_that_completes_an_mlua_future_without_a_wakeup_ends_the_blocked_state() {
+    let h = harness();
+    let clock = h.clock.clone();
+    let sleep = h
+        .lua
+        .create_async_function(move |_, secs: f64| {
+            let clock = clock.clone();
+            let at = clock.now() + Duration::from_secs_f64(secs);
+            std::future::poll_fn(move |cx| {
+                if clock.now() >= at {
+                    Poll::Ready(Ok(()))
+                } else {
+                    let _registered = cx.waker().clone();
+                    Poll::Pending
+                }
+            })
+        })
+        .unwrap();
+    h.lua.globals().set("sleep", sleep).unwrap();
+    let _task = h.spawn(
+        r#"
+        local t = task.spawn(function() sleep(1); print("t done") end)
+        task.wait(2)
+        print("main resumes t", coroutine.resume(t))
+        "#,
+    );
+    h.step(2.0);
+    assert_eq!(h.log(), lines(&["t done", "main resumes t true"]));
+    assert!(!h.sched.has_work(), "no task can run again");
+    h.sched.run_blocking().unwrap();
+}
+
+#[test]
+fn a_host_deferral_past_the_depth_limit_is_an_error() {
+    let h = harness_with(|b| b.max_defer_depth(0));
+    let refused = h.sched.defer(h.func("return 1"), ());
+    assert!(
+        matches!(refused, Err(Error::DeferDepthExceeded(0))),
+        "{refused:?}"
+    );
+    assert_eq!(h.sched.task_count(), 0);
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn an_outcome_that_does_not_convert_stays_for_another_read() {
+    let h = harness();
+    let task = h.run("return 'not a number'");
+    assert!(h.sched.take_result::<i64>(&task).is_err());
+    assert_eq!(h.sched.status(&task), TaskStatus::Done);
+    assert_eq!(h.result::<String>(&task), "not a number");
+}
+
+#[test]
+fn dropping_a_task_handle_frees_its_outcome() {
+    let h = harness();
+    let f = h.func("return string.rep('x', 100000) .. tostring(...)");
+    let tasks: Vec<_> = (0..200)
+        .map(|i| h.sched.spawn(f.clone(), i).unwrap())
+        .collect();
+    h.sched.run_blocking().unwrap();
+    h.lua.gc_collect().unwrap();
+    let kept = h.lua.used_memory();
+    let ids: Vec<TaskId> = tasks.iter().map(Task::id).collect();
+    drop(tasks);
+    h.lua.gc_collect().unwrap();
+    h.lua.gc_collect().unwrap();
+    assert!(
+        h.lua.used_memory() + 200 * 100_000 / 2 < kept,
+        "{} bytes before, {} after",
+        kept,
+        h.lua.used_memory()
+    );
+    assert!(ids
+        .iter()
+        .all(|id| h.sched.status(id) == TaskStatus::Unknown));
+}
+
+#[test]
+fn a_task_whose_handle_was_dropped_keeps_running_and_keeps_no_outcome() {
+    let h = harness();
+    drop(h.spawn("task.wait(1) print('still ran')"));
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["still ran"]));
+}
+
+thread_local! {
+    static SCHEDULER: RefCell<Option<Rc<Scheduler>>> = const { RefCell::new(None) };
+    static DROPS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A future whose destructor reads the scheduler, as a metrics hook might.
+struct ReadsSchedulerOnDrop;
+
+impl Drop for ReadsSchedulerOnDrop {
+    fn drop(&mut self) {
+        SCHEDULER.with(|s| {
+            if let Some(scheduler) = &*s.borrow() {
+                let _ = scheduler.task_count();
+            }
+        });
+        DROPS.with(|d| d.set(d.get() + 1));
+    }
+}
+
+/// Under a memory limit mlua protects table writes with a pushed C function, which can run a
+/// collection step; the collector then drops the futures of cancelled threads. The scheduler
+/// must not hold its state borrowed at that moment.
+#[test]
+fn futures_dropped_by_the_collector_may_call_the_scheduler() {
+    let h = harness();
+    h.lua.set_memory_limit(512 * 1024 * 1024).unwrap();
+    SCHEDULER.with(|s| *s.borrow_mut() = Some(Rc::clone(&h.sched)));
+    let pending = h
+        .lua
+        .create_async_function(|_, ()| async move {
+            let _guard = ReadsSchedulerOnDrop;
+            std::future::pending::<mlua::Result<()>>().await
+        })
+        .unwrap();
+    h.lua.globals().set("pending", pending).unwrap();
+    let survived = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..20 {
+            let _task = h.spawn(
+                r#"
+                local ts = {}
+                for i = 1, 2000 do ts[i] = task.spawn(function() pending() end) end
+                for i = 1, 2000 do task.cancel(ts[i]) end
+                for i = 1, 2000 do task.spawn(function() local t = {} end) end
+                "#,
+            );
+            h.sched.run_blocking().unwrap();
+        }
+    }));
+    SCHEDULER.with(|s| *s.borrow_mut() = None);
+    assert!(survived.is_ok());
+    assert!(
+        DROPS.with(Cell::get) > 0,
+        "the collector dropped some futures during the run"
+    );
 }

@@ -44,7 +44,7 @@ fn run(scheduler: &Scheduler) {
     async_io::block_on(scheduler.run(async_io::Timer::at)).unwrap();
 }
 
-fn result<R: mlua::FromLuaMulti>(scheduler: &Scheduler, id: spindle::TaskId) -> R {
+fn result<R: mlua::FromLuaMulti>(scheduler: &Scheduler, id: &spindle::Task) -> R {
     match scheduler.take_result::<R>(id).unwrap() {
         Some(Outcome::Finished(values)) => values,
         Some(Outcome::Failed(error)) => panic!("task failed: {error}"),
@@ -94,7 +94,7 @@ fn mlua_async_function_suspends_only_its_task_until_the_waker_fires() {
     let id = scheduler.spawn(main, ()).unwrap();
     run(&scheduler);
     assert_eq!(
-        result::<String>(&scheduler, id),
+        result::<String>(&scheduler, &id),
         "spawner went on, slept 30"
     );
     assert!(
@@ -183,7 +183,7 @@ fn spindle_async_function_returns_at_once_when_ready_and_suspends_when_pending()
     run(&scheduler);
     // `add` did not yield (the deferred task ran only when slow_echo suspended the task).
     assert_eq!(
-        result::<String>(&scheduler, id),
+        result::<String>(&scheduler, &id),
         "add 5, deferred, hi/second value"
     );
     assert!(polls.get() <= 3, "polled {} times", polls.get());
@@ -229,7 +229,7 @@ fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
         .unwrap();
     let id = scheduler.spawn(main, ()).unwrap();
     run(&scheduler);
-    let messages: Vec<String> = result(&scheduler, id);
+    let messages: Vec<String> = result(&scheduler, &id);
     assert_eq!(messages.len(), 3);
     assert!(messages[0].contains("disk on fire"), "{messages:?}");
     assert!(messages[1].contains("refused at once"), "{messages:?}");
@@ -319,7 +319,7 @@ fn cancelling_a_task_drops_its_spindle_future_before_cancel_returns() {
         "nothing is left once the blocked task is cancelled"
     );
     run(&scheduler);
-    let (before, after, status): (bool, bool, String) = result(&scheduler, id);
+    let (before, after, status): (bool, bool, String) = result(&scheduler, &id);
     assert!(!before);
     assert!(after, "the future must be dropped inside task.cancel");
     assert_eq!(status, "dead");
@@ -354,7 +354,7 @@ fn cancelling_a_task_in_an_mlua_future_closes_the_thread_and_the_collector_drops
         .unwrap();
     let id = scheduler.spawn(main, ()).unwrap();
     assert!(!scheduler.has_work());
-    let (status, resumed): (String, bool) = result(&scheduler, id);
+    let (status, resumed): (String, bool) = result(&scheduler, &id);
     assert_eq!(status, "dead");
     assert!(!resumed, "a cancelled thread cannot be resumed by hand");
     lua.gc_collect().unwrap();
@@ -392,7 +392,7 @@ fn hand_resuming_a_task_blocked_in_a_spindle_future_keeps_it_blocked() {
         .unwrap();
     let id = scheduler.spawn(main, ()).unwrap();
     run(&scheduler);
-    let (before, after): (String, String) = result(&scheduler, id);
+    let (before, after): (String, String) = result(&scheduler, &id);
     assert_eq!(before, "nil");
     assert_eq!(after, "finished");
 }
@@ -459,7 +459,7 @@ fn scheduler_runs_inside_tokio_and_awaits_tokio_futures() {
             .await
             .unwrap();
         assert_eq!(
-            result::<String>(&scheduler, id),
+            result::<String>(&scheduler, &id),
             "tokio slept, owned slept, true"
         );
     });
@@ -506,7 +506,7 @@ fn futures_woken_from_another_thread_resume_their_task() {
         )
         .unwrap();
     scheduler.run_blocking().unwrap();
-    assert_eq!(result::<i64>(&scheduler, id), 40);
+    assert_eq!(result::<i64>(&scheduler, &id), 40);
 }
 
 #[test]
@@ -525,6 +525,6 @@ fn virtual_clock_timers_do_not_wait_for_real_time_while_futures_are_pending_else
         )
         .unwrap();
     scheduler.run_blocking().unwrap();
-    assert_eq!(result::<f64>(&scheduler, id), 3600.0);
+    assert_eq!(result::<f64>(&scheduler, &id), 3600.0);
     assert_eq!(clock.now(), Duration::from_secs(3600));
 }

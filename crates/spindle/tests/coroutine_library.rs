@@ -113,7 +113,7 @@ fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_sched
         .unwrap();
     let id = scheduler.spawn(main, ()).unwrap();
     async_io::block_on(scheduler.run(async_io::Timer::at)).unwrap();
-    let log = match scheduler.take_result::<String>(id).unwrap() {
+    let log = match scheduler.take_result::<String>(&id).unwrap() {
         Some(Outcome::Finished(log)) => log,
         other => panic!("{:?}", other.map(|_| ())),
     };
@@ -149,7 +149,7 @@ fn closing_a_task_blocked_in_a_spindle_future_ends_its_work() {
     let id = scheduler.spawn(main, ()).unwrap();
     assert!(!scheduler.has_work(), "a closed task leaves no work behind");
     assert_eq!(scheduler.task_count(), 0);
-    let statuses = match scheduler.take_result::<(String, String)>(id).unwrap() {
+    let statuses = match scheduler.take_result::<(String, String)>(&id).unwrap() {
         Some(Outcome::Finished(statuses)) => statuses,
         other => panic!("{:?}", other.map(|_| ())),
     };

@@ -90,7 +90,7 @@ fn tasks_that_waited_together_leave_memory_where_it_started() {
     let peak = heap_in_use(&lua);
     scheduler.run_blocking().unwrap();
     let done: usize = scheduler
-        .take_result(id)
+        .take_result(&id)
         .unwrap()
         .unwrap()
         .into_result()
@@ -155,7 +155,7 @@ fn more_tasks_wait_at_once_than_mluas_reference_stack_could_hold() {
     let id = scheduler.spawn(main, TASKS).unwrap();
     scheduler.run_blocking().unwrap();
     let woke: usize = scheduler
-        .take_result(id)
+        .take_result(&id)
         .unwrap()
         .unwrap()
         .into_result()
@@ -186,7 +186,7 @@ fn a_million_tasks_wait_at_once() {
     assert_eq!(scheduler.task_count(), 1_000_001);
     scheduler.run_blocking().unwrap();
     let woke: usize = scheduler
-        .take_result(id)
+        .take_result(&id)
         .unwrap()
         .unwrap()
         .into_result()

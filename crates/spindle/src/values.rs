@@ -1,19 +1,21 @@
-//! Arguments waiting for a deferred or delayed resumption, kept Lua-side.
+//! Lists of Lua values kept for later, Lua-side: the arguments of deferred and delayed
+//! resumptions, and the results of host tasks until the host reads them.
 //!
-//! Each pending resumption with arguments owns one key; keys are small integers that are reused,
-//! so the table stays in Lua's array part and its size follows the peak of pending resumptions.
-//! Lua never shrinks a table, so once every key is back the table is replaced if it grew large.
-//! Invariant: a key is either free or holds exactly one packed argument list.
+//! Each kept list owns one key; keys are small integers that are reused, so the table stays in
+//! Lua's array part and its size follows the peak of kept lists. A list is freed the moment its
+//! key is taken or discarded (unlike a registry value, which mlua frees lazily). Lua never
+//! shrinks a table, so once every key is back the table is replaced if it grew large.
+//! Invariant: a key is either free or holds exactly one packed list.
 
 use std::cell::RefCell;
 
 use mlua::{Lua, MultiValue, Table, Value};
 
-/// The key of one stored argument list.
+/// The key of one kept list of values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ArgsKey(u32);
+pub(crate) struct ValuesKey(u32);
 
-pub(crate) struct ArgStore {
+pub(crate) struct ValueStore {
     table: RefCell<Table>,
     keys: RefCell<Keys>,
 }
@@ -28,20 +30,20 @@ struct Keys {
 /// How many keys a table may have made and still be kept when it empties.
 const KEEP: u32 = 1024;
 
-impl ArgStore {
+impl ValueStore {
     pub(crate) fn new(lua: &Lua) -> mlua::Result<Self> {
-        Ok(ArgStore {
+        Ok(ValueStore {
             table: RefCell::new(lua.create_table()?),
             keys: RefCell::default(),
         })
     }
 
-    /// Stores `args`; `None` when there are none, which costs nothing.
-    pub(crate) fn store(&self, lua: &Lua, args: MultiValue) -> mlua::Result<Option<ArgsKey>> {
-        if args.is_empty() {
+    /// Keeps `values`; `None` when there are none, which costs nothing.
+    pub(crate) fn store(&self, lua: &Lua, values: MultiValue) -> mlua::Result<Option<ValuesKey>> {
+        if values.is_empty() {
             return Ok(None);
         }
-        let packed = pack(lua, args)?;
+        let packed = pack(lua, values)?;
         let key = {
             let mut keys = self.keys.borrow_mut();
             match keys.free.pop() {
@@ -57,12 +59,24 @@ impl ArgStore {
             self.keys.borrow_mut().free.push(key);
             return Err(error);
         }
-        Ok(Some(ArgsKey(key)))
+        Ok(Some(ValuesKey(key)))
     }
 
-    /// Takes the arguments out, freeing the key.
-    pub(crate) fn take(&self, key: Option<ArgsKey>) -> mlua::Result<MultiValue> {
-        let Some(ArgsKey(key)) = key else {
+    /// The values, left in place.
+    pub(crate) fn get(&self, key: Option<ValuesKey>) -> mlua::Result<MultiValue> {
+        let Some(ValuesKey(key)) = key else {
+            return Ok(MultiValue::new());
+        };
+        let packed: Option<Table> = self.table.borrow().clone().raw_get(key as i64 + 1)?;
+        match packed {
+            Some(packed) => unpack(&packed),
+            None => Ok(MultiValue::new()),
+        }
+    }
+
+    /// Takes the values out, freeing the key.
+    pub(crate) fn take(&self, key: Option<ValuesKey>) -> mlua::Result<MultiValue> {
+        let Some(ValuesKey(key)) = key else {
             return Ok(MultiValue::new());
         };
         let table = self.table.borrow().clone();
@@ -74,9 +88,9 @@ impl ArgStore {
         }
     }
 
-    /// Drops the arguments of a resumption that will not happen.
-    pub(crate) fn discard(&self, key: Option<ArgsKey>) {
-        if let Some(ArgsKey(key)) = key {
+    /// Drops values that will not be used.
+    pub(crate) fn discard(&self, key: Option<ValuesKey>) {
+        if let Some(ValuesKey(key)) = key {
             let table = self.table.borrow().clone();
             self.release(key, &table);
         }
@@ -104,7 +118,7 @@ impl ArgStore {
 }
 
 /// Packs values into a table with a count, as `table.pack` does.
-pub(crate) fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
+fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
     let count = values.len();
     let table = lua.create_table_with_capacity(count, 1)?;
     for (i, value) in values.into_iter().enumerate() {
@@ -115,7 +129,7 @@ pub(crate) fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
 }
 
 /// The values of a table made by [`pack`].
-pub(crate) fn unpack(table: &Table) -> mlua::Result<MultiValue> {
+fn unpack(table: &Table) -> mlua::Result<MultiValue> {
     let count: usize = table.raw_get("n")?;
     (1..=count).map(|i| table.raw_get::<Value>(i)).collect()
 }
@@ -127,7 +141,7 @@ mod tests {
     #[test]
     fn keys_are_reused_and_values_round_trip() {
         let lua = Lua::new();
-        let store = ArgStore::new(&lua).unwrap();
+        let store = ValueStore::new(&lua).unwrap();
         let args = MultiValue::from_iter([Value::Integer(1), Value::Nil, Value::Boolean(true)]);
         let first = store.store(&lua, args).unwrap();
         let values = store.take(first).unwrap();
@@ -143,7 +157,7 @@ mod tests {
     #[test]
     fn an_emptied_large_table_is_replaced() {
         let lua = Lua::new();
-        let store = ArgStore::new(&lua).unwrap();
+        let store = ValueStore::new(&lua).unwrap();
         let keys: Vec<_> = (0..2000)
             .map(|i| {
                 store
