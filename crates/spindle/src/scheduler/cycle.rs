@@ -1,0 +1,309 @@
+//! Cycles: the due timers as one batch, then the futures that woke, then the deferred queue
+//! until it is empty (a resumption point); and what a driver should do between cycles.
+//! Stale entries (of freed tasks, or of suspensions that ended) are dropped as they surface,
+//! and compacted away once they outnumber the live ones.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use mlua::Lua;
+
+use super::{CycleReport, Inner, Next, Suspension, TimerKind, Wakeup};
+use crate::error::{Error, Result};
+use crate::tasks::TaskId;
+use crate::timers::Timers;
+
+impl Inner {
+    pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.in_cycle || state.depth > 0 {
+                return Err(Error::Reentrant("Scheduler::cycle"));
+            }
+            state.in_cycle = true;
+        }
+        let report = self.cycle_inner(lua);
+        self.state.borrow_mut().in_cycle = false;
+        Ok(report)
+    }
+
+    pub(super) fn cycle_inner(&self, lua: &Lua) -> CycleReport {
+        self.cycles.set(self.cycles.get() + 1);
+        let errors_before = self.errors.get();
+        let report = CycleReport {
+            timers: self.run_due_timers(lua),
+            wakeups: self.run_wakeups(lua),
+            deferred: self.drain_deferred(lua),
+            errors: (self.errors.get() - errors_before) as usize,
+        };
+        self.compact_timers();
+        self.trim(lua);
+        self.state.borrow().check_counts();
+        report
+    }
+
+    /// Resumes the timers due now, taken as one batch: a task that waits 0 while the batch runs
+    /// goes to the next cycle, not this one.
+    pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
+        let now = self.clock.now();
+        let mut due = Vec::new();
+        let mut stale_args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            while let Some(timer) = state.timers.pop_due(now) {
+                let entry = timer.payload;
+                match entry.kind {
+                    _ if !state.timer_is_live(&entry) => {
+                        if let TimerKind::Resume(r) = entry.kind {
+                            stale_args.push(r.args);
+                        }
+                        continue;
+                    }
+                    TimerKind::Resume(_) => state.fire_resume_timer(entry.task),
+                    TimerKind::Wait { .. } => {}
+                }
+                due.push(entry);
+            }
+        }
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
+        let mut fired = 0;
+        for entry in due {
+            match entry.kind {
+                TimerKind::Wait { token } => {
+                    let since = match self
+                        .state
+                        .borrow()
+                        .tasks
+                        .get(entry.task)
+                        .map(|s| s.suspension)
+                    {
+                        Some(Suspension::Wait {
+                            token: t, since, ..
+                        }) if t == token => since,
+                        _ => continue,
+                    };
+                    let elapsed = now.saturating_sub(since).as_secs_f64();
+                    self.resume(lua, entry.task, Wakeup::Timer(elapsed));
+                }
+                TimerKind::Resume(resumption) => self.resume_requested(lua, entry.task, resumption),
+            }
+            fired += 1;
+        }
+        fired
+    }
+
+    /// Resumes the tasks whose futures woke since the last cycle.
+    pub(super) fn run_wakeups(&self, lua: &Lua) -> usize {
+        let mut woken = Vec::new();
+        self.wakes.drain_into(&mut woken);
+        let mut count = 0;
+        for target in woken {
+            let id = TaskId::new(target.slot, target.generation);
+            let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
+            match suspension {
+                Some(Suspension::LuaFuture { token }) if token == target.token => {
+                    let thread = match self.threads.get(id.slot()) {
+                        Ok(thread) => thread,
+                        Err(error) => {
+                            self.complete(lua, id, Err(error));
+                            continue;
+                        }
+                    };
+                    if !self.still_blocked_in_mlua_future(id, &thread) {
+                        continue;
+                    }
+                    self.resume(lua, id, Wakeup::Poll);
+                }
+                Some(Suspension::OwnedFuture { token }) if token == target.token => {
+                    self.poll_owned_future(lua, id, target);
+                }
+                _ => continue,
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Runs the deferred queue until it is empty, including what is deferred meanwhile.
+    /// Returns how many resumptions ran. Does nothing when called inside a resumption.
+    pub(super) fn drain_deferred(&self, lua: &Lua) -> usize {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.draining || state.depth > 0 {
+                return 0;
+            }
+            state.draining = true;
+        }
+        let mut count = 0;
+        loop {
+            let next = {
+                let mut state = self.state.borrow_mut();
+                let next = state.pop_deferred();
+                if let Some((entry, _)) = next {
+                    state.defer_level = entry.level;
+                }
+                next
+            };
+            match next {
+                None => break,
+                Some((entry, true)) => {
+                    count += 1;
+                    self.resume_requested(lua, entry.task, entry.resumption);
+                }
+                Some((entry, false)) => self.values.discard(entry.resumption.args),
+            }
+        }
+        let mut state = self.state.borrow_mut();
+        state.draining = false;
+        state.defer_level = 0;
+        count
+    }
+
+    pub(crate) fn has_work(&self) -> bool {
+        let state = self.state.borrow();
+        state.live_deferred > 0
+            || state.live_timers > 0
+            || state.awaiting > 0
+            || !self.wakes.is_empty()
+    }
+
+    /// The earliest deadline of a live timer; stale timers on top are dropped on the way.
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
+        let mut stale_args = Vec::new();
+        let deadline = {
+            let mut state = self.state.borrow_mut();
+            loop {
+                match state.timers.peek() {
+                    None => break None,
+                    Some(timer) if state.timer_is_live(&timer.payload) => {
+                        break Some(timer.deadline)
+                    }
+                    Some(_) => {}
+                }
+                if let Some(TimerKind::Resume(r)) = state.timers.pop().map(|t| t.payload.kind) {
+                    stale_args.push(r.args);
+                }
+            }
+        };
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
+        deadline
+    }
+
+    /// Forgets stale timers once they outnumber live ones, so that the heap stays proportional
+    /// to the live timers.
+    pub(super) fn compact_timers(&self) {
+        let mut stale_args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let collect = |stale_args: &mut Vec<_>, kind| {
+                if let TimerKind::Resume(r) = kind {
+                    stale_args.push(r.args);
+                }
+            };
+            if state.live_timers == 0 {
+                state
+                    .timers
+                    .drain(|timer| collect(&mut stale_args, timer.payload.kind));
+            } else if state.timers.len() > 2 * state.live_timers + 64 {
+                let mut timers = std::mem::take(&mut state.timers);
+                timers.retain(|timer| {
+                    let live = state.timer_is_live(&timer.payload);
+                    if !live {
+                        collect(&mut stale_args, timer.payload.kind);
+                    }
+                    live
+                });
+                state.timers = timers;
+            }
+        }
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
+    }
+
+    /// Gives back what a burst of tasks left behind, once no task is left: queues, the timer
+    /// heap and the task table keep their peak capacity otherwise.
+    pub(super) fn trim(&self, lua: &Lua) {
+        const KEEP: usize = 1024;
+        let _ = self.values.trim(lua);
+        let large = {
+            let state = self.state.borrow();
+            state.tasks.is_idle() && state.tasks.capacity() > KEEP
+        };
+        if !large {
+            return;
+        }
+        let Ok(threads) = lua.create_table() else {
+            return;
+        };
+        self.threads.replace(threads);
+        let mut state = self.state.borrow_mut();
+        state.tasks.reset();
+        if state.timers.len() == 0 {
+            state.timers = Timers::default();
+        }
+        if state.deferred.is_empty() {
+            state.deferred = VecDeque::new();
+        }
+        state.futures.shrink_to_fit();
+    }
+
+    pub(crate) fn next_step(&self) -> Next {
+        if !self.has_work() {
+            // Only stale timers can be left: forget them.
+            self.compact_timers();
+            return Next::Done;
+        }
+        if !self.wakes.is_empty() || self.state.borrow().live_deferred > 0 {
+            return Next::Busy;
+        }
+        match self.next_deadline() {
+            Some(deadline) if deadline <= self.clock.now() => Next::Busy,
+            Some(deadline) => match self.clock.instant_at(deadline) {
+                Some(instant) => Next::Sleep(Some(instant)),
+                None => {
+                    self.clock.jump_to(deadline);
+                    Next::Busy
+                }
+            },
+            None => Next::Sleep(None),
+        }
+    }
+
+    /// Drops every task without error, every pending future and every timer (SEMANTICS rule 18).
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let tasks: Vec<TaskId> = {
+            let state = self.state.borrow();
+            if state.depth > 0 || state.in_cycle {
+                return Err(Error::Reentrant("Scheduler::shutdown"));
+            }
+            state.tasks.occupied().map(|(id, _)| id).collect()
+        };
+        for id in tasks {
+            let thread = self.threads.get(id.slot());
+            self.free_task(id);
+            if let Ok(thread) = thread {
+                self.close_thread(&thread)?;
+            }
+        }
+        let mut args = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            state.timers.drain(|timer| {
+                if let TimerKind::Resume(r) = timer.payload.kind {
+                    args.push(r.args);
+                }
+            });
+            args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
+            state.check_counts();
+        }
+        args.into_iter().for_each(|key| self.values.discard(key));
+        self.wakes.clear();
+        Ok(())
+    }
+}

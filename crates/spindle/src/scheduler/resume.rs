@@ -1,0 +1,158 @@
+//! Resuming one task: with what it is owed (arguments, the time it waited, its future's
+//! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
+//! wrong ends that task and is reported, as an uncaught error in the task would be.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use mlua::thread::ThreadStatus;
+use mlua::{Lua, MultiValue, Value};
+
+use super::{resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, Wakeup};
+use crate::tasks::TaskId;
+use crate::vm;
+use crate::waker::{BorrowedWaker, WakeTarget};
+
+impl Inner {
+    /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
+    /// how the thread came back. Never fails: a failure ends the task and is reported.
+    pub(super) fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) {
+        let token = {
+            let mut state = self.state.borrow_mut();
+            let Some(slot) = state.tasks.get(id) else {
+                return;
+            };
+            // A hand-delivered resumption only re-polls a pending Spindle future; every other
+            // resumption ends the current suspension.
+            let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
+                && !matches!(wakeup, Wakeup::Settled(_));
+            if !keeps_owned {
+                state.set_suspension(id, Suspension::None);
+            }
+            state.depth += 1;
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            slot.next_token()
+        };
+        let resumed = self.resume_thread(lua, id, token, wakeup);
+        {
+            let mut state = self.state.borrow_mut();
+            state.depth -= 1;
+            if let Some(slot) = state.tasks.get_mut(id) {
+                slot.running = false;
+            }
+        }
+        match resumed {
+            Ok(Resumed::Blocked { thread, woken }) => {
+                if let Err(error) = self.block_in_mlua_future(id, &thread, token, woken) {
+                    self.complete(lua, id, Err(error));
+                }
+            }
+            Ok(Resumed::Yielded | Resumed::NotResumable) => self.release_if_idle(id),
+            Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
+            Err(error) => self.complete(lua, id, Err(error)),
+        }
+    }
+
+    /// The Lua half of `resume`: no state borrow is held here.
+    pub(super) fn resume_thread(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        wakeup: Wakeup,
+    ) -> mlua::Result<Resumed> {
+        let thread = self.threads.get(id.slot())?;
+        let args = match wakeup {
+            Wakeup::Args(args) => args,
+            Wakeup::Timer(elapsed) => {
+                MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
+            }
+            Wakeup::Poll => MultiValue::new(),
+            Wakeup::Settled(result) => {
+                let mut values = settled_values(lua, result)?;
+                values.push_front(Value::LightUserData(resume_mark()));
+                values
+            }
+        };
+        let mut stream = match thread.clone().into_async::<MultiValue>(args) {
+            Ok(stream) => stream,
+            Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
+            Err(error) => return Err(error),
+        };
+        let target = WakeTarget {
+            slot: id.slot(),
+            generation: id.generation(),
+            token,
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let poll = waker.with_waker(|w| {
+            futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
+        });
+        match poll {
+            Poll::Pending => Ok(Resumed::Blocked {
+                woken: waker.was_woken(),
+                thread,
+            }),
+            Poll::Ready(Some(Ok(values))) if thread.status() == ThreadStatus::Resumable => {
+                drop(values);
+                Ok(Resumed::Yielded)
+            }
+            Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
+            Poll::Ready(Some(Err(error))) => Err(error),
+            Poll::Ready(None) => Ok(Resumed::NotResumable),
+        }
+    }
+
+    /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
+    pub(super) fn resume_requested(&self, lua: &Lua, id: TaskId, resumption: Resumption) {
+        let args = match self.values.take(resumption.args) {
+            Ok(args) => args,
+            Err(error) => return self.complete(lua, id, Err(error)),
+        };
+        if resumption.fresh {
+            if self.state.borrow().tasks.get(id).is_none() {
+                return;
+            }
+            match self.threads.get(id.slot()) {
+                // Started by someone else first: this resumption is dropped.
+                Ok(thread) if vm::has_started(&thread) => return self.release_if_idle(id),
+                Ok(_) => {}
+                Err(error) => return self.complete(lua, id, Err(error)),
+            }
+        }
+        self.resume(lua, id, Wakeup::Args(args));
+    }
+
+    pub(super) fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) {
+        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
+            return;
+        };
+        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
+            Poll::Pending => {
+                let still_waiting = {
+                    let mut state = self.state.borrow_mut();
+                    let waiting = matches!(state.tasks.get(id).map(|s| s.suspension),
+                        Some(Suspension::OwnedFuture { token }) if token == target.token);
+                    if waiting {
+                        state.futures.insert(id.slot(), future);
+                        None
+                    } else {
+                        Some(future)
+                    }
+                };
+                // A future whose task went away meanwhile is dropped here, outside the borrow.
+                drop(still_waiting);
+                if waker.was_woken() {
+                    self.wakes.push(target);
+                }
+            }
+            Poll::Ready(result) => {
+                drop(future);
+                self.resume(lua, id, Wakeup::Settled(result));
+            }
+        }
+    }
+}
