@@ -754,16 +754,16 @@ impl Inner {
     /// with the thread's own.
     pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
         let id = self.adopt(thread)?;
-        let Some(token) = self
-            .state
-            .borrow_mut()
-            .tasks
-            .get_mut(id)
-            .map(|s| s.next_token())
-        else {
+        let Some(token) = self.next_token(id) else {
             return Ok(());
         };
         self.block_in_mlua_future(id, thread, token, true)
+    }
+
+    /// A fresh token for the task's next suspension; `None` for a stale id.
+    fn next_token(&self, id: TaskId) -> Option<u32> {
+        let mut state = self.state.borrow_mut();
+        state.tasks.get_mut(id).map(|slot| slot.next_token())
     }
 
     /// Files the task as blocked in the mlua future inside its thread, under the token of the
@@ -819,13 +819,7 @@ impl Inner {
     ) -> mlua::Result<MultiValue> {
         let thread = lua.current_thread();
         let id = self.adopt(&thread)?;
-        let Some(token) = self
-            .state
-            .borrow_mut()
-            .tasks
-            .get_mut(id)
-            .map(|s| s.next_token())
-        else {
+        let Some(token) = self.next_token(id) else {
             return Err(mlua::Error::runtime(
                 "the calling task ended while starting a future",
             ));
