@@ -25,6 +25,9 @@ pub enum Error {
     /// The host asked to cancel a task that is running, or resuming another thread.
     #[error("task {0} is running and cannot be cancelled from inside itself")]
     TaskRunning(TaskId),
+    /// A `Task` handle from another scheduler was passed to this one.
+    #[error("task {0} belongs to another scheduler")]
+    ForeignTask(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer
     /// depth limit (SEMANTICS rule 3).
     #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]

@@ -95,6 +95,11 @@ struct Attached;
 /// The scheduler holds its `Lua` strongly: do not store it inside that `Lua` (app data,
 /// userdata), which would keep both alive forever.
 ///
+/// Resume a task's thread from Rust only through the scheduler ([`spawn`](Scheduler::spawn)),
+/// not with mlua's `Thread::resume`: a task blocked in an mlua async function that is resumed
+/// behind the scheduler's back polls its future with no waker, and the scheduler would wait
+/// for a wake-up that never comes. From Lua, `coroutine.resume` is safe.
+///
 /// ```
 /// use spindle::Scheduler;
 ///
@@ -118,11 +123,17 @@ pub struct Scheduler {
     pub(crate) inner: Rc<Inner>,
 }
 
-/// A task the host started, and the claim on its outcome.
+/// A task the host started, and a claim on its outcome.
 ///
-/// The handle is not the task: dropping it detaches the task, which runs on, and lets its
-/// outcome go. While the handle lives, the outcome (values, error or cancellation) is kept for
-/// [`Scheduler::take_result`].
+/// The handle is not the task: dropping it detaches the task, which runs on. While a handle
+/// lives, the outcome (values, error or cancellation) is kept for [`Scheduler::take_result`];
+/// the first read takes it. Starting the same thread twice gives two handles to one task, and
+/// the outcome is kept until both are dropped or it is read.
+///
+/// The scheduler records an outcome only when it sees the task end. A task that yields with a
+/// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
+/// belongs to whoever resumes it from then on (SEMANTICS rule 11); if it ends under such a
+/// resume, no outcome is kept and its status becomes [`TaskStatus::Unknown`].
 pub struct Task {
     id: TaskId,
     scheduler: Weak<Inner>,
@@ -344,7 +355,10 @@ impl Scheduler {
     /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
     /// the values do not convert to `R`, the error is returned and the outcome stays.
     pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
-        let Some(stored) = self.inner.take_outcome(task.id) else {
+        if !Weak::ptr_eq(&task.scheduler, &Rc::downgrade(&self.inner)) {
+            return Err(Error::ForeignTask(task.id));
+        }
+        let Some((stored, claims)) = self.inner.take_outcome(task.id) else {
             return Ok(None);
         };
         Ok(Some(match stored {
@@ -360,7 +374,7 @@ impl Scheduler {
                     }
                     Err(error) => {
                         self.inner
-                            .restore_outcome(task.id, StoredOutcome::Finished(key));
+                            .restore_outcome(task.id, (StoredOutcome::Finished(key), claims));
                         return Err(error.into());
                     }
                 }

@@ -111,7 +111,8 @@ struct State {
     awaiting: usize,
     deferred: VecDeque<Deferred>,
     futures: HashMap<u32, OwnedFuture>,
-    outcomes: HashMap<TaskId, StoredOutcome>,
+    /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
+    outcomes: HashMap<TaskId, (StoredOutcome, u32)>,
     /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
     depth: u32,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
@@ -196,8 +197,21 @@ pub(crate) enum Next {
 /// What freeing a slot leaves for the caller to finish outside the state borrow.
 struct Freed {
     slot: u32,
-    keep_outcome: bool,
+    claims: u32,
     future: Option<OwnedFuture>,
+}
+
+/// Runs `undo` on the state when dropped, so that flags set for the length of a call are
+/// cleared even if a panic from a Rust callback unwinds through it (a host may catch it and
+/// go on using the scheduler).
+struct Restore<'a, F: FnMut(&mut State)>(&'a Inner, F);
+
+impl<F: FnMut(&mut State)> Drop for Restore<'_, F> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.try_borrow_mut() {
+            (self.1)(&mut state);
+        }
+    }
 }
 
 /// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
@@ -254,12 +268,14 @@ impl State {
         true
     }
 
-    /// A `Resume` timer surfaced and will run now.
-    fn fire_resume_timer(&mut self, id: TaskId) {
-        if let Some(slot) = self.tasks.get_mut(id) {
-            slot.timers -= 1;
-            self.live_timers -= 1;
-        }
+    /// A `Resume` timer surfaced and runs now; false if its task was freed meanwhile.
+    fn fire_resume_timer(&mut self, id: TaskId) -> bool {
+        let Some(slot) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        slot.timers -= 1;
+        self.live_timers -= 1;
+        true
     }
 
     fn push_deferred(&mut self, entry: Deferred) -> bool {
@@ -296,7 +312,7 @@ impl State {
         }
         Some(Freed {
             slot: id.slot(),
-            keep_outcome: slot.keep_outcome,
+            claims: slot.claims,
             future: self.futures.remove(&id.slot()),
         })
     }
@@ -447,23 +463,24 @@ impl Inner {
         let (id, new) = self.state.borrow_mut().tasks.reserve(thread)?;
         if new {
             if let Err(error) = self.threads.set(id.slot(), thread) {
-                let mut state = self.state.borrow_mut();
-                state.tasks.free(id);
-                state.tasks.recycle(id.slot());
+                // The thread never reached the store, so the slot can be reused at once.
+                let freed = self.state.borrow_mut().free(id);
+                self.state.borrow_mut().tasks.recycle(id.slot());
+                drop(freed);
                 return Err(error);
             }
         }
         Ok(id)
     }
 
-    /// Frees the task and returns whether the host wants its outcome; `None` if it was not a
-    /// task any more. Its owned future, if any, is dropped here, outside the borrow.
-    fn free_task(&self, id: TaskId) -> Option<bool> {
+    /// Frees the task and returns how many host handles claim its outcome; `None` if it was
+    /// not a task any more. Its owned future, if any, is dropped here, outside the borrow.
+    fn free_task(&self, id: TaskId) -> Option<u32> {
         let freed = self.state.borrow_mut().free(id)?;
         self.threads.clear(freed.slot);
         self.state.borrow_mut().tasks.recycle(freed.slot);
         drop(freed.future);
-        Some(freed.keep_outcome)
+        Some(freed.claims)
     }
 
     /// Frees the task if nothing will resume it and the scheduler is not resuming it: the
@@ -477,9 +494,10 @@ impl Inner {
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
-        let Some(keep) = self.free_task(id) else {
+        let Some(claims) = self.free_task(id) else {
             return;
         };
+        let keep = claims > 0;
         let stored = match result {
             Ok(_) if !keep => return,
             Ok(values) => match self.values.store(lua, values) {
@@ -501,7 +519,10 @@ impl Inner {
                 StoredOutcome::Failed(report)
             }
         };
-        self.state.borrow_mut().outcomes.insert(id, stored);
+        self.state
+            .borrow_mut()
+            .outcomes
+            .insert(id, (stored, claims));
     }
 
     pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
@@ -515,12 +536,13 @@ impl Inner {
         }
     }
 
-    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<StoredOutcome> {
+    /// Takes the outcome out, for whichever handle reads it first.
+    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
         self.state.borrow_mut().outcomes.remove(&id)
     }
 
     /// Puts back an outcome that the host could not read (its values did not convert).
-    pub(crate) fn restore_outcome(&self, id: TaskId, outcome: StoredOutcome) {
+    pub(crate) fn restore_outcome(&self, id: TaskId, outcome: (StoredOutcome, u32)) {
         self.state.borrow_mut().outcomes.insert(id, outcome);
     }
 
@@ -536,16 +558,26 @@ impl Inner {
         }
     }
 
-    /// The host no longer wants the task's outcome: drop a stored one, keep none later.
+    /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
+    /// outcome is freed and none is kept later.
     pub(crate) fn forget_outcome(&self, id: TaskId) {
-        let outcome = {
+        let unclaimed = {
             let mut state = self.state.borrow_mut();
             if let Some(slot) = state.tasks.get_mut(id) {
-                slot.keep_outcome = false;
+                slot.claims = slot.claims.saturating_sub(1);
+                None
+            } else {
+                match state.outcomes.get_mut(&id) {
+                    Some((_, claims)) if *claims > 1 => {
+                        *claims -= 1;
+                        None
+                    }
+                    Some(_) => state.outcomes.remove(&id).map(|(outcome, _)| outcome),
+                    None => None,
+                }
             }
-            state.outcomes.remove(&id)
         };
-        if let Some(outcome) = outcome {
+        if let Some(outcome) = unclaimed {
             self.discard_outcome(outcome);
         }
     }
@@ -575,7 +607,7 @@ impl Inner {
         }
         let id = self.adopt(thread)?;
         if let Some(slot) = self.state.borrow_mut().tasks.get_mut(id) {
-            slot.keep_outcome = true;
+            slot.claims += 1;
         }
         Ok(id)
     }
@@ -844,10 +876,20 @@ impl Inner {
                 ))
             }
             Poll::Pending => {
-                {
+                let orphan = {
                     let mut state = self.state.borrow_mut();
-                    state.set_suspension(id, Suspension::OwnedFuture { token });
-                    state.futures.insert(id.slot(), future);
+                    if state.set_suspension(id, Suspension::OwnedFuture { token }) {
+                        state.futures.insert(id.slot(), future);
+                        None
+                    } else {
+                        Some(future)
+                    }
+                };
+                if orphan.is_some() {
+                    drop(orphan);
+                    return Err(mlua::Error::runtime(
+                        "the calling task ended while its async function started",
+                    ));
                 }
                 if waker.was_woken() {
                     self.wakes.push(target);
@@ -862,11 +904,12 @@ impl Inner {
     pub(crate) fn cancel(&self, thread: &Thread) -> mlua::Result<()> {
         let task = self.state.borrow().tasks.find(thread);
         if let Some(id) = task {
-            if let Some(true) = self.free_task(id) {
-                self.state
-                    .borrow_mut()
-                    .outcomes
-                    .insert(id, StoredOutcome::Cancelled);
+            match self.free_task(id) {
+                Some(claims) if claims > 0 => {
+                    let outcome = (StoredOutcome::Cancelled, claims);
+                    self.state.borrow_mut().outcomes.insert(id, outcome);
+                }
+                _ => {}
             }
         }
         self.compact_timers();

@@ -102,8 +102,8 @@ pub(crate) struct Slot {
     pub queued: u32,
     /// The scheduler is resuming this task right now.
     pub running: bool,
-    /// The host asked for this task's outcome, so keep it when the task ends.
-    pub keep_outcome: bool,
+    /// How many host `Task` handles claim this task's outcome; kept when it ends if any do.
+    pub claims: u32,
     /// The thread, while the slot is occupied.
     thread: Option<ThreadPtr>,
 }
@@ -185,7 +185,7 @@ impl TaskTable {
                     timers: 0,
                     queued: 0,
                     running: false,
-                    keep_outcome: false,
+                    claims: 0,
                     thread: None,
                 });
                 slot
@@ -222,7 +222,7 @@ impl TaskTable {
         slot.timers = 0;
         slot.queued = 0;
         slot.running = false;
-        slot.keep_outcome = false;
+        slot.claims = 0;
         slot.thread = None;
         if let Some(thread) = freed.thread {
             // SAFETY: the thread store still holds the thread; `recycle` comes after it lets go.

@@ -2321,3 +2321,90 @@ fn futures_dropped_by_the_collector_may_call_the_scheduler() {
         "the collector dropped some futures during the run"
     );
 }
+
+/// Each `task.delay` of an existing thread is a request of its own, even when an earlier entry
+/// of the same timer batch resumes that thread first.
+#[test]
+fn a_delay_of_an_existing_thread_survives_an_earlier_resume_in_the_same_batch() {
+    let h = harness();
+    let _task = h.spawn(
+        r##"
+        local B = coroutine.create(function(...)
+            print("B", ...)
+            while true do print("B got", coroutine.yield()) end
+        end)
+        coroutine.resume(B, "start")
+        task.delay(1, function() task.spawn(B, "spawned") end)
+        task.delay(1, B, "delayed")
+        "##,
+    );
+    h.step(1.0);
+    h.step(1.0);
+    assert_eq!(
+        h.log(),
+        lines(&["B start", "B got spawned", "B got delayed"])
+    );
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn two_handles_to_one_task_share_its_outcome() {
+    let h = harness();
+    let thread: mlua::Thread = h
+        .lua
+        .create_thread(h.func("task.wait(1) return 42"))
+        .unwrap();
+    let first = h.sched.spawn(&thread, ()).unwrap();
+    let second = h.sched.defer(&thread, ()).unwrap();
+    assert_eq!(first.id(), second.id());
+    drop(first);
+    h.step(2.0);
+    h.step(2.0);
+    assert_eq!(h.sched.status(&second), TaskStatus::Done);
+    assert_eq!(h.result::<i64>(&second), 42);
+}
+
+#[test]
+fn a_panic_caught_by_the_host_leaves_the_scheduler_usable() {
+    let h = harness();
+    let boom = h
+        .lua
+        .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })
+        .unwrap();
+    h.lua.globals().set("boom", boom).unwrap();
+    let _task = h.spawn("task.wait(1) boom()");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.step(1.0)));
+    assert!(caught.is_err());
+    let _task = h.spawn("task.wait(1) print('after the panic')");
+    h.step(1.0);
+    assert_eq!(h.log(), lines(&["after the panic"]));
+}
+
+#[test]
+fn a_task_blocked_in_a_spindle_future_can_be_poked_any_number_of_times() {
+    let h = harness();
+    let gates = install_gates(&h);
+    let _task = h.spawn(
+        r##"
+        t = task.spawn(function() print("got", owned_wait("g")) end)
+        for i = 1, 25000 do
+            local ok, err = coroutine.resume(t)
+            if not ok then print("resume", i, err) break end
+        end
+        "##,
+    );
+    gates.open("g");
+    h.step(0.1);
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+#[test]
+fn a_task_handle_from_another_scheduler_is_refused() {
+    let (a, b) = (harness(), harness());
+    let from_a = a.run("return 1");
+    assert!(matches!(
+        b.sched.take_result::<i64>(&from_a),
+        Err(Error::ForeignTask(_))
+    ));
+    assert_eq!(a.result::<i64>(&from_a), 1);
+}

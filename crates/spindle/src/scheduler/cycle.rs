@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mlua::Lua;
 
-use super::{CycleReport, Inner, Next, Suspension, TimerKind, Wakeup};
+use super::{CycleReport, Inner, Next, Restore, Suspension, TimerKind, Wakeup};
 use crate::error::{Error, Result};
 use crate::tasks::TaskId;
 use crate::timers::Timers;
@@ -22,9 +22,9 @@ impl Inner {
             }
             state.in_cycle = true;
         }
-        let report = self.cycle_inner(lua);
-        self.state.borrow_mut().in_cycle = false;
-        Ok(report)
+        // Restores `in_cycle` even if a panic from a Rust callback unwinds through the cycle.
+        let _cycle = Restore(self, |state| state.in_cycle = false);
+        Ok(self.cycle_inner(lua))
     }
 
     pub(super) fn cycle_inner(&self, lua: &Lua) -> CycleReport {
@@ -52,17 +52,13 @@ impl Inner {
             let mut state = self.state.borrow_mut();
             while let Some(timer) = state.timers.pop_due(now) {
                 let entry = timer.payload;
-                match entry.kind {
-                    _ if !state.timer_is_live(&entry) => {
-                        if let TimerKind::Resume(r) = entry.kind {
-                            stale_args.push(r.args);
-                        }
-                        continue;
-                    }
-                    TimerKind::Resume(_) => state.fire_resume_timer(entry.task),
-                    TimerKind::Wait { .. } => {}
+                if state.timer_is_live(&entry) {
+                    // A `Resume` entry stays counted until it runs: an earlier entry of the
+                    // batch may resume its thread, which must not then look idle and be freed.
+                    due.push(entry);
+                } else if let TimerKind::Resume(r) = entry.kind {
+                    stale_args.push(r.args);
                 }
-                due.push(entry);
             }
         }
         stale_args
@@ -87,7 +83,13 @@ impl Inner {
                     let elapsed = now.saturating_sub(since).as_secs_f64();
                     self.resume(lua, entry.task, Wakeup::Timer(elapsed));
                 }
-                TimerKind::Resume(resumption) => self.resume_requested(lua, entry.task, resumption),
+                TimerKind::Resume(resumption) => {
+                    if !self.state.borrow_mut().fire_resume_timer(entry.task) {
+                        self.values.discard(resumption.args);
+                        continue;
+                    }
+                    self.resume_requested(lua, entry.task, resumption);
+                }
             }
             fired += 1;
         }
@@ -136,6 +138,10 @@ impl Inner {
             }
             state.draining = true;
         }
+        let _draining = Restore(self, |state| {
+            state.draining = false;
+            state.defer_level = 0;
+        });
         let mut count = 0;
         loop {
             let next = {
@@ -155,9 +161,6 @@ impl Inner {
                 Some((entry, false)) => self.values.discard(entry.resumption.args),
             }
         }
-        let mut state = self.state.borrow_mut();
-        state.draining = false;
-        state.defer_level = 0;
         count
     }
 
@@ -284,11 +287,12 @@ impl Inner {
             }
             state.tasks.occupied().map(|(id, _)| id).collect()
         };
+        let mut first_error = None;
         for id in tasks {
             let thread = self.threads.get(id.slot());
             self.free_task(id);
-            if let Ok(thread) = thread {
-                self.close_thread(&thread)?;
+            if let Err(error) = thread.and_then(|thread| self.close_thread(&thread)) {
+                first_error.get_or_insert(error);
             }
         }
         let mut args = Vec::new();
@@ -304,6 +308,6 @@ impl Inner {
         }
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();
-        Ok(())
+        first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 }

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Value};
 
-use super::{resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, Wakeup};
+use super::{
+    resume_mark, settled_values, Inner, Restore, Resumed, Resumption, State, Suspension, Wakeup,
+};
 use crate::tasks::TaskId;
 use crate::vm;
 use crate::waker::{BorrowedWaker, WakeTarget};
@@ -35,14 +37,16 @@ impl Inner {
             slot.running = true;
             slot.next_token()
         };
-        let resumed = self.resume_thread(lua, id, token, wakeup);
-        {
-            let mut state = self.state.borrow_mut();
-            state.depth -= 1;
-            if let Some(slot) = state.tasks.get_mut(id) {
-                slot.running = false;
-            }
-        }
+        let resumed = {
+            // Restored even if a panic from a Rust callback unwinds through the resumption.
+            let _resuming = Restore(self, move |state: &mut State| {
+                state.depth -= 1;
+                if let Some(slot) = state.tasks.get_mut(id) {
+                    slot.running = false;
+                }
+            });
+            self.resume_thread(lua, id, token, wakeup)
+        };
         match resumed {
             Ok(Resumed::Blocked { thread, woken }) => {
                 if let Err(error) = self.block_in_mlua_future(id, &thread, token, woken) {
