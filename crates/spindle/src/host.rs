@@ -100,6 +100,10 @@ struct Attached;
 /// behind the scheduler's back polls its future with no waker, and the scheduler would wait
 /// for a wake-up that never comes. From Lua, `coroutine.resume` is safe.
 ///
+/// Spindle keeps its mark on a task's thread in Luau's per-thread user data
+/// (`lua_setthreaddata`); a host that sets that pointer on a task's thread hides the task from
+/// the scheduler.
+///
 /// ```
 /// use spindle::Scheduler;
 ///
