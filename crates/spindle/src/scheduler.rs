@@ -135,6 +135,16 @@ enum TimerKind {
     Resume(Resumption),
 }
 
+impl TimerKind {
+    /// The stored arguments the timer holds, which must be discarded if it never runs.
+    fn args(&self) -> Option<ValuesKey> {
+        match self {
+            TimerKind::Wait { .. } => None,
+            TimerKind::Resume(resumption) => resumption.args,
+        }
+    }
+}
+
 /// A resumption the host or a script asked for explicitly (`defer`, `delay`).
 ///
 /// A thread made for the resumption (`fresh`) that something else starts first is a task

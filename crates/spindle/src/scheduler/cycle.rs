@@ -56,8 +56,8 @@ impl Inner {
                     // A `Resume` entry stays counted until it runs: an earlier entry of the
                     // batch may resume its thread, which must not then look idle and be freed.
                     due.push(entry);
-                } else if let TimerKind::Resume(r) = entry.kind {
-                    stale_args.push(r.args);
+                } else {
+                    stale_args.push(entry.kind.args());
                 }
             }
         }
@@ -185,8 +185,8 @@ impl Inner {
                     }
                     Some(_) => {}
                 }
-                if let Some(TimerKind::Resume(r)) = state.timers.pop().map(|t| t.payload.kind) {
-                    stale_args.push(r.args);
+                if let Some(timer) = state.timers.pop() {
+                    stale_args.push(timer.payload.kind.args());
                 }
             }
         };
@@ -203,21 +203,16 @@ impl Inner {
         {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            let collect = |stale_args: &mut Vec<_>, kind| {
-                if let TimerKind::Resume(r) = kind {
-                    stale_args.push(r.args);
-                }
-            };
             if state.live_timers == 0 {
                 state
                     .timers
-                    .drain(|timer| collect(&mut stale_args, timer.payload.kind));
+                    .drain(|timer| stale_args.push(timer.payload.kind.args()));
             } else if state.timers.len() > 2 * state.live_timers + 64 {
                 let mut timers = std::mem::take(&mut state.timers);
                 timers.retain(|timer| {
                     let live = state.timer_is_live(&timer.payload);
                     if !live {
-                        collect(&mut stale_args, timer.payload.kind);
+                        stale_args.push(timer.payload.kind.args());
                     }
                     live
                 });
@@ -298,11 +293,9 @@ impl Inner {
         let mut args = Vec::new();
         {
             let mut state = self.state.borrow_mut();
-            state.timers.drain(|timer| {
-                if let TimerKind::Resume(r) = timer.payload.kind {
-                    args.push(r.args);
-                }
-            });
+            state
+                .timers
+                .drain(|timer| args.push(timer.payload.kind.args()));
             args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
             state.check_counts();
         }
