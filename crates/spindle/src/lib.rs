@@ -61,6 +61,7 @@ mod timers;
 mod values;
 mod vm;
 mod waker;
+mod watchdog;
 
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
@@ -68,6 +69,7 @@ pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_M
 pub use run::Sleeper;
 pub use scheduler::{CycleReport, TaskStatus};
 pub use tasks::TaskId;
+pub use watchdog::TIMEOUT_MESSAGE;
 
 pub use mlua;
 

@@ -35,6 +35,7 @@ use crate::timers::Timers;
 use crate::values::{ValueStore, ValuesKey};
 use crate::vm;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
+use crate::watchdog::{Budget, Overrun};
 
 mod cycle;
 mod resume;
@@ -90,9 +91,13 @@ pub(crate) struct Inner {
     /// Threads that blocked in an mlua future, weakly keyed: the replaced `coroutine.resume`
     /// tells the scheduler when one of them is resumed by hand and comes back unblocked.
     blocked: Table,
+    /// Threads stopped at the end of a time slice, weakly keyed: the replaced
+    /// `coroutine.resume` goes on with one of them without passing values.
+    sliced: Table,
     wakes: Arc<WakeQueue>,
     clock: Clock,
     max_defer_depth: u32,
+    budget: Budget,
     on_error: ErrorHandler,
     errors: Cell<u64>,
     cycles: Cell<u64>,
@@ -133,13 +138,15 @@ enum TimerKind {
     Wait { token: u32 },
     /// A `task.delay`: resumes the thread with stored arguments.
     Resume(Resumption),
+    /// Goes on with a task stopped at the end of its time slice (suspension `Sliced`).
+    Continue { token: u32 },
 }
 
 impl TimerKind {
     /// The stored arguments the timer holds, which must be discarded if it never runs.
     fn args(&self) -> Option<ValuesKey> {
         match self {
-            TimerKind::Wait { .. } => None,
+            TimerKind::Wait { .. } | TimerKind::Continue { .. } => None,
             TimerKind::Resume(resumption) => resumption.args,
         }
     }
@@ -180,6 +187,8 @@ enum Wakeup {
     Poll,
     /// The Spindle future the thread waited on finished.
     Settled(mlua::Result<MultiValue>),
+    /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
+    Continue,
 }
 
 /// How a thread came back from a resumption.
@@ -194,6 +203,11 @@ enum Resumed {
     Finished(MultiValue),
     /// Not resumable (dead, or started by someone else and now running).
     NotResumable,
+    /// Yielded by the watchdog, over its time budget.
+    Overran {
+        thread: Thread,
+        overrun: Overrun,
+    },
 }
 
 /// Either something to do now, or a reason to wait.
@@ -245,7 +259,7 @@ impl State {
             return false;
         };
         match slot.suspension {
-            Suspension::Wait { timed: true, .. } => {
+            Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. } => {
                 slot.timers -= 1;
                 self.live_timers -= 1;
             }
@@ -253,7 +267,7 @@ impl State {
             _ => {}
         }
         match new {
-            Suspension::Wait { timed: true, .. } => {
+            Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. } => {
                 slot.timers += 1;
                 self.live_timers += 1;
             }
@@ -265,7 +279,7 @@ impl State {
     }
 
     /// Queues a timer; a `Resume` timer counts as live until it fires or its task is freed.
-    /// A `Wait` timer is counted by its suspension instead.
+    /// A `Wait` or `Continue` timer is counted by its suspension instead.
     fn push_timer(&mut self, deadline: Duration, entry: TimerEntry) -> bool {
         let Some(slot) = self.tasks.get_mut(entry.task) else {
             return false;
@@ -333,6 +347,9 @@ impl State {
             (Some(slot), TimerKind::Wait { token }) => {
                 matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
             }
+            (Some(slot), TimerKind::Continue { token }) => {
+                slot.suspension == Suspension::Sliced { token }
+            }
             (Some(_), TimerKind::Resume(_)) => true,
             (None, _) => false,
         }
@@ -359,12 +376,15 @@ impl Inner {
         lua: &Lua,
         clock: Clock,
         max_defer_depth: u32,
+        budget: Budget,
         on_error: ErrorHandler,
     ) -> mlua::Result<Self> {
-        let blocked = lua.create_table()?;
         let weak_keys = lua.create_table()?;
         weak_keys.raw_set("__mode", "k")?;
-        blocked.set_metatable(Some(weak_keys))?;
+        let blocked = lua.create_table()?;
+        blocked.set_metatable(Some(weak_keys.clone()))?;
+        let sliced = lua.create_table()?;
+        sliced.set_metatable(Some(weak_keys))?;
         Ok(Inner {
             state: RefCell::new(State {
                 tasks: TaskTable::new(),
@@ -383,9 +403,11 @@ impl Inner {
             threads: ThreadStore::new(lua)?,
             values: ValueStore::new(lua)?,
             blocked,
+            sliced,
             wakes: Arc::new(WakeQueue::default()),
             clock,
             max_defer_depth,
+            budget,
             on_error,
             errors: Cell::new(0),
             cycles: Cell::new(0),
@@ -405,6 +427,14 @@ impl Inner {
 
     pub(crate) fn blocked(&self) -> &Table {
         &self.blocked
+    }
+
+    pub(crate) fn sliced(&self) -> &Table {
+        &self.sliced
+    }
+
+    pub(crate) fn budget(&self) -> Budget {
+        self.budget
     }
 
     pub(crate) fn pristine(&self) -> &Pristine {
@@ -463,6 +493,15 @@ impl Inner {
             .traceback
             .as_ref()
             .and_then(|traceback| traceback.call::<String>(()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The traceback of a suspended thread, without its header line.
+    fn traceback_of(&self, thread: &Thread) -> String {
+        self.pristine
+            .traceback
+            .as_ref()
+            .and_then(|traceback| traceback.call::<String>(thread).ok())
             .unwrap_or_default()
     }
 
@@ -777,6 +816,15 @@ impl Inner {
             return;
         };
         self.end_suspension_if(id, |s| matches!(s, Suspension::Wait { .. }));
+    }
+
+    /// A task stopped at the end of its time slice is resumed by hand: the scheduler's own
+    /// continuation is dropped (rule 12).
+    pub(crate) fn take_sliced(&self, thread: &Thread) {
+        let Some(id) = self.state.borrow().tasks.find(thread) else {
+            return;
+        };
+        self.end_suspension_if(id, |s| matches!(s, Suspension::Sliced { .. }));
     }
 
     /// Ends the task's suspension if `is` says it is of the kind in question, then frees the

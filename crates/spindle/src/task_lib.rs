@@ -167,8 +167,18 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         })?,
     )?;
 
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "take_sliced",
+        lua.create_function(move |_, thread: Thread| {
+            sched.take_sliced(&thread);
+            Ok(())
+        })?,
+    )?;
+
     let pristine = inner.pristine();
     rt.raw_set("blocked", inner.blocked())?;
+    rt.raw_set("sliced", inner.sliced())?;
     rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
     rt.raw_set("resume", &pristine.resume)?;

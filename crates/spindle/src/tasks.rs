@@ -73,6 +73,8 @@ pub(crate) enum Suspension {
         since: std::time::Duration,
         timed: bool,
     },
+    /// Stopped by the watchdog at the end of its time slice, and queued to go on next cycle.
+    Sliced { token: u32 },
     /// Blocked in an mlua async function: the future lives inside the thread and is polled by
     /// resuming the thread when its waker fires.
     LuaFuture { token: u32 },

@@ -83,6 +83,16 @@ impl Inner {
                     let elapsed = now.saturating_sub(since).as_secs_f64();
                     self.resume(lua, entry.task, Wakeup::Timer(elapsed));
                 }
+                TimerKind::Continue { token } => {
+                    let sliced = matches!(
+                        self.state.borrow().tasks.get(entry.task).map(|s| s.suspension),
+                        Some(Suspension::Sliced { token: t }) if t == token
+                    );
+                    if !sliced {
+                        continue;
+                    }
+                    self.resume(lua, entry.task, Wakeup::Continue);
+                }
                 TimerKind::Resume(resumption) => {
                     if !self.state.borrow_mut().fire_resume_timer(entry.task) {
                         self.values.discard(resumption.args);

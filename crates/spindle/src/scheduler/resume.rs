@@ -7,19 +7,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mlua::thread::ThreadStatus;
-use mlua::{Lua, MultiValue, Value};
+use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, Restore, Resumed, Resumption, State, Suspension, Wakeup,
+    resume_mark, settled_values, Inner, Restore, Resumed, Resumption, State, Suspension,
+    TimerEntry, TimerKind, Wakeup,
 };
+use crate::error::TaskError;
 use crate::tasks::TaskId;
 use crate::vm;
 use crate::waker::{BorrowedWaker, WakeTarget};
+use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
 impl Inner {
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
     /// how the thread came back. Never fails: a failure ends the task and is reported.
-    pub(super) fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) {
+    pub(super) fn resume(&self, lua: &Lua, id: TaskId, mut wakeup: Wakeup) {
         let token = {
             let mut state = self.state.borrow_mut();
             let Some(slot) = state.tasks.get(id) else {
@@ -29,6 +32,10 @@ impl Inner {
             // resumption ends the current suspension.
             let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
                 && !matches!(wakeup, Wakeup::Settled(_));
+            // Code stopped by the watchdog goes on where it was: Luau passes it no values.
+            if matches!(slot.suspension, Suspension::Sliced { .. }) {
+                wakeup = Wakeup::Continue;
+            }
             if !keeps_owned {
                 state.set_suspension(id, Suspension::None);
             }
@@ -55,7 +62,55 @@ impl Inner {
             }
             Ok(Resumed::Yielded | Resumed::NotResumable) => self.release_if_idle(id),
             Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
+            Ok(Resumed::Overran { thread, overrun }) => self.overran(lua, id, thread, overrun),
             Err(error) => self.complete(lua, id, Err(error)),
+        }
+    }
+
+    /// The watchdog stopped the task: queue it behind the others, or end it.
+    fn overran(&self, lua: &Lua, id: TaskId, thread: Thread, overrun: Overrun) {
+        match overrun {
+            Overrun::Sliced => {
+                let queued = {
+                    let mut state = self.state.borrow_mut();
+                    let now = self.clock.now();
+                    match state.tasks.get_mut(id).map(|slot| slot.next_token()) {
+                        Some(token) => {
+                            state.set_suspension(id, Suspension::Sliced { token });
+                            let entry = TimerEntry {
+                                task: id,
+                                kind: TimerKind::Continue { token },
+                            };
+                            state.push_timer(now, entry)
+                        }
+                        None => false,
+                    }
+                };
+                let marked = queued && self.sliced.raw_set(&thread, true).is_ok();
+                if queued && !marked {
+                    // Without the mark a hand resume would pass values into the stopped code.
+                    self.end_task(
+                        lua,
+                        id,
+                        &thread,
+                        "could not queue a task at the end of its time slice".into(),
+                    );
+                }
+            }
+            Overrun::TimedOut => {
+                self.end_task(lua, id, &thread, TIMEOUT_MESSAGE.to_owned());
+            }
+        }
+    }
+
+    /// Ends a task suspended in the middle of its code with `message` and the thread's
+    /// traceback, as if it had raised the error, and closes its thread.
+    fn end_task(&self, lua: &Lua, id: TaskId, thread: &Thread, message: String) {
+        let traceback = self.traceback_of(thread);
+        let error = mlua::Error::RuntimeError(format!("{message}\nstack traceback:\n{traceback}"));
+        self.complete(lua, id, Err(error));
+        if let Err(error) = self.close_thread(thread) {
+            self.report(TaskError::from_lua(Some(id), &error));
         }
     }
 
@@ -68,12 +123,15 @@ impl Inner {
         wakeup: Wakeup,
     ) -> mlua::Result<Resumed> {
         let thread = self.threads.get(id.slot())?;
+        if matches!(wakeup, Wakeup::Continue) {
+            self.sliced.raw_remove(&thread)?;
+        }
         let args = match wakeup {
             Wakeup::Args(args) => args,
             Wakeup::Timer(elapsed) => {
                 MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
             }
-            Wakeup::Poll => MultiValue::new(),
+            Wakeup::Poll | Wakeup::Continue => MultiValue::new(),
             Wakeup::Settled(result) => {
                 let mut values = settled_values(lua, result)?;
                 values.push_front(Value::LightUserData(resume_mark()));
@@ -91,9 +149,20 @@ impl Inner {
             token,
         };
         let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
-        let poll = waker.with_waker(|w| {
-            futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
-        });
+        let mut poll_once = || {
+            waker.with_waker(|w| {
+                futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
+            })
+        };
+        let budget = self.budget();
+        let poll = if budget.is_unlimited() {
+            poll_once()
+        } else {
+            match Watch::run(&thread, budget, poll_once) {
+                (_, Some(overrun)) => return Ok(Resumed::Overran { thread, overrun }),
+                (poll, None) => poll,
+            }
+        };
         match poll {
             Poll::Pending => Ok(Resumed::Blocked {
                 woken: waker.was_woken(),

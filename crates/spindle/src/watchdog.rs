@@ -1,0 +1,180 @@
+//! The watchdog: how long one resumption of a task may run without yielding (Roblox's
+//! `ScriptContext:SetTimeout`), and optional time slicing.
+//!
+//! Luau calls the VM interrupt at every loop back-edge and call. The interrupt counts down and
+//! reads the clock only every [`CHECK_EVERY`] calls, so a watched run costs one thread-local
+//! decrement per call. A resumption's time is its own: the time of a task it resumes through
+//! `task.spawn` is taken off its account.
+//!
+//! Once a resumption is over budget, the interrupt yields the task's thread if it can; the
+//! scheduler then ends the task with [`TIMEOUT_MESSAGE`] (a yield passes through `pcall`, so the
+//! task cannot catch it) or, when slicing, queues it behind the others. Where the thread cannot
+//! yield (inside a metamethod, a `table.sort` comparator, or a coroutine the task resumed by
+//! hand), a timed-out resumption gets the error raised at every interrupt instead, until control
+//! is back where the thread can yield.
+//!
+//! Invariant: [`CURRENT`] points at the innermost watched resumption on this OS thread, or is
+//! null; a [`Watch`] unlinks itself when it drops, even if a panic unwinds through it.
+
+use std::cell::Cell;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use mlua::{Lua, Thread};
+
+use crate::vm::{self, ThreadPtr};
+
+/// The message of a task stopped by the watchdog, as Roblox words it.
+pub const TIMEOUT_MESSAGE: &str = "Script timeout: exhausted allowed execution time";
+
+/// Interrupt calls between two readings of the clock. A tight Luau loop calls the interrupt
+/// every few nanoseconds; reading `Instant::now()` at each call made a loop 5x slower, and a
+/// reading every 128 calls costs about 15% (measured on a `for` loop of 1e8 additions).
+const CHECK_EVERY: u32 = 128;
+
+/// The limits a host sets on one resumption.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Budget {
+    /// Past this, the task is stopped with [`TIMEOUT_MESSAGE`].
+    pub timeout: Option<Duration>,
+    /// Past this, the task is suspended and queued behind the others.
+    pub slice: Option<Duration>,
+}
+
+impl Budget {
+    pub(crate) fn is_unlimited(&self) -> bool {
+        self.timeout.is_none() && self.slice.is_none()
+    }
+}
+
+/// Why the watchdog yielded a task's thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overrun {
+    /// Over its slice: resume it again later.
+    Sliced,
+    /// Over the timeout: end it.
+    TimedOut,
+}
+
+thread_local! {
+    static COUNTDOWN: Cell<u32> = const { Cell::new(CHECK_EVERY) };
+    static CURRENT: Cell<*const Watch> = const { Cell::new(ptr::null()) };
+}
+
+/// One watched resumption, linked from [`CURRENT`] while it runs.
+pub(crate) struct Watch {
+    thread: ThreadPtr,
+    budget: Budget,
+    /// Taken at the first clock reading inside the resumption, so that a short resumption never
+    /// reads the clock; moved forward by the time of nested resumptions.
+    started: Cell<Option<Instant>>,
+    timed_out: Cell<bool>,
+    /// Set when the interrupt yielded the thread, which the scheduler must then deal with.
+    yielded: Cell<Option<Overrun>>,
+    outer: *const Watch,
+}
+
+impl Watch {
+    /// Runs `resume` (which resumes `thread`) under `budget`; returns its result and whether
+    /// the watchdog yielded the thread.
+    pub(crate) fn run<R>(
+        thread: &Thread,
+        budget: Budget,
+        resume: impl FnOnce() -> R,
+    ) -> (R, Option<Overrun>) {
+        let watch = Watch {
+            thread: ThreadPtr::of(thread),
+            budget,
+            started: Cell::new(None),
+            timed_out: Cell::new(false),
+            yielded: Cell::new(None),
+            outer: CURRENT.get(),
+        };
+        CURRENT.set(&watch);
+        let linked = Linked(&watch);
+        let result = resume();
+        drop(linked);
+        (result, watch.yielded.get())
+    }
+
+    /// Whether the resumption is over budget, reading the clock.
+    fn overrun(&self) -> Option<Overrun> {
+        if self.timed_out.get() {
+            return Some(Overrun::TimedOut);
+        }
+        let now = Instant::now();
+        let Some(started) = self.started.get() else {
+            self.started.set(Some(now));
+            return None;
+        };
+        let ran = now.saturating_duration_since(started);
+        if self.budget.timeout.is_some_and(|limit| ran >= limit) {
+            self.timed_out.set(true);
+            return Some(Overrun::TimedOut);
+        }
+        if self.budget.slice.is_some_and(|limit| ran >= limit) {
+            return Some(Overrun::Sliced);
+        }
+        None
+    }
+}
+
+/// Unlinks a [`Watch`] from [`CURRENT`], and takes its time off the outer resumption's account.
+struct Linked<'a>(&'a Watch);
+
+impl Drop for Linked<'_> {
+    fn drop(&mut self) {
+        let watch = self.0;
+        CURRENT.set(watch.outer);
+        // SAFETY: `outer` was the innermost watch when this one was linked; it lives on a stack
+        // frame below this one, which cannot have returned while this one runs.
+        if let (Some(outer), Some(started)) = (unsafe { watch.outer.as_ref() }, watch.started.get())
+        {
+            if let Some(outer_started) = outer.started.get() {
+                outer.started.set(Some(outer_started + started.elapsed()));
+            }
+        }
+    }
+}
+
+/// Sets the VM interrupt that enforces budgets, or removes it.
+pub(crate) fn install(lua: &Lua, on: bool) {
+    vm::set_interrupt(lua, on.then_some(interrupt as vm::Interrupt));
+}
+
+/// The VM interrupt: cheap until a check finds the innermost watched resumption over budget.
+unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) {
+    // Calls from the collector (gc >= 0) cannot yield or raise.
+    if gc >= 0 {
+        return;
+    }
+    let left = COUNTDOWN.get();
+    if left > 0 {
+        COUNTDOWN.set(left - 1);
+        return;
+    }
+    COUNTDOWN.set(CHECK_EVERY);
+    // SAFETY: `CURRENT` is null or points at a live `Watch` (module invariant).
+    let Some(watch) = (unsafe { CURRENT.get().as_ref() }) else {
+        return;
+    };
+    let Some(overrun) = watch.overrun() else {
+        return;
+    };
+    let state = ThreadPtr::from_ptr(state);
+    // SAFETY: `state` is the thread the VM is running, which is valid during its interrupt.
+    if state == watch.thread && unsafe { vm::can_yield_raw(state) } {
+        watch.yielded.set(Some(overrun));
+        // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may
+        // yield; Luau resumes it at the same instruction.
+        unsafe { vm::yield_from_interrupt(state) };
+        return;
+    }
+    // Not here: check again at the next interrupt.
+    COUNTDOWN.set(0);
+    if overrun == Overrun::TimedOut {
+        // SAFETY: raising from an interrupt is how Luau stops running code; no Rust value with
+        // a destructor is alive in this frame.
+        unsafe { vm::raise_from_interrupt(state, TIMEOUT_MESSAGE) }
+    }
+}
