@@ -6,9 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use spindle::mlua::{self, Lua};
-use spindle::Scheduler;
+use spindle::{Clock, Scheduler, VirtualClock};
+
+mod limits;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a Luau script as the main task, until no task is left.
     Run {
+        #[command(flatten)]
+        options: RunOptions,
         /// The script to run.
         file: PathBuf,
         /// Passed to the script as the chunk's `...`.
@@ -33,13 +39,38 @@ enum Command {
     },
 }
 
+/// How a script runs: its clock and its limits.
+#[derive(Args)]
+struct RunOptions {
+    /// Stop a task that runs longer than SECONDS without yielding, with the error
+    /// "Script timeout: exhausted allowed execution time"; the other tasks go on.
+    #[arg(long, value_name = "SECONDS", value_parser = limits::seconds)]
+    timeout: Option<Duration>,
+    /// Suspend a task that runs longer than SECONDS without yielding and let the others run
+    /// before it goes on, so that a busy loop cannot starve them.
+    #[arg(long, value_name = "SECONDS", value_parser = limits::seconds)]
+    time_slice: Option<Duration>,
+    /// Cap the memory of the Lua VM, e.g. 512M or 2G: a task whose allocation fails gets a
+    /// "not enough memory" error and ends; the others go on.
+    #[arg(long, value_name = "SIZE", value_parser = limits::size)]
+    memory_limit: Option<usize>,
+    /// Run under a virtual clock: when no task is ready, time jumps to the next timer, so
+    /// `task.wait(600)` returns 600 at once.
+    #[arg(long)]
+    virtual_time: bool,
+}
+
 /// Why a script could not be started.
 struct LoadError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, args } => match run(&file, args) {
+        Command::Run {
+            options,
+            file,
+            args,
+        } => match run(&options, &file, args) {
             Ok(status) => status,
             Err(LoadError(message)) => {
                 eprintln!("spindle: {message}");
@@ -49,11 +80,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(file: &Path, args: Vec<String>) -> Result<ExitCode, LoadError> {
+fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode, LoadError> {
     let source = std::fs::read(file)
         .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
     let lua = Lua::new();
-    let scheduler = Scheduler::new(&lua).map_err(|e| LoadError(e.to_string()))?;
+    let mut builder = Scheduler::builder();
+    if options.virtual_time {
+        builder = builder.clock(Clock::from(VirtualClock::new()));
+    }
+    if let Some(limit) = options.timeout {
+        builder = builder.timeout(limit);
+    }
+    if let Some(slice) = options.time_slice {
+        builder = builder.time_slice(slice);
+    }
+    let scheduler = builder.build(&lua).map_err(|e| LoadError(e.to_string()))?;
     scheduler
         .install_task_library()
         .map_err(|e| LoadError(e.to_string()))?;
@@ -63,6 +104,12 @@ fn run(file: &Path, args: Vec<String>) -> Result<ExitCode, LoadError> {
         .set_mode(mlua::chunk::ChunkMode::Text)
         .into_function()
         .map_err(|e| LoadError(load_error_message(file, &e)))?;
+
+    if let Some(limit) = options.memory_limit {
+        // Set last, so that the limit is the script's: what is loaded so far counts against it.
+        lua.set_memory_limit(limit)
+            .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;
+    }
 
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, mlua::Variadic::from_iter(args));

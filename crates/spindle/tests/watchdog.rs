@@ -330,3 +330,66 @@ fn cancelling_a_sliced_task_ends_it_and_the_run() {
     assert_eq!(run.log(), ["dead"]);
     assert!(run.messages().is_empty(), "{:?}", run.messages());
 }
+
+// --- Memory limit --------------------------------------------------------------------------
+
+#[test]
+fn a_task_that_runs_out_of_memory_ends_and_the_others_go_on() {
+    let run = with_timeout(5_000);
+    let floor = run.lua.used_memory();
+    run.lua.set_memory_limit(floor + 8 * 1024 * 1024).unwrap();
+    run.script(
+        r#"
+        task.spawn(function()
+            local hog = {}
+            while true do table.insert(hog, string.rep("x", 1024) .. #hog) end
+        end)
+        task.spawn(function()
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+        end)
+        log("main done")
+        "#,
+    );
+    assert_eq!(run.log(), ["main done", "tick 1", "tick 2", "tick 3"]);
+    let messages = run.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("not enough memory"), "{messages:?}");
+    run.lua.gc_collect().unwrap();
+    run.lua.gc_collect().unwrap();
+    let left = run.lua.used_memory();
+    assert!(
+        left < floor + 1024 * 1024,
+        "the hog's memory is given back: {floor} bytes before, {left} after"
+    );
+}
+
+#[test]
+fn running_out_of_memory_while_spawning_fails_the_spawner_only() {
+    let run = with_timeout(5_000);
+    run.lua
+        .set_memory_limit(run.lua.used_memory() + 4 * 1024 * 1024)
+        .unwrap();
+    run.script(
+        r#"
+        spawned, finished = 0, 0
+        task.spawn(function()
+            while true do
+                task.spawn(function() task.wait() finished += 1 end)
+                spawned += 1
+            end
+        end)
+        log("main done")
+        "#,
+    );
+    run.lua.set_memory_limit(0).unwrap();
+    let (spawned, finished): (u32, u32) = run.lua.load("return spawned, finished").eval().unwrap();
+    assert!(spawned > 100, "{spawned}");
+    assert_eq!(
+        finished, spawned,
+        "every task that was spawned ran to its end"
+    );
+    assert_eq!(run.log(), ["main done"]);
+    let messages = run.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("not enough memory"), "{messages:?}");
+}
