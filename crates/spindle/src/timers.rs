@@ -5,9 +5,15 @@
 //! they wake is cancelled or resumed early; the scheduler keeps a count of live entries, skips
 //! stale ones when they surface and calls [`Timers::retain`] when stale entries outnumber live
 //! ones, so memory stays proportional to live timers and removal costs O(1) amortised.
+//!
+//! Timers pushed in deadline order, as every `task.wait()` of one cycle is (each is due at the
+//! cycle's `now`), go to a FIFO run beside the heap instead, at O(1) a push and a pop: the
+//! heap's `pop` was 6% of a profile of 1M spawned tasks each waiting once. Invariant: the run is
+//! sorted by (deadline, insertion order), and the earliest timer is the front of the run or the
+//! top of the heap.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// One scheduled wake-up.
@@ -32,6 +38,12 @@ impl<T> PartialOrd for Timer<T> {
     }
 }
 
+impl<T> Timer<T> {
+    fn key(&self) -> (Duration, u64) {
+        (self.deadline, self.seq)
+    }
+}
+
 impl<T> Ord for Timer<T> {
     /// Reversed, so that the max-heap `BinaryHeap` yields the earliest timer first.
     fn cmp(&self, other: &Self) -> Ordering {
@@ -42,6 +54,8 @@ impl<T> Ord for Timer<T> {
 /// Timers ordered by (deadline, insertion order).
 #[derive(Debug)]
 pub(crate) struct Timers<T> {
+    /// Timers pushed in order: each one no earlier than the one before it.
+    run: VecDeque<Timer<T>>,
     heap: BinaryHeap<Timer<T>>,
     next_seq: u64,
 }
@@ -49,6 +63,7 @@ pub(crate) struct Timers<T> {
 impl<T> Default for Timers<T> {
     fn default() -> Self {
         Timers {
+            run: VecDeque::new(),
             heap: BinaryHeap::new(),
             next_seq: 0,
         }
@@ -59,40 +74,62 @@ impl<T> Timers<T> {
     pub fn push(&mut self, deadline: Duration, payload: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Timer {
+        let timer = Timer {
             deadline,
             seq,
             payload,
-        });
+        };
+        match self.run.back() {
+            Some(last) if last.deadline > deadline => self.heap.push(timer),
+            _ => self.run.push_back(timer),
+        }
+    }
+
+    /// Whether the earliest timer is the run's front rather than the heap's top.
+    fn run_first(&self) -> bool {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(run), Some(heap)) => run.key() < heap.key(),
+            (run, _) => run.is_some(),
+        }
     }
 
     pub fn peek(&self) -> Option<&Timer<T>> {
-        self.heap.peek()
+        if self.run_first() {
+            self.run.front()
+        } else {
+            self.heap.peek()
+        }
     }
 
     pub fn pop(&mut self) -> Option<Timer<T>> {
-        self.heap.pop()
+        if self.run_first() {
+            self.run.pop_front()
+        } else {
+            self.heap.pop()
+        }
     }
 
     /// Removes the earliest timer if it is due at `now`.
     pub fn pop_due(&mut self, now: Duration) -> Option<Timer<T>> {
-        match self.heap.peek() {
-            Some(timer) if timer.deadline <= now => self.heap.pop(),
+        match self.peek() {
+            Some(timer) if timer.deadline <= now => self.pop(),
             _ => None,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.run.len() + self.heap.len()
     }
 
     /// Keeps only the timers for which `keep` returns true.
-    pub fn retain(&mut self, keep: impl FnMut(&Timer<T>) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Timer<T>) -> bool) {
+        self.run.retain(&mut keep);
         self.heap.retain(keep);
     }
 
     /// Removes every timer, handing each to `each`.
-    pub fn drain(&mut self, each: impl FnMut(Timer<T>)) {
+    pub fn drain(&mut self, mut each: impl FnMut(Timer<T>)) {
+        self.run.drain(..).for_each(&mut each);
         self.heap.drain().for_each(each);
     }
 }
@@ -125,13 +162,36 @@ mod tests {
     }
 
     #[test]
+    fn timers_in_order_and_out_of_order_come_out_merged() {
+        let mut timers = Timers::default();
+        // In order (the run), then earlier ones (the heap), then equal deadlines of both.
+        for (ms, name) in [
+            (10, "a"),
+            (20, "b"),
+            (30, "c"),
+            (5, "d"),
+            (20, "e"),
+            (30, "f"),
+        ] {
+            timers.push(Duration::from_millis(ms), name);
+        }
+        timers.push(Duration::from_millis(40), "g");
+        let order: Vec<_> = std::iter::from_fn(|| timers.pop().map(|t| t.payload)).collect();
+        assert_eq!(order, ["d", "a", "b", "e", "c", "f", "g"]);
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
     fn retain_keeps_order_of_survivors() {
         let mut timers = Timers::default();
         for i in 0..10 {
             timers.push(Duration::from_millis(10 - i), i);
         }
+        for i in 10..20 {
+            timers.push(Duration::from_millis(i), i);
+        }
         timers.retain(|t| t.payload % 2 == 0);
         let order: Vec<_> = std::iter::from_fn(|| timers.pop().map(|t| t.payload)).collect();
-        assert_eq!(order, [8, 6, 4, 2, 0]);
+        assert_eq!(order, [8, 6, 4, 2, 0, 10, 12, 14, 16, 18]);
     }
 }
