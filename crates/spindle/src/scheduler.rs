@@ -640,7 +640,7 @@ impl Inner {
         args: MultiValue,
     ) -> Result<TaskId> {
         let id = self.adopt_for_host(thread)?;
-        self.resume(lua, id, Wakeup::Args(args));
+        self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
         if self.state.borrow().depth == 0 {
             self.drain_deferred(lua);
         }
@@ -690,7 +690,7 @@ impl Inner {
         args: MultiValue,
     ) -> mlua::Result<()> {
         let id = self.adopt(thread)?;
-        self.resume(lua, id, Wakeup::Args(args));
+        self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
         Ok(())
     }
 
