@@ -178,7 +178,7 @@ impl Inner {
         let poll = if budget.is_unlimited() {
             poll_once()
         } else {
-            match Watch::run(&thread, budget, poll_once) {
+            match Watch::run(thread, budget, poll_once) {
                 (_, Some(overrun)) => {
                     return Ok(Resumed::Overran {
                         thread: thread.clone(),
