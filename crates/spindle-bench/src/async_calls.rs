@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use mlua::{Function, Lua};
 use spindle::{Outcome, Scheduler};
 
+use crate::child::cpu_time;
 use crate::error::{Error, Result};
+use crate::suite::Timing;
 
 /// When the async function's future completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,14 +114,38 @@ end
 return sum
 "#;
 
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the out-pointer points to a live local.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    cpu_time(&usage)
+}
+
+/// A wall-clock or CPU-time stopwatch, started at once.
+struct Stopwatch(Timing, Instant, Duration);
+
+impl Stopwatch {
+    fn start(timing: Timing) -> Self {
+        Stopwatch(timing, Instant::now(), thread_cpu())
+    }
+    fn elapsed(&self) -> Duration {
+        match self.0 {
+            Timing::Wall => self.1.elapsed(),
+            Timing::Cpu => thread_cpu().saturating_sub(self.2),
+        }
+    }
+}
+
 /// Runs `count` calls on `host` and returns the time the loop took; the loop's sum is checked.
-pub fn measure(host: Host, completion: Completion, count: u64) -> Result<Duration> {
+pub fn measure(host: Host, completion: Completion, count: u64, timing: Timing) -> Result<Duration> {
     let lua = Lua::new();
     let main = lua.load(LOOP).set_name("=async_calls").into_function()?;
     let (sum, elapsed) = match host {
         Host::MluaCallAsync => {
             let call = mlua_function(&lua, completion)?;
-            let started = Instant::now();
+            let started = Stopwatch::start(timing);
             let sum: i64 = futures_lite::future::block_on(main.call_async((call, count)))?;
             (sum, started.elapsed())
         }
@@ -131,7 +157,7 @@ pub fn measure(host: Host, completion: Completion, count: u64) -> Result<Duratio
             } else {
                 mlua_function(&lua, completion)?
             };
-            let started = Instant::now();
+            let started = Stopwatch::start(timing);
             let task = scheduler.spawn(main, (call, count))?;
             futures_lite::future::block_on(scheduler.run(async_io::Timer::at))?;
             let elapsed = started.elapsed();
@@ -168,7 +194,7 @@ mod tests {
     fn every_host_completes_every_call_either_way() {
         for host in Host::ALL {
             for completion in Completion::ALL {
-                measure(host, completion, 1_000)
+                measure(host, completion, 1_000, Timing::Wall)
                     .unwrap_or_else(|e| panic!("{host:?} {completion:?}: {e}"));
             }
         }

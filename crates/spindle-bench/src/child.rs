@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 pub struct Measurement {
     /// From just before the spawn to the moment the child was reaped.
     pub wall: Duration,
+    /// The child's CPU time, user and system.
+    pub cpu: Duration,
     /// The child's peak resident set size, in KiB.
     pub peak_rss_kb: u64,
     /// How it exited.
@@ -103,12 +105,22 @@ pub fn measure(program: &Path, args: &[&OsStr], limit: Duration) -> Result<Measu
     read.map_err(|e| Error::new(format!("cannot read the output of `{}`: {e}", describe())))?;
     Ok(Measurement {
         wall,
+        cpu: cpu_time(&usage),
         // Linux reports ru_maxrss in KiB.
         peak_rss_kb: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         status: ExitStatus::from_raw(raw_status),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })
+}
+
+/// User plus system time in a resource usage record.
+pub fn cpu_time(usage: &libc::rusage) -> Duration {
+    let part = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    part(usage.ru_utime) + part(usage.ru_stime)
 }
 
 #[cfg(test)]
@@ -130,6 +142,7 @@ mod tests {
         assert_eq!(run.stderr, "err\n");
         assert_eq!(run.status.code(), Some(3));
         assert!(run.peak_rss_kb > 0);
+        assert!(run.cpu <= run.wall + Duration::from_millis(50));
     }
 
     #[test]

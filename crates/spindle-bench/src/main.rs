@@ -14,7 +14,7 @@ use spindle_bench::async_calls::{self, Completion, Host};
 use spindle_bench::machine::Machine;
 use spindle_bench::programs::{self, PLAIN_VM_COMMAND};
 use spindle_bench::report::table;
-use spindle_bench::suite::{self, Programs, Runner, Samples, Sizes, Workload};
+use spindle_bench::suite::{self, Programs, Runner, Samples, Sizes, Timing, Workload};
 use spindle_bench::{plain_vm, Error, Result};
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Cli {
     /// A tenth of the counts, for a fast look (the targets are for the full counts).
     #[arg(long)]
     quick: bool,
+    /// Measure CPU time (user + system) instead of wall time: steadier on a loaded machine.
+    #[arg(long)]
+    cpu_time: bool,
     #[command(subcommand)]
     command: Option<Internal>,
 }
@@ -83,6 +86,11 @@ fn run_suite(cli: &Cli) -> Result<()> {
             .collect()
     };
     let sizes = if cli.quick { Sizes::QUICK } else { Sizes::FULL };
+    let timing = if cli.cpu_time {
+        Timing::Cpu
+    } else {
+        Timing::Wall
+    };
     let programs = Programs {
         spindle: programs::spindle_binary()?,
         plain_vm: std::env::current_exe()
@@ -107,7 +115,7 @@ fn run_suite(cli: &Cli) -> Result<()> {
                 job.script.file,
                 job.count
             );
-            match suite::run_job(job, &programs)? {
+            match suite::run_job(job, &programs, timing)? {
                 Ok(sample) => {
                     eprintln!(
                         "{label}: {:.3} s, {} MB",
@@ -125,7 +133,8 @@ fn run_suite(cli: &Cli) -> Result<()> {
         if workloads.contains(&Workload::AsyncCalls) {
             for completion in Completion::ALL {
                 for host in Host::ALL {
-                    let elapsed = async_calls::measure(host, completion, sizes.async_calls)?;
+                    let elapsed =
+                        async_calls::measure(host, completion, sizes.async_calls, timing)?;
                     eprintln!(
                         "[{round}/{}] in-process async_calls {} {}, {}: {:.3} s",
                         cli.runs,
@@ -145,9 +154,11 @@ fn run_suite(cli: &Cli) -> Result<()> {
         rows.extend(suite::rows(*workload, &sizes, &samples, with_lune)?);
     }
     println!(
-        "spindle-bench{}: medians of {} runs{}",
+        "spindle-bench{}{}: medians of {} runs, {}{}",
         if cli.quick { " --quick" } else { "" },
+        if cli.cpu_time { " --cpu-time" } else { "" },
         cli.runs,
+        timing.name(),
         if with_lune {
             ""
         } else {
