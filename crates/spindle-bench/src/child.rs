@@ -1,5 +1,5 @@
 //! Running one program as a child process and measuring it as a whole: wall time from spawn to
-//! reaping, and the child's own peak resident set size from `wait4`'s resource usage (not
+//! exit, and the child's own peak resident set size from `wait4`'s resource usage (not
 //! `RUSAGE_CHILDREN`, which is the largest of all children so far).
 //!
 //! A child that runs past its time limit is killed, so a hung workload ends the suite with an
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 /// One finished run of a program.
 #[derive(Debug, Clone)]
 pub struct Measurement {
-    /// From just before the spawn to the moment the child was reaped.
+    /// From just before the spawn to the moment the child was seen to exit.
     pub wall: Duration,
     /// The child's CPU time, user and system.
     pub cpu: Duration,
@@ -52,12 +52,11 @@ pub fn measure(program: &Path, args: &[&OsStr], limit: Duration) -> Result<Measu
         .map_err(|e| Error::new(format!("cannot start `{}`: {e}", describe())))?;
     let pid = child.id() as libc::pid_t;
 
-    let (reaped, watch) = mpsc::channel::<()>();
+    let (exited, watch) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if watch.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
-            // SAFETY: kill(2) with a pid and a signal number touches no memory. The child cannot
-            // have been reaped yet: the main thread reaps it only after the pipes close, which
-            // killing it causes.
+            // SAFETY: kill(2) with a pid and a signal number touches no memory. The pid is still
+            // the child's: the main thread reaps it only after this thread has been joined.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             true
         } else {
@@ -79,14 +78,27 @@ pub fn measure(program: &Path, args: &[&OsStr], limit: Duration) -> Result<Measu
         .read_to_end(&mut stdout);
     let stderr = stderr_reader.join().unwrap_or_default();
 
+    // Wait for the child to end without reaping it, so that its pid stays its own (a zombie's)
+    // until the watchdog is done with it; then reap it and read its resource usage.
+    // SAFETY: an all-zero `siginfo_t` is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unreaped child; the out-pointer points to a live local.
+    unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    let wall = started.elapsed();
+    let _ = exited.send(());
+    let killed = watchdog.join().unwrap_or(false);
     let mut raw_status = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `pid` is our unreaped child; both out-pointers point to live locals.
     let waited = unsafe { libc::wait4(pid, &mut raw_status, 0, &mut usage) };
-    let wall = started.elapsed();
-    let _ = reaped.send(());
-    let killed = watchdog.join().unwrap_or(false);
 
     if waited != pid {
         return Err(Error::new(format!(
