@@ -1,0 +1,166 @@
+//! The workload scripts (in `crates/spindle-bench/scripts/`) and the one line each must print.
+//!
+//! Every script takes its count as its first argument and prints exactly one line, `done ...`,
+//! once all of its work has run; the line holds a count or checksum that only a complete run
+//! produces. [`Script::verify`] is the only way a run's output is accepted.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// One workload script.
+#[derive(Debug)]
+pub struct Script {
+    /// The file name, in [`scripts_dir`].
+    pub file: &'static str,
+    expected: fn(u64) -> String,
+}
+
+/// `done COUNT SUM` with SUM = 1 + ... + COUNT: each of COUNT tasks added its index once.
+fn count_and_index_sum(count: u64) -> String {
+    format!("done {count} {}", count * (count + 1) / 2)
+}
+
+/// `done COUNT COUNT`: COUNT calls of one function, each counted once.
+fn count_and_calls(count: u64) -> String {
+    format!("done {count} {count}")
+}
+
+/// `done TASKS WAITS` with WAITS = TASKS * 100: every task waited its 100 rounds.
+fn tasks_and_waits(tasks: u64) -> String {
+    format!("done {tasks} {}", tasks * WAIT_ROUNDS)
+}
+
+fn nothing(_: u64) -> String {
+    "done".to_owned()
+}
+
+/// How many times each wait_cycles task waits (the scripts' `ROUNDS`).
+pub const WAIT_ROUNDS: u64 = 100;
+
+/// COUNT tasks, each `task.wait()` once; all are suspended at once before the first wakes.
+pub const SPAWN_WAIT: Script = Script {
+    file: "spawn_wait.luau",
+    expected: count_and_index_sum,
+};
+/// spawn_wait's coroutine work with no scheduler.
+pub const SPAWN_WAIT_FLOOR: Script = Script {
+    file: "spawn_wait.floor.luau",
+    expected: count_and_index_sum,
+};
+/// COUNT `task.defer(f)` from the main task.
+pub const DEFER_FLAT: Script = Script {
+    file: "defer_flat.luau",
+    expected: count_and_calls,
+};
+/// COUNT coroutines made and run one at a time.
+pub const DEFER_FLAT_FLOOR_EACH: Script = Script {
+    file: "defer_flat.floor_each.luau",
+    expected: count_and_calls,
+};
+/// COUNT coroutines all made first, then run in order.
+pub const DEFER_FLAT_FLOOR_ALL: Script = Script {
+    file: "defer_flat.floor_all.luau",
+    expected: count_and_calls,
+};
+/// COUNT `task.delay` with deadlines spread over 50 ms.
+pub const DELAY_TIMERS: Script = Script {
+    file: "delay_timers.luau",
+    expected: count_and_index_sum,
+};
+/// TASKS tasks, each `task.wait()` 100 times.
+pub const WAIT_CYCLES: Script = Script {
+    file: "wait_cycles.luau",
+    expected: tasks_and_waits,
+};
+/// wait_cycles' coroutine work with no scheduler.
+pub const WAIT_CYCLES_FLOOR: Script = Script {
+    file: "wait_cycles.floor.luau",
+    expected: tasks_and_waits,
+};
+/// Does nothing: the memory baseline.
+pub const EMPTY: Script = Script {
+    file: "empty.luau",
+    expected: nothing,
+};
+
+/// The scripts written for the scheduler (also valid Lune code).
+pub const SCHEDULER_SCRIPTS: [&Script; 4] = [&SPAWN_WAIT, &DEFER_FLAT, &DELAY_TIMERS, &WAIT_CYCLES];
+/// The floors and the baseline: plain Luau, no `task` library.
+pub const PLAIN_SCRIPTS: [&Script; 5] = [
+    &SPAWN_WAIT_FLOOR,
+    &DEFER_FLAT_FLOOR_EACH,
+    &DEFER_FLAT_FLOOR_ALL,
+    &WAIT_CYCLES_FLOOR,
+    &EMPTY,
+];
+
+/// Where the scripts are: `crates/spindle-bench/scripts` in this checkout.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+impl Script {
+    /// The script's path.
+    pub fn path(&self) -> PathBuf {
+        scripts_dir().join(self.file)
+    }
+
+    /// The line a complete run with `count` prints.
+    pub fn expected_output(&self, count: u64) -> String {
+        (self.expected)(count)
+    }
+
+    /// Accepts `stdout` only if it is exactly the expected line (and a newline).
+    pub fn verify(&self, count: u64, stdout: &str) -> Result<()> {
+        let expected = self.expected_output(count);
+        if stdout.trim_end_matches('\n') == expected {
+            return Ok(());
+        }
+        let shown: String = stdout.chars().take(200).collect();
+        Err(Error::new(format!(
+            "{} {count} printed {shown:?}, expected {expected:?}: the run did not do all its work",
+            self.file
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_sum_is_exact_at_a_million() {
+        assert_eq!(
+            SPAWN_WAIT.expected_output(1_000_000),
+            "done 1000000 500000500000"
+        );
+        assert_eq!(SPAWN_WAIT.expected_output(3), "done 3 6");
+    }
+
+    #[test]
+    fn verify_accepts_the_expected_line_with_or_without_newline() {
+        assert_eq!(WAIT_CYCLES.verify(10, "done 10 1000\n"), Ok(()));
+        assert_eq!(DEFER_FLAT.verify(5, "done 5 5"), Ok(()));
+        assert_eq!(EMPTY.verify(0, "done\n"), Ok(()));
+    }
+
+    #[test]
+    fn verify_rejects_a_short_run_extra_output_or_silence() {
+        let short = SPAWN_WAIT.verify(3, "done 2 3\n").unwrap_err();
+        assert!(
+            short.to_string().contains("spawn_wait.luau 3 printed"),
+            "{short}"
+        );
+        assert!(SPAWN_WAIT.verify(3, "").is_err());
+        assert!(SPAWN_WAIT.verify(3, "noise\ndone 3 6\n").is_err());
+        assert!(SPAWN_WAIT.verify(3, "done 3 6\ndone 3 6\n").is_err());
+    }
+
+    #[test]
+    fn every_script_file_exists() {
+        for script in SCHEDULER_SCRIPTS.iter().chain(&PLAIN_SCRIPTS) {
+            assert!(script.path().is_file(), "{} is missing", script.file);
+        }
+    }
+}
