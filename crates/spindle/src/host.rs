@@ -62,7 +62,7 @@ impl SchedulerBuilder {
     /// The time of tasks it resumes with `task.spawn` is not counted against it. Off by default.
     ///
     /// The watchdog uses Luau's VM interrupt, replacing one set with `Lua::set_interrupt`; a
-    /// tight loop runs about 25% slower while it is on.
+    /// tight loop runs about 30% slower while it is on.
     ///
     /// ```
     /// use std::time::Duration;
