@@ -14,7 +14,11 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
-use crate::scheduler::{CycleReport, ErrorHandler, Inner, StoredOutcome, TaskStatus};
+use crate::frame::FrameWork;
+use crate::scheduler::{
+    BudgetCheck, CycleReport, ErrorHandler, Frames, Inner, StoredOutcome, TaskStatus,
+};
+use crate::signal::SignalBehavior;
 use crate::tasks::TaskId;
 
 /// Roblox's limit on nested deferrals (SEMANTICS rule 3).
@@ -38,6 +42,10 @@ pub struct SchedulerBuilder {
     clock: Clock,
     max_defer_depth: u32,
     on_error: Option<ErrorHandler>,
+    phases: Vec<String>,
+    waits_before: Option<String>,
+    budget: Option<BudgetCheck>,
+    signal_behavior: SignalBehavior,
 }
 
 impl SchedulerBuilder {
@@ -61,15 +69,87 @@ impl SchedulerBuilder {
         self
     }
 
+    /// The phases of a frame, in order, for [`Scheduler::frame`]: each gets a signal
+    /// ([`Scheduler::phase`]) fired with the frame's `dt`. Timers and woken futures resume
+    /// before the first phase unless [`resume_waits_before`](Self::resume_waits_before) names
+    /// another.
+    pub fn phases<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.phases = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The phase before whose signal a frame resumes due timers (`task.wait`, `task.delay`)
+    /// and tasks whose futures woke; Roblox resumes them before `Heartbeat`.
+    pub fn resume_waits_before(mut self, phase: impl Into<String>) -> Self {
+        self.waits_before = Some(phase.into());
+        self
+    }
+
+    /// Caps the wall time one [`Scheduler::frame`] spends resuming ready tasks: once `budget`
+    /// has passed since the frame began, the ready tasks left over wait for the next frame,
+    /// where they run first, in order. A frame always resumes at least one ready task.
+    pub fn frame_budget(self, budget: Duration) -> Self {
+        self.frame_budget_fn(move |work| work.elapsed < budget)
+    }
+
+    /// A frame budget decided by `check`, asked before each ready task after the first:
+    /// `true` lets the frame resume it, `false` carries it and the rest to the next frame.
+    /// [`frame_budget`](Self::frame_budget) is `check(work) = work.elapsed < budget`; a check on
+    /// [`FrameWork::resumed`] gives a budget in tasks, which is deterministic.
+    pub fn frame_budget_fn(mut self, check: impl FnMut(&FrameWork) -> bool + 'static) -> Self {
+        self.budget = Some(Box::new(check));
+        self
+    }
+
+    /// What `Signal.new()` and [`Scheduler::create_signal`] make, and how phase signals run
+    /// their handlers (default [`SignalBehavior::Deferred`], as Roblox).
+    pub fn signal_behavior(mut self, behavior: SignalBehavior) -> Self {
+        self.signal_behavior = behavior;
+        self
+    }
+
     /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
     pub fn build(self, lua: &Lua) -> Result<Scheduler> {
         if lua.app_data_ref::<Attached>().is_some() {
             return Err(Error::AlreadyAttached);
         }
+        for (i, name) in self.phases.iter().enumerate() {
+            if self.phases[..i].contains(name) {
+                return Err(Error::InvalidPhases(format!(
+                    "SchedulerBuilder::phases: the phase {name:?} is declared twice"
+                )));
+            }
+        }
+        let timer_phase = match &self.waits_before {
+            None => 0,
+            Some(name) => self.phases.iter().position(|n| n == name).ok_or_else(|| {
+                Error::InvalidPhases(format!(
+                    "SchedulerBuilder::resume_waits_before: no phase is called {name:?} \
+                     (the phases are {:?})",
+                    self.phases
+                ))
+            })?,
+        };
         let on_error = self
             .on_error
             .unwrap_or_else(|| Rc::new(default_error_handler));
-        let inner = Rc::new(Inner::new(lua, self.clock, self.max_defer_depth, on_error)?);
+        let frames = Frames::new(self.phases, timer_phase, self.budget);
+        let inner = Rc::new(Inner::new(
+            lua,
+            self.clock,
+            self.max_defer_depth,
+            on_error,
+            frames,
+            self.signal_behavior,
+        )?);
+        let signals = (0..inner.frames().names().len())
+            .map(|_| crate::signal::phase_signal(&inner, lua))
+            .collect::<mlua::Result<Vec<_>>>()?;
+        inner.frames().set_signals(signals);
         lua.set_app_data(Attached);
         Ok(Scheduler {
             lua: lua.clone(),
@@ -244,6 +324,10 @@ impl Scheduler {
             clock: Clock::real(),
             max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
             on_error: None,
+            phases: Vec::new(),
+            waits_before: None,
+            budget: None,
+            signal_behavior: SignalBehavior::default(),
         }
     }
 
@@ -262,7 +346,8 @@ impl Scheduler {
         self.inner.clock()
     }
 
-    /// Installs the `task` library as the global `task` and returns the table.
+    /// Installs the `task` library as the global `task` and returns the table, and the signal
+    /// constructor as the global `Signal` (`Signal.new(behavior?)`, see [`Signal`](crate::Signal)).
     ///
     /// It also replaces `coroutine.resume`, `coroutine.wrap` and `coroutine.close` with versions
     /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an
@@ -273,6 +358,7 @@ impl Scheduler {
         let library = self.inner.library(&self.lua)?;
         let globals = self.lua.globals();
         globals.set("task", &library.task)?;
+        globals.set("Signal", &library.signal.class)?;
         let coroutine: Table = globals.get("coroutine")?;
         coroutine.set("resume", library.resume)?;
         coroutine.set("wrap", library.wrap)?;

@@ -52,22 +52,28 @@
 mod async_fn;
 mod clock;
 mod error;
+mod frame;
 mod host;
 mod run;
 mod scheduler;
+mod signal;
 mod task_lib;
 mod tasks;
 mod timers;
+mod trace;
 mod values;
 mod vm;
 mod waker;
 
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
+pub use frame::{FrameReport, FrameWork};
 pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH};
 pub use run::Sleeper;
 pub use scheduler::{CycleReport, TaskStatus};
+pub use signal::{Signal, SignalBehavior};
 pub use tasks::TaskId;
+pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};
 
 pub use mlua;
 

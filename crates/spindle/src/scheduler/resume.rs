@@ -37,6 +37,7 @@ impl Inner {
             slot.running = true;
             slot.next_token()
         };
+        self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
             // Restored even if a panic from a Rust callback unwinds through the resumption.
             let _resuming = Restore(self, move |state: &mut State| {
