@@ -81,7 +81,15 @@ pub(crate) fn build(
     default: SignalBehavior,
 ) -> mlua::Result<SignalLibrary> {
     let rt = lua.create_table()?;
-    for name in ["spawn", "defer", "abandon_wait", "mark", "yield"] {
+    for name in [
+        "spawn",
+        "defer",
+        "abandon_wait",
+        "mark",
+        "yield",
+        "create",
+        "resume",
+    ] {
         rt.raw_set(name, task_rt.raw_get::<Value>(name)?)?;
     }
     let coroutine: Table = lua.globals().get("coroutine")?;
