@@ -13,6 +13,14 @@
 //! runs is dropped. `Signal:Wait()` is a wake-token suspension (rule 12): a task resumed by
 //! anything else first, or cancelled, is not woken by the fire.
 //!
+//! Handler calls run on reused threads: a thread whose handler returned without yielding runs
+//! the next call, so `coroutine.running()` inside a handler names a thread that later calls may
+//! share (as with the usual Lua signal libraries). A deferred fire queues one task that calls,
+//! in order, each handler still connected when it runs, so [`FrameReport::deferred`] counts
+//! one resumption per fire with more than one handler.
+//!
+//! [`FrameReport::deferred`]: crate::FrameReport::deferred
+//!
 //! ```
 //! use spindle::{Scheduler, SignalBehavior};
 //!
@@ -89,6 +97,7 @@ pub(crate) fn build(
         "yield",
         "create",
         "resume",
+        "status",
     ] {
         rt.raw_set(name, task_rt.raw_get::<Value>(name)?)?;
     }
