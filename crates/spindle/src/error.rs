@@ -32,6 +32,10 @@ pub enum Error {
     /// depth limit (SEMANTICS rule 3).
     #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]
     DeferDepthExceeded(u32),
+    /// The frame phases given to the builder do not make sense (a name declared twice, or a
+    /// `resume_waits_before` phase that was not declared); the message says which.
+    #[error("{0}")]
+    InvalidPhases(String),
 }
 
 /// A shorthand for results whose error is [`Error`].

@@ -14,7 +14,11 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
-use crate::scheduler::{CycleReport, ErrorHandler, Inner, StoredOutcome, TaskStatus};
+use crate::frame::FrameWork;
+use crate::scheduler::{
+    BudgetCheck, CycleReport, ErrorHandler, Frames, Inner, StoredOutcome, TaskStatus,
+};
+use crate::signal::SignalBehavior;
 use crate::tasks::TaskId;
 use crate::watchdog::{self, Budget};
 
@@ -38,8 +42,12 @@ pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
 pub struct SchedulerBuilder {
     clock: Clock,
     max_defer_depth: u32,
-    budget: Budget,
+    watchdog: Budget,
     on_error: Option<ErrorHandler>,
+    phases: Vec<String>,
+    waits_before: Option<String>,
+    budget: Option<BudgetCheck>,
+    signal_behavior: SignalBehavior,
 }
 
 impl SchedulerBuilder {
@@ -83,7 +91,7 @@ impl SchedulerBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn timeout(mut self, limit: Duration) -> Self {
-        self.budget.timeout = Some(limit);
+        self.watchdog.timeout = Some(limit);
         self
     }
 
@@ -93,7 +101,7 @@ impl SchedulerBuilder {
     /// Off by default; may be combined with [`timeout`](Self::timeout), which applies where a
     /// task cannot be suspended (inside a metamethod, or a coroutine it resumed by hand).
     pub fn time_slice(mut self, slice: Duration) -> Self {
-        self.budget.slice = Some(slice);
+        self.watchdog.slice = Some(slice);
         self
     }
 
@@ -104,22 +112,89 @@ impl SchedulerBuilder {
         self
     }
 
+    /// The phases of a frame, in order, for [`Scheduler::frame`]: each gets a signal
+    /// ([`Scheduler::phase`]) fired with the frame's `dt`. Timers and woken futures resume
+    /// before the first phase unless [`resume_waits_before`](Self::resume_waits_before) names
+    /// another.
+    pub fn phases<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.phases = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The phase before whose signal a frame resumes due timers (`task.wait`, `task.delay`)
+    /// and tasks whose futures woke; Roblox resumes them before `Heartbeat`.
+    pub fn resume_waits_before(mut self, phase: impl Into<String>) -> Self {
+        self.waits_before = Some(phase.into());
+        self
+    }
+
+    /// Caps the wall time one [`Scheduler::frame`] spends resuming ready tasks: once `budget`
+    /// has passed since the frame began, the ready tasks left over wait for the next frame,
+    /// where they run first, in order. A frame always resumes at least one ready task.
+    pub fn frame_budget(self, budget: Duration) -> Self {
+        self.frame_budget_fn(move |work| work.elapsed < budget)
+    }
+
+    /// A frame budget decided by `check`, asked before each ready task after the first:
+    /// `true` lets the frame resume it, `false` carries it and the rest to the next frame.
+    /// [`frame_budget`](Self::frame_budget) is `check(work) = work.elapsed < budget`; a check on
+    /// [`FrameWork::resumed`] gives a budget in tasks, which is deterministic.
+    pub fn frame_budget_fn(mut self, check: impl FnMut(&FrameWork) -> bool + 'static) -> Self {
+        self.budget = Some(Box::new(check));
+        self
+    }
+
+    /// What `Signal.new()` and [`Scheduler::create_signal`] make, and how phase signals run
+    /// their handlers (default [`SignalBehavior::Deferred`], as Roblox).
+    pub fn signal_behavior(mut self, behavior: SignalBehavior) -> Self {
+        self.signal_behavior = behavior;
+        self
+    }
+
     /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
     pub fn build(self, lua: &Lua) -> Result<Scheduler> {
         if lua.app_data_ref::<Attached>().is_some() {
             return Err(Error::AlreadyAttached);
         }
+        for (i, name) in self.phases.iter().enumerate() {
+            if self.phases[..i].contains(name) {
+                return Err(Error::InvalidPhases(format!(
+                    "SchedulerBuilder::phases: the phase {name:?} is declared twice"
+                )));
+            }
+        }
+        let timer_phase = match &self.waits_before {
+            None => 0,
+            Some(name) => self.phases.iter().position(|n| n == name).ok_or_else(|| {
+                Error::InvalidPhases(format!(
+                    "SchedulerBuilder::resume_waits_before: no phase is called {name:?} \
+                     (the phases are {:?})",
+                    self.phases
+                ))
+            })?,
+        };
         let on_error = self
             .on_error
             .unwrap_or_else(|| Rc::new(default_error_handler));
+        let frames = Frames::new(self.phases, timer_phase, self.budget);
         let inner = Rc::new(Inner::new(
             lua,
             self.clock,
             self.max_defer_depth,
-            self.budget,
+            self.watchdog,
             on_error,
+            frames,
+            self.signal_behavior,
         )?);
-        if !self.budget.is_unlimited() {
+        let signals = (0..inner.frames().names().len())
+            .map(|_| crate::signal::phase_signal(&inner, lua))
+            .collect::<mlua::Result<Vec<_>>>()?;
+        inner.frames().set_signals(signals);
+        if !self.watchdog.is_unlimited() {
             watchdog::install(lua, true);
         }
         lua.set_app_data(Attached);
@@ -295,8 +370,12 @@ impl Scheduler {
         SchedulerBuilder {
             clock: Clock::real(),
             max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
-            budget: Budget::default(),
+            watchdog: Budget::default(),
             on_error: None,
+            phases: Vec::new(),
+            waits_before: None,
+            budget: None,
+            signal_behavior: SignalBehavior::default(),
         }
     }
 
@@ -315,7 +394,8 @@ impl Scheduler {
         self.inner.clock()
     }
 
-    /// Installs the `task` library as the global `task` and returns the table.
+    /// Installs the `task` library as the global `task` and returns the table, and the signal
+    /// constructor as the global `Signal` (`Signal.new(behavior?)`, see [`Signal`](crate::Signal)).
     ///
     /// It also replaces `coroutine.resume`, `coroutine.wrap` and `coroutine.close` with versions
     /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an
@@ -326,6 +406,7 @@ impl Scheduler {
         let library = self.inner.library(&self.lua)?;
         let globals = self.lua.globals();
         globals.set("task", &library.task)?;
+        globals.set("Signal", &library.signal.class)?;
         let coroutine: Table = globals.get("coroutine")?;
         coroutine.set("resume", library.resume)?;
         coroutine.set("wrap", library.wrap)?;
@@ -487,7 +568,7 @@ impl Drop for Scheduler {
         let _ = self.inner.shutdown();
         self.inner.close();
         let _ = self.uninstall_task_library();
-        if !self.inner.budget().is_unlimited() {
+        if !self.inner.watchdog().is_unlimited() {
             watchdog::install(&self.lua, false);
         }
         let _ = self.lua.remove_app_data::<Attached>();

@@ -2,7 +2,7 @@
 //!
 //! Scripts get the `task` library (`spawn`, `defer`, `delay`, `wait`, `cancel`) with Roblox's
 //! semantics; the host gets a [`Scheduler`] that it can run to completion on any async runtime,
-//! run on a plain thread, or step one [`cycle`](Scheduler::cycle) per frame. Rust async functions
+//! run on a plain thread, or step one [`frame`](Scheduler::frame) at a time. Rust async functions
 //! are called from Lua as if they were blocking: the calling task is suspended until the future
 //! completes, and the future's waker puts it back on the scheduler's queue.
 //!
@@ -29,7 +29,71 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A game engine steps the scheduler once per frame under a virtual clock:
+//! # Hosting in a game engine
+//!
+//! An engine declares the phases of its frame, hands their [`Signal`]s to scripts, and calls
+//! [`Scheduler::frame`] once per frame with the frame's `dt`. Under a [`VirtualClock`] the
+//! frame moves the clock by `dt`, so a run is the same, event for event, every time; a
+//! [`Trace`] records it for comparison. Each phase is a resumption point: its handlers run,
+//! then the deferred queue drains. `task.wait` and `task.delay` resume just before the phase
+//! named by [`resume_waits_before`](SchedulerBuilder::resume_waits_before), as Roblox resumes
+//! them between PostSimulation and Heartbeat. An optional
+//! [`frame_budget`](SchedulerBuilder::frame_budget) caps the wall time a frame spends resuming
+//! ready tasks; what is left over runs first in the next frame ([`FrameReport::carried`]).
+//!
+//! Scripts make their own signals with `Signal.new(behavior?)` (`"Immediate"` or
+//! `"Deferred"`), with Roblox's methods: `Connect`, `Once`, `Wait`, `Fire`, `DisconnectAll`,
+//! and connections with `Connected` and `Disconnect`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use spindle::{Clock, Scheduler, VirtualClock};
+//!
+//! let lua = mlua::Lua::new();
+//! let scheduler = Scheduler::builder()
+//!     .clock(Clock::from(VirtualClock::new()))
+//!     .phases(["PreSimulation", "PostSimulation", "Heartbeat"])
+//!     .resume_waits_before("Heartbeat")
+//!     .frame_budget(Duration::from_millis(4))
+//!     .build(&lua)?;
+//! scheduler.install_task_library()?;
+//! let run_service = lua.create_table()?;
+//! for name in scheduler.phase_names() {
+//!     run_service.set(name.as_str(), scheduler.phase(name))?;
+//! }
+//! lua.globals().set("RunService", run_service)?;
+//! // The engine's own events are signals too, fired with Rust values.
+//! let touched = scheduler.create_signal()?;
+//! lua.globals().set("Touched", &touched)?;
+//!
+//! scheduler.spawn(lua.load(r#"
+//!     elapsed, touches = 0, 0
+//!     RunService.Heartbeat:Connect(function(dt) elapsed += dt end)
+//!     Touched:Connect(function(part) touches += 1 end)
+//!     local part = Touched:Wait()          -- suspends this task until the engine fires
+//!     assert(part == "Lava")
+//!     task.wait(1)
+//!     done = true
+//! "#).into_function()?, ())?;
+//!
+//! scheduler.start_trace();
+//! for frame in 1..=120 {
+//!     if frame == 10 {
+//!         touched.fire("Lava")?;
+//!     }
+//!     let report = scheduler.frame(Duration::from_secs_f64(1.0 / 60.0))?;
+//!     assert_eq!(report.errors, 0);
+//! }
+//! assert_eq!(lua.globals().get::<bool>("done")?, true);
+//! assert_eq!(lua.globals().get::<u32>("touches")?, 1);
+//! assert!((lua.globals().get::<f64>("elapsed")? - 2.0).abs() < 1e-6);
+//! let trace = scheduler.take_trace();
+//! println!("{} events, fingerprint {:x}", trace.len(), trace.fingerprint());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A host without phases can still step one [`cycle`](Scheduler::cycle) per frame, advancing
+//! its virtual clock itself:
 //!
 //! ```
 //! use std::time::Duration;
@@ -52,12 +116,15 @@
 mod async_fn;
 mod clock;
 mod error;
+mod frame;
 mod host;
 mod run;
 mod scheduler;
+mod signal;
 mod task_lib;
 mod tasks;
 mod timers;
+mod trace;
 mod values;
 mod vm;
 mod waker;
@@ -65,10 +132,13 @@ mod watchdog;
 
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
+pub use frame::{FrameReport, FrameWork};
 pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH};
 pub use run::Sleeper;
 pub use scheduler::{CycleReport, TaskStatus};
+pub use signal::{Signal, SignalBehavior};
 pub use tasks::TaskId;
+pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};
 pub use watchdog::TIMEOUT_MESSAGE;
 
 pub use mlua;

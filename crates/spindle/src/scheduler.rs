@@ -29,16 +29,22 @@ use mlua::{LightUserData, Lua, MultiValue, Table, Thread, Value};
 use crate::async_fn::OwnedFuture;
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
+use crate::signal::SignalBehavior;
 use crate::task_lib::{Library, Pristine};
 use crate::tasks::{Suspension, TaskId, TaskTable, ThreadStore};
 use crate::timers::Timers;
+use crate::trace::{Recorder, TraceEntry, TraceEvent};
 use crate::values::{ValueStore, ValuesKey};
 use crate::vm;
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 use crate::watchdog::{Budget, Overrun};
 
 mod cycle;
+mod frame;
 mod resume;
+mod signal_wait;
+
+pub(crate) use frame::{BudgetCheck, Frames};
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
@@ -97,7 +103,7 @@ pub(crate) struct Inner {
     wakes: Arc<WakeQueue>,
     clock: Clock,
     max_defer_depth: u32,
-    budget: Budget,
+    watchdog: Budget,
     on_error: ErrorHandler,
     errors: Cell<u64>,
     cycles: Cell<u64>,
@@ -106,6 +112,12 @@ pub(crate) struct Inner {
     /// Filled on first use: the `task` table and the functions that go with it.
     lib: RefCell<Option<Library>>,
     pristine: Pristine,
+    /// Frame phases, the frame budget and the ready tasks it carried over (`frame.rs`).
+    frames: Frames,
+    /// What `Signal.new()` makes when given no behaviour.
+    signal_behavior: SignalBehavior,
+    /// The trace, when the host records one.
+    trace: Recorder,
 }
 
 struct State {
@@ -376,8 +388,10 @@ impl Inner {
         lua: &Lua,
         clock: Clock,
         max_defer_depth: u32,
-        budget: Budget,
+        watchdog: Budget,
         on_error: ErrorHandler,
+        frames: Frames,
+        signal_behavior: SignalBehavior,
     ) -> mlua::Result<Self> {
         let weak_keys = lua.create_table()?;
         weak_keys.raw_set("__mode", "k")?;
@@ -407,14 +421,41 @@ impl Inner {
             wakes: Arc::new(WakeQueue::default()),
             clock,
             max_defer_depth,
-            budget,
+            watchdog,
             on_error,
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
             lib: RefCell::new(None),
             pristine: Pristine::of(lua)?,
+            frames,
+            signal_behavior,
+            trace: Recorder::default(),
         })
+    }
+
+    pub(crate) fn signal_behavior(&self) -> SignalBehavior {
+        self.signal_behavior
+    }
+
+    pub(crate) fn frames(&self) -> &Frames {
+        &self.frames
+    }
+
+    pub(crate) fn trace(&self) -> &Recorder {
+        &self.trace
+    }
+
+    /// Records an event when the host records a trace.
+    fn record(&self, task: Option<TaskId>, event: TraceEvent) {
+        if self.trace.is_on() {
+            self.trace.push(TraceEntry {
+                cycle: self.cycles.get(),
+                task,
+                event,
+                time: self.clock.now(),
+            });
+        }
     }
 
     pub(crate) fn clock(&self) -> &Clock {
@@ -433,8 +474,8 @@ impl Inner {
         &self.sliced
     }
 
-    pub(crate) fn budget(&self) -> Budget {
-        self.budget
+    pub(crate) fn watchdog(&self) -> Budget {
+        self.watchdog
     }
 
     pub(crate) fn pristine(&self) -> &Pristine {
@@ -546,6 +587,11 @@ impl Inner {
         let Some(claims) = self.free_task(id) else {
             return;
         };
+        let event = match result {
+            Ok(_) => TraceEvent::Finish,
+            Err(_) => TraceEvent::Fail,
+        };
+        self.record(Some(id), event);
         let keep = claims > 0;
         let stored = match result {
             Ok(_) if !keep => return,
@@ -962,6 +1008,7 @@ impl Inner {
     pub(crate) fn cancel(&self, thread: &Thread) -> mlua::Result<()> {
         let task = self.state.borrow().tasks.find(thread);
         if let Some(id) = task {
+            self.record(Some(id), TraceEvent::Cancel);
             match self.free_task(id) {
                 Some(claims) if claims > 0 => {
                     let outcome = (StoredOutcome::Cancelled, claims);

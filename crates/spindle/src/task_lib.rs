@@ -70,6 +70,8 @@ pub(crate) struct Library {
     pub resume: Function,
     pub wrap: Function,
     pub close: Function,
+    /// The `Signal` global and the methods the host calls on signals.
+    pub signal: crate::signal::SignalLibrary,
 }
 
 /// A function becomes a new thread (`fresh`); a thread is used as it is.
@@ -191,12 +193,14 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         .load(SOURCE)
         .set_name("=[spindle task]")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call(rt)?;
+        .call(&rt)?;
+    let signal = crate::signal::build(lua, inner, &rt, inner.signal_behavior())?;
     Ok(Library {
         task,
         make_async,
         resume,
         wrap,
         close,
+        signal,
     })
 }

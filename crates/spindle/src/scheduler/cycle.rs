@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use mlua::Lua;
 
-use super::{CycleReport, Inner, Next, Restore, Suspension, TimerKind, Wakeup};
+use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind, Wakeup};
 use crate::error::{Error, Result};
 use crate::tasks::TaskId;
 use crate::timers::Timers;
+use crate::waker::WakeTarget;
 
 impl Inner {
     pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
@@ -30,9 +31,11 @@ impl Inner {
     pub(super) fn cycle_inner(&self, lua: &Lua) -> CycleReport {
         self.cycles.set(self.cycles.get() + 1);
         let errors_before = self.errors.get();
+        // Ready tasks a frame budget carried over run first, in order.
+        let (carried_timers, carried_wakeups) = self.run_carried(lua);
         let report = CycleReport {
-            timers: self.run_due_timers(lua),
-            wakeups: self.run_wakeups(lua),
+            timers: carried_timers + self.run_due_timers(lua),
+            wakeups: carried_wakeups + self.run_wakeups(lua),
             deferred: self.drain_deferred(lua),
             errors: (self.errors.get() - errors_before) as usize,
         };
@@ -46,6 +49,14 @@ impl Inner {
     /// goes to the next cycle, not this one.
     pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
         let now = self.clock.now();
+        let due = self.take_due_timers(now);
+        due.into_iter()
+            .filter(|entry| self.fire_timer(lua, *entry, now))
+            .count()
+    }
+
+    /// Takes the live timers due at `now` off the heap, in firing order; stale ones are dropped.
+    pub(super) fn take_due_timers(&self, now: Duration) -> Vec<TimerEntry> {
         let mut due = Vec::new();
         let mut stale_args = Vec::new();
         {
@@ -64,78 +75,85 @@ impl Inner {
         stale_args
             .into_iter()
             .for_each(|key| self.values.discard(key));
-        let mut fired = 0;
-        for entry in due {
-            match entry.kind {
-                TimerKind::Wait { token } => {
-                    let since = match self
-                        .state
-                        .borrow()
-                        .tasks
-                        .get(entry.task)
-                        .map(|s| s.suspension)
-                    {
-                        Some(Suspension::Wait {
-                            token: t, since, ..
-                        }) if t == token => since,
-                        _ => continue,
-                    };
-                    let elapsed = now.saturating_sub(since).as_secs_f64();
-                    self.resume(lua, entry.task, Wakeup::Timer(elapsed));
-                }
-                TimerKind::Continue { token } => {
-                    let sliced = matches!(
-                        self.state.borrow().tasks.get(entry.task).map(|s| s.suspension),
-                        Some(Suspension::Sliced { token: t }) if t == token
-                    );
-                    if !sliced {
-                        continue;
-                    }
-                    self.resume(lua, entry.task, Wakeup::Continue);
-                }
-                TimerKind::Resume(resumption) => {
-                    if !self.state.borrow_mut().fire_resume_timer(entry.task) {
-                        self.values.discard(resumption.args);
-                        continue;
-                    }
-                    self.resume_requested(lua, entry.task, resumption);
-                }
+        due
+    }
+
+    /// Resumes the task of a timer taken off the heap, at time `now`. Returns whether it ran
+    /// (an entry whose suspension ended meanwhile does not).
+    pub(super) fn fire_timer(&self, lua: &Lua, entry: TimerEntry, now: Duration) -> bool {
+        match entry.kind {
+            TimerKind::Wait { token } => {
+                let since = match self
+                    .state
+                    .borrow()
+                    .tasks
+                    .get(entry.task)
+                    .map(|s| s.suspension)
+                {
+                    Some(Suspension::Wait {
+                        token: t, since, ..
+                    }) if t == token => since,
+                    _ => return false,
+                };
+                let elapsed = now.saturating_sub(since).as_secs_f64();
+                self.resume(lua, entry.task, Wakeup::Timer(elapsed));
             }
-            fired += 1;
+            TimerKind::Continue { token } => {
+                let sliced = matches!(
+                    self.state.borrow().tasks.get(entry.task).map(|s| s.suspension),
+                    Some(Suspension::Sliced { token: t }) if t == token
+                );
+                if !sliced {
+                    return false;
+                }
+                self.resume(lua, entry.task, Wakeup::Continue);
+            }
+            TimerKind::Resume(resumption) => {
+                if !self.state.borrow_mut().fire_resume_timer(entry.task) {
+                    self.values.discard(resumption.args);
+                    return false;
+                }
+                self.resume_requested(lua, entry.task, resumption);
+            }
         }
-        fired
+        true
     }
 
     /// Resumes the tasks whose futures woke since the last cycle.
     pub(super) fn run_wakeups(&self, lua: &Lua) -> usize {
         let mut woken = Vec::new();
         self.wakes.drain_into(&mut woken);
-        let mut count = 0;
-        for target in woken {
-            let id = TaskId::new(target.slot, target.generation);
-            let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
-            match suspension {
-                Some(Suspension::LuaFuture { token }) if token == target.token => {
-                    let thread = match self.threads.get(id.slot()) {
-                        Ok(thread) => thread,
-                        Err(error) => {
-                            self.complete(lua, id, Err(error));
-                            continue;
-                        }
-                    };
-                    if !self.still_blocked_in_mlua_future(id, &thread) {
-                        continue;
+        woken
+            .into_iter()
+            .filter(|target| self.fire_wakeup(lua, *target))
+            .count()
+    }
+
+    /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a
+    /// stale wake-up does not).
+    pub(super) fn fire_wakeup(&self, lua: &Lua, target: WakeTarget) -> bool {
+        let id = TaskId::new(target.slot, target.generation);
+        let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
+        match suspension {
+            Some(Suspension::LuaFuture { token }) if token == target.token => {
+                let thread = match self.threads.get(id.slot()) {
+                    Ok(thread) => thread,
+                    Err(error) => {
+                        self.complete(lua, id, Err(error));
+                        return false;
                     }
-                    self.resume(lua, id, Wakeup::Poll);
+                };
+                if !self.still_blocked_in_mlua_future(id, &thread) {
+                    return false;
                 }
-                Some(Suspension::OwnedFuture { token }) if token == target.token => {
-                    self.poll_owned_future(lua, id, target);
-                }
-                _ => continue,
+                self.resume(lua, id, Wakeup::Poll);
             }
-            count += 1;
+            Some(Suspension::OwnedFuture { token }) if token == target.token => {
+                self.poll_owned_future(lua, id, target);
+            }
+            _ => return false,
         }
-        count
+        true
     }
 
     /// Runs the deferred queue until it is empty, including what is deferred meanwhile.
@@ -267,7 +285,10 @@ impl Inner {
             self.compact_timers();
             return Next::Done;
         }
-        if !self.wakes.is_empty() || self.state.borrow().live_deferred > 0 {
+        if !self.wakes.is_empty()
+            || self.state.borrow().live_deferred > 0
+            || self.frames.has_carried()
+        {
             return Next::Busy;
         }
         match self.next_deadline() {
@@ -309,6 +330,7 @@ impl Inner {
             args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
             state.check_counts();
         }
+        args.extend(self.frames.forget_carried());
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();
         first_error.map_or(Ok(()), |error| Err(error.into()))

@@ -56,6 +56,7 @@ impl Inner {
             slot.running = true;
             slot.next_token()
         };
+        self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
             // Restored even if a panic from a Rust callback unwinds through the resumption.
             let _resuming = Restore(self, move |state: &mut State| {
@@ -174,7 +175,7 @@ impl Inner {
                 futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
             })
         };
-        let budget = self.budget();
+        let budget = self.watchdog();
         let poll = if budget.is_unlimited() {
             poll_once()
         } else {

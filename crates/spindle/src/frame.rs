@@ -1,0 +1,108 @@
+//! Game-engine hosting: one call runs a whole frame, through the phases the host declared.
+//!
+//! The host declares its phases on the builder ([`SchedulerBuilder::phases`]) and which of them
+//! the timers resume before ([`SchedulerBuilder::resume_waits_before`]; as in Roblox, where
+//! `task.wait` and `task.delay` resume between PostSimulation and Heartbeat). Each phase has a
+//! [`Signal`] that the host hands to scripts ([`Scheduler::phase`]) and that the frame fires
+//! with `dt` in seconds. Each phase is a resumption point: its handlers, and the tasks they
+//! defer, run before the next phase begins.
+//!
+//! A frame budget ([`SchedulerBuilder::frame_budget`]) caps the wall time a frame spends
+//! resuming ready tasks (due timers and woken futures): once it is spent, the ready tasks left
+//! over are carried to the next frame, where they run first, in order, and
+//! [`FrameReport::carried`] counts them. Phase handlers and the deferred queue are not capped:
+//! each phase still drains the deferred queue (SEMANTICS rules 2-3), since a deferred task
+//! must run at the resumption point it was deferred to.
+//!
+//! [`SchedulerBuilder::phases`]: crate::SchedulerBuilder::phases
+//! [`SchedulerBuilder::resume_waits_before`]: crate::SchedulerBuilder::resume_waits_before
+//! [`SchedulerBuilder::frame_budget`]: crate::SchedulerBuilder::frame_budget
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::host::Scheduler;
+use crate::signal::Signal;
+
+/// What one [`Scheduler::frame`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameReport {
+    /// The frame's number among cycles and frames, counting from 1
+    /// (as [`Scheduler::cycle_count`] reads after it).
+    pub cycle: u64,
+    /// Tasks resumed because their timer came due (this frame's or carried over).
+    pub timers: usize,
+    /// Tasks resumed (or futures polled) because a future woke them.
+    pub wakeups: usize,
+    /// Deferred resumptions run, over every phase, including deferred signal handlers.
+    pub deferred: usize,
+    /// Errors reported to the error handler during the frame.
+    pub errors: usize,
+    /// Ready tasks the budget left for the next frame.
+    pub carried: usize,
+}
+
+/// How much a frame has done so far, as a budget check sees it
+/// ([`SchedulerBuilder::frame_budget_fn`](crate::SchedulerBuilder::frame_budget_fn)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameWork {
+    /// Ready tasks resumed so far in this frame.
+    pub resumed: usize,
+    /// Wall time since the frame began.
+    pub elapsed: Duration,
+}
+
+impl Scheduler {
+    /// Runs one frame of `dt`.
+    ///
+    /// Under a virtual clock the clock first moves forward by `dt`; under the real clock time
+    /// moves by itself and `dt` is only what the phase signals receive. Then, for each phase
+    /// in order: if it is the phase timers resume before, the ready tasks resume (carried ones
+    /// first, then due timers, then woken futures, within the budget) and the deferred queue
+    /// drains; the phase's signal fires with `dt` in seconds; the deferred queue drains. With no
+    /// phases declared, a frame is a cycle that first moves the clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spindle::{Clock, Scheduler, VirtualClock};
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let scheduler = Scheduler::builder()
+    ///     .clock(Clock::from(VirtualClock::new()))
+    ///     .phases(["Stepped", "Heartbeat"])
+    ///     .resume_waits_before("Heartbeat")
+    ///     .build(&lua)?;
+    /// scheduler.install_task_library()?;
+    /// let run_service = lua.create_table()?;
+    /// for name in scheduler.phase_names() {
+    ///     run_service.set(name.as_str(), scheduler.phase(name).unwrap())?;
+    /// }
+    /// lua.globals().set("RunService", run_service)?;
+    /// scheduler.spawn(lua.load(r#"
+    ///     log = {}
+    ///     RunService.Stepped:Connect(function() table.insert(log, "stepped") end)
+    ///     RunService.Heartbeat:Connect(function() table.insert(log, "heartbeat") end)
+    ///     task.delay(0, function() table.insert(log, "delay") end)
+    /// "#).into_function()?, ())?;
+    /// scheduler.frame(Duration::from_secs_f64(1.0 / 60.0))?;
+    /// let log: Vec<String> = lua.globals().get("log")?;
+    /// assert_eq!(log, ["stepped", "delay", "heartbeat"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn frame(&self, dt: Duration) -> Result<FrameReport> {
+        self.inner.frame(&self.lua, dt)
+    }
+
+    /// The signal of the phase called `name`, to hand to scripts; `None` if there is no such
+    /// phase.
+    pub fn phase(&self, name: &str) -> Option<Signal> {
+        self.inner.frames().signal(name)
+    }
+
+    /// The phases, in the order a frame runs them.
+    pub fn phase_names(&self) -> &[String] {
+        self.inner.frames().names()
+    }
+}

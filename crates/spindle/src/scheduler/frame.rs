@@ -1,0 +1,254 @@
+//! Frames: the host's phases in order, with the timers' turn among them, under an optional
+//! budget that carries ready tasks over to the next frame.
+//!
+//! A frame advances a virtual clock by `dt`, then, for each phase in order: if it is the
+//! phase the timers resume before, resumes the ready tasks (due timers, then woken futures) and
+//! drains the deferred queue; records the phase in the trace; fires the phase's signal with
+//! `dt`; drains the deferred queue. Each drain is a resumption point (SEMANTICS rules 2-3), and
+//! no budget stops one: the budget only decides how many ready tasks a frame resumes.
+//!
+//! Invariants:
+//! - Carried tasks run before anything that came due after them, in the order they would have
+//!   run; a frame resumes at least one ready task, so a budget too small for any still makes
+//!   progress.
+//! - Carried entries stay counted as live work (their suspensions and `Resume` timers keep
+//!   their counts), so a run with carried work never ends early; stale ones are pruned at the
+//!   end of each frame, so the carried count in the report is what will really run.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mlua::Lua;
+
+use super::{Inner, Restore, Suspension, TimerEntry};
+use crate::clock::Clock;
+use crate::error::{Error, Result, TaskError};
+use crate::frame::{FrameReport, FrameWork};
+use crate::signal::Signal;
+use crate::tasks::TaskId;
+use crate::trace::TraceEvent;
+use crate::values::ValuesKey;
+use crate::waker::WakeTarget;
+
+/// Decides, before each ready task after the first, whether the frame may resume another.
+pub(crate) type BudgetCheck = Box<dyn FnMut(&FrameWork) -> bool>;
+
+/// A task ready to resume, taken from the timer heap or the wake queue.
+#[derive(Clone, Copy, Debug)]
+enum Ready {
+    Timer(TimerEntry),
+    Wake(WakeTarget),
+}
+
+/// The frame setup the host declared, and the ready tasks a budget carried over.
+pub(crate) struct Frames {
+    names: Vec<String>,
+    /// The index of the phase before whose signal the ready tasks resume.
+    timer_phase: usize,
+    /// The phases' signals, made once the scheduler exists.
+    signals: RefCell<Vec<Signal>>,
+    budget: Option<RefCell<BudgetCheck>>,
+    carried: RefCell<VecDeque<Ready>>,
+}
+
+impl Frames {
+    pub(crate) fn new(names: Vec<String>, timer_phase: usize, budget: Option<BudgetCheck>) -> Self {
+        Frames {
+            names,
+            timer_phase,
+            signals: RefCell::default(),
+            budget: budget.map(RefCell::new),
+            carried: RefCell::default(),
+        }
+    }
+
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub(crate) fn set_signals(&self, signals: Vec<Signal>) {
+        *self.signals.borrow_mut() = signals;
+    }
+
+    pub(crate) fn signal(&self, name: &str) -> Option<Signal> {
+        let index = self.names.iter().position(|n| n == name)?;
+        self.signals.borrow().get(index).cloned()
+    }
+
+    pub(crate) fn has_carried(&self) -> bool {
+        !self.carried.borrow().is_empty()
+    }
+
+    /// Empties the carried queue, returning the stored arguments its entries held.
+    pub(super) fn forget_carried(&self) -> Vec<Option<ValuesKey>> {
+        self.carried
+            .borrow_mut()
+            .drain(..)
+            .filter_map(|ready| match ready {
+                Ready::Timer(entry) => Some(entry.kind.args()),
+                Ready::Wake(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether the budget lets the frame resume another ready task. Without a budget, or
+    /// while the check is running (it called back in), it does.
+    fn may_go_on(&self, resumed: usize, started: Instant) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let Ok(mut check) = budget.try_borrow_mut() else {
+            return true;
+        };
+        check(&FrameWork {
+            resumed,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn pop(&self) -> Option<Ready> {
+        self.carried.borrow_mut().pop_front()
+    }
+}
+
+impl Inner {
+    pub(crate) fn frame(&self, lua: &Lua, dt: Duration) -> Result<FrameReport> {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.in_cycle || state.depth > 0 {
+                return Err(Error::Reentrant("Scheduler::frame"));
+            }
+            state.in_cycle = true;
+        }
+        // Restores `in_cycle` even if a panic from a Rust callback unwinds through the frame.
+        let _frame = Restore(self, |state| state.in_cycle = false);
+        let started = Instant::now();
+        if let Clock::Virtual(clock) = &self.clock {
+            clock.advance(dt);
+        }
+        self.cycles.set(self.cycles.get() + 1);
+        let errors_before = self.errors.get();
+        let mut report = FrameReport {
+            cycle: self.cycles.get(),
+            ..FrameReport::default()
+        };
+        let phases = self.frames.signals.borrow().clone();
+        if phases.is_empty() {
+            self.frame_ready(lua, started, &mut report);
+        }
+        let seconds = dt.as_secs_f64();
+        for (index, signal) in phases.iter().enumerate() {
+            if index == self.frames.timer_phase {
+                self.frame_ready(lua, started, &mut report);
+            }
+            self.record(None, TraceEvent::Phase(index));
+            if let Err(error) = signal.fire(seconds) {
+                let message = format!(
+                    "firing the {} phase failed: {error}",
+                    self.frames.names[index]
+                );
+                self.report(TaskError::new(None, message, String::new()));
+            }
+            report.deferred += self.drain_deferred(lua);
+        }
+        report.carried = self.prune_carried();
+        report.errors = (self.errors.get() - errors_before) as usize;
+        self.compact_timers();
+        self.trim(lua);
+        self.state.borrow().check_counts();
+        Ok(report)
+    }
+
+    /// The timers' turn in a frame: the ready tasks under the budget, then a resumption point.
+    fn frame_ready(&self, lua: &Lua, started: Instant, report: &mut FrameReport) {
+        let now = self.clock.now();
+        self.frames
+            .carried
+            .borrow_mut()
+            .extend(self.take_due_timers(now).into_iter().map(Ready::Timer));
+        let mut resumed = 0;
+        let mut wakes_taken = false;
+        loop {
+            if resumed > 0 && !self.frames.may_go_on(resumed, started) {
+                break;
+            }
+            let ready = match self.frames.pop() {
+                Some(ready) => ready,
+                // Futures woken by the timers' tasks run in this frame too, as in a cycle.
+                None if !wakes_taken => {
+                    wakes_taken = true;
+                    let mut woken = Vec::new();
+                    self.wakes.drain_into(&mut woken);
+                    self.frames
+                        .carried
+                        .borrow_mut()
+                        .extend(woken.into_iter().map(Ready::Wake));
+                    continue;
+                }
+                None => break,
+            };
+            if self.fire_ready(lua, ready, now, report) {
+                resumed += 1;
+            }
+        }
+        report.deferred += self.drain_deferred(lua);
+    }
+
+    fn fire_ready(&self, lua: &Lua, ready: Ready, now: Duration, report: &mut FrameReport) -> bool {
+        match ready {
+            Ready::Timer(entry) => {
+                let ran = self.fire_timer(lua, entry, now);
+                report.timers += usize::from(ran);
+                ran
+            }
+            Ready::Wake(target) => {
+                let ran = self.fire_wakeup(lua, target);
+                report.wakeups += usize::from(ran);
+                ran
+            }
+        }
+    }
+
+    /// Runs what a budget carried over, with no budget: for hosts that go back to `cycle`.
+    pub(super) fn run_carried(&self, lua: &Lua) -> (usize, usize) {
+        let mut report = FrameReport::default();
+        let now = self.clock.now();
+        while let Some(ready) = self.frames.pop() {
+            self.fire_ready(lua, ready, now, &mut report);
+        }
+        (report.timers, report.wakeups)
+    }
+
+    /// Drops carried entries that went stale (task cancelled, suspension ended) and returns
+    /// how many are left.
+    fn prune_carried(&self) -> usize {
+        let mut stale_args = Vec::new();
+        let left = {
+            let state = self.state.borrow();
+            let mut carried = self.frames.carried.borrow_mut();
+            carried.retain(|ready| match ready {
+                Ready::Timer(entry) => {
+                    let live = state.timer_is_live(entry);
+                    if !live {
+                        stale_args.push(entry.kind.args());
+                    }
+                    live
+                }
+                Ready::Wake(target) => {
+                    let id = TaskId::new(target.slot, target.generation);
+                    matches!(
+                        state.tasks.get(id).map(|slot| slot.suspension),
+                        Some(Suspension::LuaFuture { token } | Suspension::OwnedFuture { token })
+                            if token == target.token
+                    )
+                }
+            });
+            carried.len()
+        };
+        stale_args
+            .into_iter()
+            .for_each(|key| self.values.discard(key));
+        left
+    }
+}

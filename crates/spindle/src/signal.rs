@@ -1,0 +1,277 @@
+//! Signals: Roblox's `RBXScriptSignal` for scripts and for the host.
+//!
+//! A signal is a Lua object (`signal.luau`) that scripts make with `Signal.new(behavior?)` and
+//! the host with [`Scheduler::create_signal`]; [`Signal`] is the host's handle on one, through
+//! which it fires Rust values and hands the signal to scripts. Handlers and waiting tasks are
+//! kept Lua-side, so a signal costs one mlua handle per [`Signal`] the host holds, however many
+//! handlers scripts connect.
+//!
+//! Each handler call is a task of its own: an error in it goes to the error handler (SEMANTICS
+//! rule 8) and a handler may wait or yield. An [`Immediate`](SignalBehavior::Immediate) signal
+//! spawns each call at once inside `Fire`; a [`Deferred`](SignalBehavior::Deferred) one defers
+//! each call to the next resumption point, and a call whose connection is disconnected before it
+//! runs is dropped. `Signal:Wait()` is a wake-token suspension (rule 12): a task resumed by
+//! anything else first, or cancelled, is not woken by the fire.
+//!
+//! Handler calls run on reused threads: a thread whose handler returned without yielding runs
+//! the next call, so `coroutine.running()` inside a handler names a thread that later calls may
+//! share (as with the usual Lua signal libraries). A deferred fire queues one task that calls,
+//! in order, each handler still connected when it runs, so [`FrameReport::deferred`] counts
+//! one resumption per fire with more than one handler.
+//!
+//! [`FrameReport::deferred`]: crate::FrameReport::deferred
+//!
+//! ```
+//! use spindle::{Scheduler, SignalBehavior};
+//!
+//! let lua = mlua::Lua::new();
+//! let scheduler = Scheduler::new(&lua)?;
+//! scheduler.install_task_library()?;
+//! let damaged = scheduler.create_signal_with(SignalBehavior::Immediate)?;
+//! lua.globals().set("Damaged", &damaged)?;
+//! scheduler.spawn(lua.load(r#"
+//!     health = 100
+//!     Damaged:Connect(function(amount) health -= amount end)
+//!     local once = Damaged:Once(function() print("first hit") end)
+//! "#).into_function()?, ())?;
+//! damaged.fire(30)?;
+//! damaged.fire(20)?;
+//! assert_eq!(lua.globals().get::<i64>("health")?, 50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::rc::{Rc, Weak};
+
+use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
+
+use crate::error::{Error, Result};
+use crate::host::Scheduler;
+use crate::scheduler::Inner;
+
+const SOURCE: &str = include_str!("signal.luau");
+
+/// When a signal runs its handlers, as Roblox's `Workspace.SignalBehavior`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SignalBehavior {
+    /// Each handler is spawned as a new task inside `Fire`, before `Fire` returns.
+    Immediate,
+    /// Each handler call is deferred to the next resumption point (Roblox's default).
+    #[default]
+    Deferred,
+}
+
+impl SignalBehavior {
+    fn name(self) -> &'static str {
+        match self {
+            SignalBehavior::Immediate => "Immediate",
+            SignalBehavior::Deferred => "Deferred",
+        }
+    }
+}
+
+/// What `signal.luau` builds: the global `Signal` table and the methods the host calls.
+#[derive(Clone)]
+pub(crate) struct SignalLibrary {
+    /// The global `Signal`: `{ new = ... }`.
+    pub class: Table,
+    /// The metatable of every signal.
+    methods: Table,
+    new: Function,
+    fire: Function,
+}
+
+/// Builds the signal library on the `task` library's primitives (`task_rt`).
+pub(crate) fn build(
+    lua: &Lua,
+    inner: &Rc<Inner>,
+    task_rt: &Table,
+    default: SignalBehavior,
+) -> mlua::Result<SignalLibrary> {
+    let rt = lua.create_table()?;
+    for name in [
+        "spawn",
+        "defer",
+        "abandon_wait",
+        "mark",
+        "yield",
+        "create",
+        "resume",
+        "status",
+    ] {
+        rt.raw_set(name, task_rt.raw_get::<Value>(name)?)?;
+    }
+    let coroutine: Table = lua.globals().get("coroutine")?;
+    rt.raw_set("running", coroutine.get::<Function>("running")?)?;
+    rt.raw_set("default_behavior", default.name())?;
+
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "begin_wait",
+        lua.create_function(move |lua, ()| {
+            sched.ensure_open()?;
+            sched.begin_signal_wait(lua)
+        })?,
+    )?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "is_waiting",
+        lua.create_function(move |_, (thread, token): (Thread, u32)| {
+            Ok(sched.is_signal_waiting(&thread, token))
+        })?,
+    )?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "wake",
+        lua.create_function(
+            move |lua, (thread, token, args): (Thread, u32, MultiValue)| {
+                sched.ensure_open()?;
+                sched.wake_signal_waiter(lua, &thread, token, args);
+                Ok(())
+            },
+        )?,
+    )?;
+
+    let (class, methods): (Table, Table) = lua
+        .load(SOURCE)
+        .set_name("=[spindle signal]")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .call(rt)?;
+    Ok(SignalLibrary {
+        new: class.raw_get("new")?,
+        fire: methods.raw_get("Fire")?,
+        class,
+        methods,
+    })
+}
+
+/// The host's handle on a signal.
+///
+/// Hand it to scripts as a Lua value (it converts with `IntoLua`), for example as a field of a
+/// global; fire it with Rust values. Cloning the handle does not copy the signal. Like the
+/// [`Scheduler`], do not store it inside its own `Lua` (app data, userdata).
+#[derive(Clone)]
+pub struct Signal {
+    object: Table,
+    library: SignalLibrary,
+    scheduler: Weak<Inner>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Signal").field(&self.object).finish()
+    }
+}
+
+impl Signal {
+    /// Fires the signal with `args`, as `signal:Fire(...)` does. Immediate handlers run before
+    /// this returns; when the host fires from outside any task, this is also a resumption
+    /// point, so deferred handlers run before it returns too. Errors in handlers go to the
+    /// error handler, not here.
+    pub fn fire(&self, args: impl IntoLuaMulti) -> Result<()> {
+        let lua = self.lua()?;
+        let mut args = args.into_lua_multi(&lua)?;
+        args.push_front(Value::Table(self.object.clone()));
+        self.library.fire.call::<()>(args)?;
+        if let Some(scheduler) = self.scheduler.upgrade() {
+            scheduler.host_resumption_point(&lua);
+        }
+        Ok(())
+    }
+
+    /// Connects `handler`, as `signal:Connect(handler)`, and returns the connection object
+    /// (with `Connected` and `Disconnect`).
+    pub fn connect(&self, handler: Function) -> Result<Table> {
+        let connect: Function = self.library.methods.raw_get("Connect")?;
+        Ok(connect.call((&self.object, handler))?)
+    }
+
+    /// Disconnects every handler, as `signal:DisconnectAll()`; pending deferred calls are
+    /// dropped.
+    pub fn disconnect_all(&self) -> Result<()> {
+        let disconnect: Function = self.library.methods.raw_get("DisconnectAll")?;
+        Ok(disconnect.call(&self.object)?)
+    }
+
+    /// Whether handlers run at once or at the next resumption point.
+    pub fn behavior(&self) -> SignalBehavior {
+        match self.object.raw_get::<String>("Behavior").as_deref() {
+            Ok("Immediate") => SignalBehavior::Immediate,
+            _ => SignalBehavior::Deferred,
+        }
+    }
+
+    /// The Lua object scripts see.
+    pub fn as_table(&self) -> &Table {
+        &self.object
+    }
+
+    fn lua(&self) -> Result<Lua> {
+        self.object
+            .weak_lua()
+            .try_upgrade()
+            .ok_or_else(|| Error::Lua(mlua::Error::runtime("the signal's Lua state is gone")))
+    }
+}
+
+impl IntoLua for Signal {
+    fn into_lua(self, _: &Lua) -> mlua::Result<Value> {
+        Ok(Value::Table(self.object))
+    }
+}
+
+impl IntoLua for &Signal {
+    fn into_lua(self, _: &Lua) -> mlua::Result<Value> {
+        Ok(Value::Table(self.object.clone()))
+    }
+}
+
+impl Scheduler {
+    /// Makes a signal with the builder's default behaviour
+    /// ([`SchedulerBuilder::signal_behavior`](crate::SchedulerBuilder::signal_behavior)),
+    /// as `Signal.new()` does in Lua.
+    pub fn create_signal(&self) -> Result<Signal> {
+        self.make_signal(Value::Nil)
+    }
+
+    /// Makes a signal with the given behaviour, as `Signal.new("Immediate")` does in Lua.
+    pub fn create_signal_with(&self, behavior: SignalBehavior) -> Result<Signal> {
+        self.make_signal(behavior.name().into_lua(&self.lua)?)
+    }
+
+    /// The host's handle on a signal a script made (a table made by `Signal.new`).
+    pub fn signal_from(&self, object: Table) -> Result<Signal> {
+        let library = self.inner.library(&self.lua)?.signal;
+        if object.metatable().as_ref() != Some(&library.methods) {
+            return Err(Error::Lua(mlua::Error::runtime(
+                "Scheduler::signal_from: the table is not a signal made by Signal.new",
+            )));
+        }
+        Ok(Signal {
+            object,
+            library,
+            scheduler: Rc::downgrade(&self.inner),
+        })
+    }
+
+    fn make_signal(&self, behavior: Value) -> Result<Signal> {
+        let library = self.inner.library(&self.lua)?.signal;
+        let object = library.new.call(behavior)?;
+        Ok(Signal {
+            object,
+            library,
+            scheduler: Rc::downgrade(&self.inner),
+        })
+    }
+}
+
+/// A phase signal for the scheduler's own use, made while it is built.
+pub(crate) fn phase_signal(inner: &Rc<Inner>, lua: &Lua) -> mlua::Result<Signal> {
+    let library = inner.library(lua)?.signal;
+    let object = library.new.call(Value::Nil)?;
+    Ok(Signal {
+        object,
+        library,
+        scheduler: Rc::downgrade(inner),
+    })
+}
