@@ -468,9 +468,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Hands the error to the host's handler. A handler that panics is stopped there: the
+    /// panic would otherwise unwind out of the cycle and lose the rest of its batch, leaving
+    /// tasks that are counted as waiting but are never resumed (a run that never ends).
+    /// The panic hook has already written the panic's message.
     fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
-        (self.on_error)(&error);
+        let handler = std::panic::AssertUnwindSafe(|| (self.on_error)(&error));
+        let _ = std::panic::catch_unwind(handler);
     }
 
     fn traceback(&self) -> String {
