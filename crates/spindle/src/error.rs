@@ -50,7 +50,8 @@ pub struct TaskError {
     pub task: Option<TaskId>,
     /// The error message, with the file and line where Lua knows them.
     pub message: String,
-    /// The Lua stack traceback at the point of the error (may be empty).
+    /// The Lua stack traceback at the point of the error (may be empty). A deep one keeps its
+    /// first and last levels only, as Lua's own `luaL_traceback` does.
     pub traceback: String,
 }
 
@@ -59,7 +60,7 @@ impl TaskError {
         TaskError {
             task,
             message,
-            traceback,
+            traceback: shortened(traceback),
         }
     }
 
@@ -83,6 +84,29 @@ impl fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 const TRACEBACK_HEADER: &str = "stack traceback:";
+
+/// Levels kept from the top and from the bottom of a deep traceback (Lua 5.4's figures).
+const TOP_LEVELS: usize = 10;
+const BOTTOM_LEVELS: usize = 11;
+
+/// Cuts the middle out of a deep traceback: mlua's tracebacks on Luau list every level, and a
+/// stack overflow has about 20,000 (660 KB of text for one error).
+fn shortened(traceback: String) -> String {
+    let levels = traceback.lines().count().saturating_sub(1);
+    if levels <= TOP_LEVELS + BOTTOM_LEVELS + 1 {
+        return traceback;
+    }
+    let skipped = levels - TOP_LEVELS - BOTTOM_LEVELS;
+    let mut lines = traceback.lines();
+    let mut short: Vec<String> = lines
+        .by_ref()
+        .take(1 + TOP_LEVELS)
+        .map(str::to_owned)
+        .collect();
+    short.push(format!("\t...\t(skipping {skipped} levels)"));
+    short.extend(lines.skip(skipped).map(str::to_owned));
+    short.join("\n")
+}
 
 fn split_lua_error(error: &mlua::Error) -> (String, String) {
     match error {
@@ -119,6 +143,32 @@ mod tests {
         let report = TaskError::from_lua(None, &error);
         assert_eq!(report.message, "main.luau:3: boom");
         assert!(report.traceback.starts_with("stack traceback:"));
+    }
+
+    #[test]
+    fn a_deep_traceback_keeps_its_first_and_last_levels() {
+        let mut text = String::from("deep.luau:1: stack overflow\nstack traceback:");
+        for level in 0..20_000 {
+            text.push_str(&format!("\n\tdeep.luau:1: in function 'f' (level {level})"));
+        }
+        let report = TaskError::from_lua(None, &mlua::Error::RuntimeError(text));
+        let lines: Vec<&str> = report.traceback.lines().collect();
+        assert_eq!(lines.len(), 1 + 10 + 1 + 11, "{lines:?}");
+        assert_eq!(lines[0], "stack traceback:");
+        assert!(lines[1].ends_with("(level 0)"));
+        assert!(lines[10].ends_with("(level 9)"));
+        assert_eq!(lines[11], "\t...\t(skipping 19979 levels)");
+        assert!(lines[12].ends_with("(level 19989)"));
+        assert!(lines[22].ends_with("(level 19999)"));
+    }
+
+    #[test]
+    fn a_shallow_traceback_is_kept_whole() {
+        let mut text = String::from("stack traceback:");
+        for level in 0..22 {
+            text.push_str(&format!("\n\tf.luau:{level}: in function 'f'"));
+        }
+        assert_eq!(shortened(text.clone()), text);
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub(crate) struct Inner {
     threads: ThreadStore,
     /// Arguments of pending resumptions, and outcomes waiting for the host.
     values: ValueStore,
-    /// Threads that blocked in an mlua future, weakly keyed: the replaced `coroutine.resume`
-    /// tells the scheduler when one of them is resumed by hand and comes back unblocked.
+    /// Holds, as `threads`, the threads that blocked in an mlua future, weakly keyed: the
+    /// replaced `coroutine.resume` tells the scheduler when one of them is resumed by hand and
+    /// comes back unblocked. The set is replaced by a fresh one once no task is left, since a
+    /// Luau table keeps the capacity of its peak (4 MB after 100,000 blocked threads).
     blocked: Table,
     /// Threads stopped at the end of a time slice, weakly keyed: the replaced
     /// `coroutine.resume` goes on with one of them without passing values.
@@ -250,6 +252,15 @@ impl<F: FnMut(&mut State)> Drop for Restore<'_, F> {
     }
 }
 
+/// A table whose keys do not keep their objects alive.
+fn weak_set(lua: &Lua) -> mlua::Result<Table> {
+    let set = lua.create_table()?;
+    let weak_keys = lua.create_table()?;
+    weak_keys.raw_set("__mode", "k")?;
+    set.set_metatable(Some(weak_keys))?;
+    Ok(set)
+}
+
 /// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
 /// Rounds up to the next nanosecond, so that no wait ends before the time asked for.
 pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
@@ -393,12 +404,9 @@ impl Inner {
         frames: Frames,
         signal_behavior: SignalBehavior,
     ) -> mlua::Result<Self> {
-        let weak_keys = lua.create_table()?;
-        weak_keys.raw_set("__mode", "k")?;
         let blocked = lua.create_table()?;
-        blocked.set_metatable(Some(weak_keys.clone()))?;
-        let sliced = lua.create_table()?;
-        sliced.set_metatable(Some(weak_keys))?;
+        blocked.raw_set("threads", weak_set(lua)?)?;
+        let sliced = weak_set(lua)?;
         Ok(Inner {
             state: RefCell::new(State {
                 tasks: TaskTable::new(),
@@ -478,6 +486,12 @@ impl Inner {
         self.watchdog
     }
 
+    /// Replaces the set of threads blocked in mlua futures with an empty one; only for when no
+    /// task is left, so that no thread in it is still blocked.
+    fn renew_blocked(&self, lua: &Lua) -> mlua::Result<()> {
+        self.blocked.raw_set("threads", weak_set(lua)?)
+    }
+
     pub(crate) fn pristine(&self) -> &Pristine {
         &self.pristine
     }
@@ -524,9 +538,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Hands the error to the host's handler. A handler that panics is stopped there: the
+    /// panic would otherwise unwind out of the cycle and lose the rest of its batch, leaving
+    /// tasks that are counted as waiting but are never resumed (a run that never ends).
+    /// The panic hook has already written the panic's message.
     fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
-        (self.on_error)(&error);
+        let handler = std::panic::AssertUnwindSafe(|| (self.on_error)(&error));
+        let _ = std::panic::catch_unwind(handler);
     }
 
     fn traceback(&self) -> String {
@@ -918,7 +937,9 @@ impl Inner {
         {
             return Ok(());
         }
-        self.blocked.raw_set(thread, true)?;
+        self.blocked
+            .raw_get::<Table>("threads")?
+            .raw_set(thread, true)?;
         if woken {
             self.wakes.push(WakeTarget {
                 slot: id.slot(),

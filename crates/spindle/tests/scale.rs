@@ -5,6 +5,8 @@
 //! Rust's allocator, so the count covers Lua objects and the scheduler's own tables alike.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use spindle::mlua::Lua;
@@ -192,4 +194,143 @@ fn a_million_tasks_wait_at_once() {
         .into_result()
         .unwrap();
     assert_eq!(woke, 1_000_000);
+}
+
+/// Counts the futures dropped: every future a cancelled task waited on must be.
+struct DropGuard(Rc<Cell<usize>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn a_million_tasks_spawned_and_finished_leave_memory_where_it_started() {
+    let _serial = SERIAL.lock().unwrap();
+    let lua = Lua::new();
+    let scheduler = virtual_scheduler(&lua);
+    // Every task goes through a suspension (the timer path) before it ends, and the main task
+    // lets them end in batches, so the peak stays small and the count is of finished tasks.
+    let main = lua
+        .load(
+            r#"
+            local n, ended = ..., 0
+            local function body() task.wait(0) ended += 1 end
+            for i = 1, n do
+                task.spawn(body)
+                if i % 10000 == 0 then task.wait(0) end
+            end
+            task.wait(0)
+            return ended
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    scheduler.spawn(main.clone(), 20_000).unwrap();
+    scheduler.run_blocking().unwrap();
+    let before = heap_in_use(&lua);
+
+    const MILLION: usize = 1_000_000;
+    let id = scheduler.spawn(main, MILLION).unwrap();
+    scheduler.run_blocking().unwrap();
+    let ended: usize = scheduler
+        .take_result(&id)
+        .unwrap()
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(ended, MILLION);
+    assert_eq!(scheduler.task_count(), 0);
+    let grown = heap_in_use(&lua) - before;
+    assert!(
+        grown < 256 * 1024,
+        "{grown} bytes still held after {MILLION} tasks ended"
+    );
+}
+
+#[test]
+fn cancelled_tasks_blocked_in_futures_of_both_kinds_drop_them_and_leave_memory_where_it_started() {
+    let _serial = SERIAL.lock().unwrap();
+    let lua = Lua::new();
+    let scheduler = virtual_scheduler(&lua);
+    let owned_dropped = Rc::new(Cell::new(0));
+    let mlua_dropped = Rc::new(Cell::new(0));
+    let counter = Rc::clone(&owned_dropped);
+    let owned = scheduler
+        .create_async_function(move |_, ()| {
+            let guard = DropGuard(Rc::clone(&counter));
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                Ok(())
+            }
+        })
+        .unwrap();
+    let counter = Rc::clone(&mlua_dropped);
+    let mlua_owned = lua
+        .create_async_function(move |_, ()| {
+            let guard = DropGuard(Rc::clone(&counter));
+            async move {
+                std::future::pending::<()>().await;
+                drop(guard);
+                Ok(())
+            }
+        })
+        .unwrap();
+    lua.globals().set("owned_pending", owned).unwrap();
+    lua.globals().set("mlua_pending", mlua_owned).unwrap();
+    // Half the tasks block in Spindle futures, half in mlua's; the main task cancels them all
+    // on the next cycle.
+    let main = lua
+        .load(
+            r#"
+            local n = ...
+            local blocked = table.create(n)
+            for i = 1, n do
+                blocked[i] = task.spawn(if i % 2 == 0 then owned_pending else mlua_pending)
+            end
+            task.wait(0)
+            for i = 1, n do
+                assert(coroutine.status(blocked[i]) == "suspended")
+                task.cancel(blocked[i])
+            end
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let dropped = || (owned_dropped.get(), mlua_dropped.get());
+    scheduler.spawn(main.clone(), 1_000).unwrap();
+    scheduler.run_blocking().unwrap();
+    let before = heap_in_use(&lua);
+    assert_eq!(dropped(), (500, 500), "the warm-up's futures were dropped");
+
+    const TASKS: usize = 100_000;
+    scheduler.spawn(main, TASKS).unwrap();
+    assert_eq!(scheduler.task_count(), TASKS + 1);
+    let peak = IN_USE.load(Ordering::Relaxed);
+    scheduler.cycle().unwrap();
+    // Spindle's futures are dropped before `task.cancel` returns (rule 6).
+    assert_eq!(owned_dropped.get() - 500, TASKS / 2);
+    assert!(
+        !scheduler.has_work(),
+        "no cancelled task keeps the run alive"
+    );
+    assert_eq!(scheduler.task_count(), 0);
+    // mlua's go when the collector frees their threads, which `heap_in_use` makes happen.
+    let grown = heap_in_use(&lua) - before;
+    assert_eq!(mlua_dropped.get() - 500, TASKS / 2);
+    assert!(
+        peak - before > 100 * TASKS as isize,
+        "the measurement sees the blocked tasks ({} bytes at peak)",
+        peak - before
+    );
+    eprintln!(
+        "peak {} bytes, {grown} bytes left after {TASKS} blocked tasks were cancelled",
+        peak - before
+    );
+    assert!(
+        grown < 256 * 1024,
+        "{grown} bytes still held after {TASKS} blocked tasks were cancelled"
+    );
 }

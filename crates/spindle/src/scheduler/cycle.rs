@@ -268,6 +268,7 @@ impl Inner {
             return;
         };
         self.threads.replace(threads);
+        let _ = self.renew_blocked(lua);
         let mut state = self.state.borrow_mut();
         state.tasks.reset();
         if state.timers.len() == 0 {
