@@ -125,9 +125,13 @@ fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode,
     })
 }
 
+/// A compile error names the file and line itself; Luau's refusal of a file that looks like
+/// bytecode does not, so the file is named here.
 fn load_error_message(file: &Path, error: &mlua::Error) -> String {
+    let name = file.display().to_string();
     match error {
-        mlua::Error::SyntaxError { message, .. } => message.clone(),
-        other => format!("cannot load '{}': {other}", file.display()),
+        mlua::Error::SyntaxError { message, .. } if message.contains(&name) => message.clone(),
+        mlua::Error::SyntaxError { message, .. } => format!("cannot load '{name}': {message}"),
+        other => format!("cannot load '{name}': {other}"),
     }
 }

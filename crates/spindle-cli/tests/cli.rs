@@ -226,7 +226,6 @@ fn a_fifty_megabyte_script_that_is_valid_runs() {
 }
 
 #[test]
-#[ignore = "bug in main.rs: the 'binary chunk' refusal is a SyntaxError whose message does not name the file"]
 fn a_file_that_looks_like_bytecode_is_refused_naming_the_file() {
     // Luau bytecode starts with a version byte; a leading NUL marks a compile error.
     for (name, bytes) in [

@@ -106,7 +106,9 @@ impl SchedulerBuilder {
     }
 
     /// Receives every task that ends with an uncaught error, and every error the scheduler
-    /// reports itself. The default writes the message and traceback to stderr.
+    /// reports itself. The default writes the message and traceback to stderr. A handler that
+    /// panics stops nothing: the panic is caught (after the panic hook has printed it) and the
+    /// scheduler goes on.
     pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
         self.on_error = Some(Rc::new(handler));
         self

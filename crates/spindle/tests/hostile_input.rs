@@ -210,7 +210,6 @@ fn an_error_handler_that_panics_stops_nothing() {
 }
 
 #[test]
-#[ignore = "bug: a panic from a Rust function unwinds out of the cycle and loses the rest of its timer batch (cycle.rs/resume.rs)"]
 fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
     let run = Run::new();
     let boom = run
@@ -228,7 +227,7 @@ fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
     let caught = catch_unwind(AssertUnwindSafe(|| run.scheduler.cycle()));
     assert!(caught.is_err(), "the panic reaches the host");
     // The host caught it; the task that was due with the panicking one must still run, and
-    // the run must end. (Today it never runs, and `run_blocking` would sleep forever.)
+    // the run must end (it used to be lost, and `run_blocking` slept for ever).
     for _ in 0..3 {
         run.clock.advance(Duration::from_secs(1));
         run.scheduler.cycle().unwrap();

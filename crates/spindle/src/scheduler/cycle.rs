@@ -50,9 +50,7 @@ impl Inner {
     pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
         let now = self.clock.now();
         let due = self.take_due_timers(now);
-        due.into_iter()
-            .filter(|entry| self.fire_timer(lua, *entry, now))
-            .count()
+        self.run_timer_batch(lua, due)
     }
 
     /// Takes the live timers due at `now` off the heap, in firing order; stale ones are dropped.
@@ -123,10 +121,7 @@ impl Inner {
     pub(super) fn run_wakeups(&self, lua: &Lua) -> usize {
         let mut woken = Vec::new();
         self.wakes.drain_into(&mut woken);
-        woken
-            .into_iter()
-            .filter(|target| self.fire_wakeup(lua, *target))
-            .count()
+        self.run_wake_batch(lua, woken)
     }
 
     /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a

@@ -210,6 +210,22 @@ impl Inner {
         }
     }
 
+    /// A cycle's batch of due timers: queued behind the carried work, then run with it. Queued
+    /// first, so that a panic from a Rust callback that unwinds through the batch leaves the
+    /// entries not yet run queued for the next cycle, rather than lost while still counted.
+    pub(super) fn run_timer_batch(&self, lua: &Lua, due: Vec<TimerEntry>) -> usize {
+        let batch = due.into_iter().map(Ready::Timer);
+        self.frames.carried.borrow_mut().extend(batch);
+        self.run_carried(lua).0
+    }
+
+    /// A cycle's batch of woken futures, queued and run as [`Self::run_timer_batch`]'s.
+    pub(super) fn run_wake_batch(&self, lua: &Lua, woken: Vec<WakeTarget>) -> usize {
+        let batch = woken.into_iter().map(Ready::Wake);
+        self.frames.carried.borrow_mut().extend(batch);
+        self.run_carried(lua).1
+    }
+
     /// Runs what a budget carried over, with no budget: for hosts that go back to `cycle`.
     pub(super) fn run_carried(&self, lua: &Lua) -> (usize, usize) {
         let mut report = FrameReport::default();
