@@ -273,6 +273,7 @@ impl Inner {
             state.deferred = VecDeque::new();
         }
         state.futures.shrink_to_fit();
+        self.frames.shrink_carried();
     }
 
     pub(crate) fn next_step(&self) -> Next {

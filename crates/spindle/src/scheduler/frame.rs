@@ -76,6 +76,15 @@ impl Frames {
         self.signals.borrow().get(index).cloned()
     }
 
+    /// Gives back the queue's peak capacity once it is empty (a cycle's whole batch of due
+    /// timers passes through it).
+    pub(super) fn shrink_carried(&self) {
+        let mut carried = self.carried.borrow_mut();
+        if carried.is_empty() {
+            *carried = VecDeque::new();
+        }
+    }
+
     pub(crate) fn has_carried(&self) -> bool {
         !self.carried.borrow().is_empty()
     }
