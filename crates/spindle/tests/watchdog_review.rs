@@ -249,3 +249,44 @@ fn an_mlua_async_call_sliced_before_it_yields_pending_is_still_woken() {
     );
     assert!(run.messages().is_empty(), "{:?}", run.messages());
 }
+
+#[test]
+fn a_timed_out_task_is_dead_when_the_error_handler_hears_of_it() {
+    // A task that ends with an error is dead when the handler runs. One stopped by the watchdog
+    // is still suspended in its loop: `end_task` reports before it closes the thread, so a
+    // handler that runs Lua (a ScriptContext.Error-like hook) can resume the runaway code, now
+    // outside any watched resumption.
+    let lua = Lua::new();
+    let statuses = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&statuses);
+    let handler_lua = lua.clone();
+    let scheduler = Scheduler::builder()
+        .timeout(Duration::from_millis(50))
+        .on_error(move |_| {
+            let status: String = handler_lua
+                .load("return coroutine.status(current)")
+                .eval()
+                .unwrap();
+            seen.borrow_mut().push(status);
+        })
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let main = lua
+        .load(
+            r#"
+            local erroring = coroutine.create(function() error("plain error") end)
+            local looping = coroutine.create(function() while true do end end)
+            current = erroring
+            task.spawn(erroring)
+            current = looping
+            task.spawn(looping)
+            "#,
+        )
+        .set_name("=main")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    assert_eq!(*statuses.borrow(), ["dead", "dead"]);
+}
