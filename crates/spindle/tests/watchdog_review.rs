@@ -290,3 +290,30 @@ fn a_timed_out_task_is_dead_when_the_error_handler_hears_of_it() {
     scheduler.run_blocking().unwrap();
     assert_eq!(*statuses.borrow(), ["dead", "dead"]);
 }
+
+#[test]
+fn a_task_ten_times_over_its_timeout_is_stopped_even_when_its_loop_calls_slow_functions() {
+    // The budget starts at the resumption's first clock reading, which comes only after up to
+    // 128 interrupts, and is checked again only 128 interrupts later. A loop whose steps are
+    // slow (a host function, a big string operation) gets far fewer interrupts than that: this
+    // one runs 600 ms against a 50 ms timeout in 80 interrupts, and is never stopped.
+    let run = run_with(|builder| builder.timeout(Duration::from_millis(50)));
+    let sleep = run
+        .lua
+        .create_function(|_, ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(())
+        })
+        .unwrap();
+    run.lua.globals().set("sleep", sleep).unwrap();
+    run.script(
+        r#"
+        task.spawn(function()
+            for i = 1, 40 do sleep(15) end
+            log("the slow loop finished")
+        end)
+        "#,
+    );
+    assert!(run.log().is_empty(), "{:?}", run.log());
+    assert_eq!(run.messages(), [spindle::TIMEOUT_MESSAGE]);
+}
