@@ -317,3 +317,51 @@ fn a_task_ten_times_over_its_timeout_is_stopped_even_when_its_loop_calls_slow_fu
     assert!(run.log().is_empty(), "{:?}", run.log());
     assert_eq!(run.messages(), [spindle::TIMEOUT_MESSAGE]);
 }
+
+#[test]
+fn another_os_thread_running_luau_does_not_delay_the_watchdog() {
+    // The interrupt countdown is one static for every OS thread. After the watchdog raises its
+    // error inside a coroutine the task resumed by hand, it sets the countdown to 0 so that the
+    // task is stopped at its very next interrupt; a VM busy on another thread takes that 0 (and
+    // resets the countdown to 128), and the task runs on. This is also why the existing test
+    // `a_coroutine_resumed_by_hand_cannot_hide_the_loop` fails now and then under `cargo test`.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let lua = Lua::new();
+            // Any scheduler with a budget installs the interrupt; this code runs outside a task.
+            let _scheduler = Scheduler::builder()
+                .timeout(Duration::from_secs(60))
+                .build(&lua)
+                .unwrap();
+            let stopped = lua
+                .create_function(move |_, ()| Ok(stop.load(Ordering::Relaxed)))
+                .unwrap();
+            lua.globals().set("stopped", stopped).unwrap();
+            lua.load("while not stopped() do for i = 1, 1000 do end end")
+                .exec()
+                .unwrap();
+        })
+    };
+    let mut leaked = Vec::new();
+    for _ in 0..200 {
+        let run = run_with(|builder| builder.timeout(Duration::from_millis(20)));
+        run.script(
+            r#"
+            local co = coroutine.create(function() while true do end end)
+            local ok = coroutine.resume(co)
+            for i = 1, 20 do log("ran on after the timeout " .. i) end
+            while true do end
+            "#,
+        );
+        leaked.extend(run.log());
+        assert_eq!(run.messages().len(), 1, "{:?}", run.messages());
+    }
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    assert!(leaked.is_empty(), "{} lines logged: {:?}", leaked.len(), leaked.first());
+}
