@@ -12,7 +12,11 @@ pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
     if !(value.is_finite() && value > 0.0) {
         return Err("expected a positive, finite number of seconds".to_owned());
     }
-    Duration::try_from_secs_f64(value).map_err(|_| "the duration is too long".to_owned())
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if duration.is_zero() => Err("the duration is too short".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(_) => Err("the duration is too long".to_owned()),
+    }
 }
 
 /// A size in bytes: a whole number with an optional `K`, `M` or `G` suffix (powers of 1024),
@@ -49,7 +53,7 @@ mod tests {
     fn seconds_accept_fractions_and_refuse_what_is_not_a_positive_duration() {
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(seconds("30"), Ok(Duration::from_secs(30)));
-        for bad in ["", "abc", "0", "-1", "inf", "NaN", "1e300"] {
+        for bad in ["", "abc", "0", "-1", "inf", "NaN", "1e300", "1e-300"] {
             assert!(seconds(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -106,6 +106,12 @@ fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode,
         .map_err(|e| LoadError(load_error_message(file, &e)))?;
 
     if let Some(limit) = options.memory_limit {
+        let used = lua.used_memory();
+        if limit <= used {
+            return Err(LoadError(format!(
+                "--memory-limit {limit} is not more than the {used} bytes the VM uses before the script starts"
+            )));
+        }
         // Set last, so that the limit is the script's: what is loaded so far counts against it.
         lua.set_memory_limit(limit)
             .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;

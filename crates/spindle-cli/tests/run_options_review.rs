@@ -14,7 +14,12 @@ fn script(name: &str, source: &str) -> PathBuf {
 }
 
 /// Runs `spindle run`, killing it after `limit`; `None` if it had to be killed.
-fn spindle_run_within(limit: Duration, options: &[&str], name: &str, source: &str) -> Option<Output> {
+fn spindle_run_within(
+    limit: Duration,
+    options: &[&str],
+    name: &str,
+    source: &str,
+) -> Option<Output> {
     let path = script(name, source);
     let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .arg("run")
@@ -59,7 +64,11 @@ fn a_timeout_too_small_to_be_a_duration_is_refused_not_made_zero() {
         text(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "the script must not run");
-    assert!(text(&out.stderr).contains("'1e-300' for '--timeout"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("'1e-300' for '--timeout"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -96,5 +105,9 @@ fn a_memory_limit_below_what_the_vm_already_uses_is_refused_with_exit_status_two
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stderr).contains("--memory-limit"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--memory-limit"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -112,12 +112,21 @@ const MLUA_POLL_LOOP: &[u8] = b"=__mlua_async_poll";
 /// Whether the yielded thread is suspended inside mlua's polling loop, that is, still blocked in
 /// an mlua async function (level 0 is `coroutine.yield`, level 1 the loop).
 pub(crate) fn is_blocked_in_mlua_future(thread: &Thread) -> bool {
+    runs_mlua_poll_loop_at(thread, 1)
+}
+
+/// Whether the thread, stopped by the VM interrupt, was running mlua's polling loop itself.
+pub(crate) fn is_in_mlua_poll_loop(thread: &Thread) -> bool {
+    runs_mlua_poll_loop_at(thread, 0)
+}
+
+fn runs_mlua_poll_loop_at(thread: &Thread, level: std::ffi::c_int) -> bool {
     let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
     // SAFETY: the state is valid while the handle lives; `lua_getinfo` fills `ar` and only reads
     // the thread, and `ar.source` points into the function's prototype, which the suspended
     // frame keeps alive while we read it.
     unsafe {
-        let found = ffi::lua_getinfo(thread.state(), 1, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
+        let found = ffi::lua_getinfo(thread.state(), level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
         let ar = ar.assume_init();
         found
             && !ar.source.is_null()

@@ -2,8 +2,9 @@
 //! `ScriptContext:SetTimeout`), and optional time slicing.
 //!
 //! Luau calls the VM interrupt at every loop back-edge and call. The interrupt counts down and
-//! reads the clock only every [`CHECK_EVERY`] calls, so a watched run costs one decrement per
-//! call. There is no interrupt, and no cost, when no budget is set. A resumption's time is its own: the time of a task it resumes through
+//! reads the clock only every [`CHECK_EVERY`] calls (at every call where calls are sparse), so a
+//! watched run costs one decrement per call. There is no interrupt, and no cost, when no budget
+//! is set. A resumption's time is its own: the time of a task it resumes through
 //! `task.spawn` is taken off its account.
 //!
 //! Once a resumption is over budget, the interrupt yields the task's thread if it can; the
@@ -32,6 +33,16 @@ pub const TIMEOUT_MESSAGE: &str = "Script timeout: exhausted allowed execution t
 /// reading every 128 calls, a loop runs 31% more instructions than with no interrupt, most of
 /// them Luau's own cost of calling one (callgrind, 1.2e7 loop steps and 2e6 calls).
 const CHECK_EVERY: u32 = 128;
+
+/// The first check of a resumption comes this soon, so that a resumption whose interrupts are
+/// far apart (a loop around slow host calls) is not let run 128 of them unchecked.
+const FIRST_CHECK: u32 = 8;
+
+/// After two checks further apart than this, the next [`SPARSE_RUN`] interrupts are checked one
+/// by one: reading the clock then costs little next to the work between them, and a loop around
+/// a slow host call (two interrupts a step) is checked at every step.
+const SPARSE: Duration = Duration::from_millis(1);
+const SPARSE_RUN: u32 = 16;
 
 /// The limits a host sets on one resumption.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -69,9 +80,11 @@ thread_local! {
 pub(crate) struct Watch {
     thread: ThreadPtr,
     budget: Budget,
-    /// Taken at the first clock reading inside the resumption, so that a short resumption never
-    /// reads the clock; moved forward by the time of nested resumptions.
-    started: Cell<Option<Instant>>,
+    /// When the resumption started, moved forward by the time of nested resumptions.
+    started: Cell<Instant>,
+    last_check: Cell<Instant>,
+    /// Interrupts still to be checked one by one since checks were last found far apart.
+    sparse_left: Cell<u32>,
     timed_out: Cell<bool>,
     /// Set when the interrupt yielded the thread, which the scheduler must then deal with.
     yielded: Cell<Option<Overrun>>,
@@ -79,39 +92,47 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Runs `resume` (which resumes `thread`) under `budget`; returns its result and whether
-    /// the watchdog yielded the thread.
+    /// Runs `resume` (which resumes `thread`) under `budget`, counting time from `started`;
+    /// returns its result and whether the watchdog yielded the thread.
     pub(crate) fn run<R>(
         thread: &Thread,
         budget: Budget,
+        started: Instant,
         resume: impl FnOnce() -> R,
     ) -> (R, Option<Overrun>) {
         let watch = Watch {
             thread: ThreadPtr::of(thread),
             budget,
-            started: Cell::new(None),
+            started: Cell::new(started),
+            last_check: Cell::new(started),
+            sparse_left: Cell::new(0),
             timed_out: Cell::new(false),
             yielded: Cell::new(None),
             outer: CURRENT.get(),
         };
         CURRENT.set(&watch);
+        COUNTDOWN.set(COUNTDOWN.get().min(FIRST_CHECK));
         let linked = Linked(&watch);
         let result = resume();
         drop(linked);
         (result, watch.yielded.get())
     }
 
-    /// Whether the resumption is over budget, reading the clock.
+    /// Whether the resumption is over budget, reading the clock; sets when the next check is.
     fn overrun(&self) -> Option<Overrun> {
         if self.timed_out.get() {
             return Some(Overrun::TimedOut);
         }
         let now = Instant::now();
-        let Some(started) = self.started.get() else {
-            self.started.set(Some(now));
-            return None;
-        };
-        let ran = now.saturating_duration_since(started);
+        let gap = now.saturating_duration_since(self.last_check.replace(now));
+        if gap > SPARSE {
+            self.sparse_left.set(SPARSE_RUN);
+        }
+        if let Some(left) = self.sparse_left.get().checked_sub(1) {
+            self.sparse_left.set(left);
+            COUNTDOWN.set(0);
+        }
+        let ran = now.saturating_duration_since(self.started.get());
         if self.budget.timeout.is_some_and(|limit| ran >= limit) {
             self.timed_out.set(true);
             return Some(Overrun::TimedOut);
@@ -132,11 +153,9 @@ impl Drop for Linked<'_> {
         CURRENT.set(watch.outer);
         // SAFETY: `outer` was the innermost watch when this one was linked; it lives on a stack
         // frame below this one, which cannot have returned while this one runs.
-        if let (Some(outer), Some(started)) = (unsafe { watch.outer.as_ref() }, watch.started.get())
-        {
-            if let Some(outer_started) = outer.started.get() {
-                outer.started.set(Some(outer_started + started.elapsed()));
-            }
+        if let Some(outer) = unsafe { watch.outer.as_ref() } {
+            let nested = watch.started.get().elapsed();
+            outer.started.set(outer.started.get() + nested);
         }
     }
 }
@@ -174,9 +193,10 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         unsafe { vm::yield_from_interrupt(state) };
         return;
     }
-    // Not here: check again at the next interrupt.
-    COUNTDOWN.set(0);
     if overrun == Overrun::TimedOut {
+        // Raised again at every interrupt (no clock reading once timed out) until the thread
+        // can be yielded. A slice instead waits for the next check, back in the task's thread.
+        COUNTDOWN.set(0);
         // SAFETY: raising from an interrupt is how Luau stops running code; no Rust value with
         // a destructor is alive in this frame.
         unsafe { vm::raise_from_interrupt(state, TIMEOUT_MESSAGE) }

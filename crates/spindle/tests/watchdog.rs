@@ -393,3 +393,26 @@ fn running_out_of_memory_while_spawning_fails_the_spawner_only() {
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(messages[0].contains("not enough memory"), "{messages:?}");
 }
+
+#[test]
+fn a_sliced_task_keeps_the_values_only_its_registers_hold_across_a_collection() {
+    let run = sliced();
+    run.script(
+        r#"
+        local done = false
+        task.spawn(function()
+            local t = { "alive", string.rep("x", 100) .. "y" }
+            local spins = 0
+            while not done do spins += 1 end
+            log(t[1] .. " " .. #t[2])
+        end)
+        task.defer(function()
+            for i = 1, 20 do local garbage = { i } end
+            collectgarbage("collect")
+            done = true
+        end)
+        "#,
+    );
+    assert_eq!(run.log(), ["alive 101"]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}

@@ -116,7 +116,9 @@ fn task_wait_returns_even_when_a_slice_ends_between_its_halves() {
     log.sort();
     assert_eq!(
         log,
-        (1..=4).map(|t| format!("waiter {t} done")).collect::<Vec<_>>()
+        (1..=4)
+            .map(|t| format!("waiter {t} done"))
+            .collect::<Vec<_>>()
     );
     assert!(run.messages().is_empty(), "{:?}", run.messages());
 }
@@ -363,5 +365,10 @@ fn another_os_thread_running_luau_does_not_delay_the_watchdog() {
     }
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
-    assert!(leaked.is_empty(), "{} lines logged: {:?}", leaked.len(), leaked.first());
+    assert!(
+        leaked.is_empty(),
+        "{} lines logged: {:?}",
+        leaked.len(),
+        leaked.first()
+    );
 }

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
@@ -13,6 +14,7 @@ use super::{
     resume_mark, settled_values, Inner, Restore, Resumed, Resumption, State, Suspension,
     TimerEntry, TimerKind, Wakeup,
 };
+use crate::clock::Clock;
 use crate::error::TaskError;
 use crate::tasks::TaskId;
 use crate::vm;
@@ -84,9 +86,15 @@ impl Inner {
     fn overran(&self, lua: &Lua, id: TaskId, thread: Thread, overrun: Overrun) {
         match overrun {
             Overrun::Sliced => {
+                // Under a virtual clock a spinning task waits for the next timer: time only
+                // moves when nothing is ready, and the task it spins for may be that timer's.
+                let now = self.clock.now();
+                let at = match self.clock {
+                    Clock::Virtual(_) => self.next_deadline().map_or(now, |next| next.max(now)),
+                    _ => now,
+                };
                 let queued = {
                     let mut state = self.state.borrow_mut();
-                    let now = self.clock.now();
                     match state.tasks.get_mut(id).map(|slot| slot.next_token()) {
                         Some(token) => {
                             state.set_suspension(id, Suspension::Sliced { token });
@@ -94,7 +102,7 @@ impl Inner {
                                 task: id,
                                 kind: TimerKind::Continue { token },
                             };
-                            state.push_timer(now, entry)
+                            state.push_timer(at, entry)
                         }
                         None => false,
                     }
@@ -120,11 +128,13 @@ impl Inner {
     /// traceback, as if it had raised the error, and closes its thread.
     fn end_task(&self, lua: &Lua, id: TaskId, thread: &Thread, message: String) {
         let traceback = self.traceback_of(thread);
-        let error = mlua::Error::RuntimeError(format!("{message}\nstack traceback:\n{traceback}"));
-        self.complete(lua, id, Err(error));
+        // Closed before the error is reported, so that the handler sees a dead task, and Lua it
+        // runs cannot resume the stopped code.
         if let Err(error) = self.close_thread(thread) {
             self.report(TaskError::from_lua(Some(id), &error));
         }
+        let error = mlua::Error::RuntimeError(format!("{message}\nstack traceback:\n{traceback}"));
+        self.complete(lua, id, Err(error));
     }
 
     /// The Lua half of `resume`: no state borrow is held here.
@@ -175,18 +185,26 @@ impl Inner {
                 futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
             })
         };
-        let budget = self.watchdog();
+        let mut budget = self.watchdog();
         let poll = if budget.is_unlimited() {
             poll_once()
         } else {
-            match Watch::run(thread, budget, poll_once) {
-                (_, Some(overrun)) => {
-                    return Ok(Resumed::Overran {
-                        thread: thread.clone(),
-                        overrun,
-                    })
+            let started = Instant::now();
+            loop {
+                match Watch::run(thread, budget, started, &mut poll_once) {
+                    (_, Some(Overrun::Sliced)) if self.about_to_yield(id, thread) => {
+                        // Stopped between asking for its wake-up and yielding for it: slicing
+                        // it there would lose the wake-up, so let it reach its yield.
+                        budget.slice = None;
+                    }
+                    (_, Some(overrun)) => {
+                        return Ok(Resumed::Overran {
+                            thread: thread.clone(),
+                            overrun,
+                        })
+                    }
+                    (poll, None) => break poll,
                 }
-                (poll, None) => poll,
             }
         };
         match poll {
@@ -202,6 +220,19 @@ impl Inner {
             Poll::Ready(Some(Err(error))) => Err(error),
             Poll::Ready(None) => Ok(Resumed::NotResumable),
         }
+    }
+
+    /// Whether the task, stopped by the watchdog, has already arranged how it will be resumed
+    /// (a `task.wait`, a future, its own `delay`) and is only on its way to yield for it, or is
+    /// inside mlua's polling loop, whose future holds this resumption's waker.
+    fn about_to_yield(&self, id: TaskId, thread: &Thread) -> bool {
+        let pending = self
+            .state
+            .borrow()
+            .tasks
+            .get(id)
+            .is_some_and(|slot| slot.has_pending());
+        pending || vm::is_in_mlua_poll_loop(thread)
     }
 
     /// Resumes a thread for `defer` or `delay`, unless its resumption went stale.
