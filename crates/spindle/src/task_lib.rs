@@ -13,6 +13,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
 use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
+use crate::vm;
 
 const SOURCE: &str = include_str!("task.luau");
 
@@ -138,6 +139,11 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
             sched.ensure_open()?;
             sched.begin_wait(lua, seconds)
         })?,
+    )?;
+
+    rt.raw_set(
+        "quick_wait",
+        vm::thread_predicate(lua, c"quick_wait", Rc::clone(inner), Inner::begin_wait_raw)?,
     )?;
 
     let sched = Rc::clone(inner);

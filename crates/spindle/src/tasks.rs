@@ -169,6 +169,17 @@ impl TaskTable {
         (entry.thread == Some(ThreadPtr::of(thread))).then(|| TaskId::new(slot, entry.generation))
     }
 
+    /// `find` for a raw thread, as a C function of the task library sees it.
+    ///
+    /// # Safety
+    /// `thread` must be alive.
+    pub(crate) unsafe fn find_raw(&self, thread: ThreadPtr) -> Option<TaskId> {
+        // SAFETY: per the caller.
+        let slot = unsafe { vm::slot_mark_raw(thread) }?;
+        let entry = self.slots.get(slot as usize)?;
+        (entry.thread == Some(thread)).then(|| TaskId::new(slot, entry.generation))
+    }
+
     /// The slot of `thread`, making it a task first if it is not one; `true` when the slot is
     /// new, and the caller must then put the thread into the [`ThreadStore`].
     pub(crate) fn reserve(&mut self, thread: &Thread) -> mlua::Result<(TaskId, bool)> {
