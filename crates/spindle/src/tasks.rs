@@ -111,6 +111,11 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The task's thread; the [`ThreadStore`] keeps it alive while the slot is occupied.
+    pub(crate) fn thread(&self) -> Option<ThreadPtr> {
+        self.thread
+    }
+
     pub(crate) fn next_token(&mut self) -> u32 {
         self.token = self.token.wrapping_add(1);
         self.token

@@ -12,6 +12,7 @@ use super::{CycleReport, Inner, Next, Restore, Suspension, TimerKind, Wakeup};
 use crate::error::{Error, Result};
 use crate::tasks::TaskId;
 use crate::timers::Timers;
+use crate::vm::ThreadPtr;
 
 impl Inner {
     pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
@@ -65,6 +66,11 @@ impl Inner {
             .into_iter()
             .for_each(|key| self.values.discard(key));
         let mut fired = 0;
+        // The thread running the cycle, from which the timers' threads are resumed.
+        let from = match due.first() {
+            Some(_) => ThreadPtr::of(&lua.current_thread()),
+            None => return 0,
+        };
         for entry in due {
             match entry.kind {
                 TimerKind::Wait { token } => {
@@ -81,7 +87,7 @@ impl Inner {
                         _ => continue,
                     };
                     let elapsed = now.saturating_sub(since).as_secs_f64();
-                    self.resume(lua, entry.task, Wakeup::Timer(elapsed));
+                    self.resume_waiting(lua, from, entry.task, elapsed);
                 }
                 TimerKind::Continue { token } => {
                     let sliced = matches!(
