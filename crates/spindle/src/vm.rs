@@ -3,7 +3,7 @@
 //! differences between Lua versions stay at this edge.
 
 use std::cell::Cell;
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 
 use mlua::ffi;
@@ -86,35 +86,49 @@ pub(crate) unsafe fn raise_from_interrupt(state: ThreadPtr, message: &str) -> ! 
     }
 }
 
-/// A Lua function of one number that calls `f` with the calling thread and the number and
-/// returns its boolean, made as a plain C closure instead of an mlua callback: mlua's callback
-/// machinery (argument conversion, error wrapping, `Lua::current_thread`) cost about 1,100
-/// instructions a call of `task.wait`'s Rust half: wait_cycles took 6.61e9 instructions with
-/// it, 5.50e9 without (callgrind).
+/// `task.wait`'s core as a plain C function with a continuation, in place of an mlua callback,
+/// a `coroutine.yield` and a Lua continuation: `wait(seconds)` has `record` file the calling
+/// thread as waiting, or when `record` declines (false, or a panic) calls `full` with the
+/// seconds, which files it or raises; then it yields. Resumed with `mark` and one value (the
+/// scheduler's wake-up), it returns that value; resumed with anything else, it calls `abandon`
+/// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
-/// `f` must not raise Lua errors; a panic in it counts as `false`. The closure owns `data`
-/// through a userdata upvalue, released when the collector frees the closure.
-pub(crate) fn thread_predicate<T: 'static>(
+/// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
+/// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
+/// without (callgrind); yielding from here rather than from Lua saves about 300 more.
+///
+/// The closure owns `data` through a userdata upvalue, released when the collector frees it.
+pub(crate) fn create_wait<T: 'static>(
     lua: &Lua,
-    name: &'static CStr,
     data: Rc<T>,
-    f: fn(&T, ThreadPtr, f64) -> bool,
+    record: fn(&T, ThreadPtr, f64) -> bool,
+    mark: LightUserData,
+    full: Function,
+    abandon: Function,
 ) -> mlua::Result<Function> {
-    let payload = Box::into_raw(Box::new(Predicate { data, f }));
+    let payload = Box::into_raw(Box::new(Waiter { data, record, mark }));
     let owned = Cell::new(false);
-    // SAFETY: `exec_raw` runs the closure in a protected call on a stack with room for three
-    // values; the closure holds nothing with a destructor, so an allocation error raised by the
-    // VM can unwind it. Once the userdata holds `payload`, its destructor owns it.
+    // SAFETY: `exec_raw` runs the closure in a protected call with `full` and `abandon` on the
+    // stack and room for three values more; the closure holds nothing with a destructor, so an
+    // allocation error raised by the VM can unwind it. Once the userdata holds `payload`, its
+    // destructor owns it.
     let made = unsafe {
-        lua.exec_raw::<Function>((), |state| {
+        lua.exec_raw::<Function>((full, abandon), |state| {
             let slot = ffi::lua_newuserdatadtor(
                 state,
-                std::mem::size_of::<*mut Predicate<T>>(),
-                drop_predicate::<T>,
+                std::mem::size_of::<*mut Waiter<T>>(),
+                drop_waiter::<T>,
             );
-            slot.cast::<*mut Predicate<T>>().write(payload);
+            slot.cast::<*mut Waiter<T>>().write(payload);
             owned.set(true);
-            ffi::lua_pushcclosurek(state, call_predicate::<T>, name.as_ptr(), 1, None);
+            ffi::lua_insert(state, -3);
+            ffi::lua_pushcclosurek(
+                state,
+                wait_entry::<T>,
+                c"wait".as_ptr(),
+                3,
+                Some(wait_continue::<T>),
+            );
         })
     };
     if made.is_err() && !owned.get() {
@@ -124,31 +138,67 @@ pub(crate) fn thread_predicate<T: 'static>(
     made
 }
 
-struct Predicate<T> {
+struct Waiter<T> {
     data: Rc<T>,
-    f: fn(&T, ThreadPtr, f64) -> bool,
+    record: fn(&T, ThreadPtr, f64) -> bool,
+    mark: LightUserData,
 }
 
-unsafe extern "C-unwind" fn call_predicate<T>(state: *mut ffi::lua_State) -> c_int {
-    // SAFETY: upvalue 1 is the userdata made by `thread_predicate`, which holds a live payload
-    // until the closure is collected; a C function may push one value without checking the stack.
+/// The waiter of the running `wait` closure.
+///
+/// # Safety
+/// Only inside `wait_entry` or `wait_continue`, whose upvalue 1 is the userdata made by
+/// `create_wait`: it holds a live payload until the closure is collected.
+unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
+    // SAFETY: per the caller.
+    unsafe { &**ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)).cast::<*const Waiter<T>>() }
+}
+
+unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by the VM as the `wait` closure. Lua errors raised here (by `full`) unwind
+    // this frame, which then holds nothing with a destructor; a C function may push two values
+    // without checking the stack.
     unsafe {
-        let slot = ffi::lua_touserdata(state, ffi::lua_upvalueindex(1));
-        let predicate = &**slot.cast::<*const Predicate<T>>();
-        let number = ffi::lua_tonumber(state, 1);
+        let waiter = waiter::<T>(state);
+        let seconds = ffi::lua_tonumber(state, 1);
         let thread = ThreadPtr(state);
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (predicate.f)(&predicate.data, thread, number)
+        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (waiter.record)(&waiter.data, thread, seconds)
         }))
         .unwrap_or(false);
-        ffi::lua_pushboolean(state, c_int::from(answer));
+        if !recorded {
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+            ffi::lua_pushnumber(state, seconds);
+            ffi::lua_call(state, 1, 0);
+        }
+        ffi::lua_settop(state, 0);
+        ffi::lua_yield(state, 0)
     }
-    1
 }
 
-unsafe extern "C" fn drop_predicate<T>(_: *mut ffi::lua_State, slot: *mut c_void) {
+unsafe extern "C-unwind" fn wait_continue<T>(state: *mut ffi::lua_State, _: c_int) -> c_int {
+    // SAFETY: called by the VM when the `wait` closure's thread is resumed, with the resumer's
+    // values on the stack; errors raised by `abandon` unwind this frame, which holds nothing
+    // with a destructor.
+    unsafe {
+        let waiter = waiter::<T>(state);
+        let count = ffi::lua_gettop(state);
+        if count == 2
+            && ffi::lua_type(state, 1) == ffi::LUA_TLIGHTUSERDATA
+            && ffi::lua_tolightuserdata(state, 1) == waiter.mark.0
+        {
+            return 1;
+        }
+        ffi::lua_checkstack(state, 1);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+        ffi::lua_call(state, 0, 0);
+        count
+    }
+}
+
+unsafe extern "C" fn drop_waiter<T>(_: *mut ffi::lua_State, slot: *mut c_void) {
     // SAFETY: the VM calls this once, when it frees the userdata that owns the payload.
-    let payload = unsafe { slot.cast::<*mut Predicate<T>>().read() };
+    let payload = unsafe { slot.cast::<*mut Waiter<T>>().read() };
     drop(unsafe { Box::from_raw(payload) });
 }
 

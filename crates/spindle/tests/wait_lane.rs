@@ -263,3 +263,51 @@ fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
         _ => panic!("the host task's results are kept"),
     }
 }
+
+#[test]
+fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
+    let h = harness();
+    h.run_chunk(
+        r##"
+        local function show(...)
+            local parts = {tostring(select("#", ...))}
+            for i = 1, select("#", ...) do
+                table.insert(parts, tostring((select(i, ...))))
+            end
+            print(table.concat(parts, " "))
+        end
+        t = task.spawn(function()
+            show(task.wait(1))
+            show(task.wait(1))
+            show(task.wait(1))
+            show(task.wait(1))
+        end)
+        coroutine.resume(t, 1, nil, 3)
+        coroutine.resume(t)
+        coroutine.resume(t, "a", "b")
+        "##,
+    );
+    assert_eq!(h.log(), ["3 1 nil 3", "0", "2 a b"]);
+    h.step(0.5);
+    assert_eq!(h.log().len(), 3, "the dropped wake-ups stay dropped");
+    h.step(0.5);
+    assert_eq!(h.log().last().unwrap(), "1 1");
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
+    let h = harness();
+    h.run_chunk(
+        r#"
+        local co = coroutine.create(function()
+            print("waited", task.wait(2))
+        end)
+        print("first resume", coroutine.resume(co))
+        "#,
+    );
+    assert_eq!(h.log(), ["first resume true"]);
+    h.step(2.0);
+    assert_eq!(h.log(), ["first resume true", "waited 2"]);
+    assert_eq!(h.sched.task_count(), 0);
+}
