@@ -1,6 +1,12 @@
 //! What Spindle asks of the Lua VM that mlua does not offer: a few raw reads of a thread's
-//! state, kept here so that the rest of the crate never touches the C API, and so that the
-//! differences between Lua versions stay at this edge.
+//! state, and the hot path of `task.wait` (a C function that files the wait and yields, and a
+//! resumption through `lua_resume`) where mlua's per-call machinery cost more than the
+//! coroutine work itself. Kept here so that the rest of the crate never touches the C API, and
+//! so that the differences between Lua versions stay at this edge.
+//!
+//! Invariant of the raw code: no Rust frame with a destructor is live where the VM may raise a
+//! Lua error (Luau is built with `longjmp`, which would skip it); such calls run inside mlua's
+//! protected `exec_raw`, or in C functions whose frames own nothing.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -215,6 +221,9 @@ pub(crate) enum RawResumed {
 }
 
 /// Whether the thread is suspended in a yield and has room for the two values of a wake-up.
+/// A thread that yielded from a C function (`wait`, `coroutine.yield`) has that room already;
+/// otherwise its stack grows, which can raise an out-of-memory error, as mlua's own
+/// `check_stack` before a resumption can: call it with no borrow held.
 ///
 /// # Safety
 /// `thread` must be alive.

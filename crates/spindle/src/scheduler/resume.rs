@@ -1,6 +1,9 @@
 //! Resuming one task: with what it is owed (arguments, the time it waited, its future's
 //! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
 //! wrong ends that task and is reported, as an uncaught error in the task would be.
+//!
+//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`): the same
+//! bookkeeping, with the thread resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -86,24 +89,23 @@ impl Inner {
     /// (it watches each resumption), when the host claims the task's results (they must be
     /// converted), and when the thread cannot take the wake-up (`resume` reports why).
     pub(super) fn resume_waiting(&self, lua: &Lua, from: ThreadPtr, id: TaskId, elapsed: f64) {
-        let lane = {
-            let mut state = self.state.borrow_mut();
-            match state.tasks.get(id) {
-                None => return,
-                Some(slot) if slot.claims > 0 || !self.budget.is_unlimited() => None,
-                // SAFETY: the thread store keeps the thread of an occupied slot alive.
-                Some(slot) => slot
-                    .thread()
-                    .filter(|&thread| unsafe { vm::can_resume_with_wakeup(thread) }),
-            }
-            .map(|thread| {
-                state.set_suspension(id, Suspension::None);
-                state.depth += 1;
-                let slot = state.tasks.get_mut(id).expect("checked above");
-                slot.running = true;
-                (thread, slot.next_token())
-            })
+        let candidate = match self.state.borrow().tasks.get(id) {
+            None => return,
+            Some(slot) if slot.claims > 0 || !self.budget.is_unlimited() => None,
+            Some(slot) => slot.thread(),
         };
+        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
+        // SAFETY: the thread store keeps the thread of an occupied slot alive.
+        let candidate = candidate.filter(|&thread| unsafe { vm::can_resume_with_wakeup(thread) });
+        let lane = candidate.and_then(|thread| {
+            let mut state = self.state.borrow_mut();
+            state.tasks.get(id)?;
+            state.set_suspension(id, Suspension::None);
+            state.depth += 1;
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            Some((thread, slot.next_token()))
+        });
         let Some((thread, token)) = lane else {
             return self.resume(lua, id, Wakeup::Timer(elapsed));
         };
