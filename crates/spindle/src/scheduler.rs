@@ -35,7 +35,7 @@ use crate::tasks::{Suspension, TaskId, TaskTable, ThreadStore};
 use crate::timers::Timers;
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
 use crate::values::{ValueStore, ValuesKey};
-use crate::vm;
+use crate::vm::{self, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 use crate::watchdog::{Budget, Overrun};
 
@@ -849,11 +849,35 @@ impl Inner {
             ));
         }
         let id = self.adopt(&thread)?;
+        self.suspend_waiting(&mut self.state.borrow_mut(), id, seconds);
+        Ok(())
+    }
+
+    /// `begin_wait` for a thread that is a task already, called from a C function with no
+    /// mlua handle: false when the thread needs the full path (it is not a task yet, cannot
+    /// yield, or the scheduler is closed or busy), which then adopts it or raises the error.
+    pub(crate) fn begin_wait_raw(&self, thread: ThreadPtr, seconds: f64) -> bool {
+        // SAFETY: the thread is the one calling, so it is alive.
+        if self.closed.get() || !unsafe { vm::can_yield_raw(thread) } {
+            return false;
+        }
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return false;
+        };
+        // SAFETY: as above.
+        let Some(id) = (unsafe { state.tasks.find_raw(thread) }) else {
+            return false;
+        };
+        self.suspend_waiting(&mut state, id, seconds);
+        true
+    }
+
+    /// Files the task as waiting `seconds`, under a fresh token.
+    fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) {
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
-        let mut state = self.state.borrow_mut();
         let Some(slot) = state.tasks.get_mut(id) else {
-            return Ok(());
+            return;
         };
         let token = slot.next_token();
         let wait = Suspension::Wait {
@@ -871,7 +895,6 @@ impl Inner {
                 },
             );
         }
-        Ok(())
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.

@@ -1,8 +1,9 @@
 //! The `task` library that scripts see: Rust primitives joined to `task.luau`.
 //!
 //! The Lua half checks arguments (so that bad calls raise plain string errors naming the
-//! function, the argument and the caller's line) and holds `task.wait`'s continuation; the Rust
-//! half here turns each call into a scheduler operation on the calling or named thread.
+//! function, the argument and the caller's line) and holds the async functions' continuation;
+//! the Rust half here turns each call into a scheduler operation on the calling or named thread,
+//! `task.wait`'s as a plain C function (`vm::create_wait`).
 //!
 //! The library builds on the standard `coroutine` and `debug` functions as they were before any
 //! scheduler replaced them ([`Pristine`]), so that a scheduler attached after another one was
@@ -13,6 +14,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
 use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
+use crate::vm;
 
 const SOURCE: &str = include_str!("task.luau");
 
@@ -134,21 +136,27 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     )?;
 
     let sched = Rc::clone(inner);
-    rt.raw_set(
-        "begin_wait",
-        lua.create_function(move |lua, seconds: f64| {
-            sched.ensure_open()?;
-            sched.begin_wait(lua, seconds)
-        })?,
-    )?;
-
+    let begin_wait = lua.create_function(move |lua, seconds: f64| {
+        sched.ensure_open()?;
+        sched.begin_wait(lua, seconds)
+    })?;
     let sched = Rc::clone(inner);
+    let abandon_wait = lua.create_function(move |lua, ()| {
+        sched.abandon_wait(lua);
+        Ok(())
+    })?;
+    // Signal:Wait ends its own suspension the same way when resumed by hand.
+    rt.raw_set("abandon_wait", &abandon_wait)?;
     rt.raw_set(
-        "abandon_wait",
-        lua.create_function(move |lua, ()| {
-            sched.abandon_wait(lua);
-            Ok(())
-        })?,
+        "wait",
+        vm::create_wait(
+            lua,
+            Rc::clone(inner),
+            Inner::begin_wait_raw,
+            resume_mark(),
+            begin_wait,
+            abandon_wait,
+        )?,
     )?;
 
     let sched = Rc::clone(inner);

@@ -111,6 +111,11 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The task's thread; the [`ThreadStore`] keeps it alive while the slot is occupied.
+    pub(crate) fn thread(&self) -> Option<ThreadPtr> {
+        self.thread
+    }
+
     pub(crate) fn next_token(&mut self) -> u32 {
         self.token = self.token.wrapping_add(1);
         self.token
@@ -167,6 +172,17 @@ impl TaskTable {
         let entry = self.slots.get(slot as usize)?;
         // Another embedder's use of the thread's user data must not alias a task.
         (entry.thread == Some(ThreadPtr::of(thread))).then(|| TaskId::new(slot, entry.generation))
+    }
+
+    /// `find` for a raw thread, as a C function of the task library sees it.
+    ///
+    /// # Safety
+    /// `thread` must be alive.
+    pub(crate) unsafe fn find_raw(&self, thread: ThreadPtr) -> Option<TaskId> {
+        // SAFETY: per the caller.
+        let slot = unsafe { vm::slot_mark_raw(thread) }?;
+        let entry = self.slots.get(slot as usize)?;
+        (entry.thread == Some(thread)).then(|| TaskId::new(slot, entry.generation))
     }
 
     /// The slot of `thread`, making it a task first if it is not one; `true` when the slot is

@@ -12,6 +12,7 @@ use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind
 use crate::error::{Error, Result};
 use crate::tasks::TaskId;
 use crate::timers::Timers;
+use crate::vm::ThreadPtr;
 use crate::waker::WakeTarget;
 
 impl Inner {
@@ -76,9 +77,15 @@ impl Inner {
         due
     }
 
-    /// Resumes the task of a timer taken off the heap, at time `now`. Returns whether it ran
-    /// (an entry whose suspension ended meanwhile does not).
-    pub(super) fn fire_timer(&self, lua: &Lua, entry: TimerEntry, now: Duration) -> bool {
+    /// Resumes the task of a timer taken off the heap, at time `now`, from the running thread
+    /// `from`. Returns whether it ran (an entry whose suspension ended meanwhile does not).
+    pub(super) fn fire_timer(
+        &self,
+        lua: &Lua,
+        from: ThreadPtr,
+        entry: TimerEntry,
+        now: Duration,
+    ) -> bool {
         match entry.kind {
             TimerKind::Wait { token } => {
                 let since = match self
@@ -94,7 +101,7 @@ impl Inner {
                     _ => return false,
                 };
                 let elapsed = now.saturating_sub(since).as_secs_f64();
-                self.resume(lua, entry.task, Wakeup::Timer(elapsed));
+                self.resume_waiting(lua, from, entry.task, elapsed);
             }
             TimerKind::Continue { token } => {
                 let sliced = matches!(

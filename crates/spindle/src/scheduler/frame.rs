@@ -29,6 +29,7 @@ use crate::signal::Signal;
 use crate::tasks::TaskId;
 use crate::trace::TraceEvent;
 use crate::values::ValuesKey;
+use crate::vm::ThreadPtr;
 use crate::waker::WakeTarget;
 
 /// Decides, before each ready task after the first, whether the frame may resume another.
@@ -176,6 +177,8 @@ impl Inner {
             .carried
             .borrow_mut()
             .extend(self.take_due_timers(now).into_iter().map(Ready::Timer));
+        // The thread running the frame, from which the ready threads are resumed.
+        let from = ThreadPtr::of(&lua.current_thread());
         let mut resumed = 0;
         let mut wakes_taken = false;
         loop {
@@ -197,17 +200,24 @@ impl Inner {
                 }
                 None => break,
             };
-            if self.fire_ready(lua, ready, now, report) {
+            if self.fire_ready(lua, from, ready, now, report) {
                 resumed += 1;
             }
         }
         report.deferred += self.drain_deferred(lua);
     }
 
-    fn fire_ready(&self, lua: &Lua, ready: Ready, now: Duration, report: &mut FrameReport) -> bool {
+    fn fire_ready(
+        &self,
+        lua: &Lua,
+        from: ThreadPtr,
+        ready: Ready,
+        now: Duration,
+        report: &mut FrameReport,
+    ) -> bool {
         match ready {
             Ready::Timer(entry) => {
-                let ran = self.fire_timer(lua, entry, now);
+                let ran = self.fire_timer(lua, from, entry, now);
                 report.timers += usize::from(ran);
                 ran
             }
@@ -238,9 +248,14 @@ impl Inner {
     /// Runs what a budget carried over, with no budget: for hosts that go back to `cycle`.
     pub(super) fn run_carried(&self, lua: &Lua) -> (usize, usize) {
         let mut report = FrameReport::default();
+        if !self.frames.has_carried() {
+            return (0, 0);
+        }
         let now = self.clock.now();
+        // The thread running the cycle, from which the ready threads are resumed.
+        let from = ThreadPtr::of(&lua.current_thread());
         while let Some(ready) = self.frames.pop() {
-            self.fire_ready(lua, ready, now, &mut report);
+            self.fire_ready(lua, from, ready, now, &mut report);
         }
         (report.timers, report.wakeups)
     }

@@ -1,6 +1,9 @@
 //! Resuming one task: with what it is owed (arguments, the time it waited, its future's
 //! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
 //! wrong ends that task and is reported, as an uncaught error in the task would be.
+//!
+//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`): the same
+//! bookkeeping, with the thread resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use super::{
 use crate::clock::Clock;
 use crate::error::TaskError;
 use crate::tasks::TaskId;
-use crate::vm;
+use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
@@ -79,6 +82,66 @@ impl Inner {
             Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
             Ok(Resumed::Overran { thread, overrun }) => self.overran(lua, id, thread, overrun),
             Err(error) => self.complete(lua, id, Err(error)),
+        }
+    }
+
+    /// Ends a `task.wait` with its timer: `resume` with `Wakeup::Timer`, on a fast lane that
+    /// keeps the same bookkeeping but resumes the thread through the VM directly, with no mlua
+    /// handle made or value converted unless the task blocks in an mlua future or fails.
+    /// `from` is the running thread. The lane is left to `resume` when the watchdog has a budget
+    /// (it watches each resumption), when the host claims the task's results (they must be
+    /// converted), and when the thread cannot take the wake-up (`resume` reports why).
+    pub(super) fn resume_waiting(&self, lua: &Lua, from: ThreadPtr, id: TaskId, elapsed: f64) {
+        let candidate = match self.state.borrow().tasks.get(id) {
+            None => return,
+            Some(slot) if slot.claims > 0 || !self.watchdog.is_unlimited() => None,
+            Some(slot) => slot.thread(),
+        };
+        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
+        // SAFETY: the thread store keeps the thread of an occupied slot alive.
+        let candidate = candidate.filter(|&thread| unsafe { vm::can_resume_with_wakeup(thread) });
+        let lane = candidate.and_then(|thread| {
+            let mut state = self.state.borrow_mut();
+            state.tasks.get(id)?;
+            state.set_suspension(id, Suspension::None);
+            state.depth += 1;
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            Some((thread, slot.next_token()))
+        });
+        let Some((thread, token)) = lane else {
+            return self.resume(lua, id, Wakeup::Timer(elapsed));
+        };
+        self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let resumed = {
+            let _resuming = Restore(self, move |state: &mut State| {
+                state.depth -= 1;
+                if let Some(slot) = state.tasks.get_mut(id) {
+                    slot.running = false;
+                }
+            });
+            // SAFETY: the slot is occupied and marked running, so nothing frees its thread
+            // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
+            unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
+        };
+        match resumed {
+            RawResumed::Yielded { pending: false } => self.release_if_idle(id),
+            RawResumed::Yielded { pending: true } => {
+                let blocked = self
+                    .threads
+                    .get(id.slot())
+                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true));
+                if let Err(error) = blocked {
+                    self.complete(lua, id, Err(error));
+                }
+            }
+            RawResumed::Finished => self.complete(lua, id, Ok(MultiValue::new())),
+            RawResumed::Failed(status) => {
+                // SAFETY: the thread just failed with `status`; its slot, still occupied, keeps
+                // it alive until `complete` frees the slot.
+                let error = unsafe { vm::take_resume_error(lua, thread, status) };
+                self.complete(lua, id, Err(error));
+            }
         }
     }
 

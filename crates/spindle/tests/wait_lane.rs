@@ -1,0 +1,313 @@
+//! The fast lane of `task.wait`: a wait that ends with its timer resumes the task through the
+//! VM's own `lua_resume` instead of mlua's async thread (host-claimed tasks and a watchdog
+//! budget keep the mlua path). These tests pin that the lane is not observable: errors are
+//! reported as the mlua path reports them, panics reach the host, a task that blocks in an mlua
+//! future after its wait is polled again with its own waker, and the hand-resume and cancel
+//! rules hold inside one batch of wake-ups. Everything runs under a virtual clock.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use spindle::mlua::{self, Function, Lua, MultiValue};
+use spindle::{Clock, Scheduler, TaskError, VirtualClock};
+
+struct H {
+    lua: Lua,
+    clock: VirtualClock,
+    sched: Scheduler,
+    log: Rc<RefCell<Vec<String>>>,
+    errors: Rc<RefCell<Vec<TaskError>>>,
+}
+
+fn harness() -> H {
+    let lua = Lua::new();
+    let clock = VirtualClock::new();
+    let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
+    let e = Rc::clone(&errors);
+    let sched = Scheduler::builder()
+        .clock(Clock::from(clock.clone()))
+        .on_error(move |error| e.borrow_mut().push(error.clone()))
+        .build(&lua)
+        .unwrap();
+    sched.install_task_library().unwrap();
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let printed = Rc::clone(&log);
+    let tostring: Function = lua.globals().get("tostring").unwrap();
+    let print = lua
+        .create_function(move |_, values: MultiValue| {
+            let mut line = Vec::new();
+            for value in values {
+                line.push(tostring.call::<String>(value)?);
+            }
+            printed.borrow_mut().push(line.join(" "));
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("print", print).unwrap();
+    H {
+        lua,
+        clock,
+        sched,
+        log,
+        errors,
+    }
+}
+
+impl H {
+    fn run_chunk(&self, src: &str) {
+        self.lua.load(src).set_name("=test").exec().unwrap();
+    }
+
+    fn step(&self, seconds: f64) {
+        self.clock.advance(Duration::from_secs_f64(seconds));
+        self.sched.cycle().unwrap();
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+}
+
+/// A future that stays pending until opened, keeping only the latest waker it was polled with,
+/// as channels and timers do.
+#[derive(Clone, Default)]
+struct Gate(Rc<RefCell<(bool, Option<Waker>)>>);
+
+impl Gate {
+    fn open(&self) {
+        let waker = {
+            let mut gate = self.0.borrow_mut();
+            gate.0 = true;
+            gate.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Future for Gate {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut gate = self.0.borrow_mut();
+        if gate.0 {
+            return Poll::Ready(());
+        }
+        gate.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Error reports as (message, traceback).
+type Reports = Vec<(String, String)>;
+
+/// The error report of `body` (a Lua function body that waits, then fails), as the mlua path
+/// gives it for a host task and as the lane gives it for a task started by `task.spawn`, each
+/// with the task id left out.
+fn reports_of(body: &str) -> (Reports, Reports) {
+    let h = harness();
+    let rust_fail = h
+        .lua
+        .create_function(|_, ()| -> mlua::Result<()> { Err(mlua::Error::runtime("from rust")) })
+        .unwrap();
+    h.lua.globals().set("rust_fail", rust_fail).unwrap();
+    h.run_chunk(&format!("a_table = {{}} function fail() {body} end"));
+    let fail: Function = h.lua.globals().get("fail").unwrap();
+    let reports = |h: &H| {
+        h.errors
+            .borrow_mut()
+            .drain(..)
+            .map(|e| (e.message, e.traceback))
+            .collect::<Reports>()
+    };
+    let _host_task = h.sched.spawn(fail, ()).unwrap();
+    h.step(1.0);
+    let by_mlua = reports(&h);
+    h.run_chunk("task.spawn(fail)");
+    h.step(1.0);
+    let by_lane = reports(&h);
+    assert_eq!(h.sched.task_count(), 0, "both tasks ended");
+    (by_mlua, by_lane)
+}
+
+#[test]
+fn errors_after_a_wait_are_reported_as_the_mlua_path_reports_them() {
+    for (body, expected) in [
+        ("task.wait(1) error('plain')", "test:1: plain"),
+        ("task.wait(1) error('no position', 0)", "no position"),
+        ("task.wait(1) error(a_table)", "table: "),
+        (
+            "task.wait(1) error(setmetatable({}, {__tostring = function() return 'shown' end}))",
+            "shown",
+        ),
+        ("task.wait(1) rust_fail()", "from rust"),
+        (
+            "task.wait(1) local t = nil; t.x = 1",
+            "attempt to index nil",
+        ),
+    ] {
+        let (by_mlua, by_lane) = reports_of(body);
+        assert_eq!(by_lane.len(), 1, "{body}: one report");
+        assert!(
+            by_lane[0].0.contains(expected),
+            "{body}: message {:?}",
+            by_lane[0].0
+        );
+        assert_eq!(by_lane, by_mlua, "{body}");
+    }
+}
+
+#[test]
+fn the_traceback_of_an_error_after_a_wait_names_the_failing_function() {
+    let (_, by_lane) = reports_of("task.wait(1) local function inner() error('deep') end inner()");
+    assert!(by_lane[0].1.contains("inner"), "{:?}", by_lane[0].1);
+}
+
+#[test]
+fn a_panic_after_a_wait_reaches_the_host_and_leaves_the_scheduler_usable() {
+    let h = harness();
+    let boom = h
+        .lua
+        .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })
+        .unwrap();
+    h.lua.globals().set("boom", boom).unwrap();
+    h.run_chunk("task.spawn(function() task.wait(1) boom() end)");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.step(1.0)));
+    let payload = caught.expect_err("the panic reaches the host");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    h.run_chunk("task.spawn(function() task.wait(1) print('after the panic') end)");
+    h.step(1.0);
+    assert_eq!(h.log(), ["after the panic"]);
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn a_task_blocked_in_an_mlua_future_after_its_wait_is_polled_again_with_its_own_waker() {
+    let h = harness();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let wait_gate = h
+        .lua
+        .create_async_function(move |_, ()| {
+            let g = g.clone();
+            async move {
+                g.await;
+                Ok("opened")
+            }
+        })
+        .unwrap();
+    h.lua.globals().set("wait_gate", wait_gate).unwrap();
+    h.run_chunk("task.spawn(function() task.wait(1) print(wait_gate()) end)");
+    h.step(1.0);
+    assert!(
+        h.sched.has_work(),
+        "blocked in the future, the task is still the scheduler's"
+    );
+    // The lane polled the future with no waker of the scheduler's: this cycle polls it again
+    // with the task's own, which the gate keeps.
+    h.step(0.0);
+    assert!(h.log().is_empty());
+    gate.open();
+    h.step(0.0);
+    assert_eq!(h.log(), ["opened"]);
+    assert!(!h.sched.has_work());
+    assert_eq!(h.sched.task_count(), 0);
+}
+
+#[test]
+fn within_one_batch_a_cancelled_or_hand_resumed_task_is_not_woken_by_its_timer() {
+    let h = harness();
+    h.run_chunk(
+        r#"
+        local victim, poked
+        task.spawn(function()
+            task.wait(1)
+            task.cancel(victim)
+            print("poke returns", coroutine.resume(poked, "by hand"))
+        end)
+        victim = task.spawn(function() task.wait(1) print("victim woke") end)
+        poked = task.spawn(function()
+            print("poked got", task.wait(1))
+            coroutine.yield()
+            print("poked resumed again")
+        end)
+        "#,
+    );
+    h.step(1.0);
+    assert_eq!(h.log(), ["poked got by hand", "poke returns true"]);
+    h.step(1.0);
+    assert_eq!(h.log().len(), 2, "no timer is left: {:?}", h.log());
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
+    let h = harness();
+    let f: Function = h
+        .lua
+        .load("return function() task.wait(1) return 'kept', 2 end")
+        .eval()
+        .unwrap();
+    let host = h.sched.spawn(f.clone(), ()).unwrap();
+    h.run_chunk("task.spawn(function() task.wait(1) task.wait(1) end)");
+    h.step(1.0);
+    assert_eq!(h.sched.task_count(), 1, "the spawned task waits again");
+    h.step(1.0);
+    assert_eq!(h.sched.task_count(), 0);
+    match h.sched.take_result::<(String, i64)>(&host).unwrap() {
+        Some(spindle::Outcome::Finished(values)) => assert_eq!(values, ("kept".into(), 2)),
+        _ => panic!("the host task's results are kept"),
+    }
+}
+
+#[test]
+fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
+    let h = harness();
+    h.run_chunk(
+        r##"
+        local function show(...)
+            local parts = {tostring(select("#", ...))}
+            for i = 1, select("#", ...) do
+                table.insert(parts, tostring((select(i, ...))))
+            end
+            print(table.concat(parts, " "))
+        end
+        t = task.spawn(function()
+            show(task.wait(1))
+            show(task.wait(1))
+            show(task.wait(1))
+            show(task.wait(1))
+        end)
+        coroutine.resume(t, 1, nil, 3)
+        coroutine.resume(t)
+        coroutine.resume(t, "a", "b")
+        "##,
+    );
+    assert_eq!(h.log(), ["3 1 nil 3", "0", "2 a b"]);
+    h.step(0.5);
+    assert_eq!(h.log().len(), 3, "the dropped wake-ups stay dropped");
+    h.step(0.5);
+    assert_eq!(h.log().last().unwrap(), "1 1");
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
+    let h = harness();
+    h.run_chunk(
+        r#"
+        local co = coroutine.create(function()
+            print("waited", task.wait(2))
+        end)
+        print("first resume", coroutine.resume(co))
+        "#,
+    );
+    assert_eq!(h.log(), ["first resume true"]);
+    h.step(2.0);
+    assert_eq!(h.log(), ["first resume true", "waited 2"]);
+    assert_eq!(h.sched.task_count(), 0);
+}
