@@ -3,85 +3,25 @@
 //!
 //! Everything runs under a virtual clock, stepped by `cycle()` or run with `run_blocking()`.
 
-use std::cell::RefCell;
+mod support;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
 use std::time::Duration;
 
-use spindle::mlua::{Function, Lua, MultiValue};
-use spindle::{Clock, Scheduler, TaskError, VirtualClock};
+use support::{Host, HostBuilder};
 
-struct Run {
-    lua: Lua,
-    clock: VirtualClock,
-    scheduler: Scheduler,
-    /// What the script printed, and `error: <message>` for each reported error, in order.
-    log: Rc<RefCell<Vec<String>>>,
-    errors: Rc<RefCell<Vec<TaskError>>>,
+fn run() -> Host {
+    hostile(Host::builder())
 }
 
-impl Run {
-    fn new() -> Run {
-        Run::with_handler(|_| {})
-    }
-
-    /// `extra` runs inside the error handler after the error is logged.
-    fn with_handler(extra: impl Fn(&TaskError) + 'static) -> Run {
-        let lua = Lua::new();
-        let clock = VirtualClock::new();
-        let log: Rc<RefCell<Vec<String>>> = Rc::default();
-        let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
-        let (l, e) = (Rc::clone(&log), Rc::clone(&errors));
-        let scheduler = Scheduler::builder()
-            .clock(Clock::from(clock.clone()))
-            .on_error(move |error| {
-                l.borrow_mut().push(format!("error: {}", error.message));
-                e.borrow_mut().push(error.clone());
-                extra(error);
-            })
-            .build(&lua)
-            .unwrap();
-        scheduler.install_task_library().unwrap();
-        let printed = Rc::clone(&log);
-        let tostring: Function = lua.globals().get("tostring").unwrap();
-        let print = lua
-            .create_function(move |_, values: MultiValue| {
-                let mut line = Vec::new();
-                for value in values {
-                    line.push(tostring.call::<String>(value)?);
-                }
-                printed.borrow_mut().push(line.join(" "));
-                Ok(())
-            })
-            .unwrap();
-        lua.globals().set("print", print).unwrap();
-        Run {
-            lua,
-            clock,
-            scheduler,
-            log,
-            errors,
-        }
-    }
-
-    fn spawn(&self, source: &str) {
-        let main = self
-            .lua
-            .load(source)
-            .set_name("=hostile")
-            .into_function()
-            .unwrap();
-        self.scheduler.spawn(main, ()).unwrap();
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.borrow().clone()
-    }
+/// A host whose log shows each reported error in order with what scripts print.
+fn hostile(builder: HostBuilder) -> Host {
+    builder.errors_in_log().chunk_name("hostile").build()
 }
 
 #[test]
 fn a_stack_overflow_fails_only_its_task_with_a_short_traceback() {
-    let run = Run::new();
+    let run = run();
     run.spawn(
         r#"
         task.spawn(function()
@@ -112,7 +52,7 @@ fn a_stack_overflow_fails_only_its_task_with_a_short_traceback() {
 #[test]
 fn recursion_through_c_functions_stops_at_luaus_c_stack_limit_and_fails_only_its_task() {
     // pcall and string.gsub callbacks nest C calls: Luau stops at 200 with "C stack overflow".
-    let run = Run::new();
+    let run = run();
     run.spawn(
         r#"
         task.spawn(function()
@@ -142,7 +82,7 @@ fn recursion_through_c_functions_stops_at_luaus_c_stack_limit_and_fails_only_its
 
 #[test]
 fn error_values_that_do_not_turn_into_strings_are_reported_and_harm_nothing() {
-    let run = Run::new();
+    let run = run();
     run.spawn(
         r#"
         local exploding = newproxy(true)
@@ -178,7 +118,8 @@ fn error_values_that_do_not_turn_into_strings_are_reported_and_harm_nothing() {
 fn an_error_handler_that_panics_stops_nothing() {
     // Without the scheduler catching it, the panic unwound out of the cycle and lost the rest
     // of the timer batch: those tasks never ran, and stayed counted, so the run never ended.
-    let run = Run::with_handler(|error| panic!("the handler broke on {}", error.message));
+    let run =
+        hostile(Host::builder().on_error(|error| panic!("the handler broke on {}", error.message)));
     run.spawn(
         r#"
         task.delay(1, function() error("first", 0) end)
@@ -191,7 +132,7 @@ fn an_error_handler_that_panics_stops_nothing() {
         "#,
     );
     for _ in 0..2 {
-        run.clock.advance(Duration::from_secs(1));
+        run.advance(Duration::from_secs(1));
         let cycle = catch_unwind(AssertUnwindSafe(|| run.scheduler.cycle()));
         assert!(matches!(cycle, Ok(Ok(_))), "the cycle returns normally");
     }
@@ -211,7 +152,7 @@ fn an_error_handler_that_panics_stops_nothing() {
 
 #[test]
 fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
-    let run = Run::new();
+    let run = run();
     let boom = run
         .lua
         .create_function(|_, ()| -> spindle::mlua::Result<()> { panic!("boom") })
@@ -223,13 +164,13 @@ fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
         task.delay(1, print, "same batch")
         "#,
     );
-    run.clock.advance(Duration::from_secs(1));
+    run.advance(Duration::from_secs(1));
     let caught = catch_unwind(AssertUnwindSafe(|| run.scheduler.cycle()));
     assert!(caught.is_err(), "the panic reaches the host");
     // The host caught it; the task that was due with the panicking one must still run, and
     // the run must end (it used to be lost, and `run_blocking` slept for ever).
     for _ in 0..3 {
-        run.clock.advance(Duration::from_secs(1));
+        run.advance(Duration::from_secs(1));
         run.scheduler.cycle().unwrap();
     }
     assert_eq!(run.log(), ["same batch"]);

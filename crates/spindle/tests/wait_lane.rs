@@ -5,71 +5,19 @@
 //! future after its wait is polled again with its own waker, and the hand-resume and cancel
 //! rules hold inside one batch of wake-ups. Everything runs under a virtual clock.
 
+mod support;
+
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
-use spindle::mlua::{self, Function, Lua, MultiValue};
-use spindle::{Clock, Scheduler, TaskError, VirtualClock};
+use spindle::mlua::{self, Function};
+use support::Host;
 
-struct H {
-    lua: Lua,
-    clock: VirtualClock,
-    sched: Scheduler,
-    log: Rc<RefCell<Vec<String>>>,
-    errors: Rc<RefCell<Vec<TaskError>>>,
-}
-
-fn harness() -> H {
-    let lua = Lua::new();
-    let clock = VirtualClock::new();
-    let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
-    let e = Rc::clone(&errors);
-    let sched = Scheduler::builder()
-        .clock(Clock::from(clock.clone()))
-        .on_error(move |error| e.borrow_mut().push(error.clone()))
-        .build(&lua)
-        .unwrap();
-    sched.install_task_library().unwrap();
-    let log: Rc<RefCell<Vec<String>>> = Rc::default();
-    let printed = Rc::clone(&log);
-    let tostring: Function = lua.globals().get("tostring").unwrap();
-    let print = lua
-        .create_function(move |_, values: MultiValue| {
-            let mut line = Vec::new();
-            for value in values {
-                line.push(tostring.call::<String>(value)?);
-            }
-            printed.borrow_mut().push(line.join(" "));
-            Ok(())
-        })
-        .unwrap();
-    lua.globals().set("print", print).unwrap();
-    H {
-        lua,
-        clock,
-        sched,
-        log,
-        errors,
-    }
-}
-
-impl H {
-    fn run_chunk(&self, src: &str) {
-        self.lua.load(src).set_name("=test").exec().unwrap();
-    }
-
-    fn step(&self, seconds: f64) {
-        self.clock.advance(Duration::from_secs_f64(seconds));
-        self.sched.cycle().unwrap();
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.borrow().clone()
-    }
+fn harness() -> Host {
+    Host::builder().chunk_name("test").build()
 }
 
 /// A future that stays pending until opened, keeping only the latest waker it was polled with,
@@ -115,22 +63,22 @@ fn reports_of(body: &str) -> (Reports, Reports) {
         .create_function(|_, ()| -> mlua::Result<()> { Err(mlua::Error::runtime("from rust")) })
         .unwrap();
     h.lua.globals().set("rust_fail", rust_fail).unwrap();
-    h.run_chunk(&format!("a_table = {{}} function fail() {body} end"));
+    h.exec(&format!("a_table = {{}} function fail() {body} end"));
     let fail: Function = h.lua.globals().get("fail").unwrap();
-    let reports = |h: &H| {
+    let reports = |h: &Host| {
         h.errors
             .borrow_mut()
             .drain(..)
             .map(|e| (e.message, e.traceback))
             .collect::<Reports>()
     };
-    let _host_task = h.sched.spawn(fail, ()).unwrap();
+    let _host_task = h.scheduler.spawn(fail, ()).unwrap();
     h.step(1.0);
     let by_mlua = reports(&h);
-    h.run_chunk("task.spawn(fail)");
+    h.exec("task.spawn(fail)");
     h.step(1.0);
     let by_lane = reports(&h);
-    assert_eq!(h.sched.task_count(), 0, "both tasks ended");
+    assert_eq!(h.scheduler.task_count(), 0, "both tasks ended");
     (by_mlua, by_lane)
 }
 
@@ -175,14 +123,14 @@ fn a_panic_after_a_wait_reaches_the_host_and_leaves_the_scheduler_usable() {
         .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })
         .unwrap();
     h.lua.globals().set("boom", boom).unwrap();
-    h.run_chunk("task.spawn(function() task.wait(1) boom() end)");
+    h.exec("task.spawn(function() task.wait(1) boom() end)");
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.step(1.0)));
     let payload = caught.expect_err("the panic reaches the host");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
-    h.run_chunk("task.spawn(function() task.wait(1) print('after the panic') end)");
+    h.exec("task.spawn(function() task.wait(1) print('after the panic') end)");
     h.step(1.0);
     assert_eq!(h.log(), ["after the panic"]);
-    assert!(!h.sched.has_work());
+    assert!(!h.scheduler.has_work());
 }
 
 #[test]
@@ -201,10 +149,10 @@ fn a_task_blocked_in_an_mlua_future_after_its_wait_is_polled_again_with_its_own_
         })
         .unwrap();
     h.lua.globals().set("wait_gate", wait_gate).unwrap();
-    h.run_chunk("task.spawn(function() task.wait(1) print(wait_gate()) end)");
+    h.exec("task.spawn(function() task.wait(1) print(wait_gate()) end)");
     h.step(1.0);
     assert!(
-        h.sched.has_work(),
+        h.scheduler.has_work(),
         "blocked in the future, the task is still the scheduler's"
     );
     // The lane polled the future with no waker of the scheduler's: this cycle polls it again
@@ -214,14 +162,14 @@ fn a_task_blocked_in_an_mlua_future_after_its_wait_is_polled_again_with_its_own_
     gate.open();
     h.step(0.0);
     assert_eq!(h.log(), ["opened"]);
-    assert!(!h.sched.has_work());
-    assert_eq!(h.sched.task_count(), 0);
+    assert!(!h.scheduler.has_work());
+    assert_eq!(h.scheduler.task_count(), 0);
 }
 
 #[test]
 fn within_one_batch_a_cancelled_or_hand_resumed_task_is_not_woken_by_its_timer() {
     let h = harness();
-    h.run_chunk(
+    h.exec(
         r#"
         local victim, poked
         task.spawn(function()
@@ -241,7 +189,7 @@ fn within_one_batch_a_cancelled_or_hand_resumed_task_is_not_woken_by_its_timer()
     assert_eq!(h.log(), ["poked got by hand", "poke returns true"]);
     h.step(1.0);
     assert_eq!(h.log().len(), 2, "no timer is left: {:?}", h.log());
-    assert!(!h.sched.has_work());
+    assert!(!h.scheduler.has_work());
 }
 
 #[test]
@@ -252,13 +200,13 @@ fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
         .load("return function() task.wait(1) return 'kept', 2 end")
         .eval()
         .unwrap();
-    let host = h.sched.spawn(f.clone(), ()).unwrap();
-    h.run_chunk("task.spawn(function() task.wait(1) task.wait(1) end)");
+    let host = h.scheduler.spawn(f.clone(), ()).unwrap();
+    h.exec("task.spawn(function() task.wait(1) task.wait(1) end)");
     h.step(1.0);
-    assert_eq!(h.sched.task_count(), 1, "the spawned task waits again");
+    assert_eq!(h.scheduler.task_count(), 1, "the spawned task waits again");
     h.step(1.0);
-    assert_eq!(h.sched.task_count(), 0);
-    match h.sched.take_result::<(String, i64)>(&host).unwrap() {
+    assert_eq!(h.scheduler.task_count(), 0);
+    match h.scheduler.take_result::<(String, i64)>(&host).unwrap() {
         Some(spindle::Outcome::Finished(values)) => assert_eq!(values, ("kept".into(), 2)),
         _ => panic!("the host task's results are kept"),
     }
@@ -267,7 +215,7 @@ fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
 #[test]
 fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
     let h = harness();
-    h.run_chunk(
+    h.exec(
         r##"
         local function show(...)
             local parts = {tostring(select("#", ...))}
@@ -292,13 +240,13 @@ fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
     assert_eq!(h.log().len(), 3, "the dropped wake-ups stay dropped");
     h.step(0.5);
     assert_eq!(h.log().last().unwrap(), "1 1");
-    assert!(!h.sched.has_work());
+    assert!(!h.scheduler.has_work());
 }
 
 #[test]
 fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
     let h = harness();
-    h.run_chunk(
+    h.exec(
         r#"
         local co = coroutine.create(function()
             print("waited", task.wait(2))
@@ -309,5 +257,5 @@ fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
     assert_eq!(h.log(), ["first resume true"]);
     h.step(2.0);
     assert_eq!(h.log(), ["first resume true", "waited 2"]);
-    assert_eq!(h.sched.task_count(), 0);
+    assert_eq!(h.scheduler.task_count(), 0);
 }

@@ -1,0 +1,185 @@
+//! The host that behaviour tests share: a `Lua` with a scheduler whose reported errors are
+//! kept, and `print` and `log` functions that record what a script says, one line a call.
+//!
+//! Each test file uses the part of it that it needs.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use spindle::mlua::{Function, Lua, MultiValue};
+use spindle::{Clock, Scheduler, SchedulerBuilder, Task, TaskError, VirtualClock};
+
+pub struct Host {
+    pub lua: Lua,
+    pub scheduler: Scheduler,
+    /// The clock, when the host runs under virtual time.
+    pub clock: Option<VirtualClock>,
+    /// What scripts printed or logged (values joined by spaces), and with
+    /// [`HostBuilder::errors_in_log`] an `error: <message>` line for each reported error.
+    pub log: Rc<RefCell<Vec<String>>>,
+    pub errors: Rc<RefCell<Vec<TaskError>>>,
+    name: &'static str,
+}
+
+/// How a [`Host`] is set up: virtual time by default.
+pub struct HostBuilder {
+    virtual_time: bool,
+    errors_in_log: bool,
+    name: &'static str,
+    on_error: Option<Box<dyn Fn(&TaskError)>>,
+    configure: Box<dyn FnOnce(SchedulerBuilder) -> SchedulerBuilder>,
+}
+
+impl HostBuilder {
+    /// Runs on the real clock, as the watchdog's tests must.
+    pub fn real_time(mut self) -> Self {
+        self.virtual_time = false;
+        self
+    }
+
+    /// Writes each reported error into the log as `error: <message>`, in order with the rest.
+    pub fn errors_in_log(mut self) -> Self {
+        self.errors_in_log = true;
+        self
+    }
+
+    /// The chunk name of the scripts the host runs (default `main`).
+    pub fn chunk_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Runs after an error is kept (and logged).
+    pub fn on_error(mut self, extra: impl Fn(&TaskError) + 'static) -> Self {
+        self.on_error = Some(Box::new(extra));
+        self
+    }
+
+    /// Sets the scheduler's other options.
+    pub fn scheduler(
+        mut self,
+        configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static,
+    ) -> Self {
+        self.configure = Box::new(configure);
+        self
+    }
+
+    pub fn build(self) -> Host {
+        let lua = Lua::new();
+        let clock = self.virtual_time.then(VirtualClock::new);
+        let log: Rc<RefCell<Vec<String>>> = Rc::default();
+        let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
+        let (kept, logged) = (Rc::clone(&errors), Rc::clone(&log));
+        let (errors_in_log, extra) = (self.errors_in_log, self.on_error);
+        let mut builder = (self.configure)(Scheduler::builder()).on_error(move |error| {
+            if errors_in_log {
+                logged
+                    .borrow_mut()
+                    .push(format!("error: {}", error.message));
+            }
+            kept.borrow_mut().push(error.clone());
+            if let Some(extra) = &extra {
+                extra(error);
+            }
+        });
+        if let Some(clock) = &clock {
+            builder = builder.clock(Clock::from(clock.clone()));
+        }
+        let scheduler = builder.build(&lua).unwrap();
+        scheduler.install_task_library().unwrap();
+        let printed = Rc::clone(&log);
+        let tostring: Function = lua.globals().get("tostring").unwrap();
+        let print = lua
+            .create_function(move |_, values: MultiValue| {
+                let mut line = Vec::new();
+                for value in values {
+                    line.push(tostring.call::<String>(value)?);
+                }
+                printed.borrow_mut().push(line.join(" "));
+                Ok(())
+            })
+            .unwrap();
+        lua.globals().set("print", &print).unwrap();
+        lua.globals().set("log", print).unwrap();
+        Host {
+            lua,
+            scheduler,
+            clock,
+            log,
+            errors,
+            name: self.name,
+        }
+    }
+}
+
+impl Host {
+    pub fn builder() -> HostBuilder {
+        HostBuilder {
+            virtual_time: true,
+            errors_in_log: false,
+            name: "main",
+            on_error: None,
+            configure: Box::new(|builder| builder),
+        }
+    }
+
+    /// A host under virtual time with the default scheduler.
+    pub fn new() -> Host {
+        Host::builder().build()
+    }
+
+    /// Spawns `source` as a task named by the host's chunk name, and drops its handle.
+    pub fn spawn(&self, source: &str) {
+        let main = self
+            .lua
+            .load(source)
+            .set_name(format!("={}", self.name))
+            .into_function()
+            .unwrap();
+        drop::<Task>(self.scheduler.spawn(main, ()).unwrap());
+    }
+
+    /// Spawns `source` and runs until no task is left.
+    pub fn script(&self, source: &str) {
+        self.spawn(source);
+        self.scheduler.run_blocking().unwrap();
+    }
+
+    /// Runs `source` on the main thread, outside any task.
+    pub fn exec(&self, source: &str) {
+        self.lua
+            .load(source)
+            .set_name(format!("={}", self.name))
+            .exec()
+            .unwrap();
+    }
+
+    /// Moves the virtual clock.
+    pub fn advance(&self, by: Duration) {
+        let clock = self
+            .clock
+            .as_ref()
+            .expect("moving the clock needs virtual time");
+        clock.advance(by);
+    }
+
+    /// Moves the virtual clock by `seconds` and runs one cycle.
+    pub fn step(&self, seconds: f64) {
+        self.advance(Duration::from_secs_f64(seconds));
+        self.scheduler.cycle().unwrap();
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.errors
+            .borrow()
+            .iter()
+            .map(|error| error.message.clone())
+            .collect()
+    }
+}
