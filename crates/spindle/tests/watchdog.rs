@@ -36,6 +36,36 @@ fn tiny_slices() -> Host {
     })
 }
 
+/// Four tasks that each run `step` 400 times (a statement that sets `got`, which adds to a
+/// sum) after a busy loop one turn longer each time, so that tiny slices end at every point of
+/// the step. Each task logs `task <t> got <sum>`.
+fn four_tasks_running(step: &str) -> String {
+    format!(
+        r#"
+        for t = 1, 4 do
+            task.spawn(function()
+                local sum, got = 0, 0
+                for k = 1, 400 do
+                    for j = 1, k do end
+                    {step}
+                    sum += got
+                end
+                log("task " .. t .. " got " .. sum)
+            end)
+        end
+        "#
+    )
+}
+
+/// Every task of [`four_tasks_running`] finished, with `got` 1 each time, and none failed.
+fn assert_four_tasks_got_400(run: &Host) {
+    let mut log = run.log();
+    log.sort();
+    let expected: Vec<_> = (1..=4).map(|t| format!("task {t} got 400")).collect();
+    assert_eq!(log, expected);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
 #[test]
 fn a_runaway_task_is_stopped_and_the_others_go_on() {
     let run = with_timeout(100);
@@ -401,28 +431,8 @@ fn task_wait_returns_even_when_a_slice_ends_between_its_halves() {
     // `task.wait` registers its wake-up (begin_wait) and then yields: a slice that ends at the
     // `yield` call must not turn the wait into a plain yield that nothing ever resumes.
     let run = tiny_slices();
-    run.script(
-        r#"
-        for t = 1, 4 do
-            task.spawn(function()
-                for k = 1, 400 do
-                    for j = 1, k do end
-                    task.wait()
-                end
-                log("waiter " .. t .. " done")
-            end)
-        end
-        "#,
-    );
-    let mut log = run.log();
-    log.sort();
-    assert_eq!(
-        log,
-        (1..=4)
-            .map(|t| format!("waiter {t} done"))
-            .collect::<Vec<_>>()
-    );
-    assert!(run.messages().is_empty(), "{:?}", run.messages());
+    run.script(&four_tasks_running("task.wait() got = 1"));
+    assert_four_tasks_got_400(&run);
 }
 
 #[test]
@@ -438,29 +448,8 @@ fn a_spindle_async_call_returns_even_when_a_slice_ends_before_it_yields() {
         })
         .unwrap();
     run.lua.globals().set("tick", tick).unwrap();
-    run.script(
-        r#"
-        for t = 1, 4 do
-            task.spawn(function()
-                local sum = 0
-                for k = 1, 400 do
-                    for j = 1, k do end
-                    sum += tick(1)
-                end
-                log("caller " .. t .. " got " .. sum)
-            end)
-        end
-        "#,
-    );
-    let mut log = run.log();
-    log.sort();
-    assert_eq!(
-        log,
-        (1..=4)
-            .map(|t| format!("caller {t} got 400"))
-            .collect::<Vec<_>>()
-    );
-    assert!(run.messages().is_empty(), "{:?}", run.messages());
+    run.script(&four_tasks_running("got = tick(1)"));
+    assert_four_tasks_got_400(&run);
 }
 
 #[test]
@@ -469,30 +458,10 @@ fn a_task_that_schedules_its_own_resumption_gets_it_even_when_a_slice_ends_befor
     // `task.defer`): a slice that ended at the `yield` call would turn the requested resumption
     // into a bare continuation, losing the values and the plain yield that follows.
     let run = tiny_slices();
-    run.script(
-        r#"
-        for t = 1, 4 do
-            task.spawn(function()
-                local sum = 0
-                for k = 1, 400 do
-                    for j = 1, k do end
-                    task.delay(0, coroutine.running(), 1)
-                    sum += coroutine.yield()
-                end
-                log("deferrer " .. t .. " got " .. sum)
-            end)
-        end
-        "#,
-    );
-    let mut log = run.log();
-    log.sort();
-    assert_eq!(
-        log,
-        (1..=4)
-            .map(|t| format!("deferrer {t} got 400"))
-            .collect::<Vec<_>>()
-    );
-    assert!(run.messages().is_empty(), "{:?}", run.messages());
+    run.script(&four_tasks_running(
+        "task.delay(0, coroutine.running(), 1) got = coroutine.yield()",
+    ));
+    assert_four_tasks_got_400(&run);
 }
 
 #[test]
@@ -512,20 +481,7 @@ fn an_mlua_async_call_sliced_before_it_yields_pending_is_still_woken() {
     run.lua.globals().set("tick", tick).unwrap();
     let main = run
         .lua
-        .load(
-            r#"
-            for t = 1, 4 do
-                task.spawn(function()
-                    local sum = 0
-                    for k = 1, 400 do
-                        for j = 1, k do end
-                        sum += tick(1)
-                    end
-                    log("caller " .. t .. " got " .. sum)
-                end)
-            end
-            "#,
-        )
+        .load(four_tasks_running("got = tick(1)"))
         .into_function()
         .unwrap();
     run.scheduler.spawn(main, ()).unwrap();
@@ -543,15 +499,7 @@ fn an_mlua_async_call_sliced_before_it_yields_pending_is_still_woken() {
         run.scheduler.task_count(),
         run.log()
     );
-    let mut log = run.log();
-    log.sort();
-    assert_eq!(
-        log,
-        (1..=4)
-            .map(|t| format!("caller {t} got 400"))
-            .collect::<Vec<_>>()
-    );
-    assert!(run.messages().is_empty(), "{:?}", run.messages());
+    assert_four_tasks_got_400(&run);
 }
 
 #[test]

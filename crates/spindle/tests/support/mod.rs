@@ -23,12 +23,14 @@ pub struct Host {
     name: &'static str,
 }
 
+type ErrorHook = Box<dyn Fn(&TaskError)>;
+
 /// How a [`Host`] is set up: virtual time by default.
 pub struct HostBuilder {
     virtual_time: bool,
     errors_in_log: bool,
     name: &'static str,
-    on_error: Option<Box<dyn Fn(&TaskError)>>,
+    on_error: Option<ErrorHook>,
     configure: Box<dyn FnOnce(SchedulerBuilder) -> SchedulerBuilder>,
 }
 
