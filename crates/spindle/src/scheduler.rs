@@ -45,6 +45,7 @@ mod resume;
 mod signal_wait;
 
 pub(crate) use frame::{BudgetCheck, Frames};
+pub(crate) use signal_wait::WaitStamp;
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 

@@ -47,7 +47,7 @@ use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Valu
 
 use crate::error::{Error, Result};
 use crate::host::Scheduler;
-use crate::scheduler::Inner;
+use crate::scheduler::{Inner, WaitStamp};
 
 const SOURCE: &str = include_str!("signal.luau");
 
@@ -116,17 +116,17 @@ pub(crate) fn build(
     let sched = Rc::clone(inner);
     rt.raw_set(
         "is_waiting",
-        lua.create_function(move |_, (thread, token): (Thread, u32)| {
-            Ok(sched.is_signal_waiting(&thread, token))
+        lua.create_function(move |_, (thread, stamp): (Thread, WaitStamp)| {
+            Ok(sched.is_signal_waiting(&thread, stamp))
         })?,
     )?;
     let sched = Rc::clone(inner);
     rt.raw_set(
         "wake",
         lua.create_function(
-            move |lua, (thread, token, args): (Thread, u32, MultiValue)| {
+            move |lua, (thread, token, slot, generation, args): (Thread, u32, u32, u32, MultiValue)| {
                 sched.ensure_open()?;
-                sched.wake_signal_waiter(lua, &thread, token, args);
+                sched.wake_signal_waiter(lua, &thread, (token, slot, generation), args);
                 Ok(())
             },
         )?,

@@ -5,8 +5,9 @@
 //! so that the differences between Lua versions stay at this edge.
 //!
 //! Invariant of the raw code: no Rust frame with a destructor is live where the VM may raise a
-//! Lua error (Luau is built with `longjmp`, which would skip it); such calls run inside mlua's
-//! protected `exec_raw`, or in C functions whose frames own nothing.
+//! Lua error. Luau raises with C++ exceptions here (mlua builds it so); a raise must not skip a
+//! destructor, nor reach a `catch_unwind`, where a foreign exception aborts. Such calls run
+//! inside mlua's protected `exec_raw`, or in C functions whose frames own nothing.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};

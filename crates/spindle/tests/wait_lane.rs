@@ -259,3 +259,115 @@ fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
     assert_eq!(h.log(), ["first resume true", "waited 2"]);
     assert_eq!(h.scheduler.task_count(), 0);
 }
+
+// --- Stale wake-ups and panics --------------------------------------------------------------
+
+/// A signal keeps each waiter's stamp: its token and its task's slot and generation. Tokens count
+/// per slot, so a thread that left a `Signal:Wait` by a hand resume (its task freed) and waits
+/// again in another task can be handed the same token: with the token alone, the stale fire
+/// woke a `task.wait(math.huge)` (or a wait on another signal), and `task.wait`, seeing one
+/// value, returned the scheduler's private mark to the script.
+#[test]
+fn a_stale_signal_fire_does_not_wake_a_task_wait_forever() {
+    let h = harness();
+    h.exec(
+        r#"
+        local sig = Signal.new()
+        local co = coroutine.create(function()
+            sig:Wait()
+            -- Takes the slot the hand resume just freed, so the next wait lands in a new slot.
+            task.spawn(function() task.wait(100) end)
+            local got = table.pack(task.wait(math.huge))
+            print("task.wait(math.huge) returned", got.n, type(got[1]))
+        end)
+        coroutine.resume(co)
+        coroutine.resume(co) -- by hand: the signal wait is abandoned (rule 12)
+        sig:Fire()
+        "#,
+    );
+    h.step(1.0);
+    assert_eq!(
+        h.log(),
+        Vec::<String>::new(),
+        "a fire for an abandoned Signal:Wait must not end a later task.wait(math.huge)"
+    );
+}
+
+#[test]
+fn a_stale_signal_fire_does_not_wake_a_wait_on_another_signal() {
+    let h = harness();
+    h.exec(
+        r#"
+        local first, second = Signal.new(), Signal.new()
+        local co = coroutine.create(function()
+            first:Wait()
+            task.spawn(function() task.wait(100) end)
+            print("second:Wait returned", second:Wait())
+        end)
+        coroutine.resume(co)
+        coroutine.resume(co)
+        first:Fire("meant for the first signal")
+        "#,
+    );
+    h.step(1.0);
+    assert_eq!(h.log(), Vec::<String>::new());
+}
+
+/// Had the mark leaked, `coroutine.resume(t, mark, x)` would pass for the timer's wake-up, the
+/// wait would not be abandoned, and the timer would later resume the task a second time for one
+/// suspension, at an unrelated `coroutine.yield` (rule 12).
+#[test]
+fn a_script_never_holds_the_wake_mark_and_cannot_forge_a_timer_wake_up() {
+    let h = harness();
+    h.exec(
+        r#"
+        local sig = Signal.new()
+        local co = coroutine.create(function()
+            sig:Wait()
+            task.spawn(function() task.wait(100) end)
+            leaked = (task.wait(math.huge))
+        end)
+        coroutine.resume(co)
+        coroutine.resume(co)
+        sig:Fire()
+        "#,
+    );
+    h.step(0.0);
+    h.exec(
+        r#"
+        victim = task.spawn(function()
+            print("wait returned", task.wait(10))
+            print("yield returned", coroutine.yield())
+        end)
+        coroutine.resume(victim, leaked, 99)
+        "#,
+    );
+    h.step(10.0);
+    assert_eq!(
+        h.log(),
+        ["wait returned nil 99"],
+        "the hand resume's values come back exactly, and the dropped timer never resumes the \
+         task at its next yield"
+    );
+}
+
+/// A panic from a Rust callback after a wait reaches the host, and the task, whose thread is
+/// dead, is freed (rule 16): neither the lane nor the mlua path may leave it in the store.
+#[test]
+fn a_task_whose_rust_callback_panicked_after_a_wait_is_freed() {
+    let h = harness();
+    let boom = h
+        .lua
+        .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })
+        .unwrap();
+    h.lua.globals().set("boom", boom).unwrap();
+    h.exec("task.spawn(function() task.wait(1) boom() end)");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.step(1.0)));
+    assert!(caught.is_err(), "the panic reaches the host");
+    assert!(!h.scheduler.has_work());
+    assert_eq!(
+        h.scheduler.task_count(),
+        0,
+        "the task has ended: nothing holds it"
+    );
+}

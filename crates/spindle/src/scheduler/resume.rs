@@ -24,6 +24,19 @@ use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
+/// Frees a task whose resumption a panic unwinds through: mlua raised the panic as a Lua error
+/// in the task's thread, which is dead, and the host that catches the panic must not be left
+/// with a task that nothing will ever end (rule 16). Dropped after the resumption's `Restore`.
+struct FreeIfUnwinding<'a>(&'a Inner, TaskId);
+
+impl Drop for FreeIfUnwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.free_task(self.1);
+        }
+    }
+}
+
 impl Inner {
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
     /// how the thread came back. Never fails: a failure ends the task and is reported.
@@ -63,6 +76,7 @@ impl Inner {
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
+            let _dead = FreeIfUnwinding(self, id);
             // Restored even if a panic from a Rust callback unwinds through the resumption.
             let _resuming = Restore(self, move |state: &mut State| {
                 state.depth -= 1;
@@ -114,6 +128,7 @@ impl Inner {
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
+            let _dead = FreeIfUnwinding(self, id);
             let _resuming = Restore(self, move |state: &mut State| {
                 state.depth -= 1;
                 if let Some(slot) = state.tasks.get_mut(id) {
@@ -137,6 +152,8 @@ impl Inner {
             }
             RawResumed::Finished => self.complete(lua, id, Ok(MultiValue::new())),
             RawResumed::Failed(status) => {
+                // A Rust panic carried by the error resumes from here.
+                let _dead = FreeIfUnwinding(self, id);
                 // SAFETY: the thread just failed with `status`; its slot, still occupied, keeps
                 // it alive until `complete` frees the slot.
                 let error = unsafe { vm::take_resume_error(lua, thread, status) };

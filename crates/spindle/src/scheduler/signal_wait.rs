@@ -9,12 +9,19 @@
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{resume_mark, Inner, Suspension, Wakeup};
+use crate::tasks::TaskId;
 use crate::vm;
+
+/// What a signal keeps of a waiter's suspension: its token, and its task's slot and generation.
+pub(crate) type WaitStamp = (u32, u32, u32);
 
 impl Inner {
     /// `Signal:Wait`'s first half: the running thread becomes a task suspended until a fire
-    /// wakes it with the returned token. `signal.luau` yields right after.
-    pub(crate) fn begin_signal_wait(&self, lua: &Lua) -> mlua::Result<u32> {
+    /// wakes it with the returned stamp: the token and the task's slot and generation.
+    /// `signal.luau` yields right after. Tokens count per slot, so a thread that left its task
+    /// (a hand resume frees an idle one) could meet the same token again in another task: the
+    /// slot and generation tell them apart.
+    pub(crate) fn begin_signal_wait(&self, lua: &Lua) -> mlua::Result<WaitStamp> {
         let thread = lua.current_thread();
         if !vm::can_yield(&thread) {
             return Err(mlua::Error::runtime(
@@ -36,15 +43,19 @@ impl Inner {
             timed: false,
         };
         state.set_suspension(id, wait);
-        Ok(token)
+        Ok((token, id.slot(), id.generation()))
     }
 
-    /// Whether `thread` still waits on the signal wait that handed out `token`.
-    pub(crate) fn is_signal_waiting(&self, thread: &Thread, token: u32) -> bool {
+    /// Whether `thread` still waits in the signal wait that handed out `stamp`.
+    pub(crate) fn is_signal_waiting(&self, thread: &Thread, stamp: WaitStamp) -> bool {
+        let (token, slot, generation) = stamp;
         let state = self.state.borrow();
         let Some(id) = state.tasks.find(thread) else {
             return false;
         };
+        if id != TaskId::new(slot, generation) {
+            return false;
+        }
         matches!(
             state.tasks.get(id).map(|slot| slot.suspension),
             Some(Suspension::Wait { token: t, timed: false, .. }) if t == token
@@ -57,10 +68,10 @@ impl Inner {
         &self,
         lua: &Lua,
         thread: &Thread,
-        token: u32,
+        stamp: WaitStamp,
         mut args: MultiValue,
     ) {
-        if !self.is_signal_waiting(thread, token) {
+        if !self.is_signal_waiting(thread, stamp) {
             return;
         }
         let Some(id) = self.state.borrow().tasks.find(thread) else {
