@@ -189,6 +189,63 @@ fn spindle_async_function_returns_at_once_when_ready_and_suspends_when_pending()
     assert!(polls.get() <= 3, "polled {} times", polls.get());
 }
 
+/// Completes with `value` at its second poll, having woken its waker at the first.
+struct PendOnce<T>(Option<T>, bool);
+
+impl<T: Unpin> Future for PendOnce<T> {
+    type Output = mlua::Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(self.0.take().expect("polled after completion")))
+    }
+}
+
+#[test]
+fn spindle_async_results_keep_their_count_and_nils_whether_ready_or_pending() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let nothing = scheduler
+        .create_async_function(|_, pend: bool| PendOnce(Some(()), !pend))
+        .unwrap();
+    let nils = scheduler
+        .create_async_function(|_, pend: bool| {
+            PendOnce(Some((mlua::Value::Nil, 2, mlua::Value::Nil)), !pend)
+        })
+        .unwrap();
+    lua.globals().set("nothing", nothing).unwrap();
+    lua.globals().set("nils", nils).unwrap();
+    let main = lua
+        .load(
+            r##"
+            local counts = {}
+            for _, pend in { false, true } do
+                table.insert(counts, select("#", nothing(pend)))
+                local a, b, c = nils(pend)
+                table.insert(counts, select("#", nils(pend)))
+                table.insert(counts, tostring(a) .. tostring(b) .. tostring(c))
+            end
+            -- From a coroutine that is no task: it becomes one for the call, and is let go after.
+            local co = coroutine.create(function() return select("#", nils(false)) end)
+            local _, plain = coroutine.resume(co)
+            table.insert(counts, plain)
+            return table.concat(counts, " ")
+            "##,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    assert_eq!(
+        result::<String>(&scheduler, &id),
+        "0 3 nil2nil 0 3 nil2nil 3"
+    );
+    assert_eq!(scheduler.task_count(), 0, "every task was let go");
+}
+
 #[test]
 fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
     let lua = Lua::new();

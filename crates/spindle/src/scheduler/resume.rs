@@ -226,11 +226,7 @@ impl Inner {
                 MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
             }
             Wakeup::Poll | Wakeup::Continue => MultiValue::new(),
-            Wakeup::Settled(result) => {
-                let mut values = settled_values(lua, result)?;
-                values.push_front(Value::LightUserData(resume_mark()));
-                values
-            }
+            Wakeup::Settled(result) => settled_values(lua, result)?,
         };
         let mut stream = match thread.clone().into_async::<MultiValue>(args) {
             Ok(stream) => stream,
