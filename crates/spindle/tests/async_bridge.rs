@@ -247,6 +247,61 @@ fn spindle_async_results_keep_their_count_and_nils_whether_ready_or_pending() {
 }
 
 #[test]
+fn a_task_resumed_by_its_settled_future_ends_with_its_results_kept_or_its_error_reported() {
+    let lua = Lua::new();
+    let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let echo = scheduler
+        .create_async_function(|_, text: String| PendOnce(Some((text, mlua::Value::Nil)), false))
+        .unwrap();
+    // An mlua async function that pends once: the task blocks in it right after the resumption.
+    let mlua_pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n + 1), false))
+        .unwrap();
+    lua.globals().set("echo", echo).unwrap();
+    lua.globals().set("mlua_pend", mlua_pend).unwrap();
+    // The host claims this one's results: they are read off the thread it returned on.
+    let kept = lua.load(r#"return echo("kept")"#).into_function().unwrap();
+    let kept = scheduler.spawn(kept, ()).unwrap();
+    // This one blocks in mlua's future after the settled resumption, then fails.
+    let failing = lua
+        .load(
+            r#"
+            local function after_settle()
+                local text = echo("x")
+                error(text .. mlua_pend(41), 0)
+            end
+            task.spawn(after_settle)
+            "#,
+        )
+        .set_name("@after_settle.luau")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(failing, ()).unwrap();
+    run(&scheduler);
+    let (text, nil, count): (String, mlua::Value, usize) =
+        match scheduler.take_result::<mlua::MultiValue>(&kept).unwrap() {
+            Some(Outcome::Finished(values)) => {
+                let count = values.len();
+                let mut values = values.into_iter();
+                let text = values.next().unwrap();
+                (lua.unpack(text).unwrap(), values.next().unwrap(), count)
+            }
+            other => panic!("task did not finish: {:?}", other.map(|_| ())),
+        };
+    assert_eq!((text.as_str(), nil.is_nil(), count), ("kept", true, 2));
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].message, "x42");
+    assert_eq!(scheduler.task_count(), 0);
+}
+
+#[test]
 fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
     let lua = Lua::new();
     let scheduler = scheduler(&lua);

@@ -2,8 +2,9 @@
 //! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
 //! wrong ends that task and is reported, as an uncaught error in the task would be.
 //!
-//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`): the same
-//! bookkeeping, with the thread resumed through `lua_resume` rather than mlua's `AsyncThread`.
+//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`), and so does a
+//! task whose Spindle future completed (`resume_settled`): the same bookkeeping, with the thread
+//! resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -124,6 +125,20 @@ impl Inner {
             // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
             unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
         };
+        self.file_raw_resumption(lua, id, thread, token, resumed, false);
+    }
+
+    /// Files a task by how its thread came back from a resumption on a fast lane; with
+    /// `kept`, a thread that returned left its results on its stack.
+    fn file_raw_resumption(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        thread: ThreadPtr,
+        token: u32,
+        resumed: RawResumed,
+        kept: bool,
+    ) {
         match resumed {
             RawResumed::Yielded { pending: false } => self.release_if_idle(id),
             RawResumed::Yielded { pending: true } => {
@@ -135,6 +150,12 @@ impl Inner {
                     self.complete(lua, id, Err(error));
                 }
             }
+            RawResumed::Finished if kept => {
+                // SAFETY: the thread just returned with its results kept; its slot, still
+                // occupied, keeps it alive until `complete` frees the slot.
+                let results = unsafe { vm::take_results(lua, thread) };
+                self.complete(lua, id, results);
+            }
             RawResumed::Finished => self.complete(lua, id, Ok(MultiValue::new())),
             RawResumed::Failed(status) => {
                 // SAFETY: the thread just failed with `status`; its slot, still occupied, keeps
@@ -142,6 +163,53 @@ impl Inner {
                 let error = unsafe { vm::take_resume_error(lua, thread, status) };
                 self.complete(lua, id, Err(error));
             }
+        }
+    }
+
+    /// Ends a task's wait on a Spindle future that completed with `values`: `resume` with
+    /// `Wakeup::Settled`, on a fast lane like `resume_waiting`'s, where the values go onto the
+    /// thread's stack behind the mark and the thread is resumed through the VM directly. The
+    /// lane is left to `resume` when the watchdog has a budget and when the thread cannot take
+    /// the resumption (`resume` reports why). A failure takes `resume` too: it is rare, and
+    /// carries a message to make.
+    fn resume_settled(&self, lua: &Lua, id: TaskId, values: MultiValue) {
+        let candidate = match self.state.borrow().tasks.get(id) {
+            None => return,
+            Some(_) if !self.watchdog.is_unlimited() => None,
+            Some(slot) => slot.thread().map(|thread| (thread, slot.claims > 0)),
+        };
+        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
+        // SAFETY: the thread store keeps the thread of an occupied slot alive.
+        let candidate =
+            candidate.filter(|&(thread, _)| unsafe { vm::can_resume_with_wakeup(thread) });
+        let lane = candidate.and_then(|(thread, claimed)| {
+            let mut state = self.state.borrow_mut();
+            state.tasks.get(id)?;
+            state.set_suspension(id, Suspension::None);
+            state.depth += 1;
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            Some((thread, claimed, slot.next_token()))
+        });
+        let Some((thread, claimed, token)) = lane else {
+            return self.resume(lua, id, Wakeup::Settled(Ok(values)));
+        };
+        self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let resumed = {
+            let _resuming = Restore(self, move |state: &mut State| {
+                state.depth -= 1;
+                if let Some(slot) = state.tasks.get_mut(id) {
+                    slot.running = false;
+                }
+            });
+            // SAFETY: the slot is occupied and marked running, so nothing frees its thread
+            // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
+            unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) }
+        };
+        drop(values);
+        match resumed {
+            Ok(resumed) => self.file_raw_resumption(lua, id, thread, token, resumed, claimed),
+            Err(error) => self.complete(lua, id, Err(error)),
         }
     }
 
@@ -340,7 +408,10 @@ impl Inner {
             }
             Poll::Ready(result) => {
                 drop(future);
-                self.resume(lua, id, Wakeup::Settled(result));
+                match result {
+                    Ok(values) => self.resume_settled(lua, id, values),
+                    Err(error) => self.resume(lua, id, Wakeup::Settled(Err(error))),
+                }
             }
         }
     }
