@@ -28,6 +28,34 @@ use crate::scheduler::resume_mark;
 /// A pending call's future, with its results converted to Lua values when it completes.
 pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
 
+/// The pending futures of the tasks blocked on one, by task slot: a flat table rather than a
+/// hash map, whose hashing, insertion and removal cost 600 of the 7,000 instructions of a
+/// pend-once call (callgrind). It grows to the highest slot that ever blocked on a future.
+#[derive(Default)]
+pub(crate) struct OwnedFutures {
+    by_slot: Vec<Option<OwnedFuture>>,
+}
+
+impl OwnedFutures {
+    pub(crate) fn insert(&mut self, slot: u32, future: OwnedFuture) {
+        let index = slot as usize;
+        if index >= self.by_slot.len() {
+            self.by_slot.resize_with(index + 1, || None);
+        }
+        self.by_slot[index] = Some(future);
+    }
+
+    pub(crate) fn remove(&mut self, slot: u32) -> Option<OwnedFuture> {
+        self.by_slot.get_mut(slot as usize).and_then(Option::take)
+    }
+
+    /// Gives back the table's memory; only for when no future is left.
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(self.by_slot.iter().all(Option::is_none));
+        self.by_slot = Vec::new();
+    }
+}
+
 /// The value a failed call returns first (or its task is resumed with), before the message.
 /// Plain data: the address of a static, compared by identity.
 pub(crate) fn failure_mark() -> LightUserData {

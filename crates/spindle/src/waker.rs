@@ -60,6 +60,13 @@ impl WakeQueue {
         std::mem::swap(&mut self.lock().woken, into);
     }
 
+    /// Hands every queued wake-up to `each`, in order, under the queue's lock (so `each` must
+    /// not wake anything). The queue keeps its buffer: swapping a fresh one in made every
+    /// cycle's first wake-up allocate (150 of the 7,000 instructions of a pend-once call).
+    pub(crate) fn take_each(&self, each: impl FnMut(WakeTarget)) {
+        self.lock().woken.drain(..).for_each(each);
+    }
+
     /// Forgets every queued wake-up.
     pub(crate) fn clear(&self) {
         self.lock().woken.clear();

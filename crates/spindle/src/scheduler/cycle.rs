@@ -49,6 +49,10 @@ impl Inner {
     /// Resumes the timers due now, taken as one batch: a task that waits 0 while the batch runs
     /// goes to the next cycle, not this one.
     pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
+        // No timer, nothing due: reading the clock cost 90 instructions a cycle (callgrind).
+        if self.state.borrow().timers.len() == 0 {
+            return 0;
+        }
         let now = self.clock.now();
         let due = self.take_due_timers(now);
         self.run_timer_batch(lua, due)
@@ -126,9 +130,7 @@ impl Inner {
 
     /// Resumes the tasks whose futures woke since the last cycle.
     pub(super) fn run_wakeups(&self, lua: &Lua) -> usize {
-        let mut woken = Vec::new();
-        self.wakes.drain_into(&mut woken);
-        self.run_wake_batch(lua, woken)
+        self.run_wake_batch(lua)
     }
 
     /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a
@@ -279,7 +281,7 @@ impl Inner {
         if state.deferred.is_empty() {
             state.deferred = VecDeque::new();
         }
-        state.futures.shrink_to_fit();
+        state.futures.reset();
         self.frames.shrink_carried();
     }
 

@@ -383,7 +383,7 @@ impl Inner {
     }
 
     pub(super) fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) {
-        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
+        let Some(mut future) = self.state.borrow_mut().futures.remove(id.slot()) else {
             return;
         };
         let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
