@@ -301,6 +301,86 @@ fn a_task_resumed_by_its_settled_future_ends_with_its_results_kept_or_its_error_
     assert_eq!(scheduler.task_count(), 0);
 }
 
+/// Whether the gate is open, the last future id handed out, and the pending futures' wakers.
+#[derive(Default)]
+struct OrderedGateState {
+    open: bool,
+    made: u64,
+    wakers: std::collections::BTreeMap<u64, std::task::Waker>,
+}
+
+/// A gate that wakes its waiters in the order their futures were made, as the reference
+/// model's gates do.
+#[derive(Clone, Default)]
+struct OrderedGate(Rc<std::cell::RefCell<OrderedGateState>>);
+
+impl OrderedGate {
+    fn wait(&self) -> impl Future<Output = mlua::Result<()>> {
+        let gate = self.clone();
+        let id = {
+            let mut state = gate.0.borrow_mut();
+            state.made += 1;
+            state.made
+        };
+        std::future::poll_fn(move |cx| {
+            let mut state = gate.0.borrow_mut();
+            if state.open {
+                return Poll::Ready(Ok(()));
+            }
+            state.wakers.insert(id, cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn open(&self) {
+        let wakers: Vec<std::task::Waker> = {
+            let mut state = self.0.borrow_mut();
+            state.open = true;
+            std::mem::take(&mut state.wakers).into_values().collect()
+        };
+        wakers.into_iter().for_each(std::task::Waker::wake);
+    }
+}
+
+#[test]
+fn a_task_that_blocks_in_an_mlua_future_after_its_spindle_future_settled_keeps_its_place() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let (owned_gate, mlua_gate) = (OrderedGate::default(), OrderedGate::default());
+    let g = owned_gate.clone();
+    let owned_wait = scheduler
+        .create_async_function(move |_, ()| g.wait())
+        .unwrap();
+    let g = mlua_gate.clone();
+    let mlua_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    lua.globals().set("owned_wait", owned_wait).unwrap();
+    lua.globals().set("mlua_wait", mlua_wait).unwrap();
+    let log: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let l = Rc::clone(&log);
+    let log_fn = lua
+        .create_function(move |_, line: String| {
+            l.borrow_mut().push(line);
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("log", log_fn).unwrap();
+    lua.load(
+        r#"
+        task.spawn(function() mlua_wait() log("made first") end)
+        task.spawn(function() owned_wait() mlua_wait() log("made second") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    owned_gate.open();
+    scheduler.cycle().unwrap();
+    mlua_gate.open();
+    scheduler.cycle().unwrap();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["made first", "made second"]);
+    assert_eq!(scheduler.task_count(), 0);
+}
+
 #[test]
 fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
     let lua = Lua::new();

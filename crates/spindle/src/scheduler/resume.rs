@@ -25,6 +25,16 @@ use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
+/// Which fast lane resumed a task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// `resume_waiting`: a `task.wait` ended by its timer.
+    Wait,
+    /// `resume_settled`: a Spindle future completed; `kept` when the thread keeps its results
+    /// on its stack if it returns.
+    Settled { kept: bool },
+}
+
 impl Inner {
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
     /// how the thread came back. Never fails: a failure ends the task and is reported.
@@ -125,11 +135,10 @@ impl Inner {
             // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
             unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
         };
-        self.file_raw_resumption(lua, id, thread, token, resumed, false);
+        self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait);
     }
 
-    /// Files a task by how its thread came back from a resumption on a fast lane; with
-    /// `kept`, a thread that returned left its results on its stack.
+    /// Files a task by how its thread came back from a resumption on a fast lane.
     fn file_raw_resumption(
         &self,
         lua: &Lua,
@@ -137,10 +146,21 @@ impl Inner {
         thread: ThreadPtr,
         token: u32,
         resumed: RawResumed,
-        kept: bool,
+        lane: Lane,
     ) {
         match resumed {
             RawResumed::Yielded { pending: false } => self.release_if_idle(id),
+            RawResumed::Yielded { pending: true } if lane != Lane::Wait => {
+                // Blocked in an mlua future that was polled with no waker of ours: poll it again
+                // at once with the task's own, as mlua's path would have polled it. Queued for
+                // the next cycle instead (as the wait lane does, which runs before this cycle's
+                // wake-ups), it would be resumed ahead of futures made before it that woke
+                // meanwhile (found by reference_model.rs).
+                match self.threads.get(id.slot()) {
+                    Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll),
+                    Err(error) => self.complete(lua, id, Err(error)),
+                }
+            }
             RawResumed::Yielded { pending: true } => {
                 let blocked = self
                     .threads
@@ -150,7 +170,7 @@ impl Inner {
                     self.complete(lua, id, Err(error));
                 }
             }
-            RawResumed::Finished if kept => {
+            RawResumed::Finished if lane == (Lane::Settled { kept: true }) => {
                 // SAFETY: the thread just returned with its results kept; its slot, still
                 // occupied, keeps it alive until `complete` frees the slot.
                 let results = unsafe { vm::take_results(lua, thread) };
@@ -208,7 +228,10 @@ impl Inner {
         };
         drop(values);
         match resumed {
-            Ok(resumed) => self.file_raw_resumption(lua, id, thread, token, resumed, claimed),
+            Ok(resumed) => {
+                let lane = Lane::Settled { kept: claimed };
+                self.file_raw_resumption(lua, id, thread, token, resumed, lane)
+            }
             Err(error) => self.complete(lua, id, Err(error)),
         }
     }
