@@ -1054,7 +1054,7 @@ impl Inner {
         target: WakeTarget,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> (Poll<T>, bool) {
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let waker = BorrowedWaker::new(target, &self.wakes);
         let polled = waker.with_waker(|w| poll(&mut Context::from_waker(w)));
         (polled, waker.was_woken())
     }

@@ -7,7 +7,6 @@
 //! resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -329,7 +328,7 @@ impl Inner {
             generation: id.generation(),
             token,
         };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let waker = BorrowedWaker::new(target, &self.wakes);
         let mut poll_once = || {
             waker.with_waker(|w| {
                 futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
@@ -409,7 +408,7 @@ impl Inner {
         let Some(mut future) = self.state.borrow_mut().futures.remove(id.slot()) else {
             return;
         };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let waker = BorrowedWaker::new(target, &self.wakes);
         match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
             Poll::Pending => {
                 let still_waiting = {
