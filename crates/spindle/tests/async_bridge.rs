@@ -382,6 +382,46 @@ fn a_task_that_blocks_in_an_mlua_future_after_its_spindle_future_settled_keeps_i
 }
 
 #[test]
+fn many_tasks_in_self_waking_mlua_futures_all_finish_and_a_cancelled_one_never_resumes() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+        .unwrap();
+    lua.globals().set("pend", pend).unwrap();
+    // More tasks than the scheduler keeps threads at hand for, each woken during its polls.
+    let main = lua
+        .load(
+            r#"
+            local done, resumed_after_cancel = 0, false
+            for i = 1, 1000 do
+                task.spawn(function()
+                    local sum = 0
+                    for round = 1, 3 do sum += pend(round) end
+                    assert(sum == 6)
+                    done += 1
+                end)
+            end
+            local cancelled = task.spawn(function()
+                pend(0)
+                resumed_after_cancel = true
+            end)
+            task.cancel(cancelled)
+            task.wait()
+            while done < 1000 do task.wait() end
+            return done, resumed_after_cancel
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    let (done, resumed): (i64, bool) = result(&scheduler, &id);
+    assert_eq!((done, resumed), (1000, false));
+    assert_eq!(scheduler.task_count(), 0);
+}
+
+#[test]
 fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
     let lua = Lua::new();
     let scheduler = scheduler(&lua);

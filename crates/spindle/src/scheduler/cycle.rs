@@ -140,7 +140,7 @@ impl Inner {
         let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
-                let thread = match self.threads.get(id.slot()) {
+                let thread = match self.blocked_thread(id) {
                     Ok(thread) => thread,
                     Err(error) => {
                         self.complete(lua, id, Err(error));
@@ -340,6 +340,7 @@ impl Inner {
         args.extend(self.frames.forget_carried());
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();
+        self.woken_threads.borrow_mut().clear();
         first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 }
