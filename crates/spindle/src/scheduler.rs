@@ -105,10 +105,11 @@ pub(crate) struct Inner {
     /// a pend-once call of an mlua async function (callgrind). Replaced with it.
     blocked_threads: RefCell<Table>,
     /// Threads of tasks that blocked in an mlua future and woke during the poll, by slot, with
-    /// their generation: the next cycle resumes them, and fetching each from the store again
-    /// cost 740 of the 6,900 instructions of a pend-once call of an mlua async function
-    /// (callgrind). Each handle takes a slot of mlua's reference stack, so at most
-    /// `WOKEN_AT_HAND` are kept; the rest are fetched.
+    /// their generation and the stream that polled them: the next cycle resumes them, and
+    /// fetching each from the store again cost 740 of the 6,900 instructions of a pend-once
+    /// call of an mlua async function, making a new stream 260 more (callgrind). Each handle
+    /// takes a slot of mlua's reference stack, so at most `WOKEN_AT_HAND` are kept; the rest
+    /// are fetched.
     woken_threads: RefCell<WokenThreads>,
     /// Threads stopped at the end of a time slice, weakly keyed: the replaced
     /// `coroutine.resume` goes on with one of them without passing values.
@@ -202,14 +203,18 @@ pub(crate) enum StoredOutcome {
     Cancelled,
 }
 
+/// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
+type LuaStream = mlua::thread::AsyncThread<MultiValue>;
+
 /// What a resumption passes to the thread.
 enum Wakeup {
     /// Explicit arguments (from `spawn`, or stored for `defer`/`delay`).
     Args(MultiValue),
     /// A `task.wait` timer: the thread gets the mark and the elapsed seconds.
     Timer(f64),
-    /// The mlua future inside the thread woke: resume it to poll again.
-    Poll,
+    /// The mlua future inside the thread woke: resume it to poll again, through the stream
+    /// its last resumption made when the scheduler kept it.
+    Poll(Option<LuaStream>),
     /// The Spindle future the thread waited on finished.
     Settled(mlua::Result<MultiValue>),
     /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
@@ -222,6 +227,7 @@ enum Resumed {
     Blocked {
         thread: Thread,
         woken: bool,
+        stream: LuaStream,
     },
     /// Yielded: a scheduler function set a suspension, or it is a plain yield.
     Yielded,
@@ -954,7 +960,7 @@ impl Inner {
         let Some(token) = self.next_token(id) else {
             return Ok(());
         };
-        self.block_in_mlua_future(id, thread, token, true)
+        self.block_in_mlua_future(id, thread, token, true, None)
     }
 
     /// A fresh token for the task's next suspension; `None` for a stale id.
@@ -971,6 +977,7 @@ impl Inner {
         thread: &Thread,
         token: u32,
         woken: bool,
+        stream: Option<LuaStream>,
     ) -> mlua::Result<()> {
         let listed = {
             let mut state = self.state.borrow_mut();
@@ -993,7 +1000,7 @@ impl Inner {
             }
         }
         if woken {
-            self.woken_threads.borrow_mut().keep(id, thread);
+            self.woken_threads.borrow_mut().keep(id, thread, stream);
             self.wakes.push(WakeTarget {
                 slot: id.slot(),
                 generation: id.generation(),
@@ -1003,13 +1010,13 @@ impl Inner {
         Ok(())
     }
 
-    /// The thread of a task that blocked in an mlua future, from those kept at hand or else
-    /// from the store.
-    fn blocked_thread(&self, id: TaskId) -> mlua::Result<Thread> {
+    /// The thread of a task that blocked in an mlua future, and the stream that polled it, from
+    /// those kept at hand or else from the store.
+    fn blocked_thread(&self, id: TaskId) -> mlua::Result<(Thread, Option<LuaStream>)> {
         let kept = self.woken_threads.borrow_mut().take(id);
         match kept {
-            Some(thread) => Ok(thread),
-            None => self.threads.get(id.slot()),
+            Some(kept) => Ok(kept),
+            None => Ok((self.threads.get(id.slot())?, None)),
         }
     }
 
@@ -1185,12 +1192,12 @@ const WOKEN_AT_HAND: usize = 256;
 /// Threads kept at hand by slot, each with its task's generation.
 #[derive(Default)]
 struct WokenThreads {
-    by_slot: Vec<Option<(u32, Thread)>>,
+    by_slot: Vec<Option<(u32, Thread, Option<LuaStream>)>>,
     kept: usize,
 }
 
 impl WokenThreads {
-    fn keep(&mut self, id: TaskId, thread: &Thread) {
+    fn keep(&mut self, id: TaskId, thread: &Thread, stream: Option<LuaStream>) {
         let index = id.slot() as usize;
         if self.kept >= WOKEN_AT_HAND && self.by_slot.get(index).is_none_or(Option::is_none) {
             return;
@@ -1198,18 +1205,16 @@ impl WokenThreads {
         if index >= self.by_slot.len() {
             self.by_slot.resize_with(index + 1, || None);
         }
-        if self.by_slot[index]
-            .replace((id.generation(), thread.clone()))
-            .is_none()
-        {
+        let entry = (id.generation(), thread.clone(), stream);
+        if self.by_slot[index].replace(entry).is_none() {
             self.kept += 1;
         }
     }
 
-    fn take(&mut self, id: TaskId) -> Option<Thread> {
-        let (generation, thread) = self.by_slot.get_mut(id.slot() as usize)?.take()?;
+    fn take(&mut self, id: TaskId) -> Option<(Thread, Option<LuaStream>)> {
+        let (generation, thread, stream) = self.by_slot.get_mut(id.slot() as usize)?.take()?;
         self.kept -= 1;
-        (generation == id.generation()).then_some(thread)
+        (generation == id.generation()).then_some((thread, stream))
     }
 
     /// Drops every handle and gives back the table's memory.

@@ -140,8 +140,8 @@ impl Inner {
         let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
-                let thread = match self.blocked_thread(id) {
-                    Ok(thread) => thread,
+                let (thread, stream) = match self.blocked_thread(id) {
+                    Ok(kept) => kept,
                     Err(error) => {
                         self.complete(lua, id, Err(error));
                         return false;
@@ -151,7 +151,7 @@ impl Inner {
                     return false;
                 }
                 // With the thread at hand: fetching it again cost 740 instructions (callgrind).
-                self.resume_known(lua, id, Some(&thread), Wakeup::Poll);
+                self.resume_known(lua, id, Some(&thread), Wakeup::Poll(stream));
             }
             Some(Suspension::OwnedFuture { token }) if token == target.token => {
                 self.poll_owned_future(lua, id, target);

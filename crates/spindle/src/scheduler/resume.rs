@@ -83,8 +83,13 @@ impl Inner {
             self.resume_thread(lua, id, known, token, wakeup)
         };
         match resumed {
-            Ok(Resumed::Blocked { thread, woken }) => {
-                if let Err(error) = self.block_in_mlua_future(id, &thread, token, woken) {
+            Ok(Resumed::Blocked {
+                thread,
+                woken,
+                stream,
+            }) => {
+                let blocked = self.block_in_mlua_future(id, &thread, token, woken, Some(stream));
+                if let Err(error) = blocked {
                     self.complete(lua, id, Err(error));
                 }
             }
@@ -156,7 +161,7 @@ impl Inner {
                 // wake-ups), it would be resumed ahead of futures made before it that woke
                 // meanwhile (found by reference_model.rs).
                 match self.threads.get(id.slot()) {
-                    Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll),
+                    Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll(None)),
                     Err(error) => self.complete(lua, id, Err(error)),
                 }
             }
@@ -164,7 +169,7 @@ impl Inner {
                 let blocked = self
                     .threads
                     .get(id.slot())
-                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true));
+                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true, None));
                 if let Err(error) = blocked {
                     self.complete(lua, id, Err(error));
                 }
@@ -311,17 +316,23 @@ impl Inner {
             self.sliced.raw_remove(thread)?;
         }
         let args = match wakeup {
-            Wakeup::Args(args) => args,
-            Wakeup::Timer(elapsed) => {
-                MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
-            }
-            Wakeup::Poll | Wakeup::Continue => MultiValue::new(),
-            Wakeup::Settled(result) => settled_values(lua, result)?,
+            // Polled again through the stream that polled it last: no new one to make.
+            Wakeup::Poll(Some(stream)) => Ok(stream),
+            Wakeup::Args(args) => Err(args),
+            Wakeup::Timer(elapsed) => Err(MultiValue::from_iter([
+                Value::LightUserData(resume_mark()),
+                Value::Number(elapsed),
+            ])),
+            Wakeup::Poll(None) | Wakeup::Continue => Err(MultiValue::new()),
+            Wakeup::Settled(result) => Err(settled_values(lua, result)?),
         };
-        let mut stream = match thread.clone().into_async::<MultiValue>(args) {
+        let mut stream = match args {
             Ok(stream) => stream,
-            Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
-            Err(error) => return Err(error),
+            Err(args) => match thread.clone().into_async::<MultiValue>(args) {
+                Ok(stream) => stream,
+                Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
+                Err(error) => return Err(error),
+            },
         };
         let target = WakeTarget {
             slot: id.slot(),
@@ -360,6 +371,7 @@ impl Inner {
             Poll::Pending => Ok(Resumed::Blocked {
                 woken: waker.was_woken(),
                 thread: thread.clone(),
+                stream,
             }),
             Poll::Ready(Some(Ok(values))) if thread.status() == ThreadStatus::Resumable => {
                 drop(values);
