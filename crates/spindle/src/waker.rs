@@ -31,6 +31,8 @@ pub(crate) struct WakeQueue {
     /// asks twice a cycle whether any is queued, and taking the lock for it cost 2.6% of the
     /// time of pend-once calls of an mlua async function (perf).
     queued: AtomicUsize,
+    /// Whether a driver's waker is registered (written under the lock).
+    parked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -52,19 +54,12 @@ impl WakeQueue {
             let mut state = self.lock();
             state.woken.push(target);
             self.queued.store(state.woken.len(), Ordering::Release);
+            self.parked.store(false, Ordering::Release);
             state.driver.take()
         };
         if let Some(driver) = driver {
             driver.wake();
         }
-    }
-
-    /// Moves every queued wake-up into `into`, which is cleared first.
-    pub(crate) fn drain_into(&self, into: &mut Vec<WakeTarget>) {
-        into.clear();
-        let mut state = self.lock();
-        std::mem::swap(&mut state.woken, into);
-        self.queued.store(0, Ordering::Release);
     }
 
     /// Hands every queued wake-up to `each`, in order, under the queue's lock (so `each` must
@@ -103,7 +98,15 @@ impl WakeQueue {
             Some(current) if current.will_wake(driver) => {}
             slot => *slot = Some(driver.clone()),
         }
+        self.parked.store(true, Ordering::Release);
         true
+    }
+
+    /// Whether a wake-up from the scheduler's own thread may skip this queue (see
+    /// `Inner::wake_self`): none is queued here, which it would overtake, and no driver waits
+    /// to be woken by it.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.is_empty() && !self.parked.load(Ordering::Acquire)
     }
 }
 
@@ -209,7 +212,7 @@ mod tests {
         };
         std::thread::spawn(move || kept.wake()).join().unwrap();
         let mut woken = Vec::new();
-        queue.drain_into(&mut woken);
+        queue.take_each(|target| woken.push(target));
         assert_eq!(woken, vec![target(5)]);
     }
 

@@ -759,3 +759,121 @@ fn virtual_clock_timers_do_not_wait_for_real_time_while_futures_are_pending_else
     assert_eq!(result::<f64>(&scheduler, &id), 3600.0);
     assert_eq!(clock.now(), Duration::from_secs(3600));
 }
+
+#[test]
+fn a_future_woken_by_host_code_while_the_driver_is_parked_wakes_the_driver() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let lua = Lua::new();
+        let scheduler = Rc::new(scheduler(&lua));
+        // Keeps the run going, parked, until the end of the test.
+        let keep_alive = OrderedGate::default();
+        let g = keep_alive.clone();
+        let hold = scheduler
+            .create_async_function(move |_, ()| g.wait())
+            .unwrap();
+        let pend = lua
+            .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+            .unwrap();
+        lua.globals().set("hold", hold).unwrap();
+        lua.globals().set("pend", pend).unwrap();
+        scheduler
+            .spawn(lua.load("hold()").into_function().unwrap(), ())
+            .unwrap();
+        let driver = Rc::clone(&scheduler);
+        let run = tokio::task::spawn_local(async move {
+            driver
+                .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+                .await
+        });
+        // The driver runs its cycle and parks: only the held task is left.
+        tokio::task::yield_now().await;
+        // Host code blocks a new task in a future that wakes during its first poll: that
+        // wake-up must reach the parked driver.
+        let id = scheduler
+            .spawn(lua.load("return pend(41) + 1").into_function().unwrap(), ())
+            .unwrap();
+        let mut finished = None;
+        for _ in 0..100 {
+            if let Some(outcome) = scheduler.take_result::<i64>(&id).unwrap() {
+                finished = Some(outcome);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        keep_alive.open();
+        run.await.unwrap().unwrap();
+        assert!(
+            matches!(finished, Some(Outcome::Finished(42))),
+            "the parked driver was not woken"
+        );
+    });
+}
+
+#[test]
+fn wake_ups_raised_during_a_resumption_keep_their_order_with_other_wake_ups() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let gate = OrderedGate::default();
+    let g = gate.clone();
+    let gate_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    let open_gate = lua
+        .create_function(move |_, ()| {
+            gate.open();
+            Ok(())
+        })
+        .unwrap();
+    let pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+        .unwrap();
+    let log: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let l = Rc::clone(&log);
+    let log_fn = lua
+        .create_function(move |_, line: String| {
+            l.borrow_mut().push(line);
+            Ok(())
+        })
+        .unwrap();
+    for (name, f) in [
+        ("gate_wait", gate_wait),
+        ("open_gate", open_gate),
+        ("pend", pend),
+        ("log", log_fn),
+    ] {
+        lua.globals().set(name, f).unwrap();
+    }
+    // The gate's wake-up of the first task comes before the second task's own wake-up (its
+    // future woke while it was polled): the first task resumes first.
+    lua.load(
+        r#"
+        task.spawn(function() gate_wait() log("woken by the gate") end)
+        task.spawn(function() open_gate() pend(1) log("woke itself") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["woken by the gate", "woke itself"]);
+    // And with nothing queued before it, a task's own wake-up comes before later ones.
+    log.borrow_mut().clear();
+    let gate = OrderedGate::default();
+    let g = gate.clone();
+    let gate_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    lua.globals().set("gate_wait", gate_wait).unwrap();
+    lua.load(
+        r#"
+        task.spawn(function() gate_wait() log("woken by the gate") end)
+        task.spawn(function() pend(1) log("woke itself") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    gate.open();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["woke itself", "woken by the gate"]);
+    assert_eq!(scheduler.task_count(), 0);
+}

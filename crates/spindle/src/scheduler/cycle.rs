@@ -199,10 +199,7 @@ impl Inner {
 
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.borrow();
-        state.live_deferred > 0
-            || state.live_timers > 0
-            || state.awaiting > 0
-            || !self.wakes.is_empty()
+        state.live_deferred > 0 || state.live_timers > 0 || state.awaiting > 0 || self.has_wakes()
     }
 
     /// The earliest deadline of a live timer; stale timers on top are dropped on the way.
@@ -295,10 +292,7 @@ impl Inner {
             self.compact_timers();
             return Next::Done;
         }
-        if !self.wakes.is_empty()
-            || self.state.borrow().live_deferred > 0
-            || self.frames.has_carried()
-        {
+        if self.has_wakes() || self.state.borrow().live_deferred > 0 || self.frames.has_carried() {
             return Next::Busy;
         }
         match self.next_deadline() {
@@ -343,6 +337,7 @@ impl Inner {
         args.extend(self.frames.forget_carried());
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();
+        self.own_wakes.borrow_mut().clear();
         self.woken_threads.borrow_mut().clear();
         first_error.map_or(Ok(()), |error| Err(error.into()))
     }

@@ -191,12 +191,8 @@ impl Inner {
                 // Futures woken by the timers' tasks run in this frame too, as in a cycle.
                 None if !wakes_taken => {
                     wakes_taken = true;
-                    let mut woken = Vec::new();
-                    self.wakes.drain_into(&mut woken);
-                    self.frames
-                        .carried
-                        .borrow_mut()
-                        .extend(woken.into_iter().map(Ready::Wake));
+                    let mut carried = self.frames.carried.borrow_mut();
+                    self.take_wakes(|target| carried.push_back(Ready::Wake(target)));
                     continue;
                 }
                 None => break,
@@ -244,8 +240,7 @@ impl Inner {
     pub(super) fn run_wake_batch(&self, lua: &Lua) -> usize {
         {
             let mut carried = self.frames.carried.borrow_mut();
-            self.wakes
-                .take_each(|target| carried.push_back(Ready::Wake(target)));
+            self.take_wakes(|target| carried.push_back(Ready::Wake(target)));
         }
         self.run_carried(lua).1
     }

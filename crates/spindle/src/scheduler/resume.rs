@@ -437,7 +437,7 @@ impl Inner {
                 // A future whose task went away meanwhile is dropped here, outside the borrow.
                 drop(still_waiting);
                 if waker.was_woken() {
-                    self.wakes.push(target);
+                    self.wake_self(target);
                 }
             }
             Poll::Ready(result) => {
