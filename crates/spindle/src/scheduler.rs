@@ -107,9 +107,9 @@ pub(crate) struct Inner {
     /// Threads of tasks that blocked in an mlua future and woke during the poll, by slot, with
     /// their generation and the stream that polled them: the next cycle resumes them, and
     /// fetching each from the store again cost 740 of the 6,900 instructions of a pend-once
-    /// call of an mlua async function, making a new stream 260 more (callgrind). Each handle
-    /// takes a slot of mlua's reference stack, so at most `WOKEN_AT_HAND` are kept; the rest
-    /// are fetched.
+    /// call of an mlua async function, making a new stream 260 more (callgrind). Kept only for
+    /// the tasks in the first `WOKEN_AT_HAND` slots, so that the table stays small and few of
+    /// mlua's reference slots are held; the others are fetched.
     woken_threads: RefCell<WokenThreads>,
     /// Threads stopped at the end of a time slice, weakly keyed: the replaced
     /// `coroutine.resume` goes on with one of them without passing values.
@@ -1217,34 +1217,29 @@ impl Inner {
     }
 }
 
-/// At most this many woken threads are kept at hand (`Inner::woken_threads`).
+/// Woken threads are kept at hand for the tasks of slots below this (`Inner::woken_threads`).
 const WOKEN_AT_HAND: usize = 256;
 
 /// Threads kept at hand by slot, each with its task's generation.
 #[derive(Default)]
 struct WokenThreads {
     by_slot: Vec<Option<(u32, Thread, Option<LuaStream>)>>,
-    kept: usize,
 }
 
 impl WokenThreads {
     fn keep(&mut self, id: TaskId, thread: &Thread, stream: Option<LuaStream>) {
         let index = id.slot() as usize;
-        if self.kept >= WOKEN_AT_HAND && self.by_slot.get(index).is_none_or(Option::is_none) {
+        if index >= WOKEN_AT_HAND {
             return;
         }
         if index >= self.by_slot.len() {
             self.by_slot.resize_with(index + 1, || None);
         }
-        let entry = (id.generation(), thread.clone(), stream);
-        if self.by_slot[index].replace(entry).is_none() {
-            self.kept += 1;
-        }
+        self.by_slot[index] = Some((id.generation(), thread.clone(), stream));
     }
 
     fn take(&mut self, id: TaskId) -> Option<(Thread, Option<LuaStream>)> {
         let (generation, thread, stream) = self.by_slot.get_mut(id.slot() as usize)?.take()?;
-        self.kept -= 1;
         (generation == id.generation()).then_some((thread, stream))
     }
 
