@@ -5,18 +5,141 @@
 //! the thread. A Spindle async function instead hands the future to the scheduler, which polls it
 //! with the task's waker and drops it the moment the task is cancelled or the run ends. Either
 //! kind suspends only the calling task, and only while the future is pending.
+//!
+//! How a call reaches Lua (`task.luau`'s `first_poll` and `settle` read it): a future ready at its
+//! first poll returns its values as they are; a pending one returns the resume mark alone, and
+//! the task is later resumed with the mark and the values; a failed one returns (or is resumed
+//! with) the failure mark and the error's message. Scripts cannot get hold of either mark, so no
+//! result is mistaken for one.
 
+use std::ffi::c_int;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, MultiValue};
+use mlua::state::RawLua;
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Value};
 
-use crate::error::Result;
+use crate::error::{Result, TaskError};
 use crate::host::Scheduler;
+use crate::scheduler::resume_mark;
 
-/// A call's future, with its results already converted to Lua values.
+/// A pending call's future, with its results converted to Lua values when it completes.
 pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
+
+/// The pending futures of the tasks blocked on one, by task slot: a flat table rather than a
+/// hash map, whose hashing, insertion and removal cost 600 of the 7,000 instructions of a
+/// pend-once call (callgrind). It grows to the highest slot that ever blocked on a future.
+#[derive(Default)]
+pub(crate) struct OwnedFutures {
+    by_slot: Vec<Option<OwnedFuture>>,
+}
+
+impl OwnedFutures {
+    pub(crate) fn insert(&mut self, slot: u32, future: OwnedFuture) {
+        let index = slot as usize;
+        if index >= self.by_slot.len() {
+            self.by_slot.resize_with(index + 1, || None);
+        }
+        self.by_slot[index] = Some(future);
+    }
+
+    pub(crate) fn remove(&mut self, slot: u32) -> Option<OwnedFuture> {
+        self.by_slot.get_mut(slot as usize).and_then(Option::take)
+    }
+
+    /// Gives back the table's memory; only for when no future is left.
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(self.by_slot.iter().all(Option::is_none));
+        self.by_slot = Vec::new();
+    }
+}
+
+/// The value a failed call returns first (or its task is resumed with), before the message.
+/// Plain data: the address of a static, compared by identity.
+pub(crate) fn failure_mark() -> LightUserData {
+    static FAILED: u8 = 0;
+    LightUserData(&FAILED as *const u8 as *mut std::ffi::c_void)
+}
+
+/// One call's future, boxed once: polled with its own output type at the first poll (so that a
+/// ready call converts its results straight onto the Lua stack), and as an [`OwnedFuture`] after.
+pub(crate) struct Call<Fut> {
+    future: Fut,
+    lua: Lua,
+}
+
+impl<Fut, R> Call<Fut>
+where
+    Fut: Future<Output = mlua::Result<R>>,
+{
+    pub(crate) fn poll_first(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fut::Output> {
+        // SAFETY: structural pinning of `future`: `Call` never moves it out, has no `Drop`, and
+        // is `Unpin` only when `Fut` is.
+        unsafe { self.map_unchecked_mut(|call| &mut call.future) }.poll(cx)
+    }
+}
+
+impl<Fut, R> Future for Call<Fut>
+where
+    Fut: Future<Output = mlua::Result<R>>,
+    R: IntoLuaMulti,
+{
+    type Output = mlua::Result<MultiValue>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let values = std::task::ready!(self.as_mut().poll_first(cx))?;
+        Poll::Ready(values.into_lua_multi(&self.lua))
+    }
+}
+
+/// What the first poll of a call returns to Lua.
+pub(crate) enum Started<R> {
+    Ready(R),
+    Pending,
+    Failed(String),
+}
+
+impl<R> Started<R> {
+    /// A failure, as `task.luau` raises it: a plain string with the Rust error's message.
+    pub(crate) fn failed(error: &mlua::Error) -> Self {
+        Started::Failed(TaskError::from_lua(None, error).message)
+    }
+}
+
+/// `failure_mark()` and the message: how a failed call or resumption reaches `task.luau`.
+pub(crate) fn failure_values(lua: &Lua, message: &str) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_iter([
+        Value::LightUserData(failure_mark()),
+        Value::String(lua.create_string(message)?),
+    ]))
+}
+
+impl<R: IntoLuaMulti> IntoLuaMulti for Started<R> {
+    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        match self {
+            Started::Ready(values) => values.into_lua_multi(lua),
+            Started::Pending => Ok(MultiValue::from_iter([Value::LightUserData(resume_mark())])),
+            Started::Failed(message) => failure_values(lua, &message),
+        }
+    }
+
+    // mlua's hidden fast path, so that a ready call's values go onto the stack with no
+    // `MultiValue` in between (mlua is pinned at 0.12.2, whose traits have it).
+    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
+        match self {
+            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            Started::Ready(values) => unsafe { values.push_into_stack_multi(lua) },
+            // SAFETY: as above.
+            Started::Pending => unsafe { resume_mark().push_into_stack_multi(lua) },
+            // SAFETY: as above.
+            Started::Failed(message) => unsafe {
+                (failure_mark(), message).push_into_stack_multi(lua)
+            },
+        }
+    }
+}
 
 impl Scheduler {
     /// Creates a Lua function backed by a Rust async function whose future the scheduler owns:
@@ -42,17 +165,19 @@ impl Scheduler {
         F: Fn(Lua, A) -> Fut + 'static,
         A: FromLuaMulti,
         Fut: Future<Output = mlua::Result<R>> + 'static,
-        R: IntoLuaMulti,
+        R: IntoLuaMulti + 'static,
     {
         let make_async = self.inner.library(&self.lua)?.make_async;
         let inner = Rc::clone(&self.inner);
-        let start = self.lua.create_function(move |lua, args: MultiValue| {
+        let start = self.lua.create_function(move |lua, args: A| {
             inner.ensure_open()?;
-            let args = A::from_lua_multi(args, lua)?;
-            let future = f(lua.clone(), args);
-            let owner = lua.clone();
-            let future: OwnedFuture = Box::pin(async move { future.await?.into_lua_multi(&owner) });
-            inner.start_owned_future(lua, future)
+            let (id, target) = inner.caller_task(lua)?;
+            let mut call = Box::pin(Call {
+                future: f(lua.clone(), args),
+                lua: lua.clone(),
+            });
+            let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
+            inner.started(id, target, poll, call)
         })?;
         Ok(make_async.call(start)?)
     }

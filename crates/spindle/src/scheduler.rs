@@ -18,15 +18,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mlua::thread::ThreadStatus;
-use mlua::{LightUserData, Lua, MultiValue, Table, Thread, Value};
+use mlua::{IntoLuaMulti, LightUserData, Lua, MultiValue, Table, Thread, Value};
 
-use crate::async_fn::OwnedFuture;
+use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
 use crate::signal::SignalBehavior;
@@ -100,10 +102,23 @@ pub(crate) struct Inner {
     /// comes back unblocked. The set is replaced by a fresh one once no task is left, since a
     /// Luau table keeps the capacity of its peak (4 MB after 100,000 blocked threads).
     blocked: Table,
+    /// `blocked.threads`, at hand: fetching it by name cost 1,100 of the 9,500 instructions of
+    /// a pend-once call of an mlua async function (callgrind). Replaced with it.
+    blocked_threads: RefCell<Table>,
+    /// Threads of tasks that blocked in an mlua future and woke during the poll, by slot, with
+    /// their generation and the stream that polled them: the next cycle resumes them, and
+    /// fetching each from the store again cost 740 of the 6,900 instructions of a pend-once
+    /// call of an mlua async function, making a new stream 260 more (callgrind). Kept only for
+    /// the tasks in the first `WOKEN_AT_HAND` slots, so that the table stays small and few of
+    /// mlua's reference slots are held; the others are fetched.
+    woken_threads: RefCell<WokenThreads>,
     /// Threads stopped at the end of a time slice, weakly keyed: the replaced
     /// `coroutine.resume` goes on with one of them without passing values.
     sliced: Table,
     wakes: Arc<WakeQueue>,
+    /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see
+    /// `wake_self`).
+    own_wakes: RefCell<Vec<WakeTarget>>,
     clock: Clock,
     max_defer_depth: u32,
     watchdog: Budget,
@@ -130,7 +145,7 @@ struct State {
     live_deferred: usize,
     awaiting: usize,
     deferred: VecDeque<Deferred>,
-    futures: HashMap<u32, OwnedFuture>,
+    futures: OwnedFutures,
     /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
     outcomes: HashMap<TaskId, (StoredOutcome, u32)>,
     /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
@@ -192,14 +207,18 @@ pub(crate) enum StoredOutcome {
     Cancelled,
 }
 
+/// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
+type LuaStream = mlua::thread::AsyncThread<MultiValue>;
+
 /// What a resumption passes to the thread.
 enum Wakeup {
     /// Explicit arguments (from `spawn`, or stored for `defer`/`delay`).
     Args(MultiValue),
     /// A `task.wait` timer: the thread gets the mark and the elapsed seconds.
     Timer(f64),
-    /// The mlua future inside the thread woke: resume it to poll again.
-    Poll,
+    /// The mlua future inside the thread woke: resume it to poll again, through the stream
+    /// its last resumption made when the scheduler kept it.
+    Poll(Option<LuaStream>),
     /// The Spindle future the thread waited on finished.
     Settled(mlua::Result<MultiValue>),
     /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
@@ -212,6 +231,7 @@ enum Resumed {
     Blocked {
         thread: Thread,
         woken: bool,
+        stream: LuaStream,
     },
     /// Yielded: a scheduler function set a suspension, or it is a plain yield.
     Yielded,
@@ -361,7 +381,7 @@ impl State {
         Some(Freed {
             slot: id.slot(),
             claims: slot.claims,
-            future: self.futures.remove(&id.slot()),
+            future: self.futures.remove(id.slot()),
         })
     }
 
@@ -406,7 +426,8 @@ impl Inner {
         signal_behavior: SignalBehavior,
     ) -> mlua::Result<Self> {
         let blocked = lua.create_table()?;
-        blocked.raw_set("threads", weak_set(lua)?)?;
+        let blocked_threads = weak_set(lua)?;
+        blocked.raw_set("threads", &blocked_threads)?;
         let sliced = weak_set(lua)?;
         Ok(Inner {
             state: RefCell::new(State {
@@ -416,7 +437,7 @@ impl Inner {
                 live_deferred: 0,
                 awaiting: 0,
                 deferred: VecDeque::new(),
-                futures: HashMap::new(),
+                futures: OwnedFutures::default(),
                 outcomes: HashMap::new(),
                 depth: 0,
                 defer_level: 0,
@@ -426,8 +447,11 @@ impl Inner {
             threads: ThreadStore::new(lua)?,
             values: ValueStore::new(lua)?,
             blocked,
+            blocked_threads: RefCell::new(blocked_threads),
+            woken_threads: RefCell::default(),
             sliced,
             wakes: Arc::new(WakeQueue::default()),
+            own_wakes: RefCell::default(),
             clock,
             max_defer_depth,
             watchdog,
@@ -475,6 +499,33 @@ impl Inner {
         &self.wakes
     }
 
+    /// Queues a wake-up that the scheduler's own thread raises during a resumption (a future
+    /// that woke while it was polled). While the shared queue is empty and no driver is parked
+    /// on it, the wake-up goes to a plain local list instead, taken before the shared queue:
+    /// the order of wake-ups is kept, and the shared queue's lock (two atomic operations to
+    /// push, two to take) cost 6% of the time of pend-once calls (perf).
+    fn wake_self(&self, target: WakeTarget) {
+        if self.wakes.is_idle() {
+            self.own_wakes.borrow_mut().push(target);
+        } else {
+            self.wakes.push(target);
+        }
+    }
+
+    /// Whether any wake-up is queued.
+    fn has_wakes(&self) -> bool {
+        !self.own_wakes.borrow().is_empty() || !self.wakes.is_empty()
+    }
+
+    /// Hands every queued wake-up to `each`, in the order they came.
+    fn take_wakes(&self, mut each: impl FnMut(WakeTarget)) {
+        let mut own = std::mem::take(&mut *self.own_wakes.borrow_mut());
+        own.drain(..).for_each(&mut each);
+        // Given back, so that the list keeps its buffer (`each` queues no wake-up).
+        *self.own_wakes.borrow_mut() = own;
+        self.wakes.take_each(each);
+    }
+
     pub(crate) fn blocked(&self) -> &Table {
         &self.blocked
     }
@@ -490,7 +541,10 @@ impl Inner {
     /// Replaces the set of threads blocked in mlua futures with an empty one; only for when no
     /// task is left, so that no thread in it is still blocked.
     fn renew_blocked(&self, lua: &Lua) -> mlua::Result<()> {
-        self.blocked.raw_set("threads", weak_set(lua)?)
+        let threads = weak_set(lua)?;
+        self.blocked.raw_set("threads", &threads)?;
+        *self.blocked_threads.borrow_mut() = threads;
+        Ok(())
     }
 
     pub(crate) fn pristine(&self) -> &Pristine {
@@ -587,6 +641,8 @@ impl Inner {
     /// not a task any more. Its owned future, if any, is dropped here, outside the borrow.
     fn free_task(&self, id: TaskId) -> Option<u32> {
         let freed = self.state.borrow_mut().free(id)?;
+        let woken = self.woken_threads.borrow_mut().take(id);
+        drop(woken);
         self.threads.clear(freed.slot);
         self.state.borrow_mut().tasks.recycle(freed.slot);
         drop(freed.future);
@@ -936,7 +992,7 @@ impl Inner {
         let Some(token) = self.next_token(id) else {
             return Ok(());
         };
-        self.block_in_mlua_future(id, thread, token, true)
+        self.block_in_mlua_future(id, thread, token, true, None)
     }
 
     /// A fresh token for the task's next suspension; `None` for a stale id.
@@ -953,19 +1009,31 @@ impl Inner {
         thread: &Thread,
         token: u32,
         woken: bool,
+        stream: Option<LuaStream>,
     ) -> mlua::Result<()> {
-        if !self
-            .state
-            .borrow_mut()
-            .set_suspension(id, Suspension::LuaFuture { token })
-        {
-            return Ok(());
+        let listed = {
+            let mut state = self.state.borrow_mut();
+            if !state.set_suspension(id, Suspension::LuaFuture { token }) {
+                return Ok(());
+            }
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            std::mem::replace(&mut slot.in_blocked_set, true)
+        };
+        // A thread that blocks again is in the set already: adding it cost 640 of the 7,500
+        // instructions of a pend-once call of an mlua async function (callgrind).
+        if !listed {
+            // Cloned out first: the call below may run finalizers that come back here.
+            let threads = self.blocked_threads.borrow().clone();
+            if let Err(error) = threads.raw_set(thread, true) {
+                if let Some(slot) = self.state.borrow_mut().tasks.get_mut(id) {
+                    slot.in_blocked_set = false;
+                }
+                return Err(error);
+            }
         }
-        self.blocked
-            .raw_get::<Table>("threads")?
-            .raw_set(thread, true)?;
         if woken {
-            self.wakes.push(WakeTarget {
+            self.woken_threads.borrow_mut().keep(id, thread, stream);
+            self.wake_self(WakeTarget {
                 slot: id.slot(),
                 generation: id.generation(),
                 token,
@@ -974,11 +1042,27 @@ impl Inner {
         Ok(())
     }
 
+    /// The thread of a task that blocked in an mlua future, and the stream that polled it, from
+    /// those kept at hand or else from the store.
+    fn blocked_thread(&self, id: TaskId) -> mlua::Result<(Thread, Option<LuaStream>)> {
+        let kept = self.woken_threads.borrow_mut().take(id);
+        match kept {
+            Some(kept) => Ok(kept),
+            None => Ok((self.threads.get(id.slot())?, None)),
+        }
+    }
+
     /// A thread that blocked in an mlua future was resumed by hand and came back: if it is no
     /// longer blocked (it finished its future and went on), its future suspension ends.
     pub(crate) fn released_by_hand(&self, thread: &Thread) {
-        let Some(id) = self.state.borrow().tasks.find(thread) else {
-            return;
+        let id = {
+            let mut state = self.state.borrow_mut();
+            let Some(id) = state.tasks.find(thread) else {
+                return;
+            };
+            // `task.luau` took the thread out of the set before calling here.
+            state.tasks.get_mut(id).expect("just found").in_blocked_set = false;
+            id
         };
         self.still_blocked_in_mlua_future(id, thread);
     }
@@ -992,60 +1076,119 @@ impl Inner {
         false
     }
 
-    /// Polls a Spindle future for the first time from the task that called the async function.
-    pub(crate) fn start_owned_future(
-        &self,
-        lua: &Lua,
-        mut future: OwnedFuture,
-    ) -> mlua::Result<MultiValue> {
-        let thread = lua.current_thread();
-        let id = self.adopt(&thread)?;
-        let Some(token) = self.next_token(id) else {
-            return Err(mlua::Error::runtime(
-                "the calling task ended while starting a future",
-            ));
+    /// The task of the thread calling a Spindle async function (made a task if it is not one),
+    /// and the wake target of the call's suspension, under a fresh token.
+    pub(crate) fn caller_task(&self, lua: &Lua) -> mlua::Result<(TaskId, WakeTarget)> {
+        let target = |id: TaskId, token| {
+            let target = WakeTarget {
+                slot: id.slot(),
+                generation: id.generation(),
+                token,
+            };
+            (id, target)
         };
-        let target = WakeTarget {
-            slot: id.slot(),
-            generation: id.generation(),
-            token,
-        };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
-        let poll = waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w)));
-        match poll {
-            Poll::Ready(result) => {
-                self.release_if_idle(id);
-                settled_values(lua, result)
-            }
-            Poll::Pending if !vm::can_yield(&thread) => {
-                drop(future);
-                self.release_if_idle(id);
-                Err(mlua::Error::runtime(
-                    "an async function was called where the thread cannot yield; call it from a task",
-                ))
-            }
-            Poll::Pending => {
-                let orphan = {
-                    let mut state = self.state.borrow_mut();
-                    if state.set_suspension(id, Suspension::OwnedFuture { token }) {
-                        state.futures.insert(id.slot(), future);
-                        None
-                    } else {
-                        Some(future)
-                    }
-                };
-                if orphan.is_some() {
-                    drop(orphan);
-                    return Err(mlua::Error::runtime(
-                        "the calling task ended while its async function started",
-                    ));
-                }
-                if waker.was_woken() {
-                    self.wakes.push(target);
-                }
-                Ok(MultiValue::from_iter([Value::LightUserData(resume_mark())]))
+        // `Lua::current_thread` was 330 of the 4,480 instructions of a ready call (callgrind).
+        let running = vm::running_thread(lua);
+        {
+            let mut state = self.state.borrow_mut();
+            // SAFETY: the running thread is alive.
+            if let Some(id) = unsafe { state.tasks.find_raw(running) } {
+                let token = state.tasks.get_mut(id).expect("just found").next_token();
+                return Ok(target(id, token));
             }
         }
+        let id = self.adopt(&lua.current_thread())?;
+        match self.next_token(id) {
+            Some(token) => Ok(target(id, token)),
+            None => Err(mlua::Error::runtime(
+                "the calling task ended while starting a future",
+            )),
+        }
+    }
+
+    /// Polls a call's future for the first time with the waker of `target`; also returns
+    /// whether the future woke the waker during the poll.
+    pub(crate) fn first_poll<T>(
+        &self,
+        target: WakeTarget,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> (Poll<T>, bool) {
+        let waker = BorrowedWaker::new(target, &self.wakes);
+        let polled = waker.with_waker(|w| poll(&mut Context::from_waker(w)));
+        (polled, waker.was_woken())
+    }
+
+    /// Files the outcome of a call's first poll: a ready call's task is released if nothing
+    /// else holds it, a pending call's task becomes blocked on the future.
+    pub(crate) fn started<Fut, R>(
+        &self,
+        id: TaskId,
+        target: WakeTarget,
+        (poll, woken): (Poll<mlua::Result<R>>, bool),
+        call: Pin<Box<Call<Fut>>>,
+    ) -> mlua::Result<Started<R>>
+    where
+        Fut: Future<Output = mlua::Result<R>> + 'static,
+        R: IntoLuaMulti + 'static,
+    {
+        match poll {
+            Poll::Ready(result) => {
+                drop(call);
+                self.release_if_idle(id);
+                Ok(match result {
+                    Ok(values) => Started::Ready(values),
+                    Err(error) => Started::failed(&error),
+                })
+            }
+            Poll::Pending => {
+                self.block_on_owned_future(id, target, call, woken)?;
+                Ok(Started::Pending)
+            }
+        }
+    }
+
+    /// A call's future is pending after its first poll: the task blocks on it, if it can yield.
+    fn block_on_owned_future(
+        &self,
+        id: TaskId,
+        target: WakeTarget,
+        future: OwnedFuture,
+        woken: bool,
+    ) -> mlua::Result<()> {
+        let thread = self
+            .state
+            .borrow()
+            .tasks
+            .get(id)
+            .and_then(|slot| slot.thread());
+        // SAFETY: the thread store keeps the thread of an occupied slot alive.
+        if !thread.is_some_and(|thread| unsafe { vm::can_yield_raw(thread) }) {
+            drop(future);
+            self.release_if_idle(id);
+            return Err(mlua::Error::runtime(
+                "an async function was called where the thread cannot yield; call it from a task",
+            ));
+        }
+        let orphan = {
+            let mut state = self.state.borrow_mut();
+            let token = target.token;
+            if state.set_suspension(id, Suspension::OwnedFuture { token }) {
+                state.futures.insert(id.slot(), future);
+                None
+            } else {
+                Some(future)
+            }
+        };
+        if orphan.is_some() {
+            drop(orphan);
+            return Err(mlua::Error::runtime(
+                "the calling task ended while its async function started",
+            ));
+        }
+        if woken {
+            self.wake_self(target);
+        }
+        Ok(())
     }
 
     /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
@@ -1075,20 +1218,46 @@ impl Inner {
     }
 }
 
-/// How a Spindle future's result reaches Lua: `true` and the values, or `false` and the error's
-/// message, which `task.luau` raises as a plain string error.
+/// Woken threads are kept at hand for the tasks of slots below this (`Inner::woken_threads`).
+const WOKEN_AT_HAND: usize = 256;
+
+/// Threads kept at hand by slot, each with its task's generation.
+#[derive(Default)]
+struct WokenThreads {
+    by_slot: Vec<Option<(u32, Thread, Option<LuaStream>)>>,
+}
+
+impl WokenThreads {
+    fn keep(&mut self, id: TaskId, thread: &Thread, stream: Option<LuaStream>) {
+        let index = id.slot() as usize;
+        if index >= WOKEN_AT_HAND {
+            return;
+        }
+        if index >= self.by_slot.len() {
+            self.by_slot.resize_with(index + 1, || None);
+        }
+        self.by_slot[index] = Some((id.generation(), thread.clone(), stream));
+    }
+
+    fn take(&mut self, id: TaskId) -> Option<(Thread, Option<LuaStream>)> {
+        let (generation, thread, stream) = self.by_slot.get_mut(id.slot() as usize)?.take()?;
+        (generation == id.generation()).then_some((thread, stream))
+    }
+
+    /// Drops every handle and gives back the table's memory.
+    fn clear(&mut self) {
+        *self = WokenThreads::default();
+    }
+}
+
+/// How a pending Spindle future's result reaches its task: the resume mark and the values, or
+/// the failure mark and the error's message, which `task.luau` raises as a plain string error.
 fn settled_values(lua: &Lua, result: mlua::Result<MultiValue>) -> mlua::Result<MultiValue> {
-    Ok(match result {
+    match result {
         Ok(mut values) => {
-            values.push_front(Value::Boolean(true));
-            values
+            values.push_front(Value::LightUserData(resume_mark()));
+            Ok(values)
         }
-        Err(error) => {
-            let message = TaskError::from_lua(None, &error).message;
-            MultiValue::from_iter([
-                Value::Boolean(false),
-                Value::String(lua.create_string(message)?),
-            ])
-        }
-    })
+        Err(error) => failure_values(lua, &TaskError::from_lua(None, &error).message),
+    }
 }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
+use crate::async_fn::failure_mark;
 use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
 use crate::vm;
 
@@ -190,6 +191,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set("blocked", inner.blocked())?;
     rt.raw_set("sliced", inner.sliced())?;
     rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
+    rt.raw_set("failed", Value::LightUserData(failure_mark()))?;
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
     rt.raw_set("resume", &pristine.resume)?;
     rt.raw_set("create", &pristine.create)?;

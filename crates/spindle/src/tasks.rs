@@ -106,6 +106,8 @@ pub(crate) struct Slot {
     pub running: bool,
     /// How many host `Task` handles claim this task's outcome; kept when it ends if any do.
     pub claims: u32,
+    /// The thread is in the scheduler's set of threads that blocked in an mlua future.
+    pub in_blocked_set: bool,
     /// The thread, while the slot is occupied.
     thread: Option<ThreadPtr>,
 }
@@ -204,6 +206,7 @@ impl TaskTable {
                     queued: 0,
                     running: false,
                     claims: 0,
+                    in_blocked_set: false,
                     thread: None,
                 });
                 slot
@@ -241,6 +244,7 @@ impl TaskTable {
         slot.queued = 0;
         slot.running = false;
         slot.claims = 0;
+        slot.in_blocked_set = false;
         slot.thread = None;
         if let Some(thread) = freed.thread {
             // SAFETY: the thread store still holds the thread; `recycle` comes after it lets go.

@@ -11,7 +11,7 @@
 //! in a yield that no future asked for.
 
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{RawWaker, RawWakerVTable, Wake, Waker};
 
@@ -27,6 +27,12 @@ pub(crate) struct WakeTarget {
 #[derive(Default)]
 pub(crate) struct WakeQueue {
     inner: Mutex<WakeState>,
+    /// How many wake-ups are queued, written under the lock and read without it: the driver
+    /// asks twice a cycle whether any is queued, and taking the lock for it cost 2.6% of the
+    /// time of pend-once calls of an mlua async function (perf).
+    queued: AtomicUsize,
+    /// Whether a driver's waker is registered (written under the lock).
+    parked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -47,6 +53,8 @@ impl WakeQueue {
         let driver = {
             let mut state = self.lock();
             state.woken.push(target);
+            self.queued.store(state.woken.len(), Ordering::Release);
+            self.parked.store(false, Ordering::Release);
             state.driver.take()
         };
         if let Some(driver) = driver {
@@ -54,19 +62,29 @@ impl WakeQueue {
         }
     }
 
-    /// Moves every queued wake-up into `into`, which is cleared first.
-    pub(crate) fn drain_into(&self, into: &mut Vec<WakeTarget>) {
-        into.clear();
-        std::mem::swap(&mut self.lock().woken, into);
+    /// Hands every queued wake-up to `each`, in order, under the queue's lock (so `each` must
+    /// not wake anything). The queue keeps its buffer: swapping a fresh one in made every
+    /// cycle's first wake-up allocate (150 of the 7,000 instructions of a pend-once call).
+    pub(crate) fn take_each(&self, each: impl FnMut(WakeTarget)) {
+        if self.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        state.woken.drain(..).for_each(each);
+        self.queued.store(0, Ordering::Release);
     }
 
     /// Forgets every queued wake-up.
     pub(crate) fn clear(&self) {
-        self.lock().woken.clear();
+        let mut state = self.lock();
+        state.woken.clear();
+        self.queued.store(0, Ordering::Release);
     }
 
+    /// Whether no wake-up is queued. A wake-up from another thread may arrive right after;
+    /// `park_driver` checks again under the lock before the driver sleeps.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().woken.is_empty()
+        self.queued.load(Ordering::Acquire) == 0
     }
 
     /// Registers the driver's waker, unless a wake-up is already queued. Returns `false` when
@@ -80,7 +98,15 @@ impl WakeQueue {
             Some(current) if current.will_wake(driver) => {}
             slot => *slot = Some(driver.clone()),
         }
+        self.parked.store(true, Ordering::Release);
         true
+    }
+
+    /// Whether a wake-up from the scheduler's own thread may skip this queue (see
+    /// `Inner::wake_self`): none is queued here, which it would overtake, and no driver waits
+    /// to be woken by it.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.is_empty() && !self.parked.load(Ordering::Acquire)
     }
 }
 
@@ -100,15 +126,16 @@ impl Wake for OwnedWaker {
     }
 }
 
-/// The waker a task is polled with during one resumption. Lives on the resuming stack frame.
-pub(crate) struct BorrowedWaker {
+/// The waker a task is polled with during one resumption. Lives on the resuming stack frame,
+/// and borrows the queue: holding a clone of its `Arc` cost two atomic operations a resumption.
+pub(crate) struct BorrowedWaker<'a> {
     target: WakeTarget,
-    queue: Arc<WakeQueue>,
+    queue: &'a Arc<WakeQueue>,
     woken: AtomicBool,
 }
 
-impl BorrowedWaker {
-    pub(crate) fn new(target: WakeTarget, queue: Arc<WakeQueue>) -> Self {
+impl<'a> BorrowedWaker<'a> {
+    pub(crate) fn new(target: WakeTarget, queue: &'a Arc<WakeQueue>) -> Self {
         BorrowedWaker {
             target,
             queue,
@@ -138,10 +165,10 @@ static BORROWED_VTABLE: RawWakerVTable =
 
 unsafe fn borrowed_clone(data: *const ()) -> RawWaker {
     // SAFETY: `data` is the `BorrowedWaker` lent by `with_waker`, alive for the whole call.
-    let this = unsafe { &*(data as *const BorrowedWaker) };
+    let this = unsafe { &*(data as *const BorrowedWaker<'_>) };
     let owned = Waker::from(Arc::new(OwnedWaker {
         target: this.target,
-        queue: Arc::clone(&this.queue),
+        queue: Arc::clone(this.queue),
     }));
     let owned = ManuallyDrop::new(owned);
     RawWaker::new(owned.data(), owned.vtable())
@@ -149,7 +176,7 @@ unsafe fn borrowed_clone(data: *const ()) -> RawWaker {
 
 unsafe fn borrowed_wake(data: *const ()) {
     // SAFETY: as in `borrowed_clone`.
-    let this = unsafe { &*(data as *const BorrowedWaker) };
+    let this = unsafe { &*(data as *const BorrowedWaker<'_>) };
     this.woken.store(true, Ordering::Relaxed);
 }
 
@@ -170,7 +197,7 @@ mod tests {
     #[test]
     fn borrowed_wake_sets_flag_without_queueing() {
         let queue = Arc::new(WakeQueue::default());
-        let borrowed = BorrowedWaker::new(target(3), Arc::clone(&queue));
+        let borrowed = BorrowedWaker::new(target(3), &queue);
         borrowed.with_waker(|w| w.wake_by_ref());
         assert!(borrowed.was_woken());
         assert!(queue.is_empty());
@@ -180,12 +207,12 @@ mod tests {
     fn cloned_waker_outlives_the_borrow_and_queues_its_target() {
         let queue = Arc::new(WakeQueue::default());
         let kept = {
-            let borrowed = BorrowedWaker::new(target(5), Arc::clone(&queue));
+            let borrowed = BorrowedWaker::new(target(5), &queue);
             borrowed.with_waker(|w| w.clone())
         };
         std::thread::spawn(move || kept.wake()).join().unwrap();
         let mut woken = Vec::new();
-        queue.drain_into(&mut woken);
+        queue.take_each(|target| woken.push(target));
         assert_eq!(woken, vec![target(5)]);
     }
 

@@ -189,6 +189,238 @@ fn spindle_async_function_returns_at_once_when_ready_and_suspends_when_pending()
     assert!(polls.get() <= 3, "polled {} times", polls.get());
 }
 
+/// Completes with `value` at its second poll, having woken its waker at the first.
+struct PendOnce<T>(Option<T>, bool);
+
+impl<T: Unpin> Future for PendOnce<T> {
+    type Output = mlua::Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(self.0.take().expect("polled after completion")))
+    }
+}
+
+#[test]
+fn spindle_async_results_keep_their_count_and_nils_whether_ready_or_pending() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let nothing = scheduler
+        .create_async_function(|_, pend: bool| PendOnce(Some(()), !pend))
+        .unwrap();
+    let nils = scheduler
+        .create_async_function(|_, pend: bool| {
+            PendOnce(Some((mlua::Value::Nil, 2, mlua::Value::Nil)), !pend)
+        })
+        .unwrap();
+    lua.globals().set("nothing", nothing).unwrap();
+    lua.globals().set("nils", nils).unwrap();
+    let main = lua
+        .load(
+            r##"
+            local counts = {}
+            for _, pend in { false, true } do
+                table.insert(counts, select("#", nothing(pend)))
+                local a, b, c = nils(pend)
+                table.insert(counts, select("#", nils(pend)))
+                table.insert(counts, tostring(a) .. tostring(b) .. tostring(c))
+            end
+            -- From a coroutine that is no task: it becomes one for the call, and is let go after.
+            local co = coroutine.create(function() return select("#", nils(false)) end)
+            local _, plain = coroutine.resume(co)
+            table.insert(counts, plain)
+            return table.concat(counts, " ")
+            "##,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    assert_eq!(
+        result::<String>(&scheduler, &id),
+        "0 3 nil2nil 0 3 nil2nil 3"
+    );
+    assert_eq!(scheduler.task_count(), 0, "every task was let go");
+}
+
+#[test]
+fn a_task_resumed_by_its_settled_future_ends_with_its_results_kept_or_its_error_reported() {
+    let lua = Lua::new();
+    let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let echo = scheduler
+        .create_async_function(|_, text: String| PendOnce(Some((text, mlua::Value::Nil)), false))
+        .unwrap();
+    // An mlua async function that pends once: the task blocks in it right after the resumption.
+    let mlua_pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n + 1), false))
+        .unwrap();
+    lua.globals().set("echo", echo).unwrap();
+    lua.globals().set("mlua_pend", mlua_pend).unwrap();
+    // The host claims this one's results: they are read off the thread it returned on.
+    let kept = lua.load(r#"return echo("kept")"#).into_function().unwrap();
+    let kept = scheduler.spawn(kept, ()).unwrap();
+    // This one blocks in mlua's future after the settled resumption, then fails.
+    let failing = lua
+        .load(
+            r#"
+            local function after_settle()
+                local text = echo("x")
+                error(text .. mlua_pend(41), 0)
+            end
+            task.spawn(after_settle)
+            "#,
+        )
+        .set_name("@after_settle.luau")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(failing, ()).unwrap();
+    run(&scheduler);
+    let (text, nil, count): (String, mlua::Value, usize) =
+        match scheduler.take_result::<mlua::MultiValue>(&kept).unwrap() {
+            Some(Outcome::Finished(values)) => {
+                let count = values.len();
+                let mut values = values.into_iter();
+                let text = values.next().unwrap();
+                (lua.unpack(text).unwrap(), values.next().unwrap(), count)
+            }
+            other => panic!("task did not finish: {:?}", other.map(|_| ())),
+        };
+    assert_eq!((text.as_str(), nil.is_nil(), count), ("kept", true, 2));
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].message, "x42");
+    assert_eq!(scheduler.task_count(), 0);
+}
+
+/// Whether the gate is open, the last future id handed out, and the pending futures' wakers.
+#[derive(Default)]
+struct OrderedGateState {
+    open: bool,
+    made: u64,
+    wakers: std::collections::BTreeMap<u64, std::task::Waker>,
+}
+
+/// A gate that wakes its waiters in the order their futures were made, as the reference
+/// model's gates do.
+#[derive(Clone, Default)]
+struct OrderedGate(Rc<std::cell::RefCell<OrderedGateState>>);
+
+impl OrderedGate {
+    fn wait(&self) -> impl Future<Output = mlua::Result<()>> {
+        let gate = self.clone();
+        let id = {
+            let mut state = gate.0.borrow_mut();
+            state.made += 1;
+            state.made
+        };
+        std::future::poll_fn(move |cx| {
+            let mut state = gate.0.borrow_mut();
+            if state.open {
+                return Poll::Ready(Ok(()));
+            }
+            state.wakers.insert(id, cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn open(&self) {
+        let wakers: Vec<std::task::Waker> = {
+            let mut state = self.0.borrow_mut();
+            state.open = true;
+            std::mem::take(&mut state.wakers).into_values().collect()
+        };
+        wakers.into_iter().for_each(std::task::Waker::wake);
+    }
+}
+
+#[test]
+fn a_task_that_blocks_in_an_mlua_future_after_its_spindle_future_settled_keeps_its_place() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let (owned_gate, mlua_gate) = (OrderedGate::default(), OrderedGate::default());
+    let g = owned_gate.clone();
+    let owned_wait = scheduler
+        .create_async_function(move |_, ()| g.wait())
+        .unwrap();
+    let g = mlua_gate.clone();
+    let mlua_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    lua.globals().set("owned_wait", owned_wait).unwrap();
+    lua.globals().set("mlua_wait", mlua_wait).unwrap();
+    let log: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let l = Rc::clone(&log);
+    let log_fn = lua
+        .create_function(move |_, line: String| {
+            l.borrow_mut().push(line);
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("log", log_fn).unwrap();
+    lua.load(
+        r#"
+        task.spawn(function() mlua_wait() log("made first") end)
+        task.spawn(function() owned_wait() mlua_wait() log("made second") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    owned_gate.open();
+    scheduler.cycle().unwrap();
+    mlua_gate.open();
+    scheduler.cycle().unwrap();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["made first", "made second"]);
+    assert_eq!(scheduler.task_count(), 0);
+}
+
+#[test]
+fn many_tasks_in_self_waking_mlua_futures_all_finish_and_a_cancelled_one_never_resumes() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+        .unwrap();
+    lua.globals().set("pend", pend).unwrap();
+    // More tasks than the scheduler keeps threads at hand for, each woken during its polls.
+    let main = lua
+        .load(
+            r#"
+            local done, resumed_after_cancel = 0, false
+            for i = 1, 1000 do
+                task.spawn(function()
+                    local sum = 0
+                    for round = 1, 3 do sum += pend(round) end
+                    assert(sum == 6)
+                    done += 1
+                end)
+            end
+            local cancelled = task.spawn(function()
+                pend(0)
+                resumed_after_cancel = true
+            end)
+            task.cancel(cancelled)
+            task.wait()
+            while done < 1000 do task.wait() end
+            return done, resumed_after_cancel
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    run(&scheduler);
+    let (done, resumed): (i64, bool) = result(&scheduler, &id);
+    assert_eq!((done, resumed), (1000, false));
+    assert_eq!(scheduler.task_count(), 0);
+}
+
 #[test]
 fn rust_errors_surface_in_the_awaiting_task_as_catchable_lua_errors() {
     let lua = Lua::new();
@@ -526,4 +758,122 @@ fn virtual_clock_timers_do_not_wait_for_real_time_while_futures_are_pending_else
     scheduler.run_blocking().unwrap();
     assert_eq!(result::<f64>(&scheduler, &id), 3600.0);
     assert_eq!(clock.now(), Duration::from_secs(3600));
+}
+
+#[test]
+fn a_future_woken_by_host_code_while_the_driver_is_parked_wakes_the_driver() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let lua = Lua::new();
+        let scheduler = Rc::new(scheduler(&lua));
+        // Keeps the run going, parked, until the end of the test.
+        let keep_alive = OrderedGate::default();
+        let g = keep_alive.clone();
+        let hold = scheduler
+            .create_async_function(move |_, ()| g.wait())
+            .unwrap();
+        let pend = lua
+            .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+            .unwrap();
+        lua.globals().set("hold", hold).unwrap();
+        lua.globals().set("pend", pend).unwrap();
+        scheduler
+            .spawn(lua.load("hold()").into_function().unwrap(), ())
+            .unwrap();
+        let driver = Rc::clone(&scheduler);
+        let run = tokio::task::spawn_local(async move {
+            driver
+                .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+                .await
+        });
+        // The driver runs its cycle and parks: only the held task is left.
+        tokio::task::yield_now().await;
+        // Host code blocks a new task in a future that wakes during its first poll: that
+        // wake-up must reach the parked driver.
+        let id = scheduler
+            .spawn(lua.load("return pend(41) + 1").into_function().unwrap(), ())
+            .unwrap();
+        let mut finished = None;
+        for _ in 0..100 {
+            if let Some(outcome) = scheduler.take_result::<i64>(&id).unwrap() {
+                finished = Some(outcome);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        keep_alive.open();
+        run.await.unwrap().unwrap();
+        assert!(
+            matches!(finished, Some(Outcome::Finished(42))),
+            "the parked driver was not woken"
+        );
+    });
+}
+
+#[test]
+fn wake_ups_raised_during_a_resumption_keep_their_order_with_other_wake_ups() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let gate = OrderedGate::default();
+    let g = gate.clone();
+    let gate_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    let open_gate = lua
+        .create_function(move |_, ()| {
+            gate.open();
+            Ok(())
+        })
+        .unwrap();
+    let pend = lua
+        .create_async_function(|_, n: i64| PendOnce(Some(n), false))
+        .unwrap();
+    let log: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let l = Rc::clone(&log);
+    let log_fn = lua
+        .create_function(move |_, line: String| {
+            l.borrow_mut().push(line);
+            Ok(())
+        })
+        .unwrap();
+    for (name, f) in [
+        ("gate_wait", gate_wait),
+        ("open_gate", open_gate),
+        ("pend", pend),
+        ("log", log_fn),
+    ] {
+        lua.globals().set(name, f).unwrap();
+    }
+    // The gate's wake-up of the first task comes before the second task's own wake-up (its
+    // future woke while it was polled): the first task resumes first.
+    lua.load(
+        r#"
+        task.spawn(function() gate_wait() log("woken by the gate") end)
+        task.spawn(function() open_gate() pend(1) log("woke itself") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["woken by the gate", "woke itself"]);
+    // And with nothing queued before it, a task's own wake-up comes before later ones.
+    log.borrow_mut().clear();
+    let gate = OrderedGate::default();
+    let g = gate.clone();
+    let gate_wait = lua.create_async_function(move |_, ()| g.wait()).unwrap();
+    lua.globals().set("gate_wait", gate_wait).unwrap();
+    lua.load(
+        r#"
+        task.spawn(function() gate_wait() log("woken by the gate") end)
+        task.spawn(function() pend(1) log("woke itself") end)
+        "#,
+    )
+    .exec()
+    .unwrap();
+    gate.open();
+    scheduler.cycle().unwrap();
+    assert_eq!(*log.borrow(), ["woke itself", "woken by the gate"]);
+    assert_eq!(scheduler.task_count(), 0);
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use spindle::mlua::Lua;
-use spindle::{Outcome, Scheduler};
+use spindle::{Clock, Outcome, Scheduler, VirtualClock};
 
 /// Exercises resume and wrap: values in and out, errors of every kind, dead coroutines.
 const PROBE: &str = r##"
@@ -154,4 +154,66 @@ fn closing_a_task_blocked_in_a_spindle_future_ends_its_work() {
         other => panic!("{:?}", other.map(|_| ())),
     };
     assert_eq!(statuses, ("dead".to_owned(), "dead".to_owned()));
+}
+
+#[test]
+fn a_task_hand_resumed_in_and_out_of_mlua_futures_is_released_each_time_it_comes_out() {
+    let lua = Lua::new();
+    // Virtual time: the delay that keeps the thread a task fires without an hour's wait.
+    let scheduler = Scheduler::builder()
+        .clock(Clock::from(VirtualClock::new()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    // Pending at its first poll (without waking: the scheduler's own poll comes from the
+    // hand-over), ready at its second.
+    let pend = lua
+        .create_async_function(|_, n: i64| {
+            let mut polled = false;
+            std::future::poll_fn(move |_| {
+                if std::mem::replace(&mut polled, true) {
+                    std::task::Poll::Ready(Ok(n))
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+        })
+        .unwrap();
+    lua.globals().set("pend", pend).unwrap();
+    let main = lua
+        .load(
+            r##"
+            local log = {}
+            local co = coroutine.create(function(first)
+                for round = 1, 3 do
+                    table.insert(log, "got " .. pend(round))
+                    coroutine.yield("out " .. round)
+                end
+                return "done"
+            end)
+            -- A pending delay keeps the thread a task between the rounds.
+            task.delay(3600, co)
+            for round = 1, 3 do
+                local ok, value = coroutine.resume(co)
+                table.insert(log, "blocked " .. tostring(ok) .. " " .. tostring(value))
+                ok, value = coroutine.resume(co)
+                table.insert(log, "resumed " .. tostring(ok) .. " " .. tostring(value))
+            end
+            table.insert(log, tostring(select(2, coroutine.resume(co))))
+            return table.concat(log, "; ")
+            "##,
+        )
+        .into_function()
+        .unwrap();
+    let id = scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    let log = match scheduler.take_result::<String>(&id).unwrap() {
+        Some(Outcome::Finished(log)) => log,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    let rounds: Vec<String> = (1..=3)
+        .map(|r| format!("blocked true nil; got {r}; resumed true out {r}"))
+        .collect();
+    assert_eq!(log, format!("{}; done", rounds.join("; ")));
+    assert_eq!(scheduler.task_count(), 0);
 }

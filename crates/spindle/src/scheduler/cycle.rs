@@ -49,6 +49,10 @@ impl Inner {
     /// Resumes the timers due now, taken as one batch: a task that waits 0 while the batch runs
     /// goes to the next cycle, not this one.
     pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
+        // No timer, nothing due: reading the clock cost 90 instructions a cycle (callgrind).
+        if self.state.borrow().timers.len() == 0 {
+            return 0;
+        }
         let now = self.clock.now();
         let due = self.take_due_timers(now);
         self.run_timer_batch(lua, due)
@@ -126,9 +130,7 @@ impl Inner {
 
     /// Resumes the tasks whose futures woke since the last cycle.
     pub(super) fn run_wakeups(&self, lua: &Lua) -> usize {
-        let mut woken = Vec::new();
-        self.wakes.drain_into(&mut woken);
-        self.run_wake_batch(lua, woken)
+        self.run_wake_batch(lua)
     }
 
     /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a
@@ -138,8 +140,8 @@ impl Inner {
         let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
-                let thread = match self.threads.get(id.slot()) {
-                    Ok(thread) => thread,
+                let (thread, stream) = match self.blocked_thread(id) {
+                    Ok(kept) => kept,
                     Err(error) => {
                         self.complete(lua, id, Err(error));
                         return false;
@@ -148,7 +150,8 @@ impl Inner {
                 if !self.still_blocked_in_mlua_future(id, &thread) {
                     return false;
                 }
-                self.resume(lua, id, Wakeup::Poll);
+                // With the thread at hand: fetching it again cost 740 instructions (callgrind).
+                self.resume_known(lua, id, Some(&thread), Wakeup::Poll(stream));
             }
             Some(Suspension::OwnedFuture { token }) if token == target.token => {
                 self.poll_owned_future(lua, id, target);
@@ -196,10 +199,7 @@ impl Inner {
 
     pub(crate) fn has_work(&self) -> bool {
         let state = self.state.borrow();
-        state.live_deferred > 0
-            || state.live_timers > 0
-            || state.awaiting > 0
-            || !self.wakes.is_empty()
+        state.live_deferred > 0 || state.live_timers > 0 || state.awaiting > 0 || self.has_wakes()
     }
 
     /// The earliest deadline of a live timer; stale timers on top are dropped on the way.
@@ -233,7 +233,10 @@ impl Inner {
         {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            if state.live_timers == 0 {
+            if state.timers.len() == 0 {
+                // Nothing to compact: draining an empty heap cost 56 instructions a cycle (callgrind).
+                return;
+            } else if state.live_timers == 0 {
                 state
                     .timers
                     .drain(|timer| stale_args.push(timer.payload.kind.args()));
@@ -279,7 +282,7 @@ impl Inner {
         if state.deferred.is_empty() {
             state.deferred = VecDeque::new();
         }
-        state.futures.shrink_to_fit();
+        state.futures.reset();
         self.frames.shrink_carried();
     }
 
@@ -289,10 +292,7 @@ impl Inner {
             self.compact_timers();
             return Next::Done;
         }
-        if !self.wakes.is_empty()
-            || self.state.borrow().live_deferred > 0
-            || self.frames.has_carried()
-        {
+        if self.has_wakes() || self.state.borrow().live_deferred > 0 || self.frames.has_carried() {
             return Next::Busy;
         }
         match self.next_deadline() {
@@ -337,6 +337,8 @@ impl Inner {
         args.extend(self.frames.forget_carried());
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();
+        self.own_wakes.borrow_mut().clear();
+        self.woken_threads.borrow_mut().clear();
         first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 }

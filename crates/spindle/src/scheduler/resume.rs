@@ -2,11 +2,11 @@
 //! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
 //! wrong ends that task and is reported, as an uncaught error in the task would be.
 //!
-//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`): the same
-//! bookkeeping, with the thread resumed through `lua_resume` rather than mlua's `AsyncThread`.
+//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`), and so does a
+//! task whose Spindle future completed (`resume_settled`): the same bookkeeping, with the thread
+//! resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -35,6 +35,16 @@ impl Drop for FreeIfUnwinding<'_> {
             self.0.free_task(self.1);
         }
     }
+}
+
+/// Which fast lane resumed a task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// `resume_waiting`: a `task.wait` ended by its timer.
+    Wait,
+    /// `resume_settled`: a Spindle future completed; `kept` when the thread keeps its results
+    /// on its stack if it returns.
+    Settled { kept: bool },
 }
 
 impl Inner {
@@ -87,8 +97,13 @@ impl Inner {
             self.resume_thread(lua, id, known, token, wakeup)
         };
         match resumed {
-            Ok(Resumed::Blocked { thread, woken }) => {
-                if let Err(error) = self.block_in_mlua_future(id, &thread, token, woken) {
+            Ok(Resumed::Blocked {
+                thread,
+                woken,
+                stream,
+            }) => {
+                let blocked = self.block_in_mlua_future(id, &thread, token, woken, Some(stream));
+                if let Err(error) = blocked {
                     self.complete(lua, id, Err(error));
                 }
             }
@@ -139,16 +154,48 @@ impl Inner {
             // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
             unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
         };
+        self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait);
+    }
+
+    /// Files a task by how its thread came back from a resumption on a fast lane. Inlined:
+    /// as a call of its own it cost wait_cycles 40 instructions a wait (callgrind).
+    #[inline(always)]
+    fn file_raw_resumption(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        thread: ThreadPtr,
+        token: u32,
+        resumed: RawResumed,
+        lane: Lane,
+    ) {
         match resumed {
             RawResumed::Yielded { pending: false } => self.release_if_idle(id),
+            RawResumed::Yielded { pending: true } if lane != Lane::Wait => {
+                // Blocked in an mlua future that was polled with no waker of ours: poll it again
+                // at once with the task's own, as mlua's path would have polled it. Queued for
+                // the next cycle instead (as the wait lane does, which runs before this cycle's
+                // wake-ups), it would be resumed ahead of futures made before it that woke
+                // meanwhile (found by reference_model.rs).
+                match self.threads.get(id.slot()) {
+                    Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll(None)),
+                    Err(error) => self.complete(lua, id, Err(error)),
+                }
+            }
             RawResumed::Yielded { pending: true } => {
                 let blocked = self
                     .threads
                     .get(id.slot())
-                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true));
+                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true, None));
                 if let Err(error) = blocked {
                     self.complete(lua, id, Err(error));
                 }
+            }
+            RawResumed::Finished if lane == (Lane::Settled { kept: true }) => {
+                // SAFETY: the thread just returned with its results kept; its slot, still
+                // occupied, keeps it alive until `complete` frees the slot.
+                let results = unsafe { vm::take_results(lua, thread) };
+                self.complete(lua, id, results);
             }
             RawResumed::Finished => self.complete(lua, id, Ok(MultiValue::new())),
             RawResumed::Failed(status) => {
@@ -159,6 +206,56 @@ impl Inner {
                 let error = unsafe { vm::take_resume_error(lua, thread, status) };
                 self.complete(lua, id, Err(error));
             }
+        }
+    }
+
+    /// Ends a task's wait on a Spindle future that completed with `values`: `resume` with
+    /// `Wakeup::Settled`, on a fast lane like `resume_waiting`'s, where the values go onto the
+    /// thread's stack behind the mark and the thread is resumed through the VM directly. The
+    /// lane is left to `resume` when the watchdog has a budget and when the thread cannot take
+    /// the resumption (`resume` reports why). A failure takes `resume` too: it is rare, and
+    /// carries a message to make.
+    fn resume_settled(&self, lua: &Lua, id: TaskId, values: MultiValue) {
+        let candidate = match self.state.borrow().tasks.get(id) {
+            None => return,
+            Some(_) if !self.watchdog.is_unlimited() => None,
+            Some(slot) => slot.thread().map(|thread| (thread, slot.claims > 0)),
+        };
+        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
+        // SAFETY: the thread store keeps the thread of an occupied slot alive.
+        let candidate =
+            candidate.filter(|&(thread, _)| unsafe { vm::can_resume_with_wakeup(thread) });
+        let lane = candidate.and_then(|(thread, claimed)| {
+            let mut state = self.state.borrow_mut();
+            state.tasks.get(id)?;
+            state.set_suspension(id, Suspension::None);
+            state.depth += 1;
+            let slot = state.tasks.get_mut(id).expect("checked above");
+            slot.running = true;
+            Some((thread, claimed, slot.next_token()))
+        });
+        let Some((thread, claimed, token)) = lane else {
+            return self.resume(lua, id, Wakeup::Settled(Ok(values)));
+        };
+        self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let resumed = {
+            let _resuming = Restore(self, move |state: &mut State| {
+                state.depth -= 1;
+                if let Some(slot) = state.tasks.get_mut(id) {
+                    slot.running = false;
+                }
+            });
+            // SAFETY: the slot is occupied and marked running, so nothing frees its thread
+            // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
+            unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) }
+        };
+        drop(values);
+        match resumed {
+            Ok(resumed) => {
+                let lane = Lane::Settled { kept: claimed };
+                self.file_raw_resumption(lua, id, thread, token, resumed, lane)
+            }
+            Err(error) => self.complete(lua, id, Err(error)),
         }
     }
 
@@ -238,28 +335,30 @@ impl Inner {
             self.sliced.raw_remove(thread)?;
         }
         let args = match wakeup {
-            Wakeup::Args(args) => args,
-            Wakeup::Timer(elapsed) => {
-                MultiValue::from_iter([Value::LightUserData(resume_mark()), Value::Number(elapsed)])
-            }
-            Wakeup::Poll | Wakeup::Continue => MultiValue::new(),
-            Wakeup::Settled(result) => {
-                let mut values = settled_values(lua, result)?;
-                values.push_front(Value::LightUserData(resume_mark()));
-                values
-            }
+            // Polled again through the stream that polled it last: no new one to make.
+            Wakeup::Poll(Some(stream)) => Ok(stream),
+            Wakeup::Args(args) => Err(args),
+            Wakeup::Timer(elapsed) => Err(MultiValue::from_iter([
+                Value::LightUserData(resume_mark()),
+                Value::Number(elapsed),
+            ])),
+            Wakeup::Poll(None) | Wakeup::Continue => Err(MultiValue::new()),
+            Wakeup::Settled(result) => Err(settled_values(lua, result)?),
         };
-        let mut stream = match thread.clone().into_async::<MultiValue>(args) {
+        let mut stream = match args {
             Ok(stream) => stream,
-            Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
-            Err(error) => return Err(error),
+            Err(args) => match thread.clone().into_async::<MultiValue>(args) {
+                Ok(stream) => stream,
+                Err(mlua::Error::CoroutineUnresumable) => return Ok(Resumed::NotResumable),
+                Err(error) => return Err(error),
+            },
         };
         let target = WakeTarget {
             slot: id.slot(),
             generation: id.generation(),
             token,
         };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let waker = BorrowedWaker::new(target, &self.wakes);
         let mut poll_once = || {
             waker.with_waker(|w| {
                 futures_core::Stream::poll_next(Pin::new(&mut stream), &mut Context::from_waker(w))
@@ -291,6 +390,7 @@ impl Inner {
             Poll::Pending => Ok(Resumed::Blocked {
                 woken: waker.was_woken(),
                 thread: thread.clone(),
+                stream,
             }),
             Poll::Ready(Some(Ok(values))) if thread.status() == ThreadStatus::Resumable => {
                 drop(values);
@@ -336,10 +436,10 @@ impl Inner {
     }
 
     pub(super) fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) {
-        let Some(mut future) = self.state.borrow_mut().futures.remove(&id.slot()) else {
+        let Some(mut future) = self.state.borrow_mut().futures.remove(id.slot()) else {
             return;
         };
-        let waker = BorrowedWaker::new(target, Arc::clone(&self.wakes));
+        let waker = BorrowedWaker::new(target, &self.wakes);
         match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
             Poll::Pending => {
                 let still_waiting = {
@@ -356,12 +456,15 @@ impl Inner {
                 // A future whose task went away meanwhile is dropped here, outside the borrow.
                 drop(still_waiting);
                 if waker.was_woken() {
-                    self.wakes.push(target);
+                    self.wake_self(target);
                 }
             }
             Poll::Ready(result) => {
                 drop(future);
-                self.resume(lua, id, Wakeup::Settled(result));
+                match result {
+                    Ok(values) => self.resume_settled(lua, id, values),
+                    Err(error) => self.resume(lua, id, Wakeup::Settled(Err(error))),
+                }
             }
         }
     }
