@@ -322,6 +322,19 @@ impl State {
         true
     }
 
+    /// A scheduler-driven resumption of the task starts: it is running, one level deeper, and
+    /// (with `end_suspension`) its suspension ends. Returns the resumption's token; `None` for
+    /// a freed task. `resume.rs`'s `Resuming` guard undoes it.
+    fn start_resumption(&mut self, id: TaskId, end_suspension: bool) -> Option<u32> {
+        if end_suspension {
+            self.set_suspension(id, Suspension::None);
+        }
+        let slot = self.tasks.get_mut(id)?;
+        slot.running = true;
+        self.depth += 1;
+        Some(slot.next_token())
+    }
+
     /// Queues a timer; a `Resume` timer counts as live until it fires or its task is freed.
     /// A `Wait` or `Continue` timer is counted by its suspension instead.
     fn push_timer(&mut self, deadline: Duration, entry: TimerEntry) -> bool {

@@ -14,8 +14,8 @@ use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, Restore, Resumed, Resumption, State, Suspension,
-    TimerEntry, TimerKind, Wakeup,
+    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimerEntry, TimerKind,
+    Wakeup,
 };
 use crate::clock::Clock;
 use crate::error::TaskError;
@@ -24,9 +24,30 @@ use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
-/// Frees a task whose resumption a panic unwinds through: mlua raised the panic as a Lua error
-/// in the task's thread, which is dead, and the host that catches the panic must not be left
-/// with a task that nothing will ever end (rule 16). Dropped after the resumption's `Restore`.
+/// The end of a scheduler-driven resumption, even one a panic from a Rust callback unwinds
+/// through (a host may catch it and go on using the scheduler): undoes what
+/// `State::start_resumption` marked, and when unwinding frees the task, whose thread mlua made
+/// dead by raising the panic in it; the host must not be left with a task that nothing will
+/// ever end (rule 16).
+struct Resuming<'a>(&'a Inner, TaskId);
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        let Resuming(inner, id) = *self;
+        if let Ok(mut state) = inner.state.try_borrow_mut() {
+            state.depth -= 1;
+            if let Some(slot) = state.tasks.get_mut(id) {
+                slot.running = false;
+            }
+        }
+        if std::thread::panicking() {
+            inner.free_task(id);
+        }
+    }
+}
+
+/// Frees the task if a panic unwinds through where it stands: a panic that a failed fast-lane
+/// resumption carries resumes when its error is taken.
 struct FreeIfUnwinding<'a>(&'a Inner, TaskId);
 
 impl Drop for FreeIfUnwinding<'_> {
@@ -76,24 +97,13 @@ impl Inner {
             if matches!(slot.suspension, Suspension::Sliced { .. }) {
                 wakeup = Wakeup::Continue;
             }
-            if !keeps_owned {
-                state.set_suspension(id, Suspension::None);
-            }
-            state.depth += 1;
-            let slot = state.tasks.get_mut(id).expect("checked above");
-            slot.running = true;
-            slot.next_token()
+            state
+                .start_resumption(id, !keeps_owned)
+                .expect("checked above")
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
-            let _dead = FreeIfUnwinding(self, id);
-            // Restored even if a panic from a Rust callback unwinds through the resumption.
-            let _resuming = Restore(self, move |state: &mut State| {
-                state.depth -= 1;
-                if let Some(slot) = state.tasks.get_mut(id) {
-                    slot.running = false;
-                }
-            });
+            let _resuming = Resuming(self, id);
             self.resume_thread(lua, id, known, token, wakeup)
         };
         match resumed {
@@ -130,26 +140,15 @@ impl Inner {
         // SAFETY: the thread store keeps the thread of an occupied slot alive.
         let candidate = candidate.filter(|&thread| unsafe { vm::can_resume_with_wakeup(thread) });
         let lane = candidate.and_then(|thread| {
-            let mut state = self.state.borrow_mut();
-            state.tasks.get(id)?;
-            state.set_suspension(id, Suspension::None);
-            state.depth += 1;
-            let slot = state.tasks.get_mut(id).expect("checked above");
-            slot.running = true;
-            Some((thread, slot.next_token()))
+            let token = self.state.borrow_mut().start_resumption(id, true)?;
+            Some((thread, token))
         });
         let Some((thread, token)) = lane else {
             return self.resume(lua, id, Wakeup::Timer(elapsed));
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
-            let _dead = FreeIfUnwinding(self, id);
-            let _resuming = Restore(self, move |state: &mut State| {
-                state.depth -= 1;
-                if let Some(slot) = state.tasks.get_mut(id) {
-                    slot.running = false;
-                }
-            });
+            let _resuming = Resuming(self, id);
             // SAFETY: the slot is occupied and marked running, so nothing frees its thread
             // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
             unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
@@ -226,25 +225,15 @@ impl Inner {
         let candidate =
             candidate.filter(|&(thread, _)| unsafe { vm::can_resume_with_wakeup(thread) });
         let lane = candidate.and_then(|(thread, claimed)| {
-            let mut state = self.state.borrow_mut();
-            state.tasks.get(id)?;
-            state.set_suspension(id, Suspension::None);
-            state.depth += 1;
-            let slot = state.tasks.get_mut(id).expect("checked above");
-            slot.running = true;
-            Some((thread, claimed, slot.next_token()))
+            let token = self.state.borrow_mut().start_resumption(id, true)?;
+            Some((thread, claimed, token))
         });
         let Some((thread, claimed, token)) = lane else {
             return self.resume(lua, id, Wakeup::Settled(Ok(values)));
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
-            let _resuming = Restore(self, move |state: &mut State| {
-                state.depth -= 1;
-                if let Some(slot) = state.tasks.get_mut(id) {
-                    slot.running = false;
-                }
-            });
+            let _resuming = Resuming(self, id);
             // SAFETY: the slot is occupied and marked running, so nothing frees its thread
             // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
             unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) }
