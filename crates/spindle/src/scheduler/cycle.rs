@@ -107,12 +107,9 @@ impl Inner {
                 let elapsed = now.saturating_sub(since).as_secs_f64();
                 self.resume_waiting(lua, from, entry.task, elapsed);
             }
-            TimerKind::Continue { token } => {
-                let sliced = matches!(
-                    self.state.borrow().tasks.get(entry.task).map(|s| s.suspension),
-                    Some(Suspension::Sliced { token: t }) if t == token
-                );
-                if !sliced {
+            TimerKind::Continue { .. } => {
+                // Still live: an earlier entry of the batch may have resumed the task.
+                if !self.state.borrow().timer_is_live(&entry) {
                     return false;
                 }
                 self.resume(lua, entry.task, Wakeup::Continue);
