@@ -30,8 +30,8 @@ pub(crate) fn has_started(thread: &Thread) -> bool {
 /// Whether the thread may yield now: not the main thread, and not inside a metamethod or other
 /// C-call boundary.
 pub(crate) fn can_yield(thread: &Thread) -> bool {
-    // SAFETY: as in `has_started`; `lua_isyieldable` only reads the state.
-    unsafe { ffi::lua_isyieldable(thread.state()) != 0 }
+    // SAFETY: the state is valid while the handle lives.
+    unsafe { can_yield_raw(ThreadPtr::of(thread)) }
 }
 
 /// The address of a thread's VM state: identifies a thread while something keeps it alive.
@@ -63,10 +63,10 @@ pub(crate) type Interrupt = unsafe extern "C-unwind" fn(*mut ffi::lua_State, std
 /// `Lua::set_interrupt`. Spindle sets its own rather than mlua's, whose per-call overhead
 /// doubled the time of a tight loop (1.69 s against 0.80 s for 1e8 additions).
 pub(crate) fn set_interrupt(lua: &Lua, interrupt: Option<Interrupt>) {
-    let thread = lua.current_thread();
+    let thread = running_thread(lua);
     // SAFETY: the callbacks are the VM's global table, valid while the VM lives; this writes one
     // field, on the thread that runs the VM.
-    unsafe { (*ffi::lua_callbacks(thread.state())).interrupt = interrupt };
+    unsafe { (*ffi::lua_callbacks(thread.0)).interrupt = interrupt };
 }
 
 /// `can_yield` for a raw state, from inside an interrupt.
@@ -399,10 +399,8 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
 /// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,
 /// which Spindle uses for this (`slot + 1`, so that null means none).
 pub(crate) fn slot_mark(thread: &Thread) -> Option<u32> {
-    // SAFETY: the state is valid while the handle lives; this reads one field.
-    let data = unsafe { ffi::lua_getthreaddata(thread.state()) } as usize;
-    data.checked_sub(1)
-        .and_then(|slot| u32::try_from(slot).ok())
+    // SAFETY: the state is valid while the handle lives.
+    unsafe { slot_mark_raw(ThreadPtr::of(thread)) }
 }
 
 /// `slot_mark` for a raw state.
