@@ -942,13 +942,12 @@ impl Inner {
         true
     }
 
-    /// Files the task as waiting `seconds`, under a fresh token.
-    fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) {
+    /// Files the task as waiting `seconds` (never ended by a timer for `math.huge`), under a
+    /// fresh token, which it returns; `None` for a freed task.
+    fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
-        let Some(slot) = state.tasks.get_mut(id) else {
-            return;
-        };
+        let slot = state.tasks.get_mut(id)?;
         let token = slot.next_token();
         let wait = Suspension::Wait {
             token,
@@ -965,6 +964,7 @@ impl Inner {
                 },
             );
         }
+        Some(token)
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.

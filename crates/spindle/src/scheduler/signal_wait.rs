@@ -29,20 +29,13 @@ impl Inner {
             ));
         }
         let id = self.adopt(&thread)?;
-        let now = self.clock.now();
-        let mut state = self.state.borrow_mut();
-        let Some(slot) = state.tasks.get_mut(id) else {
+        // Untimed, as `task.wait(math.huge)`: only a fire ends it.
+        let Some(token) = self.suspend_waiting(&mut self.state.borrow_mut(), id, f64::INFINITY)
+        else {
             return Err(mlua::Error::runtime(
                 "the waiting task ended while it began to wait",
             ));
         };
-        let token = slot.next_token();
-        let wait = Suspension::Wait {
-            token,
-            since: now,
-            timed: false,
-        };
-        state.set_suspension(id, wait);
         Ok((token, id.slot(), id.generation()))
     }
 
