@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mlua::thread::ThreadStatus;
-use mlua::{IntoLuaMulti, LightUserData, Lua, MultiValue, Table, Thread, Value};
+use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
@@ -51,12 +51,7 @@ pub(crate) use signal_wait::WaitStamp;
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
-/// The value a task is resumed with first when the scheduler ends a suspension it made itself.
-/// Plain data: the address of a static, compared by identity.
-pub(crate) fn resume_mark() -> LightUserData {
-    static MARK: u8 = 0;
-    LightUserData(&MARK as *const u8 as *mut std::ffi::c_void)
-}
+pub(crate) use crate::vm::resume_mark;
 
 /// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -296,29 +291,47 @@ pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     }
 }
 
+/// Whether a task so suspended has a live timer entry, counted in `Slot::timers`.
+fn holds_timer(suspension: &Suspension) -> bool {
+    matches!(
+        suspension,
+        Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. }
+    )
+}
+
+/// How the timer of a `task.wait` starts its task's resumption ([`State::start_timed_wake`]).
+enum TimedWake {
+    /// The wait ended otherwise, or the task was freed: the timer does nothing.
+    Stale,
+    /// Through [`Inner::resume`], which starts the resumption itself.
+    Full { since: Duration },
+    /// Through the VM directly: the resumption has started under `token`.
+    Raw {
+        thread: ThreadPtr,
+        since: Duration,
+        token: u32,
+    },
+}
+
 impl State {
     /// Replaces the task's suspension, keeping the counts. Returns false for a stale id.
     fn set_suspension(&mut self, id: TaskId, new: Suspension) -> bool {
         let Some(slot) = self.tasks.get_mut(id) else {
             return false;
         };
-        match slot.suspension {
-            Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. } => {
-                slot.timers -= 1;
-                self.live_timers -= 1;
-            }
-            old if old.is_awaiting() => self.awaiting -= 1,
-            _ => {}
+        let old = std::mem::replace(&mut slot.suspension, new);
+        if holds_timer(&old) {
+            slot.timers -= 1;
+            self.live_timers -= 1;
+        } else if old.is_awaiting() {
+            self.awaiting -= 1;
         }
-        match new {
-            Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. } => {
-                slot.timers += 1;
-                self.live_timers += 1;
-            }
-            new if new.is_awaiting() => self.awaiting += 1,
-            _ => {}
+        if holds_timer(&new) {
+            slot.timers += 1;
+            self.live_timers += 1;
+        } else if new.is_awaiting() {
+            self.awaiting += 1;
         }
-        slot.suspension = new;
         true
     }
 
@@ -333,6 +346,57 @@ impl State {
         slot.running = true;
         self.depth += 1;
         Some(slot.next_token())
+    }
+
+    /// Files the task as waiting since `since` until `deadline` (never, for `None`) under a
+    /// fresh token, which it returns; `None` for a freed task.
+    fn file_wait(
+        &mut self,
+        id: TaskId,
+        since: Duration,
+        deadline: Option<Duration>,
+    ) -> Option<u32> {
+        let token = self.tasks.get_mut(id)?.next_token();
+        let wait = Suspension::Wait {
+            token,
+            since,
+            timed: deadline.is_some(),
+        };
+        self.set_suspension(id, wait);
+        if let Some(deadline) = deadline {
+            // Counted by the suspension, as every `Wait` timer is: no `push_timer`.
+            let kind = TimerKind::Wait { token };
+            self.timers.push(deadline, TimerEntry { task: id, kind });
+        }
+        Some(token)
+    }
+
+    /// The timer of the task's wait under `token` surfaced: how its resumption starts.
+    /// `raw_lane` says whether the scheduler may resume it through the VM directly; when the
+    /// task may take that lane, its resumption is started here, as by `start_resumption`.
+    fn start_timed_wake(&mut self, id: TaskId, token: u32, raw_lane: bool) -> TimedWake {
+        let Some(slot) = self.tasks.get(id) else {
+            return TimedWake::Stale;
+        };
+        let since = match slot.suspension {
+            Suspension::Wait {
+                token: t, since, ..
+            } if t == token => since,
+            _ => return TimedWake::Stale,
+        };
+        let thread = slot.thread().filter(|&thread| {
+            // SAFETY: the thread store keeps the thread of an occupied slot alive.
+            raw_lane && slot.claims == 0 && unsafe { vm::is_suspended_in_yield(thread) }
+        });
+        let Some(thread) = thread else {
+            return TimedWake::Full { since };
+        };
+        let token = self.start_resumption(id, true).expect("checked above");
+        TimedWake::Raw {
+            thread,
+            since,
+            token,
+        }
     }
 
     /// Queues a timer; a `Resume` timer counts as live until it fires or its task is freed.
@@ -947,24 +1011,7 @@ impl Inner {
     fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
-        let slot = state.tasks.get_mut(id)?;
-        let token = slot.next_token();
-        let wait = Suspension::Wait {
-            token,
-            since: now,
-            timed: deadline.is_some(),
-        };
-        state.set_suspension(id, wait);
-        if let Some(deadline) = deadline {
-            state.push_timer(
-                deadline,
-                TimerEntry {
-                    task: id,
-                    kind: TimerKind::Wait { token },
-                },
-            );
-        }
-        Some(token)
+        state.file_wait(id, now, deadline)
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.

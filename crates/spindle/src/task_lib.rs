@@ -148,16 +148,21 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     })?;
     // Signal:Wait ends its own suspension the same way when resumed by hand.
     rt.raw_set("abandon_wait", &abandon_wait)?;
+    rt.raw_set("begin_wait", begin_wait)?;
+    // `task.wait` itself, made once `task.luau` hands over its fallback.
+    let sched = Rc::clone(inner);
     rt.raw_set(
-        "wait",
-        vm::create_wait(
-            lua,
-            Rc::clone(inner),
-            Inner::begin_wait_raw,
-            resume_mark(),
-            begin_wait,
-            abandon_wait,
-        )?,
+        "make_wait",
+        lua.create_function(move |lua, fallback: Function| {
+            let record = Inner::begin_wait_raw;
+            vm::create_wait(
+                lua,
+                Rc::clone(&sched),
+                record,
+                fallback,
+                abandon_wait.clone(),
+            )
+        })?,
     )?;
 
     let sched = Rc::clone(inner);

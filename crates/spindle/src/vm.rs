@@ -101,34 +101,43 @@ pub(crate) unsafe fn raise_from_interrupt(state: ThreadPtr, message: &str) -> ! 
     }
 }
 
-/// `task.wait`'s core as a plain C function with a continuation, in place of an mlua callback,
-/// a `coroutine.yield` and a Lua continuation: `wait(seconds)` has `record` file the calling
-/// thread as waiting, or when `record` declines (false, or a panic) calls `full` with the
-/// seconds, which files it or raises; then it yields. Resumed with `mark` and one value (the
+/// The value a task is resumed with first when the scheduler ends a suspension it made itself,
+/// so that the task can tell that resumption from any other (SEMANTICS rule 12). Plain data:
+/// the address of a static, compared by identity.
+pub(crate) fn resume_mark() -> LightUserData {
+    static MARK: u8 = 0;
+    LightUserData(&MARK as *const u8 as *mut c_void)
+}
+
+/// `task.wait` as a plain C function with a continuation, in place of a Lua function calling
+/// an mlua callback and `coroutine.yield`: `wait(seconds?)` has `record` file the calling
+/// thread as waiting, or, when the duration is not a number or nil or `record` declines
+/// (false, or a panic), calls `fallback` with the argument, which checks and converts it and
+/// files the thread or raises; then it yields. Resumed with the resume mark and one value (the
 /// scheduler's wake-up), it returns that value; resumed with anything else, it calls `abandon`
 /// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
-/// without (callgrind); yielding from here rather than from Lua saves about 300 more.
+/// without (callgrind); yielding from here rather than from Lua saved about 300 more, and
+/// checking the argument here rather than in a Lua wrapper 160 more.
 ///
 /// The closure owns `data` through a userdata upvalue, released when the collector frees it.
 pub(crate) fn create_wait<T: 'static>(
     lua: &Lua,
     data: Rc<T>,
     record: fn(&T, ThreadPtr, f64) -> bool,
-    mark: LightUserData,
-    full: Function,
+    fallback: Function,
     abandon: Function,
 ) -> mlua::Result<Function> {
-    let payload = Box::into_raw(Box::new(Waiter { data, record, mark }));
+    let payload = Box::into_raw(Box::new(Waiter { data, record }));
     let owned = Cell::new(false);
-    // SAFETY: `exec_raw` runs the closure in a protected call with `full` and `abandon` on the
-    // stack and room for three values more; the closure holds nothing with a destructor, so an
-    // allocation error raised by the VM can unwind it. Once the userdata holds `payload`, its
-    // destructor owns it.
+    // SAFETY: `exec_raw` runs the closure in a protected call with `fallback` and `abandon` on
+    // the stack and room for three values more; the closure holds nothing with a destructor,
+    // so an allocation error raised by the VM can unwind it. Once the userdata holds
+    // `payload`, its destructor owns it.
     let made = unsafe {
-        lua.exec_raw::<Function>((full, abandon), |state| {
+        lua.exec_raw::<Function>((fallback, abandon), |state| {
             let slot = ffi::lua_newuserdatadtor(
                 state,
                 std::mem::size_of::<*mut Waiter<T>>(),
@@ -142,7 +151,7 @@ pub(crate) fn create_wait<T: 'static>(
                 wait_entry::<T>,
                 c"wait".as_ptr(),
                 3,
-                Some(wait_continue::<T>),
+                Some(wait_continue),
             );
         })
     };
@@ -156,7 +165,6 @@ pub(crate) fn create_wait<T: 'static>(
 struct Waiter<T> {
     data: Rc<T>,
     record: fn(&T, ThreadPtr, f64) -> bool,
-    mark: LightUserData,
 }
 
 /// The waiter of the running `wait` closure.
@@ -170,38 +178,55 @@ unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
 }
 
 unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
-    // SAFETY: called by the VM as the `wait` closure. Lua errors raised here (by `full`) unwind
-    // this frame, which then holds nothing with a destructor; a C function may push two values
-    // without checking the stack.
+    // SAFETY: called by the VM as the `wait` closure. Lua errors raised here (by `fallback`)
+    // unwind this frame, which then holds nothing with a destructor; a C function may push two
+    // values without checking the stack.
     unsafe {
-        let waiter = waiter::<T>(state);
-        let seconds = ffi::lua_tonumber(state, 1);
-        let thread = ThreadPtr(state);
-        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (waiter.record)(&waiter.data, thread, seconds)
-        }))
-        .unwrap_or(false);
+        // `task.wait()` first: it is the common call, and `lua_gettop` the cheapest test.
+        let nargs = ffi::lua_gettop(state);
+        let seconds = match nargs {
+            0 => Some(0.0),
+            _ => match ffi::lua_type(state, 1) {
+                ffi::LUA_TNUMBER => Some(ffi::lua_tonumber(state, 1)),
+                ffi::LUA_TNIL => Some(0.0),
+                _ => None,
+            },
+        };
+        let recorded = seconds.is_some_and(|seconds| {
+            let waiter = waiter::<T>(state);
+            let thread = ThreadPtr(state);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (waiter.record)(&waiter.data, thread, seconds)
+            }))
+            .unwrap_or(false)
+        });
         if !recorded {
+            // The argument, or nil for none, then the fallback and its copy of the argument.
+            ffi::lua_settop(state, 1);
             ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-            ffi::lua_pushnumber(state, seconds);
+            ffi::lua_pushvalue(state, 1);
             ffi::lua_call(state, 1, 0);
+            ffi::lua_settop(state, 0);
         }
-        ffi::lua_settop(state, 0);
+        // Luau shows a C continuation its function's arguments below the resumer's values:
+        // none are left, so that it finds the resumer's alone. Nothing else is pushed, so the
+        // thread has at least `LUA_MINSTACK` free slots (see `is_suspended_in_yield`).
+        if recorded && nargs != 0 {
+            ffi::lua_settop(state, 0);
+        }
         ffi::lua_yield(state, 0)
     }
 }
 
-unsafe extern "C-unwind" fn wait_continue<T>(state: *mut ffi::lua_State, _: c_int) -> c_int {
+unsafe extern "C-unwind" fn wait_continue(state: *mut ffi::lua_State, _: c_int) -> c_int {
     // SAFETY: called by the VM when the `wait` closure's thread is resumed, with the resumer's
     // values on the stack; errors raised by `abandon` unwind this frame, which holds nothing
     // with a destructor.
     unsafe {
-        let waiter = waiter::<T>(state);
         let count = ffi::lua_gettop(state);
-        if count == 2
-            && ffi::lua_type(state, 1) == ffi::LUA_TLIGHTUSERDATA
-            && ffi::lua_tolightuserdata(state, 1) == waiter.mark.0
-        {
+        // `lua_tolightuserdata` is null for anything else. The mark is a constant rather than
+        // an upvalue: fetching an upvalue cost 65 instructions (callgrind).
+        if count == 2 && ffi::lua_tolightuserdata(state, 1) == resume_mark().0 {
             return 1;
         }
         ffi::lua_checkstack(state, 1);
@@ -239,7 +264,20 @@ pub(crate) enum RawResumed {
 pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
     // SAFETY: per the caller; `lua_checkstack` grows the stack of a suspended thread, as
     // mlua does before pushing a resumption's arguments.
-    unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD && ffi::lua_checkstack(thread.0, 2) != 0 }
+    unsafe { is_suspended_in_yield(thread) && ffi::lua_checkstack(thread.0, 2) != 0 }
+}
+
+/// Whether the thread is suspended in a yield. One that yielded from `wait` (see
+/// [`create_wait`]) also has room for a wake-up's two values, with no check: Luau gives a C
+/// function `LUA_MINSTACK` (20) free slots above its arguments, `wait` yields without pushing
+/// any, and the collector's shrinking of stacks keeps them. `lua_checkstack` cost 46
+/// instructions a wait (callgrind).
+///
+/// # Safety
+/// `thread` must be alive.
+pub(crate) unsafe fn is_suspended_in_yield(thread: ThreadPtr) -> bool {
+    // SAFETY: per the caller; this reads one field.
+    unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD }
 }
 
 /// Resumes a yielded thread with `mark` and `elapsed`, through the VM's own `lua_resume` rather
@@ -249,7 +287,8 @@ pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
 /// pending one as woken and polls it again with the task's own waker.
 ///
 /// # Safety
-/// `thread` must be alive and [`can_resume_with_wakeup`]; `from` is the running thread.
+/// `thread` must be alive, and [`can_resume_with_wakeup`] or suspended in `wait`; `from` is the
+/// running thread.
 pub(crate) unsafe fn resume_with_wakeup(
     from: ThreadPtr,
     thread: ThreadPtr,
@@ -328,10 +367,13 @@ unsafe fn resume_pushed(
     unsafe {
         match ffi::lua_resume(co, from.0, nargs, std::ptr::null_mut()) {
             ffi::LUA_YIELD => {
-                let pending = ffi::lua_gettop(co) == 1
-                    && ffi::lua_type(co, -1) == ffi::LUA_TLIGHTUSERDATA
-                    && ffi::lua_tolightuserdata(co, -1) == Lua::poll_pending().0;
-                ffi::lua_settop(co, 0);
+                // `lua_tolightuserdata` is null for anything else; skipping `lua_type` and an
+                // empty stack's `lua_settop` saved 50 instructions a wait (callgrind).
+                let top = ffi::lua_gettop(co);
+                let pending = top == 1 && ffi::lua_tolightuserdata(co, -1) == Lua::poll_pending().0;
+                if top != 0 {
+                    ffi::lua_settop(co, 0);
+                }
                 RawResumed::Yielded { pending }
             }
             ffi::LUA_OK => {

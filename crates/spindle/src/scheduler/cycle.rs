@@ -53,32 +53,8 @@ impl Inner {
         if self.state.borrow().timers.len() == 0 {
             return 0;
         }
-        let now = self.clock.now();
-        let due = self.take_due_timers(now);
-        self.run_timer_batch(lua, due)
-    }
-
-    /// Takes the live timers due at `now` off the heap, in firing order; stale ones are dropped.
-    pub(super) fn take_due_timers(&self, now: Duration) -> Vec<TimerEntry> {
-        let mut due = Vec::new();
-        let mut stale_args = Vec::new();
-        {
-            let mut state = self.state.borrow_mut();
-            while let Some(timer) = state.timers.pop_due(now) {
-                let entry = timer.payload;
-                if state.timer_is_live(&entry) {
-                    // A `Resume` entry stays counted until it runs: an earlier entry of the
-                    // batch may resume its thread, which must not then look idle and be freed.
-                    due.push(entry);
-                } else {
-                    stale_args.push(entry.kind.args());
-                }
-            }
-        }
-        stale_args
-            .into_iter()
-            .for_each(|key| self.values.discard(key));
-        due
+        self.queue_due_timers(self.clock.now());
+        self.run_carried(lua).0
     }
 
     /// Resumes the task of a timer taken off the heap, at time `now`, from the running thread
@@ -92,20 +68,7 @@ impl Inner {
     ) -> bool {
         match entry.kind {
             TimerKind::Wait { token } => {
-                let since = match self
-                    .state
-                    .borrow()
-                    .tasks
-                    .get(entry.task)
-                    .map(|s| s.suspension)
-                {
-                    Some(Suspension::Wait {
-                        token: t, since, ..
-                    }) if t == token => since,
-                    _ => return false,
-                };
-                let elapsed = now.saturating_sub(since).as_secs_f64();
-                self.resume_waiting(lua, from, entry.task, elapsed);
+                return self.resume_waiting(lua, from, entry.task, token, now)
             }
             TimerKind::Continue { .. } => {
                 // Still live: an earlier entry of the batch may have resumed the task.

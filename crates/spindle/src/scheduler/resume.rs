@@ -8,14 +8,14 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimerEntry, TimerKind,
-    Wakeup,
+    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimedWake, TimerEntry,
+    TimerKind, Wakeup,
 };
 use crate::clock::Clock;
 use crate::error::TaskError;
@@ -124,36 +124,51 @@ impl Inner {
         }
     }
 
-    /// Ends a `task.wait` with its timer: `resume` with `Wakeup::Timer`, on a fast lane that
+    /// Ends a `task.wait` with its timer, which surfaced at `now` for the wait under `token`;
+    /// returns whether it ran (false when the wait ended otherwise). `resume` with
+    /// `Wakeup::Timer`, on a fast lane that
     /// keeps the same bookkeeping but resumes the thread through the VM directly, with no mlua
     /// handle made or value converted unless the task blocks in an mlua future or fails.
     /// `from` is the running thread. The lane is left to `resume` when the watchdog has a budget
     /// (it watches each resumption), when the host claims the task's results (they must be
     /// converted), and when the thread cannot take the wake-up (`resume` reports why).
-    pub(super) fn resume_waiting(&self, lua: &Lua, from: ThreadPtr, id: TaskId, elapsed: f64) {
-        let candidate = match self.state.borrow().tasks.get(id) {
-            None => return,
-            Some(slot) if slot.claims > 0 || !self.watchdog.is_unlimited() => None,
-            Some(slot) => slot.thread(),
-        };
-        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
-        // SAFETY: the thread store keeps the thread of an occupied slot alive.
-        let candidate = candidate.filter(|&thread| unsafe { vm::can_resume_with_wakeup(thread) });
-        let lane = candidate.and_then(|thread| {
-            let token = self.state.borrow_mut().start_resumption(id, true)?;
-            Some((thread, token))
-        });
-        let Some((thread, token)) = lane else {
-            return self.resume(lua, id, Wakeup::Timer(elapsed));
+    pub(super) fn resume_waiting(
+        &self,
+        lua: &Lua,
+        from: ThreadPtr,
+        id: TaskId,
+        token: u32,
+        now: Duration,
+    ) -> bool {
+        let raw_lane = self.watchdog.is_unlimited();
+        let wake = self
+            .state
+            .borrow_mut()
+            .start_timed_wake(id, token, raw_lane);
+        let (thread, since, token) = match wake {
+            TimedWake::Stale => return false,
+            TimedWake::Full { since } => {
+                let elapsed = now.saturating_sub(since).as_secs_f64();
+                self.resume(lua, id, Wakeup::Timer(elapsed));
+                return true;
+            }
+            TimedWake::Raw {
+                thread,
+                since,
+                token,
+            } => (thread, since, token),
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let elapsed = now.saturating_sub(since).as_secs_f64();
         let resumed = {
             let _resuming = Resuming(self, id);
             // SAFETY: the slot is occupied and marked running, so nothing frees its thread
-            // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
+            // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room
+            // for the wake-up, and no Lua ran since `start_timed_wake` checked its status.
             unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
         };
         self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait);
+        true
     }
 
     /// Files a task by how its thread came back from a resumption on a fast lane. Inlined:
