@@ -46,6 +46,24 @@ impl Drop for Resuming<'_> {
     }
 }
 
+impl Resuming<'_> {
+    /// Ends the resumption as dropping the guard does, when no panic unwinds, and tells
+    /// whether the task is now idle: nothing will resume it, so it may be freed. One borrow of
+    /// the state for both saved 30 instructions a wait (callgrind).
+    fn finish(self) -> bool {
+        let Resuming(inner, id) = *std::mem::ManuallyDrop::new(self);
+        let mut state = inner.state.borrow_mut();
+        state.depth -= 1;
+        match state.tasks.get_mut(id) {
+            Some(slot) => {
+                slot.running = false;
+                !slot.has_pending()
+            }
+            None => false,
+        }
+    }
+}
+
 /// Frees the task if a panic unwinds through where it stands: a panic that a failed fast-lane
 /// resumption carries resumes when its error is taken.
 struct FreeIfUnwinding<'a>(&'a Inner, TaskId);
@@ -160,20 +178,21 @@ impl Inner {
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let elapsed = now.saturating_sub(since).as_secs_f64();
-        let resumed = {
-            let _resuming = Resuming(self, id);
-            // SAFETY: the slot is occupied and marked running, so nothing frees its thread
-            // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room
-            // for the wake-up, and no Lua ran since `start_timed_wake` checked its status.
-            unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) }
-        };
-        self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait);
+        let resuming = Resuming(self, id);
+        // SAFETY: the slot is occupied and marked running, so nothing frees its thread
+        // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room for
+        // the wake-up, and no Lua ran since `start_timed_wake` checked its status.
+        let resumed = unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) };
+        let idle = resuming.finish();
+        self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait, idle);
         true
     }
 
-    /// Files a task by how its thread came back from a resumption on a fast lane. Inlined:
-    /// as a call of its own it cost wait_cycles 40 instructions a wait (callgrind).
+    /// Files a task by how its thread came back from a resumption on a fast lane, after
+    /// [`Resuming::finish`] said whether it is `idle`. Inlined: as a call of its own it cost
+    /// wait_cycles 40 instructions a wait (callgrind).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn file_raw_resumption(
         &self,
         lua: &Lua,
@@ -182,9 +201,14 @@ impl Inner {
         token: u32,
         resumed: RawResumed,
         lane: Lane,
+        idle: bool,
     ) {
         match resumed {
-            RawResumed::Yielded { pending: false } => self.release_if_idle(id),
+            RawResumed::Yielded { pending: false } => {
+                if idle {
+                    self.free_task(id);
+                }
+            }
             RawResumed::Yielded { pending: true } if lane != Lane::Wait => {
                 // Blocked in an mlua future that was polled with no waker of ours: poll it again
                 // at once with the task's own, as mlua's path would have polled it. Queued for
@@ -247,17 +271,17 @@ impl Inner {
             return self.resume(lua, id, Wakeup::Settled(Ok(values)));
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
-        let resumed = {
-            let _resuming = Resuming(self, id);
-            // SAFETY: the slot is occupied and marked running, so nothing frees its thread
-            // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
-            unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) }
-        };
+        let resuming = Resuming(self, id);
+        // SAFETY: the slot is occupied and marked running, so nothing frees its thread
+        // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
+        let resumed =
+            unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) };
+        let idle = resuming.finish();
         drop(values);
         match resumed {
             Ok(resumed) => {
                 let lane = Lane::Settled { kept: claimed };
-                self.file_raw_resumption(lua, id, thread, token, resumed, lane)
+                self.file_raw_resumption(lua, id, thread, token, resumed, lane, idle)
             }
             Err(error) => self.complete(lua, id, Err(error)),
         }
