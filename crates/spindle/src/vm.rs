@@ -224,8 +224,13 @@ unsafe extern "C-unwind" fn wait_continue(state: *mut ffi::lua_State, _: c_int) 
     // with a destructor.
     unsafe {
         let count = ffi::lua_gettop(state);
-        // `lua_tolightuserdata` is null for anything else. The mark is a constant rather than
-        // an upvalue: fetching an upvalue cost 65 instructions (callgrind).
+        if count == 1 && WAKING.get() == state {
+            WAKING.set(std::ptr::null_mut());
+            return 1;
+        }
+        // The wake-up as other paths deliver it. `lua_tolightuserdata` is null for anything
+        // else; the mark is a constant rather than an upvalue: fetching an upvalue cost 65
+        // instructions (callgrind).
         if count == 2 && ffi::lua_tolightuserdata(state, 1) == resume_mark().0 {
             return 1;
         }
@@ -242,7 +247,7 @@ unsafe extern "C" fn drop_waiter<T>(_: *mut ffi::lua_State, slot: *mut c_void) {
     drop(unsafe { Box::from_raw(payload) });
 }
 
-/// How a thread came back from [`resume_with_wakeup`].
+/// How a thread came back from [`resume_from_wait`].
 pub(crate) enum RawResumed {
     /// It yielded; `pending` when it yielded mlua's pending marker alone (blocked in an mlua
     /// future, polled with no waker of the scheduler's).
@@ -280,32 +285,42 @@ pub(crate) unsafe fn is_suspended_in_yield(thread: ThreadPtr) -> bool {
     unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD }
 }
 
-/// Resumes a yielded thread with `mark` and `elapsed`, through the VM's own `lua_resume` rather
-/// than mlua's async thread: the same resumption as `coroutine.resume(thread, mark, elapsed)`,
-/// at a third of what mlua's `AsyncThread` and `MultiValue` cost (callgrind). An mlua async
-/// function reached this way is polled with no waker of the scheduler's, so the caller treats a
-/// pending one as woken and polls it again with the task's own waker.
+thread_local! {
+    /// The thread that [`resume_from_wait`] is resuming, until `wait`'s continuation takes it:
+    /// how the continuation knows the scheduler's wake-up without a mark on the stack. Pushing
+    /// the mark and checking it cost 64 instructions a wait (callgrind).
+    static WAKING: Cell<*mut ffi::lua_State> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Resumes a thread suspended in `wait` (see [`create_wait`]) with the scheduler's wake-up,
+/// `elapsed`, through the VM's own `lua_resume` rather than mlua's async thread: `wait` then
+/// returns `elapsed`, as if resumed with `(resume_mark(), elapsed)`, at a third of what mlua's
+/// `AsyncThread` and `MultiValue` cost (callgrind). An mlua async function reached this way is
+/// polled with no waker of the scheduler's, so the caller treats a pending one as woken and
+/// polls it again with the task's own waker.
 ///
 /// # Safety
-/// `thread` must be alive, and [`can_resume_with_wakeup`] or suspended in `wait`; `from` is the
-/// running thread.
-pub(crate) unsafe fn resume_with_wakeup(
+/// `thread` must be alive and suspended in `wait` (which leaves room for the value, see
+/// [`is_suspended_in_yield`]); `from` is the running thread.
+pub(crate) unsafe fn resume_from_wait(
     from: ThreadPtr,
     thread: ThreadPtr,
-    mark: LightUserData,
     elapsed: f64,
 ) -> RawResumed {
     let co = thread.0;
-    // SAFETY: per the caller, the thread is suspended with room for two values.
-    unsafe {
-        ffi::lua_pushlightuserdata(co, mark.0);
+    WAKING.set(co);
+    // SAFETY: per the caller, the thread is suspended in `wait` with room for the value.
+    let resumed = unsafe {
         ffi::lua_pushnumber(co, elapsed);
-        resume_pushed(from, co, 2, false)
-    }
+        resume_pushed(from, co, 1, false)
+    };
+    // Taken by the continuation, unless the resumption failed before it ran.
+    WAKING.set(std::ptr::null_mut());
+    resumed
 }
 
-/// Resumes a yielded thread with `mark` and `values`, as [`resume_with_wakeup`] does with a
-/// wake-up's two values: how a task blocked on a Spindle future gets its results. mlua's
+/// Resumes a yielded thread with `mark` and `values`, as [`resume_from_wait`] does with a
+/// wake-up: how a task blocked on a Spindle future gets its results. mlua's
 /// `AsyncThread`, the thread's handle and a `MultiValue` with the mark in front cost 2,500 of
 /// the 9,400 instructions of a pend-once call (callgrind). With `keep`, a thread that returns
 /// keeps its results on its stack for [`take_results`].
@@ -403,9 +418,9 @@ pub(crate) unsafe fn take_results(lua: &Lua, thread: ThreadPtr) -> mlua::Result<
     }
 }
 
-/// The error a thread failed with in [`resume_with_wakeup`], as mlua's own resume reports it:
-/// an error from Rust as it was, anything else as a string with the thread's traceback (none
-/// for running out of memory). A panic that a Rust function raised inside the thread resumes.
+/// The error a thread failed with in [`resume_from_wait`] or [`resume_with_values`], as mlua's
+/// own resume reports it: an error from Rust as it was, anything else as a string with the
+/// thread's traceback (none for running out of memory). A panic that a Rust function raised inside the thread resumes.
 ///
 /// # Safety
 /// `thread` must be alive, just failed with `status`, its error on top of its stack.

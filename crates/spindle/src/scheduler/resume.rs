@@ -182,7 +182,7 @@ impl Inner {
         // SAFETY: the slot is occupied and marked running, so nothing frees its thread
         // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room for
         // the wake-up, and no Lua ran since `start_timed_wake` checked its status.
-        let resumed = unsafe { vm::resume_with_wakeup(from, thread, resume_mark(), elapsed) };
+        let resumed = unsafe { vm::resume_from_wait(from, thread, elapsed) };
         let idle = resuming.finish();
         self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait, idle);
         true
