@@ -38,6 +38,8 @@ where
 impl Scheduler {
     /// Runs cycles until no work is left, sleeping with `sleeper` until the next timer and on the
     /// futures' wakers otherwise: an idle scheduler uses no CPU. Works on any async runtime.
+    /// While work is ready it lets the executor's other futures run after every 64 resumptions
+    /// or so (at the end of the cycle that reaches them).
     /// Under a virtual clock, when nothing is ready the clock jumps to the next deadline.
     ///
     /// ```
@@ -50,12 +52,23 @@ impl Scheduler {
     /// # Ok::<(), spindle::Error>(())
     /// ```
     pub async fn run(&self, sleeper: impl Sleeper) -> Result<()> {
+        // Resumptions run since the loop last let the executor's other futures run.
+        let mut since_yield = 0;
         loop {
-            self.cycle()?;
+            let report = self.cycle()?;
             match self.inner.next_step() {
                 Next::Done => return Ok(()),
-                Next::Busy => YieldNow(false).await,
+                Next::Busy => {
+                    // A cooperative budget, as tokio's: yielding after every short cycle (one
+                    // resumed task) cost 4% of the time of pend-once async calls (perf).
+                    since_yield += 1 + report.timers + report.wakeups + report.deferred;
+                    if since_yield >= YIELD_BUDGET {
+                        since_yield = 0;
+                        YieldNow(false).await;
+                    }
+                }
                 Next::Sleep(deadline) => {
+                    since_yield = 0;
                     let sleep = deadline.map(|d| Box::pin(sleeper.sleep_until(d)));
                     Idle {
                         wakes: self.inner.wakes(),
@@ -99,6 +112,10 @@ impl Wake for Unpark {
         self.0.unpark();
     }
 }
+
+/// How many resumptions (and cycles) [`Scheduler::run`] runs, while work is ready, before it
+/// lets the executor's other futures run.
+const YIELD_BUDGET: usize = 64;
 
 /// Returns `Pending` once, waking itself: lets other futures of the executor run between cycles.
 struct YieldNow(bool);

@@ -877,3 +877,46 @@ fn wake_ups_raised_during_a_resumption_keep_their_order_with_other_wake_ups() {
     assert_eq!(*log.borrow(), ["woke itself", "woken by the gate"]);
     assert_eq!(scheduler.task_count(), 0);
 }
+
+#[test]
+fn a_busy_run_still_lets_the_executors_other_futures_run() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        // Each wait is due at the next cycle, so the run stays busy for 5,000 cycles.
+        let waits = 5_000;
+        scheduler
+            .spawn(
+                lua.load("for _ = 1, ... do task.wait() end")
+                    .into_function()
+                    .unwrap(),
+                waits,
+            )
+            .unwrap();
+        let done = Rc::new(Cell::new(false));
+        let turns = Rc::new(Cell::new(0u32));
+        let (d, t) = (Rc::clone(&done), Rc::clone(&turns));
+        let neighbour = tokio::task::spawn_local(async move {
+            while !d.get() {
+                t.set(t.get() + 1);
+                tokio::task::yield_now().await;
+            }
+        });
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        let turns_during_the_run = turns.get();
+        done.set(true);
+        neighbour.await.unwrap();
+        assert!(
+            turns_during_the_run >= 20,
+            "the neighbouring future ran {turns_during_the_run} times during 5,000 busy cycles"
+        );
+    });
+}
