@@ -677,7 +677,6 @@ fn a_frame_budget_carries_wake_ups_over_and_they_report_the_time_that_really_pas
 }
 
 #[test]
-#[ignore = "BUG: a watchdog slice can stop the task inside wait's Lua fallback (Luau lets Lua called from a C function with a continuation yield); wait then returns its own argument at once"]
 fn under_tiny_time_slices_every_kind_of_wait_returns_and_counts_right() {
     let h = Host::builder()
         .real_time()
@@ -791,7 +790,6 @@ fn tiny_slices() -> Host {
 }
 
 #[test]
-#[ignore = "BUG: a watchdog slice can stop the task inside wait's Lua fallback (Luau lets Lua called from a C function with a continuation yield); wait then returns its own argument at once"]
 fn a_numeric_string_wait_returns_a_number_even_when_a_slice_ends_inside_its_conversion() {
     // The string goes through `task.luau`'s fallback, Lua code called from `wait`'s C frame.
     // Luau lets Lua code called from a C function that has a continuation yield, so the
