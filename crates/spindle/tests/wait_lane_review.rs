@@ -862,3 +862,34 @@ fn wait_as_the_iterator_of_a_generic_for_loop_yields_each_turn() {
     assert!(h.messages().is_empty(), "{:?}", h.messages());
     assert_eq!(h.scheduler.task_count(), 0);
 }
+
+#[test]
+fn wake_ups_of_two_lua_states_on_one_os_thread_do_not_mix() {
+    // A task of the first state, woken by its timer, runs a cycle of a second state whose
+    // woken task hand-resumes one of its own waits with one number: each wait returns what its
+    // own resumer gave it.
+    let outer = harness();
+    let inner = std::rc::Rc::new(harness());
+    inner.spawn(
+        "local waiter = task.spawn(function() print('inner waiter got', task.wait(5)) end)\n\
+         task.spawn(function() print('inner got', task.wait(1)) coroutine.resume(waiter, 7) end)",
+    );
+    let cycled = std::rc::Rc::clone(&inner);
+    let step_inner = outer
+        .lua
+        .create_function(move |_, ()| {
+            cycled.step(1.0);
+            Ok(())
+        })
+        .unwrap();
+    outer.lua.globals().set("step_inner", step_inner).unwrap();
+    outer.spawn("print('outer got', task.wait(1)) step_inner() print('outer then', task.wait(1))");
+    outer.step(1.0);
+    outer.step(1.0);
+    assert_eq!(outer.log(), ["outer got 1", "outer then 1"]);
+    assert_eq!(inner.log(), ["inner got 1", "inner waiter got 7"]);
+    inner.step(5.0);
+    assert_eq!(inner.log().len(), 2);
+    assert_eq!(outer.scheduler.task_count(), 0);
+    assert_eq!(inner.scheduler.task_count(), 0);
+}
