@@ -148,18 +148,18 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     })?;
     // Signal:Wait ends its own suspension the same way when resumed by hand.
     rt.raw_set("abandon_wait", &abandon_wait)?;
-    rt.raw_set("begin_wait", begin_wait)?;
-    // `task.wait` itself, made once `task.luau` hands over its fallback.
+    // `task.wait` itself, made once `task.luau` hands over its conversion of durations.
     let sched = Rc::clone(inner);
     rt.raw_set(
         "make_wait",
-        lua.create_function(move |lua, fallback: Function| {
+        lua.create_function(move |lua, convert: Function| {
             let record = Inner::begin_wait_raw;
             vm::create_wait(
                 lua,
                 Rc::clone(&sched),
                 record,
-                fallback,
+                convert,
+                begin_wait.clone(),
                 abandon_wait.clone(),
             )
         })?,

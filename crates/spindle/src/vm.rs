@@ -111,11 +111,12 @@ pub(crate) fn resume_mark() -> LightUserData {
 
 /// `task.wait` as a plain C function with a continuation, in place of a Lua function calling
 /// an mlua callback and `coroutine.yield`: `wait(seconds?)` has `record` file the calling
-/// thread as waiting, or, when the duration is not a number or nil or `record` declines
-/// (false, or a panic), calls `fallback` with the argument, which checks and converts it and
-/// files the thread or raises; then it yields. Resumed with the resume mark and one value (the
-/// scheduler's wake-up), it returns that value; resumed with anything else, it calls `abandon`
-/// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
+/// thread as waiting; a duration that is not a number or nil is first converted by `convert`
+/// (a Lua function, which raises for a value that does not convert), and when `record`
+/// declines (false, or a panic) `begin` files the thread, making it a task first, or raises;
+/// then it yields. Resumed with the resume mark and one value (the scheduler's wake-up), it
+/// returns that value; resumed with anything else, it calls `abandon` (which drops the
+/// wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
@@ -127,17 +128,18 @@ pub(crate) fn create_wait<T: 'static>(
     lua: &Lua,
     data: Rc<T>,
     record: fn(&T, ThreadPtr, f64) -> bool,
-    fallback: Function,
+    convert: Function,
+    begin: Function,
     abandon: Function,
 ) -> mlua::Result<Function> {
     let payload = Box::into_raw(Box::new(Waiter { data, record }));
     let owned = Cell::new(false);
-    // SAFETY: `exec_raw` runs the closure in a protected call with `fallback` and `abandon` on
-    // the stack and room for three values more; the closure holds nothing with a destructor,
-    // so an allocation error raised by the VM can unwind it. Once the userdata holds
-    // `payload`, its destructor owns it.
+    // SAFETY: `exec_raw` runs the closure in a protected call with `convert`, `abandon` and
+    // `begin` on the stack and room for three values more; the closure holds nothing with a
+    // destructor, so an allocation error raised by the VM can unwind it. Once the userdata
+    // holds `payload`, its destructor owns it.
     let made = unsafe {
-        lua.exec_raw::<Function>((fallback, abandon), |state| {
+        lua.exec_raw::<Function>((convert, abandon, begin), |state| {
             let slot = ffi::lua_newuserdatadtor(
                 state,
                 std::mem::size_of::<*mut Waiter<T>>(),
@@ -145,12 +147,12 @@ pub(crate) fn create_wait<T: 'static>(
             );
             slot.cast::<*mut Waiter<T>>().write(payload);
             owned.set(true);
-            ffi::lua_insert(state, -3);
+            ffi::lua_insert(state, -4);
             ffi::lua_pushcclosurek(
                 state,
                 wait_entry::<T>,
                 c"wait".as_ptr(),
-                3,
+                4,
                 Some(wait_continue),
             );
         })
@@ -178,44 +180,63 @@ unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
 }
 
 unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
-    // SAFETY: called by the VM as the `wait` closure. Lua errors raised here (by `fallback`)
-    // unwind this frame, which then holds nothing with a destructor; a C function may push two
-    // values without checking the stack.
+    // SAFETY: called by the VM as the `wait` closure, whose upvalues are those `create_wait`
+    // gave it. Lua errors raised here (by `convert` or `begin`) unwind this frame, which then
+    // holds nothing with a destructor; a C function may push three values without checking
+    // the stack.
     unsafe {
         // `task.wait()` first: it is the common call, and `lua_gettop` the cheapest test.
         let nargs = ffi::lua_gettop(state);
         let seconds = match nargs {
-            0 => Some(0.0),
+            0 => 0.0,
             _ => match ffi::lua_type(state, 1) {
-                ffi::LUA_TNUMBER => Some(ffi::lua_tonumber(state, 1)),
-                ffi::LUA_TNIL => Some(0.0),
-                _ => None,
+                ffi::LUA_TNUMBER => ffi::lua_tonumber(state, 1),
+                ffi::LUA_TNIL => 0.0,
+                _ => {
+                    // Through `call_unyieldable` (see there); `convert` returns a number.
+                    ffi::lua_settop(state, 1);
+                    ffi::lua_pushcfunction(state, call_unyieldable);
+                    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+                    ffi::lua_pushvalue(state, 1);
+                    ffi::lua_call(state, 2, 1);
+                    ffi::lua_tonumber(state, -1)
+                }
             },
         };
-        let recorded = seconds.is_some_and(|seconds| {
-            let waiter = waiter::<T>(state);
-            let thread = ThreadPtr(state);
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                (waiter.record)(&waiter.data, thread, seconds)
-            }))
-            .unwrap_or(false)
-        });
+        let waiter = waiter::<T>(state);
+        let thread = ThreadPtr(state);
+        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (waiter.record)(&waiter.data, thread, seconds)
+        }))
+        .unwrap_or(false);
         if !recorded {
-            // The argument, or nil for none, then the fallback and its copy of the argument.
-            ffi::lua_settop(state, 1);
-            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-            ffi::lua_pushvalue(state, 1);
-            ffi::lua_call(state, 1, 0);
             ffi::lua_settop(state, 0);
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(4));
+            ffi::lua_pushnumber(state, seconds);
+            ffi::lua_call(state, 1, 0);
         }
         // Luau shows a C continuation its function's arguments below the resumer's values:
-        // none are left, so that it finds the resumer's alone. Nothing else is pushed, so the
-        // thread has at least `LUA_MINSTACK` free slots (see `is_suspended_in_yield`).
-        if recorded && nargs != 0 {
+        // none are left, so that it finds the resumer's alone (`begin` left none). Nothing
+        // else is pushed, so the thread has at least `LUA_MINSTACK` free slots (see
+        // `is_suspended_in_yield`).
+        if nargs != 0 {
             ffi::lua_settop(state, 0);
         }
         ffi::lua_yield(state, 0)
     }
+}
+
+/// Calls the function below the top of the stack with the value on top, for one result, from
+/// a C frame that has no continuation. Luau lets Lua code that a C function with a
+/// continuation calls yield (`wait` has one): called from `wait` directly, `task.luau`'s
+/// conversion could be stopped midway by the watchdog at the end of a slice, and once resumed
+/// it returned into `wait`'s continuation, which took the argument left on the stack for a
+/// hand resume's value and returned it at once (wait_lane_review.rs).
+unsafe extern "C-unwind" fn call_unyieldable(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by `wait_entry` with the function and its argument; errors raised by the
+    // function unwind this frame, which holds nothing with a destructor.
+    unsafe { ffi::lua_call(state, 1, 1) };
+    1
 }
 
 unsafe extern "C-unwind" fn wait_continue(state: *mut ffi::lua_State, _: c_int) -> c_int {
