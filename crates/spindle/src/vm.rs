@@ -296,8 +296,10 @@ pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
 /// Whether the thread is suspended in a yield. One that yielded from `wait` (see
 /// [`create_wait`]) also has room for a wake-up's two values, with no check: Luau gives a C
 /// function `LUA_MINSTACK` (20) free slots above its arguments, `wait` yields without pushing
-/// any, and the collector's shrinking of stacks keeps them. `lua_checkstack` cost 46
-/// instructions a wait (callgrind).
+/// any, and the collector's shrinking of stacks keeps them. That holds only while nothing that
+/// `wait` calls can yield: Luau lowers the frame's limit when code called from a C function
+/// with a continuation yields, which is why `wait` converts a duration through a frame that
+/// cannot. `lua_checkstack` cost 46 instructions a wait (callgrind).
 ///
 /// # Safety
 /// `thread` must be alive.
