@@ -104,7 +104,14 @@ fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_sched
             table.insert(log, "resume returned " .. results.n .. " value(s): " .. tostring(results[1]))
             local w = coroutine.wrap(function() table.insert(log, "wrapped slept " .. sleep_ms(10)) end)
             table.insert(log, "wrap returned " .. select("#", w()) .. " values")
-            task.wait(0.1)
+            -- Until the scheduler has finished the coroutine (at most 10 s), so that a slow
+            -- machine cannot end the test before the sleeps do.
+            for _ = 1, 1000 do
+                if coroutine.status(co) == "dead" then
+                    break
+                end
+                task.wait(0.01)
+            end
             table.insert(log, coroutine.status(co))
             return table.concat(log, "; ")
             "##,
