@@ -34,6 +34,16 @@ impl<F: Future> Future for CountPolls<F> {
     }
 }
 
+/// Runs `body` on a current-thread tokio runtime, inside a `LocalSet` (the scheduler is not
+/// `Send`), as an embedder on tokio would.
+fn on_tokio_local_set<F: Future>(body: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&runtime, body)
+}
+
 fn scheduler(lua: &Lua) -> Scheduler {
     let scheduler = Scheduler::new(lua).unwrap();
     scheduler.install_task_library().unwrap();
@@ -762,12 +772,7 @@ fn virtual_clock_timers_do_not_wait_for_real_time_while_futures_are_pending_else
 
 #[test]
 fn a_future_woken_by_host_code_while_the_driver_is_parked_wakes_the_driver() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    on_tokio_local_set(async {
         let lua = Lua::new();
         let scheduler = Rc::new(scheduler(&lua));
         // Keeps the run going, parked, until the end of the test.
@@ -880,12 +885,7 @@ fn wake_ups_raised_during_a_resumption_keep_their_order_with_other_wake_ups() {
 
 #[test]
 fn a_busy_run_still_lets_the_executors_other_futures_run() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    on_tokio_local_set(async {
         let lua = Lua::new();
         let scheduler = scheduler(&lua);
         // Each wait is due at the next cycle, so the run stays busy for 5,000 cycles.
