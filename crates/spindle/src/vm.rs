@@ -114,9 +114,9 @@ pub(crate) fn resume_mark() -> LightUserData {
 /// thread as waiting; a duration that is not a number or nil is first converted by `convert`
 /// (a Lua function, which raises for a value that does not convert), and when `record`
 /// declines (false, or a panic) `begin` files the thread, making it a task first, or raises;
-/// then it yields. Resumed with the resume mark and one value (the scheduler's wake-up), it
-/// returns that value; resumed with anything else, it calls `abandon` (which drops the
-/// wake-up, SEMANTICS rule 12) and returns what it was resumed with.
+/// then it yields. Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume
+/// mark and one value), it returns the wake-up's value; resumed with anything else, it calls
+/// `abandon` (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
@@ -294,7 +294,7 @@ pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
 }
 
 /// Whether the thread is suspended in a yield. One that yielded from `wait` (see
-/// [`create_wait`]) also has room for a wake-up's two values, with no check: Luau gives a C
+/// [`create_wait`]) also has room for a wake-up's values, with no check: Luau gives a C
 /// function `LUA_MINSTACK` (20) free slots above its arguments, `wait` yields without pushing
 /// any, and the collector's shrinking of stacks keeps them. That holds only while nothing that
 /// `wait` calls can yield: Luau lowers the frame's limit when code called from a C function
@@ -443,7 +443,8 @@ pub(crate) unsafe fn take_results(lua: &Lua, thread: ThreadPtr) -> mlua::Result<
 
 /// The error a thread failed with in [`resume_from_wait`] or [`resume_with_values`], as mlua's
 /// own resume reports it: an error from Rust as it was, anything else as a string with the
-/// thread's traceback (none for running out of memory). A panic that a Rust function raised inside the thread resumes.
+/// thread's traceback (none for running out of memory). A panic that a Rust function raised
+/// inside the thread resumes.
 ///
 /// # Safety
 /// `thread` must be alive, just failed with `status`, its error on top of its stack.

@@ -143,13 +143,13 @@ impl Inner {
     }
 
     /// Ends a `task.wait` with its timer, which surfaced at `now` for the wait under `token`;
-    /// returns whether it ran (false when the wait ended otherwise). `resume` with
-    /// `Wakeup::Timer`, on a fast lane that
-    /// keeps the same bookkeeping but resumes the thread through the VM directly, with no mlua
-    /// handle made or value converted unless the task blocks in an mlua future or fails.
-    /// `from` is the running thread. The lane is left to `resume` when the watchdog has a budget
-    /// (it watches each resumption), when the host claims the task's results (they must be
-    /// converted), and when the thread cannot take the wake-up (`resume` reports why).
+    /// returns whether it ran (false when the wait ended otherwise). It is `resume` with
+    /// `Wakeup::Timer`, on a fast lane that keeps the same bookkeeping but resumes the thread
+    /// through the VM directly, with no mlua handle made or value converted unless the task
+    /// blocks in an mlua future or fails. `from` is the running thread. The lane is left to
+    /// `resume` when the watchdog has a budget (it watches each resumption), when the host
+    /// claims the task's results (they must be converted), and when the thread is not
+    /// suspended in a yield (`resume` reports why).
     pub(super) fn resume_waiting(
         &self,
         lua: &Lua,
@@ -163,11 +163,11 @@ impl Inner {
             .state
             .borrow_mut()
             .start_timed_wake(id, token, raw_lane);
+        let elapsed = |since: Duration| now.saturating_sub(since).as_secs_f64();
         let (thread, since, token) = match wake {
             TimedWake::Stale => return false,
             TimedWake::Full { since } => {
-                let elapsed = now.saturating_sub(since).as_secs_f64();
-                self.resume(lua, id, Wakeup::Timer(elapsed));
+                self.resume(lua, id, Wakeup::Timer(elapsed(since)));
                 return true;
             }
             TimedWake::Raw {
@@ -177,7 +177,7 @@ impl Inner {
             } => (thread, since, token),
         };
         self.record(Some(id), crate::trace::TraceEvent::Resume);
-        let elapsed = now.saturating_sub(since).as_secs_f64();
+        let elapsed = elapsed(since);
         let resuming = Resuming(self, id);
         // SAFETY: the slot is occupied and marked running, so nothing frees its thread
         // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room for
