@@ -200,9 +200,6 @@ fn already_over(_: Instant) -> std::future::Ready<()> {
 }
 
 #[test]
-#[ignore = "BUG: Scheduler::run resets its yield budget on every Next::Sleep, even one whose \
-            sleep is over at once, so busy cycles between such sleeps never yield (passes at \
-            65c1959, which yielded after every busy cycle)"]
 fn busy_cycles_between_sleeps_that_end_at_once_still_let_the_executor_run() {
     on_tokio_local_set(async {
         let lua = Lua::new();
