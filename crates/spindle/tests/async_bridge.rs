@@ -1,6 +1,8 @@
 //! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
 //! happens to the future when its task ends early (SEMANTICS rules 6, 10, 11).
 
+mod support;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Outcome, Scheduler, VirtualClock};
+use support::on_tokio_local_set;
 
 /// Sets its flag when dropped: proves a future was dropped, and when.
 struct DropGuard(Rc<Cell<bool>>);
@@ -32,16 +35,6 @@ impl<F: Future> Future for CountPolls<F> {
         self.polls.set(self.polls.get() + 1);
         self.inner.as_mut().poll(cx)
     }
-}
-
-/// Runs `body` on a current-thread tokio runtime, inside a `LocalSet` (the scheduler is not
-/// `Send`), as an embedder on tokio would.
-fn on_tokio_local_set<F: Future>(body: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, body)
 }
 
 fn scheduler(lua: &Lua) -> Scheduler {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use spindle::mlua::{self, Lua};
 use spindle::{Outcome, Scheduler};
-use support::Host;
+use support::{on_tokio_local_set, Host};
 
 fn harness() -> Host {
     Host::builder().chunk_name("test").build()
@@ -23,14 +23,6 @@ fn harness() -> Host {
 
 fn lines(expected: &[&str]) -> Vec<String> {
     expected.iter().map(|s| s.to_string()).collect()
-}
-
-fn on_tokio_local_set<F: Future>(body: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, body)
 }
 
 fn real_scheduler(lua: &Lua) -> Scheduler {

@@ -185,3 +185,13 @@ impl Host {
             .collect()
     }
 }
+
+/// Runs `body` on a current-thread tokio runtime, inside a `LocalSet` (the scheduler is not
+/// `Send`), as an embedder on tokio would.
+pub fn on_tokio_local_set<F: std::future::Future>(body: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&runtime, body)
+}
