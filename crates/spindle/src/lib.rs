@@ -6,6 +6,8 @@
 //! are called from Lua as if they were blocking: the calling task is suspended until the future
 //! completes, and the future's waker puts it back on the scheduler's queue.
 //!
+//! What Lua code may rely on, rule by rule, is in the repository's `docs/contract.md`.
+//!
 //! ```
 //! use spindle::Scheduler;
 //!
