@@ -114,9 +114,10 @@ pub(crate) fn resume_mark() -> LightUserData {
 /// thread as waiting; a duration that is not a number or nil is first converted by `convert`
 /// (a Lua function, which raises for a value that does not convert), and when `record`
 /// declines (false, or a panic) `begin` files the thread, making it a task first, or returns
-/// why it cannot, which `wait` raises as a string at its caller's line; then it yields. Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume
-/// mark and one value), it returns the wake-up's value; resumed with anything else, it calls
-/// `abandon` (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
+/// why it cannot, which `wait` raises as a string at its caller's line; then it yields.
+/// Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume mark and one
+/// value), it returns the wake-up's value; resumed with anything else, it calls `abandon`
+/// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
@@ -181,9 +182,9 @@ unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
 
 unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by the VM as the `wait` closure, whose upvalues are those `create_wait`
-    // gave it. Lua errors raised here (by `convert`, `begin` or a refusal) unwind this frame, which then
-    // holds nothing with a destructor; a C function may push three values without checking
-    // the stack.
+    // gave it. Lua errors raised here (by `convert`, by `begin`, or `begin`'s refusal) unwind
+    // this frame, which then holds nothing with a destructor; a C function may push three
+    // values without checking the stack.
     unsafe {
         // `task.wait()` first: it is the common call, and `lua_gettop` the cheapest test.
         let nargs = ffi::lua_gettop(state);
@@ -487,9 +488,9 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
 }
 
 /// Whether a resumption of the thread that just failed was refused before the thread ran
-/// (Luau's `resume_start`: "C stack overflow" when the resumer is nested too deep): the
-/// thread is then not dead but as it was, new or suspended, while an error raised inside it
-/// leaves it with an error status.
+/// (by Luau's `resume_start`: "C stack overflow" when the resumer is nested too deep; or by
+/// mlua on its way there): the thread is then not dead but as it was, new or suspended, while
+/// an error raised inside it leaves it with an error status.
 pub(crate) fn failed_before_running(thread: &Thread) -> bool {
     // SAFETY: the state is valid while the handle lives; this reads one field.
     let status = unsafe { ffi::lua_status(thread.state()) };

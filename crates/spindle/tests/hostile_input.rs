@@ -252,42 +252,6 @@ fn an_immediate_handler_that_fires_its_own_signal() {
 }
 
 #[test]
-fn waiting_where_no_yield_is_possible_raises_a_plain_string_naming_the_line_and_function() {
-    // Luau's own coroutine.yield says "attempt to yield across metamethod/C-call boundary"
-    // there; task.wait and Signal:Wait say the same, as a string at the caller's line.
-    let run = run();
-    run.spawn(
-        r#"
-        local s = Signal.new()
-        local function try(f)
-            local ok, err = pcall(f)
-            print(ok, typeof(err), err)
-        end
-        try(function() return setmetatable({}, { __index = function() return task.wait() end }).x end)
-        try(function() return setmetatable({}, { __index = function() return task.wait(1) end }).x end)
-        try(function() return setmetatable({}, { __index = function() return s:Wait() end }).x end)
-        try(function() table.sort({ 3, 2, 1 }, function(a, b) task.wait() return a < b end) end)
-        try(function() return tostring(setmetatable({}, { __tostring = function() task.wait() return "" end })) end)
-        try(function() return string.gsub("ab", "%w", function() s:Wait() end) end)
-        "#,
-    );
-    run.scheduler.run_blocking().unwrap();
-    let boundary = "attempt to yield across metamethod/C-call boundary";
-    assert_eq!(
-        run.log(),
-        [
-            format!("false string hostile:7: task.wait: {boundary}"),
-            format!("false string hostile:8: task.wait: {boundary}"),
-            format!("false string hostile:9: Signal:Wait: {boundary}"),
-            format!("false string hostile:10: task.wait: {boundary}"),
-            format!("false string hostile:11: task.wait: {boundary}"),
-            format!("false string hostile:12: Signal:Wait: {boundary}"),
-        ]
-    );
-    assert!(run.errors.borrow().is_empty());
-}
-
-#[test]
 fn waiting_on_the_main_thread_raises_a_plain_string_naming_the_line_and_function() {
     let run = run();
     let error = run
