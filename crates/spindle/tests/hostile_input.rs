@@ -283,6 +283,11 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming
     let run = run();
     run.exec("kept = { task = task, signal = Signal.new('Immediate') }");
     run.exec("kept.signal:Connect(print)");
+    let forever = run
+        .scheduler
+        .create_async_function(|_, ()| std::future::pending::<spindle::mlua::Result<()>>())
+        .unwrap();
+    run.lua.globals().set("forever", forever).unwrap();
     let support::Host { lua, scheduler, .. } = run;
     drop(scheduler);
     let results: String = lua
@@ -298,11 +303,15 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming
             try(function() kept.task.delay(1, print) end)
             try(function() kept.task.wait() end)
             try(function() kept.signal:Fire() end)
-            try(function()
-                local co = coroutine.create(function() kept.task.wait() end)
-                local ok, err = coroutine.resume(co)
-                error(err, 0)
-            end)
+            local function in_coroutine(f)
+                return function()
+                    local ok, err = coroutine.resume(coroutine.create(f))
+                    error(err, 0)
+                end
+            end
+            try(in_coroutine(function() kept.task.wait() end))
+            try(in_coroutine(function() kept.signal:Wait() end))
+            try(in_coroutine(function() forever() end))
             return table.concat(out, "\n")
             "#,
         )
@@ -318,7 +327,9 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming
             format!("false string kept:9: task.delay: {dropped}"),
             format!("false string kept:10: task.wait: {dropped}"),
             format!("false string kept:11: Signal:Fire: {dropped}"),
-            format!("false string kept:13: task.wait: {dropped}"),
+            format!("false string kept:18: task.wait: {dropped}"),
+            format!("false string kept:19: Signal:Wait: {dropped}"),
+            format!("false string kept:20: async function: {dropped}"),
         ]
         .join("\n")
     );
