@@ -9,8 +9,10 @@
 //! How a call reaches Lua (`task.luau`'s `first_poll` and `settle` read it): a future ready at its
 //! first poll returns its values as they are; a pending one returns the resume mark alone, and
 //! the task is later resumed with the mark and the values; a failed one returns (or is resumed
-//! with) the failure mark and the error's message. Scripts cannot get hold of either mark, so no
-//! result is mistaken for one.
+//! with) the failure mark and the error's message. A call that Spindle refuses (a bad argument,
+//! a thread that cannot yield, a dropped scheduler) returns the failure mark, the reason and
+//! `true`, raised at the caller's line. Scripts cannot get hold of either mark, so no result is
+//! mistaken for one.
 
 use std::ffi::c_int;
 use std::future::Future;
@@ -24,6 +26,7 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue,
 use crate::error::{Result, TaskError};
 use crate::host::Scheduler;
 use crate::scheduler::resume_mark;
+use crate::task_lib::refusal;
 
 /// A pending call's future, with its results converted to Lua values when it completes.
 pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
@@ -94,11 +97,49 @@ where
     }
 }
 
+/// A call's arguments, or the error of their conversion, which mlua would raise itself as an
+/// error userdata: kept so that the call refuses with a plain string instead.
+pub(crate) struct Caught<A>(mlua::Result<A>);
+
+impl<A: FromLuaMulti> FromLuaMulti for Caught<A> {
+    fn from_lua_multi(values: MultiValue, lua: &Lua) -> mlua::Result<Self> {
+        Ok(Caught(A::from_lua_multi(values, lua)))
+    }
+
+    fn from_lua_args(
+        args: MultiValue,
+        i: usize,
+        to: Option<&str>,
+        lua: &Lua,
+    ) -> mlua::Result<Self> {
+        Ok(Caught(A::from_lua_args(args, i, to, lua)))
+    }
+
+    // mlua's hidden fast paths (mlua is pinned at 0.12.2), so that the arguments are converted
+    // straight from the stack as they were before.
+    unsafe fn from_stack_multi(nvals: c_int, lua: &RawLua) -> mlua::Result<Self> {
+        // SAFETY: as mlua calls this.
+        Ok(Caught(unsafe { A::from_stack_multi(nvals, lua) }))
+    }
+
+    unsafe fn from_stack_args(
+        nargs: c_int,
+        i: usize,
+        to: Option<&str>,
+        lua: &RawLua,
+    ) -> mlua::Result<Self> {
+        // SAFETY: as mlua calls this.
+        Ok(Caught(unsafe { A::from_stack_args(nargs, i, to, lua) }))
+    }
+}
+
 /// What the first poll of a call returns to Lua.
 pub(crate) enum Started<R> {
     Ready(R),
     Pending,
     Failed(String),
+    /// Spindle refused the call: `task.luau` raises the reason at the caller's line.
+    Refused(String),
 }
 
 impl<R> Started<R> {
@@ -122,6 +163,11 @@ impl<R: IntoLuaMulti> IntoLuaMulti for Started<R> {
             Started::Ready(values) => values.into_lua_multi(lua),
             Started::Pending => Ok(MultiValue::from_iter([Value::LightUserData(resume_mark())])),
             Started::Failed(message) => failure_values(lua, &message),
+            Started::Refused(reason) => {
+                let mut values = failure_values(lua, &reason)?;
+                values.push_back(Value::Boolean(true));
+                Ok(values)
+            }
         }
     }
 
@@ -136,6 +182,10 @@ impl<R: IntoLuaMulti> IntoLuaMulti for Started<R> {
             // SAFETY: as above.
             Started::Failed(message) => unsafe {
                 (failure_mark(), message).push_into_stack_multi(lua)
+            },
+            // SAFETY: as above.
+            Started::Refused(reason) => unsafe {
+                (failure_mark(), reason, true).push_into_stack_multi(lua)
             },
         }
     }
@@ -169,15 +219,19 @@ impl Scheduler {
     {
         let make_async = self.inner.library(&self.lua)?.make_async;
         let inner = Rc::clone(&self.inner);
-        let start = self.lua.create_function(move |lua, args: A| {
-            inner.ensure_open()?;
-            let (id, target) = inner.caller_task(lua)?;
-            let mut call = Box::pin(Call {
-                future: f(lua.clone(), args),
-                lua: lua.clone(),
-            });
-            let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
-            inner.started(id, target, poll, call)
+        let start = self.lua.create_function(move |lua, args: Caught<A>| {
+            let started = (|| {
+                inner.ensure_open()?;
+                let args = args.0?;
+                let (id, target) = inner.caller_task(lua)?;
+                let mut call = Box::pin(Call {
+                    future: f(lua.clone(), args),
+                    lua: lua.clone(),
+                });
+                let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
+                inner.started(id, target, poll, call)
+            })();
+            Ok(started.unwrap_or_else(|error| Started::Refused(refusal(&error))))
         })?;
         Ok(make_async.call(start)?)
     }

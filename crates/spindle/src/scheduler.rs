@@ -978,9 +978,7 @@ impl Inner {
     pub(crate) fn begin_wait(&self, lua: &Lua, seconds: f64) -> mlua::Result<()> {
         let thread = lua.current_thread();
         if !vm::can_yield(&thread) {
-            return Err(mlua::Error::runtime(
-                "task.wait can only be called from a task or coroutine (this thread cannot yield)",
-            ));
+            return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
         }
         let id = self.adopt(&thread)?;
         self.suspend_waiting(&mut self.state.borrow_mut(), id, seconds);
@@ -1225,9 +1223,7 @@ impl Inner {
         if !thread.is_some_and(|thread| unsafe { vm::can_yield_raw(thread) }) {
             drop(future);
             self.release_if_idle(id);
-            return Err(mlua::Error::runtime(
-                "an async function was called where the thread cannot yield; call it from a task",
-            ));
+            return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
         }
         let orphan = {
             let mut state = self.state.borrow_mut();

@@ -48,6 +48,7 @@ use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Valu
 use crate::error::{Error, Result};
 use crate::host::Scheduler;
 use crate::scheduler::{Inner, WaitStamp};
+use crate::task_lib::{refusal, Checked};
 
 const SOURCE: &str = include_str!("signal.luau");
 
@@ -109,8 +110,10 @@ pub(crate) fn build(
     rt.raw_set(
         "begin_wait",
         lua.create_function(move |lua, ()| {
-            sched.ensure_open()?;
-            sched.begin_signal_wait(lua)
+            let begun = sched
+                .ensure_open()
+                .and_then(|()| sched.begin_signal_wait(lua));
+            Ok(Checked::of(begun))
         })?,
     )?;
     let sched = Rc::clone(inner);
@@ -125,9 +128,11 @@ pub(crate) fn build(
         "wake",
         lua.create_function(
             move |lua, (thread, token, slot, generation, args): (Thread, u32, u32, u32, MultiValue)| {
-                sched.ensure_open()?;
+                if let Err(error) = sched.ensure_open() {
+                    return Ok(Some(refusal(&error)));
+                }
                 sched.wake_signal_waiter(lua, &thread, (token, slot, generation), args);
-                Ok(())
+                Ok(None)
             },
         )?,
     )?;

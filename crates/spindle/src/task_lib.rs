@@ -9,9 +9,11 @@
 //! scheduler replaced them ([`Pristine`]), so that a scheduler attached after another one was
 //! dropped does not build on the dropped one's replacements.
 
+use std::ffi::c_int;
 use std::rc::Rc;
 
-use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
+use mlua::state::RawLua;
+use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
 use crate::async_fn::failure_mark;
 use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
@@ -77,6 +79,68 @@ pub(crate) struct Library {
     pub signal: crate::signal::SignalLibrary,
 }
 
+/// What a primitive with results returns to the Lua half: its results, or nil and why it
+/// refused, which the Lua half raises as a plain string at its caller's line, naming the
+/// function, as Luau's own functions raise their errors. An error returned from an mlua
+/// callback would reach scripts as an error userdata, its text `runtime error: ...` with a
+/// traceback. (A primitive with no results returns the reason alone, or nil.)
+pub(crate) enum Checked<T> {
+    Done(T),
+    Refused(String),
+}
+
+impl<T> Checked<T> {
+    pub(crate) fn of(result: mlua::Result<T>) -> Self {
+        match result {
+            Ok(values) => Checked::Done(values),
+            Err(error) => Checked::Refused(refusal(&error)),
+        }
+    }
+}
+
+impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
+    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        match self {
+            Checked::Done(values) => values.into_lua_multi(lua),
+            Checked::Refused(reason) => (Value::Nil, reason).into_lua_multi(lua),
+        }
+    }
+
+    // mlua's hidden fast path, as `Started` uses it: results go onto the stack directly.
+    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
+        match self {
+            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
+            // SAFETY: as above.
+            Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
+        }
+    }
+}
+
+/// Why an operation failed, as the text of a Lua error: the message without mlua's wrapping
+/// or traceback.
+pub(crate) fn refusal(error: &mlua::Error) -> String {
+    match error {
+        mlua::Error::MemoryError(message) => message.clone(),
+        // In Luau's words for a bad argument to a function with no name.
+        mlua::Error::BadArgument { pos, cause, .. } => {
+            format!("invalid argument #{pos} ({})", refusal(cause))
+        }
+        mlua::Error::CallbackError { cause, .. } => refusal(cause),
+        other => crate::error::TaskError::from_lua(None, other).message,
+    }
+}
+
+/// The reason alone (or nil): how a primitive with no results refuses.
+fn refused(result: mlua::Result<()>) -> Option<String> {
+    result.err().map(|error| refusal(&error))
+}
+
+/// `task.wait` and `Signal:Wait` cannot suspend a thread that cannot yield: the main thread, or
+/// code inside a metamethod or a C function's callback. Luau's own `coroutine.yield` says so
+/// in these words there.
+pub(crate) const CANNOT_YIELD: &str = "attempt to yield across metamethod/C-call boundary";
+
 /// A function becomes a new thread (`fresh`); a thread is used as it is.
 fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
     match target {
@@ -97,10 +161,12 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set(
         "spawn",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
-            sched.ensure_open()?;
-            let (thread, _) = into_thread(lua, target)?;
-            sched.spawn_thread(lua, &thread, args)?;
-            Ok(thread)
+            Ok(Checked::of((|| {
+                sched.ensure_open()?;
+                let (thread, _) = into_thread(lua, target)?;
+                sched.spawn_thread(lua, &thread, args)?;
+                Ok(thread)
+            })()))
         })?,
     )?;
 
@@ -108,11 +174,13 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set(
         "defer",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
-            sched.ensure_open()?;
-            let (thread, fresh) = into_thread(lua, target)?;
-            let id = sched.adopt(&thread)?;
-            sched.lua_defer(lua, id, args, fresh)?;
-            Ok(thread)
+            Ok(Checked::of((|| {
+                sched.ensure_open()?;
+                let (thread, fresh) = into_thread(lua, target)?;
+                let id = sched.adopt(&thread)?;
+                sched.lua_defer(lua, id, args, fresh)?;
+                Ok(thread)
+            })()))
         })?,
     )?;
 
@@ -121,11 +189,13 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         "delay",
         lua.create_function(
             move |lua, (seconds, target, args): (f64, Value, MultiValue)| {
-                sched.ensure_open()?;
-                let (thread, fresh) = into_thread(lua, target)?;
-                let id = sched.adopt(&thread)?;
-                sched.delay(lua, id, seconds_to_delay(seconds), args, fresh)?;
-                Ok(thread)
+                Ok(Checked::of((|| {
+                    sched.ensure_open()?;
+                    let (thread, fresh) = into_thread(lua, target)?;
+                    let id = sched.adopt(&thread)?;
+                    sched.delay(lua, id, seconds_to_delay(seconds), args, fresh)?;
+                    Ok(thread)
+                })()))
             },
         )?,
     )?;
@@ -133,13 +203,16 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let sched = Rc::clone(inner);
     rt.raw_set(
         "cancel",
-        lua.create_function(move |_, thread: Thread| sched.cancel(&thread))?,
+        lua.create_function(move |_, thread: Thread| Ok(refused(sched.cancel(&thread))))?,
     )?;
 
     let sched = Rc::clone(inner);
+    // Returns why the thread cannot wait, which `task.wait` raises at its caller's line.
     let begin_wait = lua.create_function(move |lua, seconds: f64| {
-        sched.ensure_open()?;
-        sched.begin_wait(lua, seconds)
+        let begun = sched
+            .ensure_open()
+            .and_then(|()| sched.begin_wait(lua, seconds));
+        Ok(refused(begun).map(|reason| format!("task.wait: {reason}")))
     })?;
     let sched = Rc::clone(inner);
     let abandon_wait = lua.create_function(move |lua, ()| {
@@ -169,8 +242,10 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set(
         "adopt_pending",
         lua.create_function(move |_, thread: Thread| {
-            sched.ensure_open()?;
-            sched.adopt_pending(&thread)
+            let adopted = sched
+                .ensure_open()
+                .and_then(|()| sched.adopt_pending(&thread));
+            Ok(refused(adopted))
         })?,
     )?;
 

@@ -113,10 +113,11 @@ pub(crate) fn resume_mark() -> LightUserData {
 /// an mlua callback and `coroutine.yield`: `wait(seconds?)` has `record` file the calling
 /// thread as waiting; a duration that is not a number or nil is first converted by `convert`
 /// (a Lua function, which raises for a value that does not convert), and when `record`
-/// declines (false, or a panic) `begin` files the thread, making it a task first, or raises;
-/// then it yields. Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume
-/// mark and one value), it returns the wake-up's value; resumed with anything else, it calls
-/// `abandon` (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
+/// declines (false, or a panic) `begin` files the thread, making it a task first, or returns
+/// why it cannot, which `wait` raises as a string at its caller's line; then it yields.
+/// Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume mark and one
+/// value), it returns the wake-up's value; resumed with anything else, it calls `abandon`
+/// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9
@@ -181,9 +182,9 @@ unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
 
 unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by the VM as the `wait` closure, whose upvalues are those `create_wait`
-    // gave it. Lua errors raised here (by `convert` or `begin`) unwind this frame, which then
-    // holds nothing with a destructor; a C function may push three values without checking
-    // the stack.
+    // gave it. Lua errors raised here (by `convert`, by `begin`, or `begin`'s refusal) unwind
+    // this frame, which then holds nothing with a destructor; a C function may push three
+    // values without checking the stack.
     unsafe {
         // `task.wait()` first: it is the common call, and `lua_gettop` the cheapest test.
         let nargs = ffi::lua_gettop(state);
@@ -213,7 +214,16 @@ unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
             ffi::lua_settop(state, 0);
             ffi::lua_pushvalue(state, ffi::lua_upvalueindex(4));
             ffi::lua_pushnumber(state, seconds);
-            ffi::lua_call(state, 1, 0);
+            ffi::lua_call(state, 1, 1);
+            if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
+                // A refusal: raised as Luau's own functions raise theirs, a plain string
+                // behind the caller's position (an mlua callback's error is a userdata).
+                ffi::luaL_where(state, 1);
+                ffi::lua_insert(state, -2);
+                ffi::lua_concat(state, 2);
+                ffi::lua_error(state);
+            }
+            ffi::lua_settop(state, 0);
         }
         // Luau shows a C continuation its function's arguments below the resumer's values:
         // none are left, so that it finds the resumer's alone (`begin` left none). Nothing
@@ -475,6 +485,80 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
         Ok(message) => mlua::Error::RuntimeError(message.to_string_lossy()),
         Err(error) => error,
     }
+}
+
+/// Whether a resumption of the thread that just failed was refused before the thread ran
+/// (by Luau's `resume_start`: "C stack overflow" when the resumer is nested too deep; or by
+/// mlua on its way there): the thread is then not dead but as it was, new or suspended, while
+/// an error raised inside it leaves it with an error status.
+pub(crate) fn failed_before_running(thread: &Thread) -> bool {
+    // SAFETY: the state is valid while the handle lives; this reads one field.
+    let status = unsafe { ffi::lua_status(thread.state()) };
+    status == ffi::LUA_OK || status == ffi::LUA_YIELD
+}
+
+/// A frame of the running thread's stack, as `lua_getinfo` describes it.
+pub(crate) struct Frame {
+    /// The chunk's short name (`[C]` for a C function).
+    pub source: String,
+    /// The line running in the frame; 0 when unknown (a C function).
+    pub line: c_int,
+    name: Option<String>,
+    defined: c_int,
+    is_c: bool,
+}
+
+impl Frame {
+    /// Whether the frame runs a script's code: not a C function, nor one of Spindle's own
+    /// chunks (named `[spindle ...]`).
+    pub(crate) fn is_script(&self) -> bool {
+        self.line > 0 && !self.source.starts_with("[spindle ")
+    }
+}
+
+impl std::fmt::Display for Frame {
+    /// As mlua's `luaL_traceback` shows a level, without its search of loaded modules.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.source)?;
+        if self.line > 0 {
+            write!(f, "{}:", self.line)?;
+        }
+        match &self.name {
+            Some(name) => write!(f, " in function '{name}'"),
+            None if !self.is_c => write!(f, " in function <{}:{}>", self.source, self.defined),
+            None => write!(f, " in ?"),
+        }
+    }
+}
+
+/// The frames of the running thread, innermost first. Read without calling into the VM or
+/// allocating in it: usable where the C stack is spent, so that no call can be made.
+pub(crate) fn running_frames(lua: &Lua) -> Vec<Frame> {
+    let state = running_thread(lua).0;
+    let text = |ptr: *const std::ffi::c_char| {
+        // SAFETY: `lua_getinfo` leaves null or a NUL-terminated string, alive while the frame
+        // is (or inside `ar` itself, which stays in place).
+        (!ptr.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(ptr) }.to_string_lossy())
+    };
+    let mut frames = Vec::new();
+    for level in 0.. {
+        let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+        // SAFETY: the running thread is alive; `lua_getinfo` only reads it and fills `ar`.
+        if unsafe { ffi::lua_getinfo(state, level, c"sln".as_ptr(), ar.as_mut_ptr()) } == 0 {
+            break;
+        }
+        // SAFETY: filled above.
+        let ar = unsafe { ar.assume_init_ref() };
+        let is_c = text(ar.what).is_some_and(|what| what == "C");
+        frames.push(Frame {
+            source: text(ar.short_src).map_or_else(|| "?".to_owned(), |s| s.into_owned()),
+            line: ar.currentline,
+            name: text(ar.name).map(|s| s.into_owned()),
+            defined: ar.linedefined,
+            is_c,
+        });
+    }
+    frames
 }
 
 /// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,

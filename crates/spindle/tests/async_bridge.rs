@@ -649,8 +649,42 @@ fn async_function_called_where_the_thread_cannot_yield_is_an_error() {
     // On the main thread, outside any task: a ready future still works, a pending one cannot.
     assert_eq!(lua.load("return quick()").eval::<i64>().unwrap(), 7);
     let error = lua.load("slow()").exec().unwrap_err().to_string();
-    assert!(error.contains("cannot yield"), "{error}");
+    assert!(
+        error.contains("async function: attempt to yield across metamethod/C-call boundary"),
+        "{error}"
+    );
     assert!(!scheduler.has_work());
+}
+
+#[test]
+fn async_function_refusals_are_plain_strings_at_the_callers_line() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    let double = scheduler
+        .create_async_function(|_, n: i64| async move { Ok(n * 2) })
+        .unwrap();
+    lua.globals().set("double", double).unwrap();
+    let shown: String = lua
+        .load(
+            r#"
+            local function try(f)
+                local ok, err = pcall(f)
+                return tostring(ok) .. " " .. typeof(err) .. " " .. tostring(err)
+            end
+            return table.concat({
+                try(function() return double({}) end),
+                try(function() return setmetatable({}, { __index = function() return double(1) end }).x end),
+            }, "\n")
+            "#,
+        )
+        .set_name("=refusals")
+        .eval()
+        .unwrap();
+    assert_eq!(
+        shown,
+        "false string refusals:7: async function: invalid argument #1 (error converting Lua table to i64 (expected number or string coercible to number))\n\
+         true number 2"
+    );
 }
 
 #[test]

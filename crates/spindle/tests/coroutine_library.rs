@@ -224,3 +224,136 @@ fn a_task_hand_resumed_in_and_out_of_mlua_futures_is_released_each_time_it_comes
     assert_eq!(log, format!("{}; done", rounds.join("; ")));
     assert_eq!(scheduler.task_count(), 0);
 }
+
+/// Calls of the replaced coroutine functions (and of the ones they build on) that fail, or
+/// whose coroutine fails: each is run as `pcall(...)` on a plain VM and under Spindle, and the
+/// results must be the same values (rule 13).
+const FAILING_CALLS: &[&str] = &[
+    // Missing, nil and wrong-typed arguments.
+    "coroutine.resume()",
+    "coroutine.resume(nil)",
+    "coroutine.resume(42)",
+    "coroutine.resume('co')",
+    "coroutine.resume({})",
+    "coroutine.resume(print)",
+    "coroutine.resume(newproxy(false))",
+    "coroutine.wrap()",
+    "coroutine.wrap(nil)",
+    "coroutine.wrap(42)",
+    "coroutine.wrap(coroutine.create(print))",
+    "coroutine.close()",
+    "coroutine.close(nil)",
+    "coroutine.close(true)",
+    "coroutine.close(print)",
+    "coroutine.create()",
+    "coroutine.status()",
+    "coroutine.status(5)",
+    // Calls that reach the coroutine, from a Lua caller so that positions show.
+    "(function() return coroutine.resume() end)()",
+    "(function() return coroutine.close() end)()",
+    "(function() return coroutine.wrap() end)()",
+    "(function() return coroutine.resume(coroutine.running()) end)()",
+    "(function() return coroutine.close(coroutine.running()) end)()",
+    "(function() local co = coroutine.create(function() end) coroutine.resume(co) return coroutine.resume(co) end)()",
+    "(function() local f = coroutine.wrap(function() end) f() return f() end)()",
+    // Errors inside the coroutine: every kind of value, with and without levels.
+    "coroutine.resume(coroutine.create(function() error('s') end))",
+    "coroutine.resume(coroutine.create(function() error('s', 0) end))",
+    "coroutine.resume(coroutine.create(function() error('s', 2) end))",
+    "coroutine.resume(coroutine.create(function() error(42) end))",
+    "coroutine.resume(coroutine.create(function() error(4.5, 2) end))",
+    "coroutine.resume(coroutine.create(function() error(true) end))",
+    "coroutine.resume(coroutine.create(function() error(nil) end))",
+    "coroutine.resume(coroutine.create(function() error() end))",
+    "coroutine.resume(coroutine.create(function() error(TABLE) end))",
+    "coroutine.resume(coroutine.create(function() local x = nil; return x.y end))",
+    "coroutine.wrap(function() error('s') end)()",
+    "coroutine.wrap(function() error('s', 0) end)()",
+    "coroutine.wrap(function() error('s', 2) end)()",
+    "coroutine.wrap(function() error(42) end)()",
+    "coroutine.wrap(function() error(4.5, 0) end)()",
+    "coroutine.wrap(function() error(true) end)()",
+    "coroutine.wrap(function() error(nil) end)()",
+    "coroutine.wrap(function() error() end)()",
+    "coroutine.wrap(function() error(TABLE) end)()",
+    "coroutine.wrap(function() local x = nil; return x.y end)()",
+    "(function() local v = coroutine.wrap(function() error('s') end)() return v end)()",
+    "(function() local v = coroutine.wrap(function() error(42) end)() return v end)()",
+    "(function() local v = coroutine.wrap(function() error('s', 2) end)() return v end)()",
+    "coroutine.wrap(function() coroutine.wrap(function() error('inner') end)() end)()",
+    "coroutine.wrap(function() coroutine.wrap(function() error(7) end)() end)()",
+    "coroutine.close((function() local co = coroutine.create(function() error('closed') end) coroutine.resume(co) return co end)())",
+    "coroutine.close((function() local co = coroutine.create(function() error(TABLE) end) coroutine.resume(co) return co end)())",
+    "coroutine.close((function() local co = coroutine.create(function() error() end) coroutine.resume(co) return co end)())",
+    "coroutine.close(coroutine.create(print))",
+    "coroutine.wrap(function() return coroutine.yield(1, nil, 3) end)()",
+    "coroutine.resume(coroutine.create(function(...) return select('#', ...), ... end), nil, nil)",
+    // Errors that Luau's resume raises itself, and C functions as coroutine bodies.
+    "(function() local co = coroutine.create(function(...) return select('#', ...) end) return coroutine.resume(co, table.unpack(table.create(9000, 1))) end)()",
+    "(function() local f = coroutine.wrap(function(...) return select('#', ...) end) return f(table.unpack(table.create(9000, 1))) end)()",
+    "(function() local co = coroutine.create(function() return table.unpack(table.create(9000, 1)) end) return select('#', coroutine.resume(co)) end)()",
+    "coroutine.resume(coroutine.create(string.rep))",
+    "coroutine.wrap(string.rep)()",
+    "coroutine.wrap(error)('from error itself')",
+    "coroutine.resume(coroutine.create(error), setmetatable({}, { __tostring = function() return 'shown' end }))",
+    "coroutine.wrap(function() error(setmetatable({}, { __tostring = function() return 'shown' end })) end)()",
+    "(function() local co co = coroutine.create(function() return coroutine.resume(co) end) return coroutine.resume(co) end)()",
+    "(function() local f f = coroutine.wrap(function() return f() end) return f() end)()",
+    "(function() local co co = coroutine.create(function() return coroutine.close(co) end) return coroutine.resume(co) end)()",
+    "coroutine.wrap(newproxy(false))",
+    // Yielding where no yield is possible: Luau's own message, as a string.
+    "coroutine.wrap(function() table.sort({ 1, 2, 3 }, function(a, b) coroutine.yield() return a < b end) end)()",
+    "coroutine.resume(coroutine.create(function() return tostring(setmetatable({}, { __tostring = function() coroutine.yield() return '' end })) end))",
+];
+
+/// Each call's pcall results on a fresh VM, with or without Spindle's task library, as text:
+/// each value's type and string, tables as `table`.
+fn failing_calls(install: bool) -> Vec<String> {
+    let lua = Lua::new();
+    let _scheduler = install.then(|| {
+        let scheduler = Scheduler::new(&lua).unwrap();
+        scheduler.install_task_library().unwrap();
+        scheduler
+    });
+    lua.load(
+        r#"
+        TABLE = {}
+        function show(...)
+            local t = table.pack(...)
+            for i = 1, t.n do
+                local v = t[i]
+                t[i] = if v == TABLE then "TABLE" else typeof(v) .. " " .. tostring(v)
+            end
+            return table.concat(t, ", ", 1, t.n)
+        end
+        "#,
+    )
+    .exec()
+    .unwrap();
+    FAILING_CALLS
+        .iter()
+        .map(|call| {
+            let source = format!("return show(pcall(function() return {call} end))");
+            let shown: String = lua.load(source).set_name("=calls").eval().unwrap();
+            format!("{call}\n    => {shown}")
+        })
+        .collect()
+}
+
+#[test]
+fn rule13_replaced_coroutine_functions_fail_with_luaus_own_messages_and_values() {
+    let native = failing_calls(false);
+    let replaced = failing_calls(true);
+    let differ: Vec<String> = native
+        .iter()
+        .zip(&replaced)
+        .filter(|(n, r)| n != r)
+        .map(|(n, r)| format!("luau:    {n}\nspindle: {r}"))
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n\n"));
+    assert!(
+        native[0].ends_with("missing argument #1 to 'resume' (thread expected)"),
+        "{}",
+        native[0]
+    );
+}

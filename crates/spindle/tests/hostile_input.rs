@@ -176,3 +176,161 @@ fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
     assert_eq!(run.log(), ["same batch"]);
     assert!(!run.scheduler.has_work());
 }
+
+#[test]
+fn rule09_a_task_that_cannot_start_for_want_of_c_stack_is_reported_at_the_spawning_line() {
+    on_a_deep_stack(a_task_that_cannot_start_for_want_of_c_stack);
+}
+
+/// Runs `body` on a thread with a 32 MB stack: 200 nested resumptions take up to 640 KB of
+/// stack in a release build and 4 MB in a debug one (measured with `ulimit -s` under the CLI),
+/// more than a test thread's 2 MB.
+fn on_a_deep_stack(body: fn()) {
+    let thread = std::thread::Builder::new().stack_size(32 << 20);
+    thread.spawn(body).unwrap().join().unwrap();
+}
+
+fn a_task_that_cannot_start_for_want_of_c_stack() {
+    // Each `task.spawn` resumes inside the one before: about 200 deep, Luau refuses to start
+    // the next thread ("C stack overflow") before it runs a line of its own, so its own
+    // traceback is empty. The report names the line that spawned it.
+    let run = run();
+    run.spawn(
+        r#"
+        local depth = 0
+        local function nest()
+            depth += 1
+            task.spawn(nest)
+        end
+        task.spawn(nest)
+        print("spawner goes on", depth)
+        "#,
+    );
+    run.scheduler.run_blocking().unwrap();
+    assert_eq!(
+        run.log(),
+        ["error: hostile:5: C stack overflow", "spawner goes on 199"]
+    );
+    let errors = run.errors.borrow();
+    assert!(
+        errors[0].traceback.contains("hostile:5:"),
+        "the spawner's traceback: {}",
+        errors[0].traceback
+    );
+}
+
+#[test]
+fn rule08_an_immediate_handler_that_fires_its_own_signal_is_stopped_once_at_the_firing_line() {
+    on_a_deep_stack(an_immediate_handler_that_fires_its_own_signal);
+}
+
+fn an_immediate_handler_that_fires_its_own_signal() {
+    let run = run();
+    run.spawn(
+        r#"
+        local echo = Signal.new("Immediate")
+        local calls = 0
+        echo:Connect(function()
+            calls += 1
+            echo:Fire()
+        end)
+        echo:Fire()
+        print("fired", calls)
+        echo:Fire()
+        print("fired again", calls)
+        "#,
+    );
+    run.scheduler.run_blocking().unwrap();
+    assert_eq!(
+        run.log(),
+        [
+            "error: hostile:6: C stack overflow",
+            "fired 199",
+            "error: hostile:6: C stack overflow",
+            "fired again 398",
+        ]
+    );
+}
+
+#[test]
+fn waiting_on_the_main_thread_raises_a_plain_string_naming_the_line_and_function() {
+    let run = run();
+    let error = run
+        .lua
+        .load("local x = 1\ntask.wait()")
+        .set_name("=main chunk")
+        .exec()
+        .unwrap_err();
+    assert!(
+        matches!(&error, spindle::mlua::Error::RuntimeError(message)
+            if message.lines().next() == Some("main chunk:2: task.wait: attempt to yield across metamethod/C-call boundary")),
+        "{error:?}"
+    );
+    let caught: String = run
+        .lua
+        .load("local ok, err = pcall(function() Signal.new():Wait() end) return typeof(err) .. ' ' .. err")
+        .set_name("=main chunk")
+        .eval()
+        .unwrap();
+    assert_eq!(
+        caught,
+        "string main chunk:1: Signal:Wait: attempt to yield across metamethod/C-call boundary"
+    );
+}
+
+#[test]
+fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming_the_function() {
+    let run = run();
+    run.exec("kept = { task = task, signal = Signal.new('Immediate') }");
+    run.exec("kept.signal:Connect(print)");
+    let forever = run
+        .scheduler
+        .create_async_function(|_, ()| std::future::pending::<spindle::mlua::Result<()>>())
+        .unwrap();
+    run.lua.globals().set("forever", forever).unwrap();
+    let support::Host { lua, scheduler, .. } = run;
+    drop(scheduler);
+    let results: String = lua
+        .load(
+            r#"
+            local out = {}
+            local function try(f, ...)
+                local ok, err = pcall(f, ...)
+                table.insert(out, tostring(ok) .. " " .. typeof(err) .. " " .. tostring(err))
+            end
+            try(function() kept.task.spawn(print) end)
+            try(function() kept.task.defer(print) end)
+            try(function() kept.task.delay(1, print) end)
+            try(function() kept.task.wait() end)
+            try(function() kept.signal:Fire() end)
+            local function in_coroutine(f)
+                return function()
+                    local ok, err = coroutine.resume(coroutine.create(f))
+                    error(err, 0)
+                end
+            end
+            try(in_coroutine(function() kept.task.wait() end))
+            try(in_coroutine(function() kept.signal:Wait() end))
+            try(in_coroutine(function() forever() end))
+            return table.concat(out, "\n")
+            "#,
+        )
+        .set_name("=kept")
+        .eval()
+        .unwrap();
+    let dropped = "the task scheduler of this Lua state was dropped";
+    assert_eq!(
+        results,
+        [
+            format!("false string kept:7: task.spawn: {dropped}"),
+            format!("false string kept:8: task.defer: {dropped}"),
+            format!("false string kept:9: task.delay: {dropped}"),
+            format!("false string kept:10: task.wait: {dropped}"),
+            format!("false string kept:11: Signal:Fire: {dropped}"),
+            format!("false string kept:18: task.wait: {dropped}"),
+            format!("false string kept:19: Signal:Wait: {dropped}"),
+            format!("false string kept:20: async function: {dropped}"),
+        ]
+        .join("\n")
+    );
+}

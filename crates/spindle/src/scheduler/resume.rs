@@ -425,6 +425,9 @@ impl Inner {
                 Ok(Resumed::Yielded)
             }
             Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
+            Poll::Ready(Some(Err(error))) if vm::failed_before_running(thread) => {
+                Err(refused_start(lua, &error))
+            }
             Poll::Ready(Some(Err(error))) => Err(error),
             Poll::Ready(None) => Ok(Resumed::NotResumable),
         }
@@ -496,4 +499,23 @@ impl Inner {
             }
         }
     }
+}
+
+/// The error of a resumption that Luau refused before the thread ran: "C stack overflow" when
+/// the resumer is nested about 200 resumptions deep (`task.spawn` inside `task.spawn`, an
+/// immediate handler firing its own signal). The thread's own traceback is empty, so the error
+/// names the script line that asked for the resumption, with the resumer's traceback: read
+/// from the stack without calling Lua, as no call can be made there.
+fn refused_start(lua: &Lua, error: &mlua::Error) -> mlua::Error {
+    let message = TaskError::from_lua(None, error).message;
+    let frames = vm::running_frames(lua);
+    let message = match frames.iter().find(|frame| frame.is_script()) {
+        Some(at) => format!("{}:{}: {message}", at.source, at.line),
+        None => message,
+    };
+    let mut text = format!("{message}\nstack traceback:");
+    for frame in &frames {
+        text.push_str(&format!("\n\t{frame}"));
+    }
+    mlua::Error::RuntimeError(text)
 }

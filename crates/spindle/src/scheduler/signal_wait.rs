@@ -24,9 +24,7 @@ impl Inner {
     pub(crate) fn begin_signal_wait(&self, lua: &Lua) -> mlua::Result<WaitStamp> {
         let thread = lua.current_thread();
         if !vm::can_yield(&thread) {
-            return Err(mlua::Error::runtime(
-                "Signal:Wait can only be called from a task or coroutine (this thread cannot yield)",
-            ));
+            return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
         }
         let id = self.adopt(&thread)?;
         // Untimed, as `task.wait(math.huge)`: only a fire ends it.
