@@ -135,9 +135,9 @@ fn tasks_that_finish_one_after_another_reuse_their_slots() {
 }
 
 #[test]
-fn more_tasks_wait_at_once_than_mluas_reference_stack_could_hold() {
-    // mlua's reference stack holds about a million values; this checks that waiting tasks do
-    // not take slots on it. The full million runs in the ignored test below.
+fn two_hundred_thousand_tasks_wait_at_once_and_every_one_wakes() {
+    // mlua's reference stack holds about a million values: the ignored test below waits a
+    // million tasks at once, more than it could hold if each waiting task took a slot.
     let _serial = SERIAL.lock().unwrap();
     let lua = Lua::new();
     let scheduler = virtual_scheduler(&lua);
