@@ -277,8 +277,9 @@ fn weak_set(lua: &Lua) -> mlua::Result<Table> {
     Ok(set)
 }
 
-/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
-/// Rounds up to the next nanosecond, so that no wait ends before the time asked for.
+/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires
+/// (`math.huge`; [`Clock::deadline`] refuses [`Clock::MAX_DELAY`] and more). Rounds up to the next
+/// nanosecond, so that no wait ends before the time asked for.
 pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Some(Duration::ZERO);
@@ -957,7 +958,8 @@ impl Inner {
         args: MultiValue,
         fresh: bool,
     ) -> mlua::Result<()> {
-        let Some(deadline) = delay.and_then(|d| self.clock.now().checked_add(d)) else {
+        let now = self.clock.now();
+        let Some(deadline) = delay.and_then(|d| Clock::deadline(now, d)) else {
             // Never fires: nothing to keep, and the thread is not ours unless something else is.
             self.release_if_idle(id);
             return Ok(());
@@ -1010,7 +1012,7 @@ impl Inner {
     /// fresh token, which it returns; `None` for a freed task.
     fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
-        let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
+        let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
         state.file_wait(id, now, deadline)
     }
 
