@@ -102,3 +102,25 @@ fn rule07_a_long_timer_that_the_clock_can_hold_sleeps_until_cancelled() {
         "1000000000000000000\n1000000000000000000\n"
     );
 }
+
+// --- The timeout across time slices (rule 21) --------------------------------------------------
+
+#[test]
+fn rule21_a_runaway_task_under_time_slices_still_times_out_while_the_others_run() {
+    // Each slice used to start a fresh timeout: the loop was sliced forever and the run spun.
+    let out = spindle_run_within(
+        Duration::from_secs(20),
+        &["--timeout", "0.2", "--time-slice", "0.01"],
+        "sliced_runaway.luau",
+        "task.spawn(function()\n  while true do end\nend)\nfor i = 1, 3 do\n  task.wait(0.01)\n  print('tick', i)\nend\n",
+    )
+    .expect("the runaway task is stopped and the run ends");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "tick\t1\ntick\t2\ntick\t3\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("Script timeout: exhausted allowed execution time\nstack traceback:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sliced_runaway.luau:2"), "{stderr}");
+}

@@ -217,7 +217,8 @@ enum Wakeup {
     /// The Spindle future the thread waited on finished.
     Settled(mlua::Result<MultiValue>),
     /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
-    Continue,
+    /// The thread has run for `ran` since it last yielded of its own accord.
+    Continue { ran: Duration },
 }
 
 /// How a thread came back from a resumption.
@@ -237,6 +238,8 @@ enum Resumed {
     Overran {
         thread: Thread,
         overrun: Overrun,
+        /// Run time since the task last yielded of its own accord.
+        ran: Duration,
     },
 }
 
@@ -470,7 +473,7 @@ impl State {
                 matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
             }
             (Some(slot), TimerKind::Continue { token }) => {
-                slot.suspension == Suspension::Sliced { token }
+                matches!(slot.suspension, Suspension::Sliced { token: t, .. } if t == token)
             }
             (Some(_), TimerKind::Resume(_)) => true,
             (None, _) => false,

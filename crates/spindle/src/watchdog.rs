@@ -7,6 +7,10 @@
 //! is set. A resumption's time is its own: the time of a task it resumes through
 //! `task.spawn` is taken off its account.
 //!
+//! A time slice is not a yield of the task's own (rule 21 of the task contract): the time a
+//! task ran in earlier slices since it last yielded by itself counts against its timeout, the
+//! time it waited for its turn between them does not.
+//!
 //! Once a resumption is over budget, the interrupt yields the task's thread if it can; the
 //! scheduler then ends the task with [`TIMEOUT_MESSAGE`] (a yield passes through `pcall`, so the
 //! task cannot catch it) or, when slicing, queues it behind the others. Where the thread cannot
@@ -82,6 +86,9 @@ pub(crate) struct Watch {
     budget: Budget,
     /// When the resumption started, moved forward by the time of nested resumptions.
     started: Cell<Instant>,
+    /// What the task ran before this resumption since it last yielded of its own accord (in
+    /// earlier slices): counted against the timeout, not the slice.
+    ran_before: Duration,
     last_check: Cell<Instant>,
     /// Interrupts still to be checked one by one since checks were last found far apart.
     sparse_left: Cell<u32>,
@@ -92,18 +99,21 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Runs `resume` (which resumes `thread`) under `budget`, counting time from `started`;
-    /// returns its result and whether the watchdog yielded the thread.
+    /// Runs `resume` (which resumes `thread`) under `budget`, counting time from `started`,
+    /// after the task already ran `ran_before` in earlier slices; returns its result, whether
+    /// the watchdog yielded the thread, and the task's run time so far, both counted.
     pub(crate) fn run<R>(
         thread: &Thread,
         budget: Budget,
         started: Instant,
+        ran_before: Duration,
         resume: impl FnOnce() -> R,
-    ) -> (R, Option<Overrun>) {
+    ) -> (R, Option<Overrun>, Duration) {
         let watch = Watch {
             thread: ThreadPtr::of(thread),
             budget,
             started: Cell::new(started),
+            ran_before,
             last_check: Cell::new(started),
             sparse_left: Cell::new(0),
             timed_out: Cell::new(false),
@@ -115,7 +125,8 @@ impl Watch {
         let linked = Linked(&watch);
         let result = resume();
         drop(linked);
-        (result, watch.yielded.get())
+        let ran = ran_before.saturating_add(watch.started.get().elapsed());
+        (result, watch.yielded.get(), ran)
     }
 
     /// Whether the resumption is over budget, reading the clock; sets when the next check is.
@@ -133,7 +144,12 @@ impl Watch {
             COUNTDOWN.set(0);
         }
         let ran = now.saturating_duration_since(self.started.get());
-        if self.budget.timeout.is_some_and(|limit| ran >= limit) {
+        let since_own_yield = self.ran_before.saturating_add(ran);
+        if self
+            .budget
+            .timeout
+            .is_some_and(|limit| since_own_yield >= limit)
+        {
             self.timed_out.set(true);
             return Some(Overrun::TimedOut);
         }

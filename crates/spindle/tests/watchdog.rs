@@ -618,3 +618,97 @@ fn another_os_thread_running_luau_does_not_delay_the_watchdog() {
         leaked.first()
     );
 }
+
+// --- The timeout across time slices (rule 21, rule 22) -----------------------------------------
+
+/// Runs `body` on a thread of its own and fails if it takes more than `limit`: a watchdog that
+/// never stops a task would otherwise hang the test.
+fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    result
+        .recv_timeout(limit)
+        .expect("the run ended in time rather than running forever")
+}
+
+#[test]
+fn rule21_a_sliced_runaway_task_is_still_stopped_by_the_timeout() {
+    // Each slice used to start a fresh timeout, so a runaway loop was sliced forever.
+    let (log, messages, took) = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| {
+            builder
+                .time_slice(Duration::from_millis(10))
+                .timeout(Duration::from_millis(200))
+        });
+        let started = std::time::Instant::now();
+        run.script(
+            r#"
+            task.spawn(function() log("looping") while true do end end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            "#,
+        );
+        (run.log(), run.messages(), started.elapsed())
+    });
+    assert_eq!(log, ["looping", "tick 1", "tick 2", "tick 3"]);
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+}
+
+#[test]
+fn rule21_the_time_a_sliced_task_waits_for_its_turn_is_not_counted() {
+    // Three tasks each run 150 ms of their own in 10 ms slices: 450 ms of wall time in all,
+    // over the 400 ms timeout, but each task's own run stays under it.
+    let run = run_with(|builder| {
+        builder
+            .time_slice(Duration::from_millis(10))
+            .timeout(Duration::from_millis(400))
+    });
+    run.script(
+        r#"
+        -- Runs `seconds` of the task's own time: a gap of more than 2 ms between two steps is
+        -- another task's turn, not counted.
+        local function busy(seconds)
+            local mine, last = 0, os.clock()
+            while mine < seconds do
+                local now = os.clock()
+                if now - last < 0.002 then mine += now - last end
+                last = now
+            end
+        end
+        for t = 1, 3 do
+            task.spawn(function() busy(0.15) log("task " .. t .. " done") end)
+        end
+        "#,
+    );
+    let mut log = run.log();
+    log.sort();
+    assert_eq!(log, ["task 1 done", "task 2 done", "task 3 done"]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
+#[test]
+fn rule21_a_task_that_yields_of_its_own_accord_starts_a_fresh_timeout() {
+    // 120 ms of work, a wait, 120 ms more, under a 200 ms timeout: sliced on the way, never
+    // stopped, since the wait is a yield of its own.
+    let run = run_with(|builder| {
+        builder
+            .time_slice(Duration::from_millis(10))
+            .timeout(Duration::from_millis(200))
+    });
+    run.script(
+        r#"
+        local function busy(seconds)
+            local start = os.clock()
+            while os.clock() - start < seconds do end
+        end
+        busy(0.12)
+        task.wait()
+        busy(0.12)
+        log("done")
+        "#,
+    );
+    assert_eq!(run.log(), ["done"]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}

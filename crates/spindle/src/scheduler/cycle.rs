@@ -79,7 +79,9 @@ impl Inner {
                 if !self.state.borrow().timer_is_live(&entry) {
                     return false;
                 }
-                self.resume(lua, entry.task, Wakeup::Continue);
+                // `resume` takes the run time so far from the `Sliced` suspension.
+                let ran = Duration::ZERO;
+                self.resume(lua, entry.task, Wakeup::Continue { ran });
             }
             TimerKind::Resume(resumption) => {
                 if !self.state.borrow_mut().fire_resume_timer(entry.task) {
