@@ -124,3 +124,28 @@ fn rule21_a_runaway_task_under_time_slices_still_times_out_while_the_others_run(
     );
     assert!(stderr.contains("sliced_runaway.luau:2"), "{stderr}");
 }
+
+// --- What a task that ran out of memory leaves for the others (rule 23) -------------------------
+
+#[test]
+fn rule23_the_main_task_builds_its_table_after_a_greedy_task_ran_out_of_memory() {
+    // The greedy task's garbage used to stay until the collector came round, so the main task
+    // (and any other) died of the same limit.
+    let out = spindle_run_within(
+        Duration::from_secs(30),
+        &["--memory-limit", "8M"],
+        "greedy.luau",
+        "local greedy = task.spawn(function()\n  local hog = {}\n  while true do hog[#hog + 1] = { #hog, tostring(#hog) } end\nend)\n\
+         local r = {}\nfor i = 1, 1000 do r[i] = { i } end\nprint('built', #r, coroutine.status(greedy))\n\
+         task.wait()\nlocal s = {}\nfor i = 1, 1000 do s[i] = tostring(i) end\nprint('built', #s)\n",
+    )
+    .expect("the run ends");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        text(&out.stdout),
+        "built\t1000\tdead\nbuilt\t1000\n",
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("not enough memory").count(), 1, "{stderr}");
+}

@@ -43,6 +43,7 @@ use crate::watchdog::{Budget, Overrun};
 
 mod cycle;
 mod frame;
+mod memory;
 mod resume;
 mod signal_wait;
 
@@ -741,6 +742,8 @@ impl Inner {
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
+        // Rule 23: a task that ran out of memory gives it back before any other task runs.
+        let _reclaim = memory::Reclaim::after(self, lua, id, &result);
         let Some(claims) = self.free_task(id) else {
             return;
         };
