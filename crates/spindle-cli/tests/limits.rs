@@ -149,3 +149,48 @@ fn rule23_the_main_task_builds_its_table_after_a_greedy_task_ran_out_of_memory()
     );
     assert_eq!(stderr.matches("not enough memory").count(), 1, "{stderr}");
 }
+
+// --- Slices inside coroutines (rule 22) --------------------------------------------------------
+
+#[test]
+fn rule22_a_busy_loop_in_a_wrapped_coroutine_is_sliced_so_that_the_others_run() {
+    // The slice used to be ignored inside `coroutine.wrap`: the loop starved every other task
+    // and the run never ended.
+    let out = spindle_run_within(
+        Duration::from_secs(20),
+        &["--time-slice", "0.01"],
+        "wrapped_spin.luau",
+        "local stop = false\n\
+         task.spawn(function()\n  coroutine.wrap(function() while not stop do end end)()\n  print('looper released')\nend)\n\
+         for i = 1, 3 do\n  task.wait(0.01)\n  print('tick', i)\nend\nstop = true\n",
+    )
+    .expect("the run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "tick\t1\ntick\t2\ntick\t3\nlooper released\n"
+    );
+}
+
+#[test]
+fn rule22_a_busy_loop_inside_index_under_slices_ends_with_the_timeout() {
+    // No yield is possible inside a metamethod: the slice cannot stop the loop, the timeout
+    // does, and the other tasks go on.
+    let out = spindle_run_within(
+        Duration::from_secs(20),
+        &["--time-slice", "0.01", "--timeout", "0.2"],
+        "index_spin.luau",
+        "local t = setmetatable({}, { __index = function() while true do end end })\n\
+         task.spawn(function() print(t.x) end)\n\
+         for i = 1, 3 do\n  task.wait(0.01)\n  print('tick', i)\nend\n",
+    )
+    .expect("the run ends");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "tick\t1\ntick\t2\ntick\t3\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("Script timeout: exhausted allowed execution time\nstack traceback:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("index_spin.luau:1"), "{stderr}");
+}

@@ -13,10 +13,13 @@
 //!
 //! Once a resumption is over budget, the interrupt yields the task's thread if it can; the
 //! scheduler then ends the task with [`TIMEOUT_MESSAGE`] (a yield passes through `pcall`, so the
-//! task cannot catch it) or, when slicing, queues it behind the others. Where the thread cannot
-//! yield (inside a metamethod, a `table.sort` comparator, or a coroutine the task resumed by
-//! hand), a timed-out resumption gets the error raised at every interrupt instead, until control
-//! is back where the thread can yield.
+//! task cannot catch it) or, when slicing, queues it behind the others. A slice that ends in a
+//! coroutine the task resumed by hand (through Spindle's `coroutine.resume` or `wrap`) yields
+//! that coroutine with [`vm::slice_mark`], and `task.luau` carries the slice out to the task,
+//! resuming the coroutine when the task goes on. Where the thread cannot yield (inside a
+//! metamethod, a `table.sort` comparator), only the timeout applies; a timed-out resumption gets
+//! the error raised at every interrupt, until control is back where the task's thread can
+//! yield.
 //!
 //! Invariant: [`CURRENT`] points at the innermost watched resumption on this OS thread, or is
 //! null; a [`Watch`] unlinks itself when it drops, even if a panic unwinds through it.
@@ -160,6 +163,36 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Whether `state` runs in a coroutine that the watched thread resumed by hand through
+    /// Spindle's `coroutine.resume` or `wrap`, maybe through further such coroutines, with
+    /// every thread on the way able to yield: a slice that ends there can be carried out.
+    /// Not through a coroutine that a Rust function resumed, which would take the mark for a
+    /// value the coroutine yielded.
+    ///
+    /// # Safety
+    /// `state` must be alive, and the watched thread must be alive (it is being resumed).
+    unsafe fn hand_resumes(&self, state: ThreadPtr) -> bool {
+        let mut link = self.thread;
+        // Luau's C-call limit (200) bounds how deeply coroutines nest.
+        for _ in 0..256 {
+            // SAFETY: `link` is the watched thread or a coroutine that a live thread resumes.
+            if !unsafe { vm::can_yield_raw(link) } {
+                return false;
+            }
+            if link == state {
+                return true;
+            }
+            // SAFETY: as above.
+            match unsafe { vm::hand_resumed_by(link) } {
+                Some(next) => link = next,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
 /// Unlinks a [`Watch`] from [`CURRENT`], and takes its time off the outer resumption's account.
 struct Linked<'a>(&'a Watch);
 
@@ -207,6 +240,14 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may
         // yield; Luau resumes it at the same instruction.
         unsafe { vm::yield_from_interrupt(state) };
+        return;
+    }
+    // SAFETY: `state` is running, so alive; the watched thread resumes it, so it is alive too.
+    if overrun == Overrun::Sliced && unsafe { watch.hand_resumes(state) } {
+        // SAFETY: as above; every thread between the watched one and this one resumed the next
+        // through Spindle's `coroutine.resume` or `wrap`, which carry the mark out to the task
+        // (rule 22 of the task contract), and each of them can yield.
+        unsafe { vm::yield_slice_from_interrupt(state) };
         return;
     }
     if overrun == Overrun::TimedOut {

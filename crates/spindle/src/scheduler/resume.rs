@@ -86,6 +86,19 @@ enum Lane {
     Settled { kept: bool },
 }
 
+/// Whether the thread yielded the slice mark alone: `task.luau` carried out a slice that ended
+/// in a coroutine the task resumed by hand.
+fn is_carried_slice(poll: &Poll<Option<mlua::Result<MultiValue>>>, thread: &Thread) -> bool {
+    match poll {
+        Poll::Ready(Some(Ok(values))) => {
+            values.len() == 1
+                && thread.status() == ThreadStatus::Resumable
+                && matches!(values.front(), Some(Value::LightUserData(mark)) if *mark == vm::slice_mark())
+        }
+        _ => false,
+    }
+}
+
 impl Inner {
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
     /// how the thread came back. Never fails: a failure ends the task and is reported.
@@ -420,6 +433,14 @@ impl Inner {
                             overrun,
                             ran,
                         })
+                    }
+                    (poll, None, ran) if is_carried_slice(&poll, thread) => {
+                        // A slice that ended in a coroutine it resumed by hand, carried out.
+                        return Ok(Resumed::Overran {
+                            thread: thread.clone(),
+                            overrun: Overrun::Sliced,
+                            ran,
+                        });
                     }
                     (poll, None, _) => break poll,
                 }
