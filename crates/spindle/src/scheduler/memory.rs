@@ -13,9 +13,27 @@ use mlua::{Lua, MultiValue, Thread};
 use super::Inner;
 use crate::tasks::TaskId;
 
+/// Whether the task that failed with `error` may have run out of memory: the error says so, or
+/// the VM is close to its limit. An allocation that fails does not always end a task with
+/// `not enough memory`: building the error's traceback at the limit fails with a stack error
+/// instead, for one.
+fn may_be_out_of_memory(lua: &Lua, error: &mlua::Error) -> bool {
+    is_out_of_memory(error) || is_near_the_limit(lua)
+}
+
+/// Whether the VM uses all but a sixteenth of its memory limit, if it has one.
+fn is_near_the_limit(lua: &Lua) -> bool {
+    // mlua has no getter for the limit: setting one returns the one before.
+    let Ok(limit) = lua.set_memory_limit(0) else {
+        return false;
+    };
+    let _ = lua.set_memory_limit(limit);
+    limit > 0 && lua.used_memory() >= limit - limit / 16
+}
+
 /// Whether the error is the VM running out of memory, however it reached the task's end: as
 /// mlua's error, inside a callback's error, or as the message a script raised again.
-pub(super) fn is_out_of_memory(error: &mlua::Error) -> bool {
+fn is_out_of_memory(error: &mlua::Error) -> bool {
     match error {
         mlua::Error::MemoryError(_) => true,
         mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
@@ -43,14 +61,25 @@ impl<'a> Reclaim<'a> {
         result: &mlua::Result<MultiValue>,
     ) -> Option<Self> {
         match result {
-            Err(error) if is_out_of_memory(error) => Some(Reclaim {
-                lua,
-                inner,
-                thread: inner.threads.get(id.slot()).ok(),
-            }),
+            Err(error) if may_be_out_of_memory(lua, error) => {
+                // Holding the thread takes a slot on mlua's reference stack, which may have to
+                // grow: not at the limit that the task just reached.
+                let thread = unlimited(lua, || inner.threads.get(id.slot()).ok());
+                Some(Reclaim { lua, inner, thread })
+            }
             _ => None,
         }
     }
+}
+
+/// Runs `f` with the memory limit lifted, then puts the limit back.
+fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    let limit = lua.set_memory_limit(0);
+    let result = f();
+    if let Ok(limit) = limit {
+        let _ = lua.set_memory_limit(limit);
+    }
+    result
 }
 
 impl Drop for Reclaim<'_> {
@@ -58,16 +87,14 @@ impl Drop for Reclaim<'_> {
         if std::thread::panicking() {
             return;
         }
-        // Resetting a thread shrinks its stack, and closing it goes through a call: neither
+        // Resetting a thread reallocates its stack, and closing it goes through a call: neither
         // must fail for want of the memory it is about to give back.
-        let limit = self.lua.set_memory_limit(0);
         if let Some(thread) = self.thread.take() {
             if thread.status() == ThreadStatus::Error {
-                let _ = self.inner.pristine.close.call::<MultiValue>(&thread);
+                unlimited(self.lua, || {
+                    let _ = self.inner.pristine.close.call::<MultiValue>(&thread);
+                });
             }
-        }
-        if let Ok(limit) = limit {
-            let _ = self.lua.set_memory_limit(limit);
         }
         let _ = self.lua.gc_collect();
     }
