@@ -853,3 +853,27 @@ fn rule22_a_coroutine_that_a_rust_function_resumes_is_not_sliced_under_it() {
     assert_eq!(run.log(), ["done", "dead"]);
     assert!(run.messages().is_empty(), "{:?}", run.messages());
 }
+
+#[test]
+fn rule21_a_runaway_loop_in_a_wrapped_coroutine_is_sliced_then_stopped_by_the_timeout() {
+    // Sliced through the coroutine many times, then stopped: `pcall` around the wrapped
+    // function does not keep the task alive, and the others run meanwhile.
+    let (log, messages) = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| {
+            builder
+                .time_slice(Duration::from_millis(5))
+                .timeout(Duration::from_millis(200))
+        });
+        run.script(
+            r#"
+            task.spawn(function()
+                log(tostring(pcall(coroutine.wrap(function() while true do end end))))
+            end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            "#,
+        );
+        (run.log(), run.messages())
+    });
+    assert_eq!(log, ["tick 1", "tick 2", "tick 3"]);
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+}
