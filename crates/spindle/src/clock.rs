@@ -3,6 +3,10 @@
 //! Time is a [`Duration`] since the clock's epoch. The real clock reads [`Instant::now`]; the
 //! virtual clock only moves when its owner moves it, so a run under it is repeatable step for
 //! step (SEMANTICS rule 14). Neither clock ever goes backwards.
+//!
+//! A timer is due at a deadline on this clock; a delay of [`Clock::MAX_DELAY`] or more, or one
+//! whose deadline the clock cannot hold, has none: such a timer never fires (rule 7 of the task
+//! contract), whichever clock the scheduler reads and whatever it reads now.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -29,6 +33,11 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// The shortest delay that never ends: 2^62 seconds, about 146 billion years. A fixed
+    /// limit, rather than whatever `Instant` holds on the platform, so that both clocks agree;
+    /// it leaves room for any uptime below `Instant`'s range (2^63 seconds on Unix).
+    pub const MAX_DELAY: Duration = Duration::from_secs(1 << 62);
+
     /// The real monotonic clock, starting now.
     pub fn real() -> Self {
         Clock::Real(Instant::now())
@@ -40,6 +49,15 @@ impl Clock {
             Clock::Real(epoch) => epoch.elapsed(),
             Clock::Virtual(clock) => clock.now(),
         }
+    }
+
+    /// The deadline of a timer started at `now` for `delay`; `None` when it never fires:
+    /// `delay` is [`Clock::MAX_DELAY`] or more, or the deadline is past what a clock can hold.
+    pub(crate) fn deadline(now: Duration, delay: Duration) -> Option<Duration> {
+        if delay >= Self::MAX_DELAY {
+            return None;
+        }
+        now.checked_add(delay)
     }
 
     /// The real instant at which the clock will read `at`, for sleeping until a deadline.

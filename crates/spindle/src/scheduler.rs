@@ -43,6 +43,7 @@ use crate::watchdog::{Budget, Overrun};
 
 mod cycle;
 mod frame;
+mod memory;
 mod resume;
 mod signal_wait;
 
@@ -217,7 +218,8 @@ enum Wakeup {
     /// The Spindle future the thread waited on finished.
     Settled(mlua::Result<MultiValue>),
     /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
-    Continue,
+    /// The thread has run for `ran` since it last yielded of its own accord.
+    Continue { ran: Duration },
 }
 
 /// How a thread came back from a resumption.
@@ -237,6 +239,8 @@ enum Resumed {
     Overran {
         thread: Thread,
         overrun: Overrun,
+        /// Run time since the task last yielded of its own accord.
+        ran: Duration,
     },
 }
 
@@ -277,8 +281,9 @@ fn weak_set(lua: &Lua) -> mlua::Result<Table> {
     Ok(set)
 }
 
-/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires.
-/// Rounds up to the next nanosecond, so that no wait ends before the time asked for.
+/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires
+/// (`math.huge`; [`Clock::deadline`] refuses [`Clock::MAX_DELAY`] and more). Rounds up to the next
+/// nanosecond, so that no wait ends before the time asked for.
 pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Some(Duration::ZERO);
@@ -469,7 +474,7 @@ impl State {
                 matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
             }
             (Some(slot), TimerKind::Continue { token }) => {
-                slot.suspension == Suspension::Sliced { token }
+                matches!(slot.suspension, Suspension::Sliced { token: t, .. } if t == token)
             }
             (Some(_), TimerKind::Resume(_)) => true,
             (None, _) => false,
@@ -737,6 +742,8 @@ impl Inner {
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
+        // Rule 23: a task that ran out of memory gives it back before any other task runs.
+        let _reclaim = memory::Reclaim::after(self, lua, id, &result);
         let Some(claims) = self.free_task(id) else {
             return;
         };
@@ -957,7 +964,8 @@ impl Inner {
         args: MultiValue,
         fresh: bool,
     ) -> mlua::Result<()> {
-        let Some(deadline) = delay.and_then(|d| self.clock.now().checked_add(d)) else {
+        let now = self.clock.now();
+        let Some(deadline) = delay.and_then(|d| Clock::deadline(now, d)) else {
             // Never fires: nothing to keep, and the thread is not ours unless something else is.
             self.release_if_idle(id);
             return Ok(());
@@ -1008,7 +1016,7 @@ impl Inner {
     /// fresh token, which it returns; `None` for a freed task.
     fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
-        let deadline = seconds_to_delay(seconds).and_then(|d| now.checked_add(d));
+        let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
         state.file_wait(id, now, deadline)
     }
 

@@ -21,6 +21,9 @@ use crate::vm;
 
 const SOURCE: &str = include_str!("task.luau");
 
+/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+pub(crate) const CHUNK_NAME: &str = "=[spindle task]";
+
 /// The standard functions Spindle builds on, captured the first time a scheduler is attached
 /// to a `Lua` and kept in its app data for every later one.
 #[derive(Clone)]
@@ -271,6 +274,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set("blocked", inner.blocked())?;
     rt.raw_set("sliced", inner.sliced())?;
     rt.raw_set("mark", Value::LightUserData(resume_mark()))?;
+    rt.raw_set("slice", Value::LightUserData(vm::slice_mark()))?;
     rt.raw_set("failed", Value::LightUserData(failure_mark()))?;
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
     rt.raw_set("resume", &pristine.resume)?;
@@ -281,7 +285,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
 
     let (task, make_async, resume, wrap, close) = lua
         .load(SOURCE)
-        .set_name("=[spindle task]")
+        .set_name(CHUNK_NAME)
         .set_mode(mlua::chunk::ChunkMode::Text)
         .call(&rt)?;
     let signal = crate::signal::build(lua, inner, &rt, inner.signal_behavior())?;

@@ -73,8 +73,12 @@ pub(crate) enum Suspension {
         since: std::time::Duration,
         timed: bool,
     },
-    /// Stopped by the watchdog at the end of its time slice, and queued to go on next cycle.
-    Sliced { token: u32 },
+    /// Stopped by the watchdog at the end of its time slice, and queued to go on next cycle;
+    /// it has run for `ran` since it last yielded of its own accord (its timeout goes on).
+    Sliced {
+        token: u32,
+        ran: std::time::Duration,
+    },
     /// Blocked in an mlua async function: the future lives inside the thread and is polled by
     /// resuming the thread when its waker fires.
     LuaFuture { token: u32 },

@@ -88,6 +88,58 @@ pub(crate) unsafe fn yield_from_interrupt(state: ThreadPtr) {
     unsafe { ffi::lua_yield(state.0, 0) };
 }
 
+/// The value a coroutine stopped at the end of a time slice yields alone, so that Spindle's
+/// `coroutine.resume` and `wrap`, which resumed it, carry the slice out to the task (rule 22 of
+/// the task contract). Plain data that no script can make: the address of a static.
+pub(crate) fn slice_mark() -> LightUserData {
+    static MARK: u8 = 0;
+    LightUserData(&MARK as *const u8 as *mut c_void)
+}
+
+/// Yields the running thread from inside an interrupt with [`slice_mark`] alone.
+///
+/// # Safety
+/// As [`yield_from_interrupt`]. The mark goes into the stack's reserve above the top (Luau
+/// keeps `EXTRA_STACK` slots there for such pushes), and the resumer takes it off before
+/// the thread runs again: Luau resumes code yielded from an interrupt at the same
+/// instruction, with the top it had.
+pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
+    // SAFETY: per the caller.
+    unsafe {
+        ffi::lua_pushlightuserdata(state.0, slice_mark().0);
+        ffi::lua_yield(state.0, 1);
+    }
+}
+
+/// The coroutine that `thread` is resuming through Spindle's `coroutine.resume` or `wrap` (the
+/// functions of `task.luau`), if that is what it is doing: its running function is a C function
+/// (the standard resume) called from `task.luau`, with the coroutine as its first argument.
+///
+/// # Safety
+/// `thread` must be alive. Reads its call frames and one stack slot; allocates nothing, so it
+/// may run inside an interrupt.
+pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
+    let frame_source = |level: c_int| {
+        let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+        // SAFETY: per the caller; with "s", `lua_getinfo` only fills `ar`, whose `source`
+        // points into the function's prototype, alive while its frame is.
+        unsafe {
+            let found = ffi::lua_getinfo(thread.0, level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
+            let ar = ar.assume_init();
+            (found && !ar.source.is_null()).then(|| std::ffi::CStr::from_ptr(ar.source))
+        }
+    };
+    let runs_c = frame_source(0).is_some_and(|source| source.to_bytes() == b"=[C]");
+    let called_from_task_lib = frame_source(1)
+        .is_some_and(|source| source.to_bytes() == crate::task_lib::CHUNK_NAME.as_bytes());
+    if !(runs_c && called_from_task_lib) {
+        return None;
+    }
+    // SAFETY: per the caller; index 1 is the C function's first argument.
+    let co = unsafe { ffi::lua_tothread(thread.0, 1) };
+    (!co.is_null()).then_some(ThreadPtr(co))
+}
+
 /// Raises `message` as a Lua error in the running thread, from inside an interrupt.
 ///
 /// # Safety

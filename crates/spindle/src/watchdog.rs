@@ -7,12 +7,19 @@
 //! is set. A resumption's time is its own: the time of a task it resumes through
 //! `task.spawn` is taken off its account.
 //!
+//! A time slice is not a yield of the task's own (rule 21 of the task contract): the time a
+//! task ran in earlier slices since it last yielded by itself counts against its timeout, the
+//! time it waited for its turn between them does not.
+//!
 //! Once a resumption is over budget, the interrupt yields the task's thread if it can; the
 //! scheduler then ends the task with [`TIMEOUT_MESSAGE`] (a yield passes through `pcall`, so the
-//! task cannot catch it) or, when slicing, queues it behind the others. Where the thread cannot
-//! yield (inside a metamethod, a `table.sort` comparator, or a coroutine the task resumed by
-//! hand), a timed-out resumption gets the error raised at every interrupt instead, until control
-//! is back where the thread can yield.
+//! task cannot catch it) or, when slicing, queues it behind the others. A slice that ends in a
+//! coroutine the task resumed by hand (through Spindle's `coroutine.resume` or `wrap`) yields
+//! that coroutine with [`vm::slice_mark`], and `task.luau` carries the slice out to the task,
+//! resuming the coroutine when the task goes on. Where the thread cannot yield (inside a
+//! metamethod, a `table.sort` comparator), only the timeout applies; a timed-out resumption gets
+//! the error raised at every interrupt, until control is back where the task's thread can
+//! yield.
 //!
 //! Invariant: [`CURRENT`] points at the innermost watched resumption on this OS thread, or is
 //! null; a [`Watch`] unlinks itself when it drops, even if a panic unwinds through it.
@@ -82,6 +89,9 @@ pub(crate) struct Watch {
     budget: Budget,
     /// When the resumption started, moved forward by the time of nested resumptions.
     started: Cell<Instant>,
+    /// What the task ran before this resumption since it last yielded of its own accord (in
+    /// earlier slices): counted against the timeout, not the slice.
+    ran_before: Duration,
     last_check: Cell<Instant>,
     /// Interrupts still to be checked one by one since checks were last found far apart.
     sparse_left: Cell<u32>,
@@ -92,18 +102,21 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Runs `resume` (which resumes `thread`) under `budget`, counting time from `started`;
-    /// returns its result and whether the watchdog yielded the thread.
+    /// Runs `resume` (which resumes `thread`) under `budget`, counting time from `started`,
+    /// after the task already ran `ran_before` in earlier slices; returns its result, whether
+    /// the watchdog yielded the thread, and the task's run time so far, both counted.
     pub(crate) fn run<R>(
         thread: &Thread,
         budget: Budget,
         started: Instant,
+        ran_before: Duration,
         resume: impl FnOnce() -> R,
-    ) -> (R, Option<Overrun>) {
+    ) -> (R, Option<Overrun>, Duration) {
         let watch = Watch {
             thread: ThreadPtr::of(thread),
             budget,
             started: Cell::new(started),
+            ran_before,
             last_check: Cell::new(started),
             sparse_left: Cell::new(0),
             timed_out: Cell::new(false),
@@ -115,7 +128,8 @@ impl Watch {
         let linked = Linked(&watch);
         let result = resume();
         drop(linked);
-        (result, watch.yielded.get())
+        let ran = ran_before.saturating_add(watch.started.get().elapsed());
+        (result, watch.yielded.get(), ran)
     }
 
     /// Whether the resumption is over budget, reading the clock; sets when the next check is.
@@ -133,7 +147,12 @@ impl Watch {
             COUNTDOWN.set(0);
         }
         let ran = now.saturating_duration_since(self.started.get());
-        if self.budget.timeout.is_some_and(|limit| ran >= limit) {
+        let since_own_yield = self.ran_before.saturating_add(ran);
+        if self
+            .budget
+            .timeout
+            .is_some_and(|limit| since_own_yield >= limit)
+        {
             self.timed_out.set(true);
             return Some(Overrun::TimedOut);
         }
@@ -141,6 +160,36 @@ impl Watch {
             return Some(Overrun::Sliced);
         }
         None
+    }
+}
+
+impl Watch {
+    /// Whether `state` runs in a coroutine that the watched thread resumed by hand through
+    /// Spindle's `coroutine.resume` or `wrap`, maybe through further such coroutines, with
+    /// every thread on the way able to yield: a slice that ends there can be carried out.
+    /// Not through a coroutine that a Rust function resumed, which would take the mark for a
+    /// value the coroutine yielded.
+    ///
+    /// # Safety
+    /// `state` must be alive, and the watched thread must be alive (it is being resumed).
+    unsafe fn hand_resumes(&self, state: ThreadPtr) -> bool {
+        let mut link = self.thread;
+        // Luau's C-call limit (200) bounds how deeply coroutines nest.
+        for _ in 0..256 {
+            // SAFETY: `link` is the watched thread or a coroutine that a live thread resumes.
+            if !unsafe { vm::can_yield_raw(link) } {
+                return false;
+            }
+            if link == state {
+                return true;
+            }
+            // SAFETY: as above.
+            match unsafe { vm::hand_resumed_by(link) } {
+                Some(next) => link = next,
+                None => return false,
+            }
+        }
+        false
     }
 }
 
@@ -191,6 +240,14 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may
         // yield; Luau resumes it at the same instruction.
         unsafe { vm::yield_from_interrupt(state) };
+        return;
+    }
+    // SAFETY: `state` is running, so alive; the watched thread resumes it, so it is alive too.
+    if overrun == Overrun::Sliced && unsafe { watch.hand_resumes(state) } {
+        // SAFETY: as above; every thread between the watched one and this one resumed the next
+        // through Spindle's `coroutine.resume` or `wrap`, which carry the mark out to the task
+        // (rule 22 of the task contract), and each of them can yield.
+        unsafe { vm::yield_slice_from_interrupt(state) };
         return;
     }
     if overrun == Overrun::TimedOut {

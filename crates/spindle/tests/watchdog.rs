@@ -618,3 +618,262 @@ fn another_os_thread_running_luau_does_not_delay_the_watchdog() {
         leaked.first()
     );
 }
+
+// --- The timeout across time slices (rule 21, rule 22) -----------------------------------------
+
+/// Runs `body` on a thread of its own and fails if it takes more than `limit`: a watchdog that
+/// never stops a task would otherwise hang the test.
+fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    result
+        .recv_timeout(limit)
+        .expect("the run ended in time rather than running forever")
+}
+
+#[test]
+fn rule21_a_sliced_runaway_task_is_still_stopped_by_the_timeout() {
+    // Each slice used to start a fresh timeout, so a runaway loop was sliced forever.
+    let (log, messages, took) = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| {
+            builder
+                .time_slice(Duration::from_millis(10))
+                .timeout(Duration::from_millis(200))
+        });
+        let started = std::time::Instant::now();
+        run.script(
+            r#"
+            task.spawn(function() log("looping") while true do end end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            "#,
+        );
+        (run.log(), run.messages(), started.elapsed())
+    });
+    assert_eq!(log, ["looping", "tick 1", "tick 2", "tick 3"]);
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+}
+
+#[test]
+fn rule21_the_time_a_sliced_task_waits_for_its_turn_is_not_counted() {
+    // 24 tasks each run 50 ms of their own in 10 ms slices: 1.2 s of wall time in all, over
+    // the 1 s timeout, but each task's own run stays well under it, with room for a loaded
+    // machine (the watchdog counts wall time: preemptions count as the task's own time).
+    let run = run_with(|builder| {
+        builder
+            .time_slice(Duration::from_millis(10))
+            .timeout(Duration::from_secs(1))
+    });
+    run.script(
+        r#"
+        -- Runs `seconds` of the task's own time: a gap of more than 2 ms between two steps is
+        -- another task's turn, not counted.
+        local function busy(seconds)
+            local mine, last = 0, os.clock()
+            while mine < seconds do
+                local now = os.clock()
+                if now - last < 0.002 then mine += now - last end
+                last = now
+            end
+        end
+        for t = 1, 24 do
+            task.spawn(function() busy(0.05) log("done") end)
+        end
+        "#,
+    );
+    assert_eq!(run.log(), ["done"; 24]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
+#[test]
+fn rule21_a_task_that_yields_of_its_own_accord_starts_a_fresh_timeout() {
+    // 120 ms of work, a wait, 120 ms more, under a 200 ms timeout: sliced on the way, never
+    // stopped, since the wait is a yield of its own.
+    let run = run_with(|builder| {
+        builder
+            .time_slice(Duration::from_millis(10))
+            .timeout(Duration::from_millis(200))
+    });
+    run.script(
+        r#"
+        local function busy(seconds)
+            local start = os.clock()
+            while os.clock() - start < seconds do end
+        end
+        busy(0.12)
+        task.wait()
+        busy(0.12)
+        log("done")
+        "#,
+    );
+    assert_eq!(run.log(), ["done"]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
+// --- Slices inside coroutines the task resumed by hand (rule 22) -------------------------------
+
+#[test]
+fn rule22_a_busy_loop_inside_coroutine_wrap_is_sliced_so_that_the_others_run() {
+    // The slice used to be ignored there: the loop starved every other task, for ever.
+    let log = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| builder.time_slice(Duration::from_millis(5)));
+        run.script(
+            r#"
+            local stop = false
+            task.spawn(function()
+                coroutine.wrap(function() while not stop do end end)()
+                log("looper released")
+            end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            stop = true
+            "#,
+        );
+        assert!(run.messages().is_empty(), "{:?}", run.messages());
+        run.log()
+    });
+    assert_eq!(log, ["tick 1", "tick 2", "tick 3", "looper released"]);
+}
+
+#[test]
+fn rule22_slices_inside_nested_coroutines_leave_their_values_and_errors_unchanged() {
+    // Each busy loop is sliced many times, through one, two and three levels of hand resumes
+    // (`resume`, `wrap`, `pcall` around `wrap`); what each level sees is what it sees when
+    // nothing is sliced.
+    const SCRIPT: &str = r##"
+        local function show(...)
+            local parts = { tostring(select("#", ...)) }
+            for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
+            log(table.concat(parts, " "))
+        end
+        local function busy() local t = os.clock() while os.clock() - t < 0.03 do end end
+        local gen = coroutine.wrap(function(a, b)
+            busy()
+            local x, y = coroutine.yield(a + b, "two")
+            local inner = coroutine.create(function(...)
+                busy()
+                show(coroutine.yield(...))
+                busy()
+                error("boom")
+            end)
+            show(coroutine.resume(inner, x, nil, y))
+            show(coroutine.resume(inner, nil, 5))
+            show(coroutine.resume(inner))
+            busy()
+            return "end", nil
+        end)
+        show(gen(1, 2))
+        show(gen("p", "q"))
+        show(pcall(coroutine.wrap(function() busy() error("wrapped error") end)))
+        local ok, err = pcall(coroutine.wrap(function() busy() error({ "table error" }) end))
+        show(ok, err[1])
+        show(coroutine.wrap(function() return coroutine.wrap(function() busy() return "deep" end)() end)())
+        show(coroutine.wrap(function() busy() end)())
+        show(pcall(function()
+            local w = coroutine.wrap(function() busy() error("bare", 0) end)
+            return w()
+        end))
+    "##;
+    let expected = [
+        "2 3 two",
+        "4 true p nil q",
+        "2 nil 5",
+        "2 false main:15: boom",
+        "2 false cannot resume dead coroutine",
+        "2 end nil",
+        "2 false main:25: wrapped error",
+        "2 false table error",
+        "1 deep",
+        "0",
+        "2 false main:32: bare",
+    ];
+    let plain = Host::builder().real_time().build();
+    plain.script(SCRIPT);
+    assert_eq!(plain.log(), expected);
+
+    let run = sliced();
+    run.spawn("ticks = 0 while not done do task.wait() ticks += 1 end");
+    run.script(&format!(
+        "{SCRIPT}\nlog('others ran: ' .. tostring(ticks > 0)) done = true"
+    ));
+    let mut log = run.log();
+    assert_eq!(log.pop().as_deref(), Some("others ran: true"));
+    assert_eq!(log, expected);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
+#[test]
+fn rule22_a_busy_loop_in_a_metamethod_cannot_be_sliced_and_is_stopped_by_the_timeout() {
+    // No yield is possible inside `__index`, even from a coroutine it resumes: only the timeout
+    // applies, and the others run once it has stopped the task.
+    let (log, messages) = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| {
+            builder
+                .time_slice(Duration::from_millis(5))
+                .timeout(Duration::from_millis(200))
+        });
+        run.script(
+            r#"
+            local plain = setmetatable({}, { __index = function() while true do end end })
+            local nested = setmetatable({}, { __index = function()
+                return coroutine.wrap(function() while true do end end)()
+            end })
+            task.spawn(function() local _ = plain.x log("plain returned") end)
+            task.spawn(function() local _ = nested.x log("nested returned") end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            "#,
+        );
+        (run.log(), run.messages())
+    });
+    assert_eq!(log, ["tick 1", "tick 2", "tick 3"]);
+    assert_eq!(messages, [TIMEOUT_MESSAGE, TIMEOUT_MESSAGE]);
+}
+
+#[test]
+fn rule22_a_coroutine_that_a_rust_function_resumes_is_not_sliced_under_it() {
+    // The Rust function would take the slice for a yield of the coroutine's own: such a
+    // coroutine runs its slice out, and the timeout still watches it.
+    let run = sliced();
+    let resume = run
+        .lua
+        .create_function(|_, co: spindle::mlua::Thread| co.resume::<spindle::mlua::MultiValue>(()))
+        .unwrap();
+    run.lua.globals().set("rust_resume", resume).unwrap();
+    run.script(
+        r#"
+        local co = coroutine.create(function()
+            local t = os.clock() while os.clock() - t < 0.05 do end
+            return "done"
+        end)
+        log(rust_resume(co))
+        log(coroutine.status(co))
+        "#,
+    );
+    assert_eq!(run.log(), ["done", "dead"]);
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+}
+
+#[test]
+fn rule21_a_runaway_loop_in_a_wrapped_coroutine_is_sliced_then_stopped_by_the_timeout() {
+    // Sliced through the coroutine many times, then stopped: `pcall` around the wrapped
+    // function does not keep the task alive, and the others run meanwhile.
+    let (log, messages) = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| {
+            builder
+                .time_slice(Duration::from_millis(5))
+                .timeout(Duration::from_millis(200))
+        });
+        run.script(
+            r#"
+            task.spawn(function()
+                log(tostring(pcall(coroutine.wrap(function() while true do end end))))
+            end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            "#,
+        );
+        (run.log(), run.messages())
+    });
+    assert_eq!(log, ["tick 1", "tick 2", "tick 3"]);
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+}

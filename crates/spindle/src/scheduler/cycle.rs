@@ -4,16 +4,20 @@
 //! and compacted away once they outnumber the live ones.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
 use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind, Wakeup};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::tasks::TaskId;
 use crate::timers::Timers;
 use crate::vm::ThreadPtr;
 use crate::waker::WakeTarget;
+
+/// The longest a driver sleeps towards a deadline that `Instant` cannot hold.
+const LONGEST_SLEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Inner {
     pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
@@ -75,7 +79,9 @@ impl Inner {
                 if !self.state.borrow().timer_is_live(&entry) {
                     return false;
                 }
-                self.resume(lua, entry.task, Wakeup::Continue);
+                // `resume` takes the run time so far from the `Sliced` suspension.
+                let ran = Duration::ZERO;
+                self.resume(lua, entry.task, Wakeup::Continue { ran });
             }
             TimerKind::Resume(resumption) => {
                 if !self.state.borrow_mut().fire_resume_timer(entry.task) {
@@ -257,12 +263,19 @@ impl Inner {
         }
         match self.next_deadline() {
             Some(deadline) if deadline <= self.clock.now() => Next::Busy,
-            Some(deadline) => match self.clock.instant_at(deadline) {
-                Some(instant) => Next::Sleep(Some(instant)),
-                None => {
+            Some(deadline) => match &self.clock {
+                Clock::Virtual(_) => {
                     self.clock.jump_to(deadline);
                     Next::Busy
                 }
+                // A deadline past what `Instant` holds here (`Clock::MAX_DELAY` leaves room for
+                // it on the usual platforms): sleep as long as the platform can, then look
+                // again. Taken for a virtual clock, this spun at full CPU.
+                Clock::Real(_) => Next::Sleep(
+                    self.clock
+                        .instant_at(deadline)
+                        .or_else(|| Instant::now().checked_add(LONGEST_SLEEP)),
+                ),
             },
             None => Next::Sleep(None),
         }

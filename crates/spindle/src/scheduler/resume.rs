@@ -86,6 +86,19 @@ enum Lane {
     Settled { kept: bool },
 }
 
+/// Whether the thread yielded the slice mark alone: `task.luau` carried out a slice that ended
+/// in a coroutine the task resumed by hand.
+fn is_carried_slice(poll: &Poll<Option<mlua::Result<MultiValue>>>, thread: &Thread) -> bool {
+    match poll {
+        Poll::Ready(Some(Ok(values))) => {
+            values.len() == 1
+                && thread.status() == ThreadStatus::Resumable
+                && matches!(values.front(), Some(Value::LightUserData(mark)) if *mark == vm::slice_mark())
+        }
+        _ => false,
+    }
+}
+
 impl Inner {
     /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
     /// how the thread came back. Never fails: a failure ends the task and is reported.
@@ -111,9 +124,10 @@ impl Inner {
             // resumption ends the current suspension.
             let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
                 && !matches!(wakeup, Wakeup::Settled(_));
-            // Code stopped by the watchdog goes on where it was: Luau passes it no values.
-            if matches!(slot.suspension, Suspension::Sliced { .. }) {
-                wakeup = Wakeup::Continue;
+            // Code stopped by the watchdog goes on where it was: Luau passes it no values, and
+            // its timeout goes on counting.
+            if let Suspension::Sliced { ran, .. } = slot.suspension {
+                wakeup = Wakeup::Continue { ran };
             }
             state
                 .start_resumption(id, !keeps_owned)
@@ -137,7 +151,11 @@ impl Inner {
             }
             Ok(Resumed::Yielded | Resumed::NotResumable) => self.release_if_idle(id),
             Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
-            Ok(Resumed::Overran { thread, overrun }) => self.overran(lua, id, thread, overrun),
+            Ok(Resumed::Overran {
+                thread,
+                overrun,
+                ran,
+            }) => self.overran(lua, id, thread, overrun, ran),
             Err(error) => self.complete(lua, id, Err(error)),
         }
     }
@@ -287,8 +305,9 @@ impl Inner {
         }
     }
 
-    /// The watchdog stopped the task: queue it behind the others, or end it.
-    fn overran(&self, lua: &Lua, id: TaskId, thread: Thread, overrun: Overrun) {
+    /// The watchdog stopped the task, which has run for `ran` since it last yielded of its own
+    /// accord: queue it behind the others, or end it.
+    fn overran(&self, lua: &Lua, id: TaskId, thread: Thread, overrun: Overrun, ran: Duration) {
         match overrun {
             Overrun::Sliced => {
                 // Under a virtual clock a spinning task waits for the next timer: time only
@@ -302,7 +321,7 @@ impl Inner {
                     let mut state = self.state.borrow_mut();
                     match state.tasks.get_mut(id).map(|slot| slot.next_token()) {
                         Some(token) => {
-                            state.set_suspension(id, Suspension::Sliced { token });
+                            state.set_suspension(id, Suspension::Sliced { token, ran });
                             let entry = TimerEntry {
                                 task: id,
                                 kind: TimerKind::Continue { token },
@@ -359,9 +378,13 @@ impl Inner {
                 &fetched
             }
         };
-        if matches!(wakeup, Wakeup::Continue) {
-            self.sliced.raw_remove(thread)?;
-        }
+        let ran_before = match wakeup {
+            Wakeup::Continue { ran } => {
+                self.sliced.raw_remove(thread)?;
+                ran
+            }
+            _ => Duration::ZERO,
+        };
         let args = match wakeup {
             // Polled again through the stream that polled it last: no new one to make.
             Wakeup::Poll(Some(stream)) => Ok(stream),
@@ -370,7 +393,7 @@ impl Inner {
                 Value::LightUserData(resume_mark()),
                 Value::Number(elapsed),
             ])),
-            Wakeup::Poll(None) | Wakeup::Continue => Err(MultiValue::new()),
+            Wakeup::Poll(None) | Wakeup::Continue { .. } => Err(MultiValue::new()),
             Wakeup::Settled(result) => Err(settled_values(lua, result)?),
         };
         let mut stream = match args {
@@ -398,19 +421,28 @@ impl Inner {
         } else {
             let started = Instant::now();
             loop {
-                match Watch::run(thread, budget, started, &mut poll_once) {
-                    (_, Some(Overrun::Sliced)) if self.about_to_yield(id, thread) => {
+                match Watch::run(thread, budget, started, ran_before, &mut poll_once) {
+                    (_, Some(Overrun::Sliced), _) if self.about_to_yield(id, thread) => {
                         // Stopped between asking for its wake-up and yielding for it: slicing
                         // it there would lose the wake-up, so let it reach its yield.
                         budget.slice = None;
                     }
-                    (_, Some(overrun)) => {
+                    (_, Some(overrun), ran) => {
                         return Ok(Resumed::Overran {
                             thread: thread.clone(),
                             overrun,
+                            ran,
                         })
                     }
-                    (poll, None) => break poll,
+                    (poll, None, ran) if is_carried_slice(&poll, thread) => {
+                        // A slice that ended in a coroutine it resumed by hand, carried out.
+                        return Ok(Resumed::Overran {
+                            thread: thread.clone(),
+                            overrun: Overrun::Sliced,
+                            ran,
+                        });
+                    }
+                    (poll, None, _) => break poll,
                 }
             }
         };

@@ -1,0 +1,101 @@
+//! Running out of memory under a memory limit (`Lua::set_memory_limit`): what a task that
+//! failed so held comes back before any other task runs (rule 23 of the task contract).
+//!
+//! Luau does not collect when an allocation fails, and a dead thread's stack keeps every value
+//! its frames held for as long as something references the thread (the spawner's local, say).
+//! So the failed task's thread is reset, which drops its stack, and then a full collection
+//! runs. Both happen with no borrow of the state held and no raw thread pointer of the failed
+//! task kept: the collection frees threads, and runs the destructors of Rust userdata.
+
+use mlua::thread::ThreadStatus;
+use mlua::{Lua, MultiValue, Thread};
+
+use super::Inner;
+use crate::tasks::TaskId;
+
+/// Whether the task that failed with `error` may have run out of memory: the error says so, or
+/// the VM is close to its limit. An allocation that fails does not always end a task with
+/// `not enough memory`: building the error's traceback at the limit fails with a stack error
+/// instead, for one.
+fn may_be_out_of_memory(lua: &Lua, error: &mlua::Error) -> bool {
+    is_out_of_memory(error) || is_near_the_limit(lua)
+}
+
+/// Whether the VM uses all but a sixteenth of its memory limit, if it has one.
+fn is_near_the_limit(lua: &Lua) -> bool {
+    // mlua has no getter for the limit: setting one returns the one before.
+    let Ok(limit) = lua.set_memory_limit(0) else {
+        return false;
+    };
+    let _ = lua.set_memory_limit(limit);
+    limit > 0 && lua.used_memory() >= limit - limit / 16
+}
+
+/// Whether the error is the VM running out of memory, however it reached the task's end: as
+/// mlua's error, inside a callback's error, or as the message a script raised again.
+fn is_out_of_memory(error: &mlua::Error) -> bool {
+    match error {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_out_of_memory(cause)
+        }
+        mlua::Error::RuntimeError(message) => message.contains("not enough memory"),
+        _ => false,
+    }
+}
+
+/// Gives back, when dropped, what a task that ran out of memory held: made before the task's
+/// end is filed (its slot still holds the thread), dropped once it is.
+pub(super) struct Reclaim<'a> {
+    lua: &'a Lua,
+    inner: &'a Inner,
+    thread: Option<Thread>,
+}
+
+impl<'a> Reclaim<'a> {
+    /// For a task ending with `result`: `None` unless it ran out of memory.
+    pub(super) fn after(
+        inner: &'a Inner,
+        lua: &'a Lua,
+        id: TaskId,
+        result: &mlua::Result<MultiValue>,
+    ) -> Option<Self> {
+        match result {
+            Err(error) if may_be_out_of_memory(lua, error) => {
+                // Holding the thread takes a slot on mlua's reference stack, which may have to
+                // grow: not at the limit that the task just reached.
+                let thread = unlimited(lua, || inner.threads.get(id.slot()).ok());
+                Some(Reclaim { lua, inner, thread })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs `f` with the memory limit lifted, then puts the limit back.
+fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    let limit = lua.set_memory_limit(0);
+    let result = f();
+    if let Ok(limit) = limit {
+        let _ = lua.set_memory_limit(limit);
+    }
+    result
+}
+
+impl Drop for Reclaim<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // Resetting a thread reallocates its stack, and closing it goes through a call: neither
+        // must fail for want of the memory it is about to give back.
+        if let Some(thread) = self.thread.take() {
+            if thread.status() == ThreadStatus::Error {
+                unlimited(self.lua, || {
+                    let _ = self.inner.pristine.close.call::<MultiValue>(&thread);
+                });
+            }
+        }
+        let _ = self.lua.gc_collect();
+    }
+}
