@@ -133,7 +133,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let sched = Rc::clone(inner);
     rt.raw_set(
         "cancel",
-        lua.create_function(move |_, thread: Thread| sched.cancel(&thread))?,
+        lua.create_function(move |lua, thread: Thread| sched.cancel(lua, &thread))?,
     )?;
 
     let sched = Rc::clone(inner);
@@ -200,7 +200,11 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
     rt.raw_set("resume", &pristine.resume)?;
     rt.raw_set("create", &pristine.create)?;
-    rt.raw_set("close", &pristine.close)?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "close",
+        lua.create_function(move |lua, thread: Thread| sched.close_raw(lua, &thread))?,
+    )?;
     rt.raw_set("yield", &pristine.yield_)?;
     rt.raw_set("status", &pristine.status)?;
 

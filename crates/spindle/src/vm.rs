@@ -8,7 +8,11 @@
 //! Invariant of the raw code: no Rust frame with a destructor is live where the VM may raise a
 //! Lua error. Luau raises with C++ exceptions here (mlua builds it so); a raise must not skip a
 //! destructor, nor reach a `catch_unwind`, where a foreign exception aborts. Such calls run
-//! inside mlua's protected `exec_raw`, or in C functions whose frames own nothing.
+//! inside mlua's protected `exec_raw`, or in C functions whose frames own nothing. A raise on a
+//! thread must also be caught by a protected call of that same thread: Luau traps when another
+//! thread's catches it. Closing a thread (`lua_resetthread`, under Luau's `coroutine.close`)
+//! reallocates its stack outside any protected call of its own, so it runs with the memory
+//! limit lifted ([`with_memory_limit_lifted`]); every other allocating call here is protected.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -474,6 +478,26 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
     match traced {
         Ok(message) => mlua::Error::RuntimeError(message.to_string_lossy()),
         Err(error) => error,
+    }
+}
+
+/// Runs `f` with the VM's memory limit lifted, and puts the limit back after (even if `f`
+/// panics). Only for work that runs no Lua code and allocates little: closing a thread (Luau
+/// reallocates its stack, and an allocation failure there is raised where nothing catches it
+/// and traps), or taking a traceback.
+pub(crate) fn with_memory_limit_lifted<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a>(&'a Lua, usize);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.set_memory_limit(self.1);
+        }
+    }
+    match lua.set_memory_limit(0) {
+        Ok(0) | Err(_) => f(),
+        Ok(limit) => {
+            let _restore = Restore(lua, limit);
+            f()
+        }
     }
 }
 

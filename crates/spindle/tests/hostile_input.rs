@@ -176,3 +176,54 @@ fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
     assert_eq!(run.log(), ["same batch"]);
     assert!(!run.scheduler.has_work());
 }
+
+/// Fills the VM to its limit so that closing a thread cannot get the memory Luau asks for: a
+/// closed thread's call frames and stack shrink into blocks of 384 and 768 bytes, from pages of
+/// their own size class, and this leaves those classes without a free block and the VM too close
+/// to its limit for a new page. Buffers, since equal strings are one object.
+const FILL_TO_THE_LIMIT: &str = r#"
+    keep = table.create(100000)
+    local n = 0
+    local create, buf = table.create, buffer.create
+    local function objects(size) while true do n += 1 keep[n] = buf(size) end end
+    local function arrays(size) while true do n += 1 keep[n] = create(size) end end
+    local spare = table.create(2000)
+    for i = 1, 2000 do spare[i] = {} end
+    collectgarbage()
+    for size = 64, 1, -1 do pcall(arrays, size) end
+    for size = 1100, 0, -1 do pcall(objects, size) end
+    spare = nil
+    collectgarbage()
+    pcall(arrays, 24)
+    pcall(arrays, 48)
+"#;
+
+#[test]
+fn threads_deep_in_a_wait_are_cancelled_and_shut_down_at_the_memory_limit() {
+    // Closing reallocates the thread's stack: at the limit the allocation failed outside any
+    // protected call and Luau trapped (SIGILL), taking the test binary down.
+    let run = run();
+    let deep = r#"
+        local function deep(n) if n == 0 then return Signal.new():Wait() end return deep(n - 1) + 1 end
+        deep(200)
+    "#;
+    let spawn_deep = || {
+        let f = run.lua.load(deep).into_function().unwrap();
+        run.scheduler.spawn(f, ()).unwrap()
+    };
+    let (cancelled, shut_down) = (spawn_deep(), spawn_deep());
+    run.lua
+        .set_memory_limit(run.lua.used_memory() + (4 << 20))
+        .unwrap();
+    run.exec(FILL_TO_THE_LIMIT);
+    assert!(
+        run.scheduler.cancel(&cancelled).unwrap(),
+        "it was still scheduled"
+    );
+    run.scheduler.shutdown().unwrap();
+    run.lua.set_memory_limit(0).unwrap();
+    run.exec("keep = nil");
+    assert_eq!(run.scheduler.task_count(), 0);
+    drop(shut_down);
+    assert!(run.errors.borrow().is_empty());
+}
