@@ -743,8 +743,22 @@ impl Inner {
     }
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
+    ///
+    /// An error is reported even when the task was freed already: Lua that ran while the error
+    /// was being made (a `__tostring`) may have cancelled the task, which was dead by then, and
+    /// every uncaught error is reported once (rule 8). An outcome such a cancel kept for the
+    /// host says what happened first: the task failed.
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
         let Some(claims) = self.free_task(id) else {
+            if let Err(error) = result {
+                self.record(Some(id), TraceEvent::Fail);
+                let report = TaskError::from_lua(Some(id), &error);
+                self.report(report.clone());
+                let mut state = self.state.borrow_mut();
+                if let Some((outcome @ StoredOutcome::Cancelled, _)) = state.outcomes.get_mut(&id) {
+                    *outcome = StoredOutcome::Failed(report);
+                }
+            }
             return;
         };
         let event = match result {
@@ -1277,8 +1291,14 @@ impl Inner {
     }
 
     /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
+    /// A thread that is dead already is left as it is (rule 6): one that failed keeps its stack
+    /// for the traceback of its error, which may be formatted right now (a `__tostring` that
+    /// cancels its own task).
     fn close_thread(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
-        if matches!(thread.status(), ThreadStatus::Finished) {
+        if matches!(
+            thread.status(),
+            ThreadStatus::Finished | ThreadStatus::Error
+        ) {
             return Ok(());
         }
         self.close_raw(lua, thread).map(|_| ())

@@ -177,6 +177,140 @@ fn a_panicking_rust_function_in_one_task_does_not_strand_the_others() {
     assert!(!run.scheduler.has_work());
 }
 
+/// The two ways the scheduler resumes a task woken by its timer: its own fast lane (no
+/// watchdog), and mlua's resumption (which the watchdog asks for).
+fn on_both_lanes() -> [(&'static str, Host); 2] {
+    let watched = Host::builder().scheduler(|builder| builder.timeout(Duration::from_secs(3600)));
+    [("fast lane", run()), ("through mlua", hostile(watched))]
+}
+
+#[test]
+fn rule_8_an_error_whose_tostring_cancels_its_own_task_is_reported_once_with_its_traceback() {
+    // The cancel frees the task while its error is formatted: the error used to be dropped,
+    // and on the fast lane the traceback was then read from the freed thread.
+    for (lane, run) in on_both_lanes() {
+        run.script(
+            r#"
+            local victim
+            victim = task.spawn(function()
+                task.wait(1)
+                error(setmetatable({}, {__tostring = function()
+                    task.cancel(victim); victim = nil; collectgarbage(); collectgarbage()
+                    return "boom"
+                end}))
+            end)
+            "#,
+        );
+        assert_eq!(run.log(), ["error: boom"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:5: in function <hostile:3>",
+            "{lane}"
+        );
+        assert_eq!(run.scheduler.error_count(), 1, "{lane}");
+        assert_eq!(run.scheduler.task_count(), 0, "{lane}");
+    }
+}
+
+#[test]
+fn rule_8_an_error_whose_tostring_fails_is_reported_with_its_tasks_traceback() {
+    // The message is the `__tostring`'s own failure; the traceback is still the task's (it was
+    // none before, on both lanes).
+    for (lane, run) in on_both_lanes() {
+        run.script(
+            r#"
+            task.spawn(function()
+                task.wait(1)
+                error(setmetatable({}, {__tostring = function() error("exploded", 0) end}))
+            end)
+            "#,
+        );
+        assert_eq!(run.log(), ["error: exploded"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:4: in function <hostile:2>",
+            "{lane}"
+        );
+    }
+}
+
+#[test]
+fn rule_6_cancelling_a_failed_thread_from_its_tostring_leaves_it_as_it_is() {
+    // The cancel of the dead thread does nothing to it: its error keeps its traceback, and
+    // a `coroutine.close` after it still gets the error, as Luau's own close gives it.
+    let run = run();
+    run.script(
+        r#"
+        task.spawn(function()
+            local victim = coroutine.running()
+            error(setmetatable({}, {__tostring = function(self)
+                task.cancel(victim)
+                local closed, err = coroutine.close(victim)
+                print(coroutine.status(victim), closed, rawequal(err, self))
+                return "boom"
+            end}))
+        end)
+        "#,
+    );
+    assert_eq!(run.log(), ["dead false true", "error: boom"]);
+}
+
+#[test]
+fn rule_8_a_host_task_that_fails_and_is_cancelled_while_its_error_is_formatted_failed() {
+    let run = run();
+    let main = run
+        .lua
+        .load(
+            r#"
+            local me = coroutine.running()
+            task.wait(1)
+            error(setmetatable({}, {__tostring = function() task.cancel(me) return "boom" end}))
+            "#,
+        )
+        .set_name("=hostile")
+        .into_function()
+        .unwrap();
+    let task = run.scheduler.spawn(main, ()).unwrap();
+    run.scheduler.run_blocking().unwrap();
+    assert_eq!(run.log(), ["error: boom"]);
+    match run.scheduler.take_result::<()>(&task).unwrap() {
+        Some(spindle::Outcome::Failed(error)) => assert_eq!(error.message, "boom"),
+        other => panic!("expected the failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn rule_23_a_task_out_of_memory_is_reported_with_its_traceback_on_both_lanes() {
+    for (lane, run) in on_both_lanes() {
+        run.spawn(
+            r#"
+            task.spawn(function()
+                task.wait(1)
+                local t = {}
+                while true do t[#t + 1] = string.rep("x", 4096) .. #t end
+            end)
+            "#,
+        );
+        run.lua
+            .set_memory_limit(run.lua.used_memory() + (4 << 20))
+            .unwrap();
+        run.scheduler.run_blocking().unwrap();
+        run.lua.set_memory_limit(0).unwrap();
+        let errors = run.errors.borrow();
+        assert_eq!(errors.len(), 1, "{lane}");
+        assert_eq!(errors[0].message, "not enough memory", "{lane}");
+        let traceback = &errors[0].traceback;
+        assert!(
+            traceback.starts_with("stack traceback:\n"),
+            "{lane}: {traceback}"
+        );
+        assert!(
+            traceback.ends_with("\thostile:5: in function <hostile:2>"),
+            "{lane}: {traceback}"
+        );
+    }
+}
+
 /// Fills the VM to its limit so that closing a thread cannot get the memory Luau asks for: a
 /// closed thread's call frames and stack shrink into blocks of 384 and 768 bytes, from pages of
 /// their own size class, and this leaves those classes without a free block and the VM too close

@@ -231,7 +231,8 @@ impl Inner {
             }
             RawResumed::Finished if lane == (Lane::Settled { kept: true }) => {
                 // SAFETY: the thread just returned with its results kept; its slot, still
-                // occupied, keeps it alive until `complete` frees the slot.
+                // occupied, keeps it alive until `complete` frees the slot, and taking the
+                // results runs no Lua (it may allocate, and Luau's collector runs none).
                 let results = unsafe { vm::take_results(lua, thread) };
                 self.complete(lua, id, results);
             }
@@ -239,8 +240,9 @@ impl Inner {
             RawResumed::Failed(status) => {
                 // A Rust panic carried by the error resumes from here.
                 let _dead = FreeIfUnwinding(self, id);
-                // SAFETY: the thread just failed with `status`; its slot, still occupied, keeps
-                // it alive until `complete` frees the slot.
+                // SAFETY: the thread just failed with `status` and no Lua ran since; its slot,
+                // still occupied, keeps it alive. `take_resume_error` holds a handle on it
+                // before it runs Lua (a `__tostring`), which may cancel the task and free it.
                 let error = unsafe { vm::take_resume_error(lua, thread, status) };
                 self.complete(lua, id, Err(error));
             }
@@ -425,7 +427,7 @@ impl Inner {
                 Ok(Resumed::Yielded)
             }
             Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
-            Poll::Ready(Some(Err(error))) => Err(error),
+            Poll::Ready(Some(Err(error))) => Err(vm::with_thread_traceback(lua, thread, error)),
             Poll::Ready(None) => Ok(Resumed::NotResumable),
         }
     }
