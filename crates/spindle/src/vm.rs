@@ -565,7 +565,8 @@ pub(crate) fn traceback(lua: &Lua, thread: &Thread) -> mlua::Result<String> {
 /// Runs `f` with the VM's memory limit lifted, and puts the limit back after (even if `f`
 /// panics). Only for work that runs no Lua code and allocates little: closing a thread (Luau
 /// reallocates its stack, and an allocation failure there is raised where nothing catches it
-/// and traps), or taking a traceback for a task that ran out of memory.
+/// and traps), or taking the traceback of a report, which a task at the limit must still get.
+/// (mlua's `luaL_traceback` on Luau lists every level: a stack overflow's is about 1 MB.)
 pub(crate) fn with_memory_limit_lifted<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
     struct Restore<'a>(&'a Lua, usize);
     impl Drop for Restore<'_> {
