@@ -119,10 +119,14 @@ fn split_lua_error(error: &mlua::Error) -> (String, String) {
             };
             (message, traceback)
         }
-        mlua::Error::RuntimeError(text) => match text.find(TRACEBACK_HEADER) {
-            Some(at) => (text[..at].trim_end().to_owned(), text[at..].to_owned()),
-            None => (text.clone(), String::new()),
-        },
+        // A memory error that the scheduler gave a traceback (`vm::take_resume_error`) reads
+        // as Luau words it, `not enough memory`, rather than as mlua displays the variant.
+        mlua::Error::RuntimeError(text) | mlua::Error::MemoryError(text) => {
+            match text.find(TRACEBACK_HEADER) {
+                Some(at) => (text[..at].trim_end().to_owned(), text[at..].to_owned()),
+                None => (text.clone(), String::new()),
+            }
+        }
         mlua::Error::WithContext { context, cause } => {
             let (message, traceback) = split_lua_error(cause);
             (format!("{context}: {message}"), traceback)

@@ -483,7 +483,7 @@ impl Scheduler {
     /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
     /// A task that is running (the caller is inside it) cannot be cancelled.
     pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
-        self.inner.cancel_task(task.into())
+        self.inner.cancel_task(&self.lua, task.into())
     }
 
     /// Where the task stands.
@@ -560,14 +560,14 @@ impl Scheduler {
     /// Ends the run: every task is dropped without error, every pending future dropped and every
     /// timer forgotten (SEMANTICS rule 18). The scheduler stays usable.
     pub fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown()
+        self.inner.shutdown(&self.lua)
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
         // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
-        let _ = self.inner.shutdown();
+        let _ = self.inner.shutdown(&self.lua);
         self.inner.close();
         let _ = self.uninstall_task_library();
         if !self.inner.watchdog().is_unlimited() {

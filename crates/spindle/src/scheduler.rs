@@ -685,20 +685,27 @@ impl Inner {
         let _ = std::panic::catch_unwind(handler);
     }
 
-    fn traceback(&self) -> String {
+    /// The traceback of the running thread. Taken with the memory limit lifted, as every
+    /// traceback of a report is, so that a task near the limit still gets one: Luau's
+    /// `debug.traceback` runs no Lua code.
+    fn traceback(&self, lua: &Lua) -> String {
         self.pristine
             .traceback
             .as_ref()
-            .and_then(|traceback| traceback.call::<String>(()).ok())
+            .and_then(|traceback| {
+                vm::with_memory_limit_lifted(lua, || traceback.call::<String>(()).ok())
+            })
             .unwrap_or_default()
     }
 
-    /// The traceback of a suspended thread, without its header line.
-    fn traceback_of(&self, thread: &Thread) -> String {
+    /// The traceback of a suspended thread, without its header line, as [`Self::traceback`].
+    fn traceback_of(&self, lua: &Lua, thread: &Thread) -> String {
         self.pristine
             .traceback
             .as_ref()
-            .and_then(|traceback| traceback.call::<String>(thread).ok())
+            .and_then(|traceback| {
+                vm::with_memory_limit_lifted(lua, || traceback.call::<String>(thread).ok())
+            })
             .unwrap_or_default()
     }
 
@@ -741,10 +748,24 @@ impl Inner {
     }
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
+    ///
+    /// An error is reported even when the task was freed already: Lua that ran while the error
+    /// was being made (a `__tostring`) may have cancelled the task, which was dead by then, and
+    /// every uncaught error is reported once (rule 8). An outcome such a cancel kept for the
+    /// host says what happened first: the task failed.
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
         // Rule 23: a task that ran out of memory gives it back before any other task runs.
         let _reclaim = memory::Reclaim::after(self, lua, id, &result);
         let Some(claims) = self.free_task(id) else {
+            if let Err(error) = result {
+                self.record(Some(id), TraceEvent::Fail);
+                let report = TaskError::from_lua(Some(id), &error);
+                self.report(report.clone());
+                let mut state = self.state.borrow_mut();
+                if let Some((outcome @ StoredOutcome::Cancelled, _)) = state.outcomes.get_mut(&id) {
+                    *outcome = StoredOutcome::Failed(report);
+                }
+            }
             return;
         };
         let event = match result {
@@ -868,7 +889,7 @@ impl Inner {
     }
 
     /// The host's cancel, by id. Returns whether the task was still scheduled.
-    pub(crate) fn cancel_task(&self, id: TaskId) -> Result<bool> {
+    pub(crate) fn cancel_task(&self, lua: &Lua, id: TaskId) -> Result<bool> {
         let running = match self.state.borrow().tasks.get(id) {
             Some(slot) => slot.running,
             None => return Ok(false),
@@ -882,7 +903,7 @@ impl Inner {
         {
             return Err(Error::TaskRunning(id));
         }
-        self.cancel(&thread)?;
+        self.cancel(lua, &thread)?;
         Ok(true)
     }
 
@@ -946,7 +967,7 @@ impl Inner {
                 "Maximum re-entrancy depth ({}) exceeded calling task.defer",
                 self.max_defer_depth
             );
-            self.report(TaskError::new(None, message, self.traceback()));
+            self.report(TaskError::new(None, message, self.traceback(lua)));
         }
         Ok(())
     }
@@ -1257,7 +1278,7 @@ impl Inner {
 
     /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
     /// future, and the thread is closed so nothing can resume it again.
-    pub(crate) fn cancel(&self, thread: &Thread) -> mlua::Result<()> {
+    pub(crate) fn cancel(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
         let task = self.state.borrow().tasks.find(thread);
         if let Some(id) = task {
             self.record(Some(id), TraceEvent::Cancel);
@@ -1270,15 +1291,28 @@ impl Inner {
             }
         }
         self.compact_timers();
-        self.close_thread(thread)
+        self.close_thread(lua, thread)
     }
 
     /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
-    fn close_thread(&self, thread: &Thread) -> mlua::Result<()> {
-        if matches!(thread.status(), ThreadStatus::Finished) {
+    /// A thread that is dead already is left as it is (rule 6): one that failed keeps its stack
+    /// for the traceback of its error, which may be formatted right now (a `__tostring` that
+    /// cancels its own task).
+    fn close_thread(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
+        if matches!(
+            thread.status(),
+            ThreadStatus::Finished | ThreadStatus::Error
+        ) {
             return Ok(());
         }
-        self.pristine.close.call::<MultiValue>(thread).map(|_| ())
+        self.close_raw(lua, thread).map(|_| ())
+    }
+
+    /// Luau's `coroutine.close` of the thread, with the memory limit lifted: Luau reallocates a
+    /// closed thread's stack, and a failed allocation there is raised on the closed thread,
+    /// outside any protected call of its own, where Luau traps. Closing runs no Lua code.
+    pub(crate) fn close_raw(&self, lua: &Lua, thread: &Thread) -> mlua::Result<MultiValue> {
+        vm::with_memory_limit_lifted(lua, || self.pristine.close.call::<MultiValue>(thread))
     }
 }
 

@@ -206,7 +206,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     let sched = Rc::clone(inner);
     rt.raw_set(
         "cancel",
-        lua.create_function(move |_, thread: Thread| Ok(refused(sched.cancel(&thread))))?,
+        lua.create_function(move |lua, thread: Thread| Ok(refused(sched.cancel(lua, &thread))))?,
     )?;
 
     let sched = Rc::clone(inner);
@@ -279,7 +279,11 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
     rt.raw_set("poll_pending", Value::LightUserData(Lua::poll_pending()))?;
     rt.raw_set("resume", &pristine.resume)?;
     rt.raw_set("create", &pristine.create)?;
-    rt.raw_set("close", &pristine.close)?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "close",
+        lua.create_function(move |lua, thread: Thread| sched.close_raw(lua, &thread))?,
+    )?;
     rt.raw_set("yield", &pristine.yield_)?;
     rt.raw_set("status", &pristine.status)?;
 

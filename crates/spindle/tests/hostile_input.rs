@@ -334,3 +334,188 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming
         .join("\n")
     );
 }
+
+/// The two ways the scheduler resumes a task woken by its timer: its own fast lane (no
+/// watchdog), and mlua's resumption (which the watchdog asks for).
+fn on_both_lanes() -> [(&'static str, Host); 2] {
+    let watched = Host::builder().scheduler(|builder| builder.timeout(Duration::from_secs(3600)));
+    [("fast lane", run()), ("through mlua", hostile(watched))]
+}
+
+#[test]
+fn rule_8_an_error_whose_tostring_cancels_its_own_task_is_reported_once_with_its_traceback() {
+    // The cancel frees the task while its error is formatted: the error used to be dropped,
+    // and on the fast lane the traceback was then read from the freed thread.
+    for (lane, run) in on_both_lanes() {
+        run.script(
+            r#"
+            local victim
+            victim = task.spawn(function()
+                task.wait(1)
+                error(setmetatable({}, {__tostring = function()
+                    task.cancel(victim); victim = nil; collectgarbage(); collectgarbage()
+                    return "boom"
+                end}))
+            end)
+            "#,
+        );
+        assert_eq!(run.log(), ["error: boom"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:5: in function <hostile:3>",
+            "{lane}"
+        );
+        assert_eq!(run.scheduler.error_count(), 1, "{lane}");
+        assert_eq!(run.scheduler.task_count(), 0, "{lane}");
+    }
+}
+
+#[test]
+fn rule_8_an_error_whose_tostring_fails_is_reported_with_its_tasks_traceback() {
+    // The message is the `__tostring`'s own failure; on the fast lane the traceback is still
+    // the task's (it was none before). Through mlua it is the `__tostring`'s, as mlua takes it.
+    for (lane, run) in on_both_lanes().into_iter().take(1) {
+        run.script(
+            r#"
+            task.spawn(function()
+                task.wait(1)
+                error(setmetatable({}, {__tostring = function() error("exploded", 0) end}))
+            end)
+            "#,
+        );
+        assert_eq!(run.log(), ["error: exploded"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:4: in function <hostile:2>",
+            "{lane}"
+        );
+    }
+}
+
+#[test]
+fn rule_6_cancelling_a_failed_thread_from_its_tostring_leaves_it_as_it_is() {
+    // The cancel of the dead thread does nothing to it: its error keeps its traceback, and
+    // a `coroutine.close` after it still gets the error, as Luau's own close gives it.
+    let run = run();
+    run.script(
+        r#"
+        task.spawn(function()
+            local victim = coroutine.running()
+            error(setmetatable({}, {__tostring = function(self)
+                task.cancel(victim)
+                local closed, err = coroutine.close(victim)
+                print(coroutine.status(victim), closed, rawequal(err, self))
+                return "boom"
+            end}))
+        end)
+        "#,
+    );
+    assert_eq!(run.log(), ["dead false true", "error: boom"]);
+}
+
+#[test]
+fn rule_8_a_host_task_that_fails_and_is_cancelled_while_its_error_is_formatted_failed() {
+    let run = run();
+    let main = run
+        .lua
+        .load(
+            r#"
+            local me = coroutine.running()
+            task.wait(1)
+            error(setmetatable({}, {__tostring = function() task.cancel(me) return "boom" end}))
+            "#,
+        )
+        .set_name("=hostile")
+        .into_function()
+        .unwrap();
+    let task = run.scheduler.spawn(main, ()).unwrap();
+    run.scheduler.run_blocking().unwrap();
+    assert_eq!(run.log(), ["error: boom"]);
+    match run.scheduler.take_result::<()>(&task).unwrap() {
+        Some(spindle::Outcome::Failed(error)) => assert_eq!(error.message, "boom"),
+        other => panic!("expected the failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn rule_23_a_task_out_of_memory_is_reported_with_its_traceback_on_both_lanes() {
+    for (lane, run) in on_both_lanes() {
+        run.spawn(
+            r#"
+            task.spawn(function()
+                task.wait(1)
+                local t = {}
+                while true do t[#t + 1] = string.rep("x", 4096) .. #t end
+            end)
+            "#,
+        );
+        run.lua
+            .set_memory_limit(run.lua.used_memory() + (4 << 20))
+            .unwrap();
+        run.scheduler.run_blocking().unwrap();
+        run.lua.set_memory_limit(0).unwrap();
+        let errors = run.errors.borrow();
+        assert_eq!(errors.len(), 1, "{lane}");
+        assert_eq!(errors[0].message, "not enough memory", "{lane}");
+        let traceback = &errors[0].traceback;
+        assert!(
+            traceback.starts_with("stack traceback:\n"),
+            "{lane}: {traceback}"
+        );
+        assert!(
+            traceback.ends_with("\thostile:5: in function <hostile:2>"),
+            "{lane}: {traceback}"
+        );
+    }
+}
+
+/// Fills the VM to its limit so that closing a thread cannot get the memory Luau asks for: a
+/// closed thread's call frames and stack shrink into blocks of 384 and 768 bytes, from pages of
+/// their own size class, and this leaves those classes without a free block and the VM too close
+/// to its limit for a new page. Buffers, since equal strings are one object.
+const FILL_TO_THE_LIMIT: &str = r#"
+    keep = table.create(100000)
+    local n = 0
+    local create, buf = table.create, buffer.create
+    local function objects(size) while true do n += 1 keep[n] = buf(size) end end
+    local function arrays(size) while true do n += 1 keep[n] = create(size) end end
+    local spare = table.create(2000)
+    for i = 1, 2000 do spare[i] = {} end
+    collectgarbage()
+    for size = 64, 1, -1 do pcall(arrays, size) end
+    for size = 1100, 0, -1 do pcall(objects, size) end
+    spare = nil
+    collectgarbage()
+    pcall(arrays, 24)
+    pcall(arrays, 48)
+"#;
+
+#[test]
+fn threads_deep_in_a_wait_are_cancelled_and_shut_down_at_the_memory_limit() {
+    // Closing reallocates the thread's stack: at the limit the allocation failed outside any
+    // protected call and Luau trapped (SIGILL), taking the test binary down.
+    let run = run();
+    let deep = r#"
+        local function deep(n) if n == 0 then return Signal.new():Wait() end return deep(n - 1) + 1 end
+        deep(200)
+    "#;
+    let spawn_deep = || {
+        let f = run.lua.load(deep).into_function().unwrap();
+        run.scheduler.spawn(f, ()).unwrap()
+    };
+    let (cancelled, shut_down) = (spawn_deep(), spawn_deep());
+    run.lua
+        .set_memory_limit(run.lua.used_memory() + (4 << 20))
+        .unwrap();
+    run.exec(FILL_TO_THE_LIMIT);
+    assert!(
+        run.scheduler.cancel(&cancelled).unwrap(),
+        "it was still scheduled"
+    );
+    run.scheduler.shutdown().unwrap();
+    run.lua.set_memory_limit(0).unwrap();
+    run.exec("keep = nil");
+    assert_eq!(run.scheduler.task_count(), 0);
+    drop(shut_down);
+    assert!(run.errors.borrow().is_empty());
+}

@@ -282,7 +282,7 @@ impl Inner {
     }
 
     /// Drops every task without error, every pending future and every timer (SEMANTICS rule 18).
-    pub(crate) fn shutdown(&self) -> Result<()> {
+    pub(crate) fn shutdown(&self, lua: &Lua) -> Result<()> {
         let tasks: Vec<TaskId> = {
             let state = self.state.borrow();
             if state.depth > 0 || state.in_cycle {
@@ -294,7 +294,7 @@ impl Inner {
         for id in tasks {
             let thread = self.threads.get(id.slot());
             self.free_task(id);
-            if let Err(error) = thread.and_then(|thread| self.close_thread(&thread)) {
+            if let Err(error) = thread.and_then(|thread| self.close_thread(lua, &thread)) {
                 first_error.get_or_insert(error);
             }
         }

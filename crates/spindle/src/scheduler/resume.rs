@@ -249,7 +249,8 @@ impl Inner {
             }
             RawResumed::Finished if lane == (Lane::Settled { kept: true }) => {
                 // SAFETY: the thread just returned with its results kept; its slot, still
-                // occupied, keeps it alive until `complete` frees the slot.
+                // occupied, keeps it alive until `complete` frees the slot, and taking the
+                // results runs no Lua (it may allocate, and Luau's collector runs none).
                 let results = unsafe { vm::take_results(lua, thread) };
                 self.complete(lua, id, results);
             }
@@ -257,8 +258,9 @@ impl Inner {
             RawResumed::Failed(status) => {
                 // A Rust panic carried by the error resumes from here.
                 let _dead = FreeIfUnwinding(self, id);
-                // SAFETY: the thread just failed with `status`; its slot, still occupied, keeps
-                // it alive until `complete` frees the slot.
+                // SAFETY: the thread just failed with `status` and no Lua ran since; its slot,
+                // still occupied, keeps it alive. `take_resume_error` holds a handle on it
+                // before it runs Lua (a `__tostring`), which may cancel the task and free it.
                 let error = unsafe { vm::take_resume_error(lua, thread, status) };
                 self.complete(lua, id, Err(error));
             }
@@ -351,10 +353,10 @@ impl Inner {
     /// Ends a task suspended in the middle of its code with `message` and the thread's
     /// traceback, as if it had raised the error, and closes its thread.
     fn end_task(&self, lua: &Lua, id: TaskId, thread: &Thread, message: String) {
-        let traceback = self.traceback_of(thread);
+        let traceback = self.traceback_of(lua, thread);
         // Closed before the error is reported, so that the handler sees a dead task, and Lua it
         // runs cannot resume the stopped code.
-        if let Err(error) = self.close_thread(thread) {
+        if let Err(error) = self.close_thread(lua, thread) {
             self.report(TaskError::from_lua(Some(id), &error));
         }
         let error = mlua::Error::RuntimeError(format!("{message}\nstack traceback:\n{traceback}"));
@@ -457,10 +459,10 @@ impl Inner {
                 Ok(Resumed::Yielded)
             }
             Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
-            Poll::Ready(Some(Err(error))) if vm::failed_before_running(thread) => {
+            Poll::Ready(Some(Err(error))) if refused_before_running(thread, &error) => {
                 Err(refused_start(lua, &error))
             }
-            Poll::Ready(Some(Err(error))) => Err(error),
+            Poll::Ready(Some(Err(error))) => Err(vm::with_thread_traceback(lua, thread, error)),
             Poll::Ready(None) => Ok(Resumed::NotResumable),
         }
     }
@@ -532,6 +534,18 @@ impl Inner {
         }
     }
 }
+
+/// Whether the resumption that failed with `error` was refused before the thread ran. A new
+/// thread and a failed one that Lua code reset while its error was formatted look the same;
+/// only Luau's refusal, raised with no position, tells them apart.
+fn refused_before_running(thread: &Thread, error: &mlua::Error) -> bool {
+    vm::failed_before_running(thread)
+        && (vm::has_started(thread)
+            || TaskError::from_lua(None, error).message == REFUSED_FOR_C_STACK)
+}
+
+/// Luau's refusal to resume a thread from a resumer nested too deep.
+const REFUSED_FOR_C_STACK: &str = "C stack overflow";
 
 /// The error of a resumption that Luau refused before the thread ran: "C stack overflow" when
 /// the resumer is nested about 200 resumptions deep (`task.spawn` inside `task.spawn`, an
