@@ -4,7 +4,7 @@
 //! `Lua::new()` opens the same libraries), with nothing installed: no `task` library, and the
 //! standard `coroutine` functions. A floor cannot run under `spindle run` itself, because
 //! installing the `task` library replaces `coroutine.resume` and `coroutine.wrap` with Lua
-//! wrappers that watch for hand resumes (SEMANTICS rule 13), and those cost the floors' every
+//! wrappers that watch for hand resumes (contract rule 13), and those cost the floors' every
 //! resume.
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The benchmark suite's workload scripts (crates/spindle-bench/scripts) run under `spindle run`
 //! and print the line the suite's runner accepts, at small counts. The floors are plain Luau and
-//! run here too: Spindle keeps the `coroutine` library's meaning (SEMANTICS rule 13).
+//! run here too: Spindle keeps the `coroutine` library's meaning (contract rule 13).
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //!
 //! Time is a [`Duration`] since the clock's epoch. The real clock reads [`Instant::now`]; the
 //! virtual clock only moves when its owner moves it, so a run under it is repeatable step for
-//! step (SEMANTICS rule 14). Neither clock ever goes backwards.
+//! step (contract rule 14). Neither clock ever goes backwards.
 //!
 //! A timer is due at a deadline on this clock; a delay of [`Clock::MAX_DELAY`] or more, or one
 //! whose deadline the clock cannot hold, has none: such a timer never fires (rule 7 of the task

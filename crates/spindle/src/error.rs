@@ -29,7 +29,7 @@ pub enum Error {
     #[error("task {0} belongs to another scheduler")]
     ForeignTask(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer
-    /// depth limit (SEMANTICS rule 3).
+    /// depth limit (contract rule 3).
     #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]
     DeferDepthExceeded(u32),
     /// The frame phases given to the builder do not make sense (a name declared twice, or a

@@ -11,7 +11,7 @@
 //! resuming ready tasks (due timers and woken futures): once it is spent, the ready tasks left
 //! over are carried to the next frame, where they run first, in order, and
 //! [`FrameReport::carried`] counts them. Phase handlers and the deferred queue are not capped:
-//! each phase still drains the deferred queue (SEMANTICS rules 2-3), since a deferred task
+//! each phase still drains the deferred queue (contract rules 2-3), since a deferred task
 //! must run at the resumption point it was deferred to.
 //!
 //! [`SchedulerBuilder::phases`]: crate::SchedulerBuilder::phases

@@ -22,7 +22,7 @@ use crate::signal::SignalBehavior;
 use crate::tasks::TaskId;
 use crate::watchdog::{self, Budget};
 
-/// Roblox's limit on nested deferrals (SEMANTICS rule 3).
+/// Roblox's limit on nested deferrals (contract rule 3).
 pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
 
 /// Configures a [`Scheduler`] before it is attached to a `Lua`.
@@ -265,7 +265,7 @@ pub struct Scheduler {
 ///
 /// The scheduler records an outcome only when it sees the task end. A task that yields with a
 /// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
-/// belongs to whoever resumes it from then on (SEMANTICS rule 11); if it ends under such a
+/// belongs to whoever resumes it from then on (contract rule 11); if it ends under such a
 /// resume, no outcome is kept and its status becomes [`TaskStatus::Unknown`].
 pub struct Task {
     id: TaskId,
@@ -558,7 +558,7 @@ impl Scheduler {
     }
 
     /// Ends the run: every task is dropped without error, every pending future dropped and every
-    /// timer forgotten (SEMANTICS rule 18). The scheduler stays usable.
+    /// timer forgotten (contract rule 18). The scheduler stays usable.
     pub fn shutdown(&self) -> Result<()> {
         self.inner.shutdown(&self.lua)
     }

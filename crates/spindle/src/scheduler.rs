@@ -1,7 +1,7 @@
 //! The scheduler: who runs next, and when.
 //!
 //! A cycle resumes the timers that came due and the tasks whose futures woke, then drains the
-//! deferred queue (SEMANTICS: a resumption point). Invariants kept here:
+//! deferred queue (the task contract: a resumption point). Invariants kept here:
 //! - Every suspension has one token. A wake-up or timer that carries another token, or names a
 //!   freed slot's old generation, is stale and is dropped: no task is resumed twice for one
 //!   suspension.
@@ -182,7 +182,7 @@ impl TimerKind {
 ///
 /// A thread made for the resumption (`fresh`) that something else starts first is a task
 /// suspended by `task.delay`/`task.defer` that was resumed early: the resumption is dropped
-/// (SEMANTICS rule 12). An existing thread handed to `defer` or `delay` is resumed when due,
+/// (contract rule 12). An existing thread handed to `defer` or `delay` is resumed when due,
 /// whatever resumed it meanwhile, as Roblox does: each such call is a request of its own.
 #[derive(Clone, Copy, Debug)]
 struct Resumption {
@@ -954,7 +954,7 @@ impl Inner {
         Ok(true)
     }
 
-    /// `task.defer` from Lua: a refused deferral is reported (SEMANTICS rule 3).
+    /// `task.defer` from Lua: a refused deferral is reported (contract rule 3).
     pub(crate) fn lua_defer(
         &self,
         lua: &Lua,

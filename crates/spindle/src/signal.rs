@@ -6,8 +6,8 @@
 //! kept Lua-side, so a signal costs one mlua handle per [`Signal`] the host holds, however many
 //! handlers scripts connect.
 //!
-//! Each handler call is a task of its own: an error in it goes to the error handler (SEMANTICS
-//! rule 8) and a handler may wait or yield. An [`Immediate`](SignalBehavior::Immediate) signal
+//! Each handler call is a task of its own: an error in it goes to the error handler (rule 8
+//! of the task contract) and a handler may wait or yield. An [`Immediate`](SignalBehavior::Immediate) signal
 //! spawns each call at once inside `Fire`; a [`Deferred`](SignalBehavior::Deferred) one defers
 //! each call to the next resumption point, and a call whose connection is disconnected before it
 //! runs is dropped. `Signal:Wait()` is a wake-token suspension (rule 12): a task resumed by

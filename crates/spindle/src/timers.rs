@@ -1,7 +1,7 @@
 //! The deadline queue behind `task.wait` and `task.delay`.
 //!
 //! A binary min-heap ordered by deadline, then by insertion order, so that equal deadlines fire
-//! in the order they were scheduled (SEMANTICS rule 15). Entries are not removed when the task
+//! in the order they were scheduled (contract rule 15). Entries are not removed when the task
 //! they wake is cancelled or resumed early; the scheduler keeps a count of live entries, skips
 //! stale ones when they surface and calls [`Timers::retain`] when stale entries outnumber live
 //! ones, so memory stays proportional to live timers and removal costs O(1) amortised.

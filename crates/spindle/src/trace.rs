@@ -1,4 +1,4 @@
-//! Recording what the scheduler did, to compare two runs event for event (SEMANTICS rule 14).
+//! Recording what the scheduler did, to compare two runs event for event (contract rule 14).
 //!
 //! Recording is off until the host starts it; while it is off, a scheduler event costs one flag
 //! read. Each [`TraceEntry`] names the cycle (a frame counts as one), the task, what happened and

@@ -173,7 +173,7 @@ pub(crate) unsafe fn raise_from_interrupt(state: ThreadPtr, message: &str) -> ! 
 }
 
 /// The value a task is resumed with first when the scheduler ends a suspension it made itself,
-/// so that the task can tell that resumption from any other (SEMANTICS rule 12). Plain data:
+/// so that the task can tell that resumption from any other (contract rule 12). Plain data:
 /// the address of a static, compared by identity.
 pub(crate) fn resume_mark() -> LightUserData {
     static MARK: u8 = 0;
@@ -188,7 +188,7 @@ pub(crate) fn resume_mark() -> LightUserData {
 /// why it cannot, which `wait` raises as a string at its caller's line; then it yields.
 /// Resumed with the scheduler's wake-up ([`resume_from_wait`], or the resume mark and one
 /// value), it returns the wake-up's value; resumed with anything else, it calls `abandon`
-/// (which drops the wake-up, SEMANTICS rule 12) and returns what it was resumed with.
+/// (which drops the wake-up, contract rule 12) and returns what it was resumed with.
 ///
 /// mlua's callback machinery (argument conversion, error wrapping, `Lua::current_thread`) cost
 /// about 1,100 instructions a wait: wait_cycles took 6.61e9 instructions with it, 5.50e9

@@ -1,4 +1,4 @@
-//! Adversarial tests against SEMANTICS.md: each test pins one behaviour that Lua code (or the
+//! Adversarial tests against the task contract (docs/contract.md): each test pins one behaviour that Lua code (or the
 //! host) may rely on, in a corner the ordinary rule scripts do not reach. Everything timing
 //! related runs under a virtual clock and is driven with `cycle()` or `run_blocking()`, so every
 //! test is deterministic.

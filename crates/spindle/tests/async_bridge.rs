@@ -1,5 +1,5 @@
 //! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
-//! happens to the future when its task ends early (SEMANTICS rules 6, 10, 11).
+//! happens to the future when its task ends early (contract rules 6, 10, 11).
 
 mod support;
 

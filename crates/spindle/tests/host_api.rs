@@ -1,5 +1,5 @@
 //! The host's side: spawning with ids, reading outcomes once, stepping cycles, clocks, limits,
-//! re-entrancy and ending a run (SEMANTICS rules 3, 6, 8, 14, 16, 18).
+//! re-entrancy and ending a run (contract rules 3, 6, 8, 14, 16, 18).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -1,4 +1,4 @@
-//! The scheduler against a reference model of SEMANTICS.md, on random programs.
+//! The scheduler against a reference model of the task contract (docs/contract.md), on random programs.
 //!
 //! A program is a tree of task bodies made of `task.spawn/defer/delay/wait/cancel`, plain
 //! `coroutine.yield`, `coroutine.create` and hand resumes, `task.spawn` of existing threads,

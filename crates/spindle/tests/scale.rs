@@ -1,5 +1,5 @@
 //! Tasks in their hundreds of thousands: bounded by memory alone, and leaving nothing behind
-//! once they end (SEMANTICS rules 16 and 17).
+//! once they end (contract rules 16 and 17).
 //!
 //! A counting global allocator measures the heap: mlua allocates the Lua VM's memory through
 //! Rust's allocator, so the count covers Lua objects and the scheduler's own tables alike.

@@ -1,4 +1,4 @@
-//! Deterministic virtual time (SEMANTICS rule 14): the same script with the same frames gives
+//! Deterministic virtual time (contract rule 14): the same script with the same frames gives
 //! the same trace, event for event, on every run; and the trace says what happened.
 
 use std::time::Duration;

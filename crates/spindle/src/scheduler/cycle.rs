@@ -281,7 +281,7 @@ impl Inner {
         }
     }
 
-    /// Drops every task without error, every pending future and every timer (SEMANTICS rule 18).
+    /// Drops every task without error, every pending future and every timer (contract rule 18).
     pub(crate) fn shutdown(&self, lua: &Lua) -> Result<()> {
         let tasks: Vec<TaskId> = {
             let state = self.state.borrow();

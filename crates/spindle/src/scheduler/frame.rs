@@ -4,7 +4,7 @@
 //! A frame advances a virtual clock by `dt`, then, for each phase in order: if it is the
 //! phase the timers resume before, resumes the ready tasks (due timers, then woken futures) and
 //! drains the deferred queue; records the phase in the trace; fires the phase's signal with
-//! `dt`; drains the deferred queue. Each drain is a resumption point (SEMANTICS rules 2-3), and
+//! `dt`; drains the deferred queue. Each drain is a resumption point (contract rules 2-3), and
 //! no budget stops one: the budget only decides how many ready tasks a frame resumes.
 //!
 //! Invariants:

@@ -1,5 +1,5 @@
 //! `Signal:Wait` as a scheduler suspension: a wait that no timer ends, carrying a token that
-//! the signal hands back when it fires (SEMANTICS rule 12).
+//! the signal hands back when it fires (contract rule 12).
 //!
 //! The waiting task is suspended as by `task.wait(math.huge)`: it keeps no run alive (only a
 //! fire, which the host or another task makes, can end it), `coroutine.resume` by hand ends the
