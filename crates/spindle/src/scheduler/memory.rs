@@ -12,6 +12,7 @@ use mlua::{Lua, MultiValue, Thread};
 
 use super::Inner;
 use crate::tasks::TaskId;
+use crate::vm;
 
 /// Whether the task that failed with `error` may have run out of memory: the error says so, or
 /// the VM is close to its limit. An allocation that fails does not always end a task with
@@ -39,7 +40,7 @@ fn is_out_of_memory(error: &mlua::Error) -> bool {
         mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
             is_out_of_memory(cause)
         }
-        mlua::Error::RuntimeError(message) => message.contains("not enough memory"),
+        mlua::Error::RuntimeError(message) => message.contains(vm::MEMORY_MESSAGE),
         _ => false,
     }
 }
@@ -64,7 +65,8 @@ impl<'a> Reclaim<'a> {
             Err(error) if may_be_out_of_memory(lua, error) => {
                 // Holding the thread takes a slot on mlua's reference stack, which may have to
                 // grow: not at the limit that the task just reached.
-                let thread = unlimited(lua, || inner.threads.get(id.slot()).ok());
+                let thread =
+                    vm::with_memory_limit_lifted(lua, || inner.threads.get(id.slot()).ok());
                 Some(Reclaim { lua, inner, thread })
             }
             _ => None,
@@ -72,28 +74,16 @@ impl<'a> Reclaim<'a> {
     }
 }
 
-/// Runs `f` with the memory limit lifted, then puts the limit back.
-fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
-    let limit = lua.set_memory_limit(0);
-    let result = f();
-    if let Ok(limit) = limit {
-        let _ = lua.set_memory_limit(limit);
-    }
-    result
-}
-
 impl Drop for Reclaim<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
         }
-        // Resetting a thread reallocates its stack, and closing it goes through a call: neither
-        // must fail for want of the memory it is about to give back.
+        // Its error is reported by now: closing the failed thread drops its stack (with the
+        // limit lifted, as every close is).
         if let Some(thread) = self.thread.take() {
             if thread.status() == ThreadStatus::Error {
-                unlimited(self.lua, || {
-                    let _ = self.inner.pristine.close.call::<MultiValue>(&thread);
-                });
+                let _ = self.inner.close_raw(self.lua, &thread);
             }
         }
         let _ = self.lua.gc_collect();
