@@ -3,9 +3,9 @@
 //! Exit status: 0 when every task ended without an uncaught error, 1 when any did, 2 when the
 //! script could not be loaded or the command line was wrong.
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -28,14 +28,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a Luau script as the main task, until no task is left.
+    #[command(override_usage = "spindle run [OPTIONS] FILE [ARGS]...")]
     Run {
         #[command(flatten)]
         options: RunOptions,
-        /// The script to run.
-        file: PathBuf,
-        /// Passed to the script as the chunk's `...`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The script to run, then the words passed to it as the chunk's `...`. Options go before
+        /// FILE: every word after it is the script's, `--help` and `--` included. The words
+        /// reach Lua as the bytes they are, UTF-8 or not.
+        // One positional whose first value is FILE: `trailing_var_arg` makes clap stop looking
+        // for options once it has begun, which a FILE of its own followed by ARGS would not.
+        #[arg(value_name = "FILE", required = true, num_args = 1.., trailing_var_arg = true)]
+        script: Vec<OsString>,
     },
 }
 
@@ -66,11 +69,7 @@ struct LoadError(String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            options,
-            file,
-            args,
-        } => match run(&options, &file, args) {
+        Command::Run { options, script } => match run(&options, &script) {
             Ok(status) => status,
             Err(LoadError(message)) => {
                 eprintln!("spindle: {message}");
@@ -80,7 +79,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode, LoadError> {
+/// Runs `script[0]` with the rest of `script` as its arguments (clap requires at least FILE).
+fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError> {
+    let (file, args) = script.split_first().expect("clap requires FILE");
+    let file = Path::new(file);
     let source = std::fs::read(file)
         .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
     let lua = Lua::new();
@@ -104,6 +106,11 @@ fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode,
         .set_mode(mlua::chunk::ChunkMode::Text)
         .into_function()
         .map_err(|e| LoadError(load_error_message(file, &e)))?;
+    let args = args
+        .iter()
+        .map(|arg| lua.create_string(arg_bytes(arg)))
+        .collect::<mlua::Result<mlua::Variadic<_>>>()
+        .map_err(|e| LoadError(format!("cannot pass the arguments: {e}")))?;
 
     if let Some(limit) = options.memory_limit {
         let used = lua.used_memory();
@@ -118,7 +125,7 @@ fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode,
     }
 
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
-    let started = scheduler.spawn(main, mlua::Variadic::from_iter(args));
+    let started = scheduler.spawn(main, args);
     let finished = started.and_then(|_| async_io::block_on(scheduler.run(async_io::Timer::at)));
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
@@ -129,6 +136,24 @@ fn run(options: &RunOptions, file: &Path, args: Vec<String>) -> Result<ExitCode,
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An argument as the bytes of a Lua string: on unix the bytes the process was given, UTF-8 or
+/// not, since Lua strings are bytes.
+#[cfg(unix)]
+fn arg_bytes(arg: &OsStr) -> std::borrow::Cow<'_, [u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    std::borrow::Cow::Borrowed(arg.as_bytes())
+}
+
+/// Elsewhere an argument that is not Unicode has no byte form of its own: it is converted with
+/// U+FFFD in place of what cannot be.
+#[cfg(not(unix))]
+fn arg_bytes(arg: &OsStr) -> std::borrow::Cow<'_, [u8]> {
+    match arg.to_string_lossy() {
+        std::borrow::Cow::Borrowed(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
+        std::borrow::Cow::Owned(text) => std::borrow::Cow::Owned(text.into_bytes()),
+    }
 }
 
 /// A compile error names the file and line itself; Luau's refusal of a file that looks like

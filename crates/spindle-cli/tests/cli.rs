@@ -62,6 +62,110 @@ fn arguments_reach_the_script_as_its_varargs() {
 }
 
 #[test]
+fn every_word_after_file_is_the_scripts_even_one_that_looks_like_an_option() {
+    let path = script("words.luau", b"print(select('#', ...), ...)");
+    let path = path.to_str().unwrap();
+    let out = spindle(&[
+        "run",
+        path,
+        "--timeout",
+        "5",
+        "--help",
+        "--",
+        "--virtual-time",
+        "-V",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "6\t--timeout\t5\t--help\t--\t--virtual-time\t-V\n"
+    );
+    assert_eq!(text(&out.stderr), "");
+
+    let out = spindle(&["run", path, "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "1\t--help\n",
+        "the script's, not Spindle's help"
+    );
+}
+
+#[test]
+fn options_before_file_are_spindles_and_a_double_dash_before_file_ends_them() {
+    let path = script(
+        "options_first.luau",
+        b"print(task.wait(600), select('#', ...), ...)",
+    );
+    let path = path.to_str().unwrap();
+    let out = spindle(&["run", "--virtual-time", "--timeout", "5", path, "a", "-b"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "600\t2\ta\t-b\n");
+
+    let out = spindle(&["run", "--virtual-time", "--", path, "--", "x"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "600\t2\t--\tx\n");
+}
+
+#[test]
+fn an_unknown_option_before_file_is_a_usage_error_with_exit_status_two() {
+    let path = script("never_runs.luau", b"print('ran')");
+    let out = spindle(&["run", "--bogus", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: unexpected argument '--bogus' found"),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn arguments_that_are_not_utf8_reach_the_script_as_the_same_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let path = script(
+        "bytes.luau",
+        b"local out = {}\nfor i = 1, select('#', ...) do\n  local s = select(i, ...)\n  table.insert(out, type(s) .. ':' .. s:gsub('.', function(c) return string.format('%02x', c:byte()) end))\nend\nprint(table.concat(out, ' '))\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .arg("run")
+        .arg(&path)
+        .args([
+            OsStr::from_bytes(b"\xff\xfe"),
+            OsStr::from_bytes(b""),
+            OsStr::from_bytes(b"a\x80b"),
+            OsStr::from_bytes("é".as_bytes()),
+        ])
+        .output()
+        .expect("the spindle binary runs");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "string:fffe string: string:618062 string:c3a9\n"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_name_that_is_not_utf8_runs() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let path = script("plain_name.luau", b"print('ran', ...)");
+    let odd = path.with_file_name(OsStr::from_bytes(b"odd\xffname.luau"));
+    std::fs::rename(&path, &odd).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .arg("run")
+        .arg(&odd)
+        .arg("x")
+        .output()
+        .expect("the spindle binary runs");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\tx\n");
+}
+
+#[test]
 fn an_uncaught_error_is_reported_and_the_other_tasks_go_on_with_exit_status_one() {
     let path = script(
         "fails.luau",
