@@ -698,17 +698,6 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// The traceback of a suspended thread, without its header line, as [`Self::traceback`].
-    fn traceback_of(&self, lua: &Lua, thread: &Thread) -> String {
-        self.pristine
-            .traceback
-            .as_ref()
-            .and_then(|traceback| {
-                vm::with_memory_limit_lifted(lua, || traceback.call::<String>(thread).ok())
-            })
-            .unwrap_or_default()
-    }
-
     // --- Tasks in and out -------------------------------------------------------------------
 
     /// The thread's task, making it one first if it is not.

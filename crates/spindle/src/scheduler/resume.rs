@@ -353,13 +353,14 @@ impl Inner {
     /// Ends a task suspended in the middle of its code with `message` and the thread's
     /// traceback, as if it had raised the error, and closes its thread.
     fn end_task(&self, lua: &Lua, id: TaskId, thread: &Thread, message: String) {
-        let traceback = self.traceback_of(lua, thread);
+        // As every other error's traceback is written (`luaL_traceback`).
+        let traceback = vm::traceback(lua, thread).unwrap_or_default();
         // Closed before the error is reported, so that the handler sees a dead task, and Lua it
         // runs cannot resume the stopped code.
         if let Err(error) = self.close_thread(lua, thread) {
             self.report(TaskError::from_lua(Some(id), &error));
         }
-        let error = mlua::Error::RuntimeError(format!("{message}\nstack traceback:\n{traceback}"));
+        let error = mlua::Error::RuntimeError(vm::with_traceback(&message, &traceback));
         self.complete(lua, id, Err(error));
     }
 
