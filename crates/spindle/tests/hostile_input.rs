@@ -519,3 +519,29 @@ fn threads_deep_in_a_wait_are_cancelled_and_shut_down_at_the_memory_limit() {
     drop(shut_down);
     assert!(run.errors.borrow().is_empty());
 }
+
+#[test]
+fn rule_8_an_error_whose_tostring_raises_itself_is_reported_with_its_tasks_traceback() {
+    // Formatting the error raises the error again: Luau gives up with "error in error
+    // handling", and through mlua (a task failing before its first yield) the report had no
+    // traceback at all.
+    for (lane, spawn) in [("first run", ""), ("after a wait", "task.wait(1)")] {
+        let run = run();
+        run.script(&format!(
+            r#"
+            local e
+            e = setmetatable({{}}, {{__tostring = function(self) error(self) end}})
+            task.spawn(function()
+                {spawn}
+                error(e)
+            end)
+            "#
+        ));
+        assert_eq!(run.log(), ["error: error in error handling"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:6: in function <hostile:4>",
+            "{lane}"
+        );
+    }
+}
