@@ -545,3 +545,40 @@ fn rule_8_an_error_whose_tostring_raises_itself_is_reported_with_its_tasks_trace
         );
     }
 }
+
+#[test]
+fn rule_23_a_task_out_of_memory_inside_a_library_function_is_reported_with_its_traceback() {
+    // At the limit, the Rust half of `Signal:Fire` (or of `task.spawn`) fails to allocate:
+    // mlua's error then carries "<traceback unavailable>" in place of the task's traceback.
+    fn watched() -> Host {
+        hostile(Host::builder().scheduler(|b| b.timeout(Duration::from_secs(3600))))
+    }
+    for (lane, make) in [
+        ("through mlua", watched as fn() -> Host),
+        ("fast lane", run),
+    ] {
+        for slack in (0..1024).step_by(16) {
+            let run = make();
+            run.spawn(
+                r#"
+                local s = Signal.new()
+                s:Connect(function() end)
+                task.wait()
+                s:Fire()
+                task.spawn(print)
+                "#,
+            );
+            run.lua
+                .set_memory_limit(run.lua.used_memory() + slack)
+                .unwrap();
+            run.scheduler.run_blocking().unwrap();
+            run.lua.set_memory_limit(0).unwrap();
+            for error in run.errors.borrow().iter() {
+                assert!(
+                    error.traceback.ends_with("in function <hostile:1>"),
+                    "{lane}, {slack} bytes spare: {error}"
+                );
+            }
+        }
+    }
+}
