@@ -582,3 +582,39 @@ fn rule_23_a_task_out_of_memory_inside_a_library_function_is_reported_with_its_t
         }
     }
 }
+
+#[test]
+fn dropping_the_scheduler_runs_no_script_code_through_replaced_globals() {
+    // Putting the standard coroutine functions back read `coroutine.resume` through
+    // metamethods: a script whose `coroutine` loops in `__index` hung the host at exit, with
+    // no watchdog left to stop it.
+    let host = run();
+    host.exec(
+        r#"
+        ran = {}
+        local real = coroutine
+        coroutine = setmetatable({}, {
+            __index = function(_, key) table.insert(ran, "get " .. key) return real[key] end,
+            __newindex = function(_, key) table.insert(ran, "set " .. key) end,
+        })
+        "#,
+    );
+    let support::Host { lua, scheduler, .. } = host;
+    drop(scheduler);
+    let ran: Vec<String> = lua.load("return ran").eval().unwrap();
+    assert!(ran.is_empty(), "{ran:?}");
+    // With the global `coroutine` itself behind `_G`'s `__index`.
+    let host = run();
+    host.exec(
+        r#"
+        ran = {}
+        local real = coroutine
+        coroutine = nil
+        setmetatable(_G, {__index = function(_, key) table.insert(ran, "global " .. key) end})
+        "#,
+    );
+    let support::Host { lua, scheduler, .. } = host;
+    drop(scheduler);
+    let ran: Vec<String> = lua.load("return rawget(_G, 'ran')").eval().unwrap();
+    assert!(ran.is_empty(), "{ran:?}");
+}
