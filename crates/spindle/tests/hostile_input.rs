@@ -618,3 +618,78 @@ fn dropping_the_scheduler_runs_no_script_code_through_replaced_globals() {
     let ran: Vec<String> = lua.load("return rawget(_G, 'ran')").eval().unwrap();
     assert!(ran.is_empty(), "{ran:?}");
 }
+
+#[test]
+fn rule22_a_coroutine_taken_over_while_its_slice_is_carried_is_not_resumed_again_by_its_first_resumer(
+) {
+    // T resumes `co`, whose busy loop is sliced and carried out to T. U resumes `co` by hand
+    // meanwhile and so takes it over (rule 12): T's resume used to go on with `co` anyway, when
+    // T's turn came, and took what `co` yielded to U (or resumed `co` past a yield meant for U).
+    // Now T's resume ends as a suspension with no values, as when a coroutine is adopted.
+    let run = hostile(
+        Host::builder()
+            .real_time()
+            .scheduler(|b| b.time_slice(Duration::from_millis(20))),
+    );
+    run.script(
+        r#"
+        local function busy(s) local t = os.clock() while os.clock() - t < s do end end
+        local co = coroutine.create(function()
+            busy(0.2)
+            local x = coroutine.yield("first")
+            print("co got", x)
+            return "co done"
+        end)
+        task.spawn(function()
+            local r = table.pack(coroutine.resume(co))
+            print("T", r.n, r[1], r[2])
+        end)
+        task.spawn(function()
+            task.wait()
+            print("U", coroutine.resume(co))
+            print("U", coroutine.resume(co, "for co"))
+        end)
+        "#,
+    );
+    assert_eq!(
+        run.log(),
+        ["T 1 true nil", "U true first", "co got for co", "U true co done"]
+    );
+}
+
+#[test]
+fn rule22_task_spawn_of_a_coroutine_whose_slice_is_carried_takes_it_over() {
+    // As above, with `task.spawn(co)`: the carry's mark stayed on `co`, so a later hand resume
+    // took `co` for a sliced one and dropped the values passed to it.
+    let run = hostile(
+        Host::builder()
+            .real_time()
+            .scheduler(|b| b.time_slice(Duration::from_millis(20))),
+    );
+    run.script(
+        r#"
+        local started, go = false, false
+        local co = coroutine.create(function()
+            started = true
+            while not go do end
+            local x = coroutine.yield("first")
+            print("co got", x)
+            return "co done"
+        end)
+        task.spawn(function()
+            local r = table.pack(coroutine.resume(co))
+            print("T", r.n, r[1], r[2])
+        end)
+        task.spawn(function()
+            repeat task.wait() until started
+            go = true
+            task.spawn(co)
+            print("U", coroutine.resume(co, "for co"))
+        end)
+        "#,
+    );
+    assert_eq!(
+        run.log(),
+        ["co got for co", "U true co done", "T 1 true nil"]
+    );
+}
