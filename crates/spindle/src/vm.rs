@@ -159,6 +159,24 @@ pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
     (!co.is_null()).then_some(ThreadPtr(co))
 }
 
+/// Whether the running function of `state` is one of `task.luau`'s.
+///
+/// # Safety
+/// `state` must be alive. Reads its current call frame; allocates nothing, so it may run
+/// inside an interrupt.
+pub(crate) unsafe fn runs_task_library(state: ThreadPtr) -> bool {
+    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+    // SAFETY: as in `hand_resumed_by`.
+    unsafe {
+        let found = ffi::lua_getinfo(state.0, 0, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
+        let ar = ar.assume_init();
+        found
+            && !ar.source.is_null()
+            && std::ffi::CStr::from_ptr(ar.source).to_bytes()
+                == crate::task_lib::CHUNK_NAME.as_bytes()
+    }
+}
+
 /// Raises `message` as a Lua error in the running thread, from inside an interrupt.
 ///
 /// # Safety
