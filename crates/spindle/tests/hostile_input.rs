@@ -653,7 +653,12 @@ fn rule22_a_coroutine_taken_over_while_its_slice_is_carried_is_not_resumed_again
     );
     assert_eq!(
         run.log(),
-        ["T 1 true nil", "U true first", "co got for co", "U true co done"]
+        [
+            "T 1 true nil",
+            "U true first",
+            "co got for co",
+            "U true co done"
+        ]
     );
 }
 
@@ -692,4 +697,23 @@ fn rule22_task_spawn_of_a_coroutine_whose_slice_is_carried_takes_it_over() {
         run.log(),
         ["co got for co", "U true co done", "T 1 true nil"]
     );
+}
+
+#[test]
+fn junk_written_into_a_signals_waiter_list_is_ignored_by_fire() {
+    // A signal's fields are a plain table a script can write: a waiter entry that is not one
+    // the signal made used to reach Rust's argument conversion, and `Fire` raised mlua's error
+    // userdata ("bad argument #2: error converting ..."), not a plain string.
+    let run = run();
+    run.script(
+        r#"
+        local s = Signal.new()
+        task.spawn(function() print("woke", s:Wait()) end)
+        table.insert(s._waiters, { "x", {}, nil, true })
+        table.insert(s._waiters, { coroutine.running(), -1, 2 ^ 40, 0 / 0 })
+        for i = 1, 40 do table.insert(s._waiters, { coroutine.running(), i, i, i }) end
+        print(pcall(s.Fire, s, "v"))
+        "#,
+    );
+    assert_eq!(run.log(), ["true", "woke v"]);
 }
