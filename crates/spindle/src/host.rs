@@ -417,20 +417,22 @@ impl Scheduler {
     }
 
     /// Puts back the standard `coroutine` functions that `install_task_library` replaced, where
-    /// nothing else replaced them since.
+    /// nothing else replaced them since. Raw accesses only: a script may have put metamethods
+    /// on `_G` or `coroutine`, and no script code may run once the scheduler is gone (no
+    /// watchdog would stop a loop there).
     fn uninstall_task_library(&self) -> mlua::Result<()> {
         let Some(library) = self.inner.installed_library() else {
             return Ok(());
         };
         let pristine = self.inner.pristine();
-        let coroutine: Table = self.lua.globals().get("coroutine")?;
+        let coroutine: Table = self.lua.globals().raw_get("coroutine")?;
         for (name, ours, original) in [
             ("resume", &library.resume, &pristine.resume),
             ("wrap", &library.wrap, &pristine.wrap),
             ("close", &library.close, &pristine.close),
         ] {
-            if coroutine.get::<Function>(name).ok().as_ref() == Some(ours) {
-                coroutine.set(name, original)?;
+            if coroutine.raw_get::<Function>(name).ok().as_ref() == Some(ours) {
+                coroutine.raw_set(name, original)?;
             }
         }
         Ok(())

@@ -43,7 +43,9 @@
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use mlua::{Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
+use mlua::{
+    FromLua, FromLuaMulti, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value,
+};
 
 use crate::error::{Error, Result};
 use crate::host::Scheduler;
@@ -119,19 +121,29 @@ pub(crate) fn build(
     let sched = Rc::clone(inner);
     rt.raw_set(
         "is_waiting",
-        lua.create_function(move |_, (thread, stamp): (Thread, WaitStamp)| {
-            Ok(sched.is_signal_waiting(&thread, stamp))
+        lua.create_function(move |lua, (thread, token, slot, generation): Stamped| {
+            Ok(waiter(lua, thread, token, slot, generation)
+                .is_some_and(|(thread, stamp)| sched.is_signal_waiting(&thread, stamp)))
         })?,
     )?;
     let sched = Rc::clone(inner);
     rt.raw_set(
         "wake",
         lua.create_function(
-            move |lua, (thread, token, slot, generation, args): (Thread, u32, u32, u32, MultiValue)| {
+            move |lua,
+                  (thread, token, slot, generation, args): (
+                Value,
+                Value,
+                Value,
+                Value,
+                MultiValue,
+            )| {
                 if let Err(error) = sched.ensure_open() {
                     return Ok(Some(refusal(&error)));
                 }
-                sched.wake_signal_waiter(lua, &thread, (token, slot, generation), args);
+                if let Some((thread, stamp)) = waiter(lua, thread, token, slot, generation) {
+                    sched.wake_signal_waiter(lua, &thread, stamp, args);
+                }
                 Ok(None)
             },
         )?,
@@ -148,6 +160,27 @@ pub(crate) fn build(
         class,
         methods,
     })
+}
+
+/// A waiter entry's values, as `signal.luau` passes them to `is_waiting` and `wake`.
+type Stamped = (Value, Value, Value, Value);
+
+/// The thread and stamp of a waiter entry, or `None` for an entry that `Signal:Wait` did not
+/// make: the entries live in the signal's own table, which a script can write, and an entry
+/// that is not a waiter's wakes nothing (as a stale one), rather than raising mlua's
+/// conversion error from inside `Fire`.
+fn waiter(
+    lua: &Lua,
+    thread: Value,
+    token: Value,
+    slot: Value,
+    generation: Value,
+) -> Option<(Thread, WaitStamp)> {
+    let thread = Thread::from_lua(thread, lua).ok()?;
+    let stamp =
+        <(u32, u32, u32)>::from_lua_multi(MultiValue::from_iter([token, slot, generation]), lua)
+            .ok()?;
+    Some((thread, stamp))
 }
 
 /// The host's handle on a signal.

@@ -51,6 +51,11 @@ const FIRST_CHECK: u32 = 8;
 const SPARSE: Duration = Duration::from_millis(1);
 const SPARSE_RUN: u32 = 16;
 
+/// Interrupts in a row inside `task.luau` at which the end of a slice may be put off. Its
+/// functions reach a resume or a yield in a few (the longest path, `after_resume` after a
+/// resume, has about ten).
+const MAX_PUT_OFF: u32 = 64;
+
 /// The limits a host sets on one resumption.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Budget {
@@ -98,6 +103,8 @@ pub(crate) struct Watch {
     timed_out: Cell<bool>,
     /// Set when the interrupt yielded the thread, which the scheduler must then deal with.
     yielded: Cell<Option<Overrun>>,
+    /// Interrupts in a row at which the end of a slice was put off, inside `task.luau`.
+    put_off: Cell<u32>,
     outer: *const Watch,
 }
 
@@ -121,6 +128,7 @@ impl Watch {
             sparse_left: Cell::new(0),
             timed_out: Cell::new(false),
             yielded: Cell::new(None),
+            put_off: Cell::new(0),
             outer: CURRENT.get(),
         };
         CURRENT.set(&watch);
@@ -235,6 +243,23 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
     };
     let state = ThreadPtr::from_ptr(state);
     // SAFETY: `state` is the thread the VM is running, which is valid during its interrupt.
+    if overrun == Overrun::Sliced {
+        // Not inside `task.luau`'s own functions: they check a coroutine's slice mark, then
+        // resume it, and a slice between the two let another task resume the coroutine
+        // first, and this one then resume it again past a yield. They are short, and their
+        // loops yield: the slice ends at one of the next interrupts, in the caller or in the
+        // coroutine resumed. Only so many in a row: a script can name a chunk of its own as
+        // `task.luau` is named, and must not escape its slices so.
+        // SAFETY: as above.
+        let put_off = watch.put_off.get();
+        if put_off < MAX_PUT_OFF && unsafe { vm::runs_task_library(state) } {
+            watch.put_off.set(put_off + 1);
+            COUNTDOWN.set(0);
+            return;
+        }
+        watch.put_off.set(0);
+    }
+    // SAFETY: as above.
     if state == watch.thread && unsafe { vm::can_yield_raw(state) } {
         watch.yielded.set(Some(overrun));
         // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may

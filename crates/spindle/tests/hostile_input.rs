@@ -519,3 +519,201 @@ fn threads_deep_in_a_wait_are_cancelled_and_shut_down_at_the_memory_limit() {
     drop(shut_down);
     assert!(run.errors.borrow().is_empty());
 }
+
+#[test]
+fn rule_8_an_error_whose_tostring_raises_itself_is_reported_with_its_tasks_traceback() {
+    // Formatting the error raises the error again: Luau gives up with "error in error
+    // handling", and through mlua (a task failing before its first yield) the report had no
+    // traceback at all.
+    for (lane, spawn) in [("first run", ""), ("after a wait", "task.wait(1)")] {
+        let run = run();
+        run.script(&format!(
+            r#"
+            local e
+            e = setmetatable({{}}, {{__tostring = function(self) error(self) end}})
+            task.spawn(function()
+                {spawn}
+                error(e)
+            end)
+            "#
+        ));
+        assert_eq!(run.log(), ["error: error in error handling"], "{lane}");
+        assert_eq!(
+            run.errors.borrow()[0].traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\thostile:6: in function <hostile:4>",
+            "{lane}"
+        );
+    }
+}
+
+#[test]
+fn rule_23_a_task_out_of_memory_inside_a_library_function_is_reported_with_its_traceback() {
+    // At the limit, the Rust half of `Signal:Fire` (or of `task.spawn`) fails to allocate:
+    // mlua's error then carries "<traceback unavailable>" in place of the task's traceback.
+    fn watched() -> Host {
+        hostile(Host::builder().scheduler(|b| b.timeout(Duration::from_secs(3600))))
+    }
+    for (lane, make) in [
+        ("through mlua", watched as fn() -> Host),
+        ("fast lane", run),
+    ] {
+        for slack in (0..1024).step_by(16) {
+            let run = make();
+            run.spawn(
+                r#"
+                local s = Signal.new()
+                s:Connect(function() end)
+                task.wait()
+                s:Fire()
+                task.spawn(print)
+                "#,
+            );
+            run.lua
+                .set_memory_limit(run.lua.used_memory() + slack)
+                .unwrap();
+            run.scheduler.run_blocking().unwrap();
+            run.lua.set_memory_limit(0).unwrap();
+            for error in run.errors.borrow().iter() {
+                assert!(
+                    error.traceback.ends_with("in function <hostile:1>"),
+                    "{lane}, {slack} bytes spare: {error}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dropping_the_scheduler_runs_no_script_code_through_replaced_globals() {
+    // Putting the standard coroutine functions back read `coroutine.resume` through
+    // metamethods: a script whose `coroutine` loops in `__index` hung the host at exit, with
+    // no watchdog left to stop it.
+    let host = run();
+    host.exec(
+        r#"
+        ran = {}
+        local real = coroutine
+        coroutine = setmetatable({}, {
+            __index = function(_, key) table.insert(ran, "get " .. key) return real[key] end,
+            __newindex = function(_, key) table.insert(ran, "set " .. key) end,
+        })
+        "#,
+    );
+    let support::Host { lua, scheduler, .. } = host;
+    drop(scheduler);
+    let ran: Vec<String> = lua.load("return ran").eval().unwrap();
+    assert!(ran.is_empty(), "{ran:?}");
+    // With the global `coroutine` itself behind `_G`'s `__index`.
+    let host = run();
+    host.exec(
+        r#"
+        ran = {}
+        local real = coroutine
+        coroutine = nil
+        setmetatable(_G, {__index = function(_, key) table.insert(ran, "global " .. key) end})
+        "#,
+    );
+    let support::Host { lua, scheduler, .. } = host;
+    drop(scheduler);
+    let ran: Vec<String> = lua.load("return rawget(_G, 'ran')").eval().unwrap();
+    assert!(ran.is_empty(), "{ran:?}");
+}
+
+#[test]
+fn rule22_a_coroutine_taken_over_while_its_slice_is_carried_is_not_resumed_again_by_its_first_resumer(
+) {
+    // T resumes `co`, whose busy loop is sliced and carried out to T. U resumes `co` by hand
+    // meanwhile and so takes it over (rule 12): T's resume used to go on with `co` anyway, when
+    // T's turn came, and took what `co` yielded to U (or resumed `co` past a yield meant for U).
+    // Now T's resume ends as a suspension with no values, as when a coroutine is adopted.
+    let run = hostile(
+        Host::builder()
+            .real_time()
+            .scheduler(|b| b.time_slice(Duration::from_millis(20))),
+    );
+    run.script(
+        r#"
+        local function busy(s) local t = os.clock() while os.clock() - t < s do end end
+        local co = coroutine.create(function()
+            busy(0.2)
+            local x = coroutine.yield("first")
+            print("co got", x)
+            return "co done"
+        end)
+        task.spawn(function()
+            local r = table.pack(coroutine.resume(co))
+            print("T", r.n, r[1], r[2])
+        end)
+        task.spawn(function()
+            task.wait()
+            print("U", coroutine.resume(co))
+            print("U", coroutine.resume(co, "for co"))
+        end)
+        "#,
+    );
+    assert_eq!(
+        run.log(),
+        [
+            "T 1 true nil",
+            "U true first",
+            "co got for co",
+            "U true co done"
+        ]
+    );
+}
+
+#[test]
+fn rule22_task_spawn_of_a_coroutine_whose_slice_is_carried_takes_it_over() {
+    // As above, with `task.spawn(co)`: the carry's mark stayed on `co`, so a later hand resume
+    // took `co` for a sliced one and dropped the values passed to it.
+    let run = hostile(
+        Host::builder()
+            .real_time()
+            .scheduler(|b| b.time_slice(Duration::from_millis(20))),
+    );
+    run.script(
+        r#"
+        local started, go = false, false
+        local co = coroutine.create(function()
+            started = true
+            while not go do end
+            local x = coroutine.yield("first")
+            print("co got", x)
+            return "co done"
+        end)
+        task.spawn(function()
+            local r = table.pack(coroutine.resume(co))
+            print("T", r.n, r[1], r[2])
+        end)
+        task.spawn(function()
+            repeat task.wait() until started
+            go = true
+            task.spawn(co)
+            print("U", coroutine.resume(co, "for co"))
+        end)
+        "#,
+    );
+    assert_eq!(
+        run.log(),
+        ["co got for co", "U true co done", "T 1 true nil"]
+    );
+}
+
+#[test]
+fn junk_written_into_a_signals_waiter_list_is_ignored_by_fire() {
+    // A signal's fields are a plain table a script can write: a waiter entry that is not one
+    // the signal made used to reach Rust's argument conversion, and `Fire` raised mlua's error
+    // userdata ("bad argument #2: error converting ..."), not a plain string.
+    let run = run();
+    run.script(
+        r#"
+        local s = Signal.new()
+        task.spawn(function() print("woke", s:Wait()) end)
+        table.insert(s._waiters, { "x", {}, nil, true })
+        table.insert(s._waiters, { coroutine.running(), -1, 2 ^ 40, 0 / 0 })
+        for i = 1, 40 do table.insert(s._waiters, { coroutine.running(), i, i, i }) end
+        print(pcall(s.Fire, s, "v"))
+        "#,
+    );
+    assert_eq!(run.log(), ["true", "woke v"]);
+}

@@ -877,3 +877,58 @@ fn rule21_a_runaway_loop_in_a_wrapped_coroutine_is_sliced_then_stopped_by_the_ti
     assert_eq!(log, ["tick 1", "tick 2", "tick 3"]);
     assert_eq!(messages, [TIMEOUT_MESSAGE]);
 }
+
+#[test]
+fn rule22_tasks_hand_resuming_one_coroutine_under_tiny_slices_never_resume_a_yield_twice() {
+    // Spindle's `coroutine.resume` checks a coroutine's slice mark, then resumes it: a slice
+    // that ended the resumer between the two (at the call) let another task resume the
+    // coroutine meanwhile, and the first then resumed it again past a `coroutine.yield` that
+    // had already returned, with no values.
+    let run = tiny_slices();
+    run.script(
+        r#"
+        local co = coroutine.create(function()
+            while true do
+                for j = 1, 20 do end
+                local v = coroutine.yield()
+                if v ~= "token" then error("resumed with " .. tostring(v)) end
+            end
+        end)
+        for t = 1, 3 do
+            task.spawn(function()
+                for i = 1, 3000 do
+                    for j = 1, i % 7 do end
+                    local ok, err = coroutine.resume(co, "token")
+                    if not ok then log("task " .. t .. ": " .. err) return end
+                end
+            end)
+        end
+        "#,
+    );
+    assert!(run.messages().is_empty(), "{:?}", run.messages());
+    assert_eq!(run.log(), Vec::<String>::new());
+}
+
+#[test]
+fn rule22_a_busy_loop_in_a_chunk_named_as_the_task_library_is_still_sliced() {
+    // Slices are put off inside the task library's functions, which are found by chunk name:
+    // a script's own chunk of that name must not escape its slices.
+    let log = within(Duration::from_secs(20), || {
+        let run = run_with(|builder| builder.time_slice(Duration::from_millis(5)));
+        run.script(
+            r#"
+            stop = false
+            local spin = loadstring("while not stop do end", "=[spindle task]")
+            task.spawn(function()
+                spin()
+                log("spinner released")
+            end)
+            for i = 1, 3 do task.wait() log("tick " .. i) end
+            stop = true
+            "#,
+        );
+        assert!(run.messages().is_empty(), "{:?}", run.messages());
+        run.log()
+    });
+    assert_eq!(log, ["tick 1", "tick 2", "tick 3", "spinner released"]);
+}

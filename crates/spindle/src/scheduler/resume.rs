@@ -386,6 +386,15 @@ impl Inner {
                 self.sliced.raw_remove(thread)?;
                 ran
             }
+            // A coroutine whose slice another thread carries (`task.luau`) is taken over by
+            // `task.spawn`, `defer` or `delay`, as by a hand resume: the carrier must not resume
+            // it again, nor a later hand resume take it for one stopped by a slice. Only a
+            // thread that has run can be one (a new one costs no table access), and a failure
+            // (at the memory limit) leaves the mark: the task's start must not fail for it.
+            Wakeup::Args(_) if vm::has_started(thread) => {
+                let _ = self.sliced.raw_remove(thread);
+                Duration::ZERO
+            }
             _ => Duration::ZERO,
         };
         let args = match wakeup {
