@@ -105,14 +105,18 @@ fn a_memory_hog_fails_alone_under_the_memory_limit() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "main survived\n");
-    assert_eq!(
-        text(&out.stderr),
-        "not enough memory
-stack traceback:
-\t[C]: in function 'rep'
-\thog.luau:3: in function <hog.luau:1>
-"
+    // The allocation that fails may be `string.rep`'s, the concatenation's or the table's,
+    // depending on how many bytes the VM held before: a `[C]` level may stand between.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("not enough memory\nstack traceback:\n"),
+        "{stderr}"
     );
+    assert!(
+        stderr.ends_with("\thog.luau:3: in function <hog.luau:1>\n"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() <= 4, "{stderr}");
 }
 
 #[test]
