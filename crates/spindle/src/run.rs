@@ -16,7 +16,7 @@ use crate::scheduler::Next;
 use crate::waker::WakeQueue;
 
 /// How [`Scheduler::run`] sleeps until the next timer: any function from a deadline to a future,
-/// such as `async_io::Timer::at` or `|d| tokio::time::sleep_until(d.into())`.
+/// such as `async_io::Timer::at` or `|d: Instant| tokio::time::sleep_until(d.into())`.
 pub trait Sleeper {
     /// The future that completes at the deadline.
     type Sleep: Future;
