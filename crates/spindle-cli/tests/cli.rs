@@ -1,7 +1,12 @@
 //! The `spindle` command as a user meets it: exit statuses, messages, and the examples.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{script, text};
 
 fn spindle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spindle"))
@@ -15,28 +20,11 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Runs `spindle run NAME` from the directory of the script at `path`, so that messages name
 /// the file as the user typed it.
 fn run_by_name(path: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .arg(path.file_name().unwrap())
-        .current_dir(path.parent().unwrap())
-        .output()
-        .expect("the spindle binary runs")
-}
-
-/// Writes a script into a fresh temporary directory and returns its path.
-fn script(name: &str, source: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spindle-cli-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    path
+    support::run_script_within(Duration::from_secs(120), &[], path)
+        .expect("the run ended within two minutes")
 }
 
 #[test]

@@ -3,67 +3,35 @@
 //! asserts the exit status and the exact lines on stderr: every uncaught error is reported
 //! once, with its message and its task's traceback (rules 8 and 23 of the task contract).
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Writes a script into this run's temporary directory and returns its path.
-fn script(name: &str, source: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spindle-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    path
-}
+mod support;
 
 /// What a run of `spindle run OPTIONS SCRIPT` left: its exit status (`None` when a signal
 /// ended it) and its output, as text.
 struct Run {
-    path: String,
+    name: String,
     status: Option<i32>,
     stdout: String,
     stderr: String,
 }
 
 impl Run {
-    /// Stderr's lines, with the script's path written `FILE`.
+    /// Stderr's lines, with the script's name written `FILE`.
     fn stderr_lines(&self) -> Vec<String> {
         self.stderr
             .lines()
-            .map(|line| line.replace(&self.path, "FILE"))
+            .map(|line| line.replace(&self.name, "FILE"))
             .collect()
     }
 }
 
 /// Runs `source` with `options`; a run that does not end within two minutes fails the test.
 fn spindle_run(options: &[&str], name: &str, source: &str) -> Run {
-    let path = script(name, source);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary runs");
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(120) {
-            child.kill().unwrap();
-            panic!("{name} did not end within two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
+    let out = support::spindle_run(options, name, source);
     Run {
-        path: path.display().to_string(),
-        status: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        name: name.to_owned(),
+        status: out.status.code(),
+        stdout: support::text(&out.stdout),
+        stderr: support::text(&out.stderr),
     }
 }
 

@@ -1,57 +1,11 @@
 //! `spindle run`'s options: the virtual clock, the watchdog and the memory limit, and the
 //! messages for values they refuse.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-fn script(name: &str, source: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spindle-options-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    path
-}
+use std::time::Duration;
 
-/// Runs `spindle run`, killing it after `limit`; `None` if it had to be killed.
-fn spindle_run_within(
-    limit: Duration,
-    options: &[&str],
-    name: &str,
-    source: &str,
-) -> Option<Output> {
-    let path = script(name, source);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        // By name from its directory, so that messages name it as a user would have typed it.
-        .arg(path.file_name().unwrap())
-        .current_dir(path.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary runs");
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    None
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `spindle run` to its end; a run that hangs fails the test instead of hanging it.
-fn spindle_run(options: &[&str], name: &str, source: &str) -> Output {
-    spindle_run_within(Duration::from_secs(120), options, name, source)
-        .expect("spindle run ended within two minutes")
-}
+use support::{spindle_run, spindle_run_within, text};
 
 #[test]
 fn virtual_time_makes_an_hour_of_waits_return_exact_durations_at_once() {
