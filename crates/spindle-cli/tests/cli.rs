@@ -350,7 +350,7 @@ fn garbage(len: usize) -> Vec<u8> {
 
 #[test]
 fn fifty_megabytes_of_garbage_are_a_syntax_error_with_exit_status_two() {
-    let path = script("garbage.luau", &garbage(50 << 20));
+    let path = script("garbage.luau", garbage(50 << 20));
     let out = spindle(&["run", path.to_str().unwrap()]);
     std::fs::remove_file(&path).unwrap();
     assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
