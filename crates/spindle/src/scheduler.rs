@@ -118,7 +118,10 @@ pub(crate) struct Inner {
     clock: Clock,
     max_defer_depth: u32,
     watchdog: Budget,
-    on_error: ErrorHandler,
+    /// The host's handler, until the host's `Scheduler` is dropped: a handler often holds a
+    /// `Lua` clone, which through the library's closures holds this, a cycle that only
+    /// dropping the handler breaks.
+    on_error: RefCell<Option<ErrorHandler>>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -537,7 +540,7 @@ impl Inner {
             clock,
             max_defer_depth,
             watchdog,
-            on_error,
+            on_error: RefCell::new(Some(on_error)),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -662,6 +665,8 @@ impl Inner {
     /// Marks the scheduler as dropped by its host.
     pub(crate) fn close(&self) {
         self.closed.set(true);
+        let handler = self.on_error.borrow_mut().take();
+        drop(handler);
     }
 
     /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
@@ -681,7 +686,11 @@ impl Inner {
     /// The panic hook has already written the panic's message.
     fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
-        let handler = std::panic::AssertUnwindSafe(|| (self.on_error)(&error));
+        // Cloned out, so that a handler may report again (or drop the scheduler) from inside.
+        let Some(on_error) = self.on_error.borrow().clone() else {
+            return;
+        };
+        let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
         let _ = std::panic::catch_unwind(handler);
     }
 

@@ -442,3 +442,43 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_an_error() {
         "{error}"
     );
 }
+
+/// Sets its flag when the VM that holds it is freed.
+struct FreedWithTheVm(Rc<Cell<bool>>);
+
+impl Drop for FreedWithTheVm {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+impl spindle::mlua::UserData for FreedWithTheVm {}
+
+#[test]
+fn an_error_handler_holding_the_lua_does_not_keep_the_vm_alive_once_both_are_dropped() {
+    // The handler's clone of the `Lua` holds the VM, whose task library holds the scheduler,
+    // which held the handler: a cycle, until dropping the `Scheduler` drops the handler.
+    let lua = Lua::new();
+    let freed = Rc::new(Cell::new(false));
+    lua.globals()
+        .set("sentinel", FreedWithTheVm(Rc::clone(&freed)))
+        .unwrap();
+    let kept = lua.clone();
+    let reports = Rc::new(Cell::new(0));
+    let counted = Rc::clone(&reports);
+    let scheduler = Scheduler::builder()
+        .on_error(move |_| {
+            let _ = kept.used_memory();
+            counted.set(counted.get() + 1);
+        })
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let failing = function(&lua, "error('reported')");
+    drop(scheduler.spawn(failing, ()).unwrap());
+    scheduler.run_blocking().unwrap();
+    assert_eq!(reports.get(), 1);
+    drop(scheduler);
+    drop(lua);
+    assert!(freed.get(), "the VM was kept alive by the error handler");
+}
