@@ -116,3 +116,28 @@ fn rule23_a_task_that_ends_with_another_error_at_the_limit_gives_its_memory_back
     assert!(log[0] == "error: gave up with a full heap", "{log:?}");
     assert_eq!(&log[1..], ["built 1000"]);
 }
+
+#[test]
+fn rule23_the_words_not_enough_memory_alone_cost_no_collection() {
+    // A script may raise `not enough memory` itself, as often as it likes: without a limit, or
+    // far from it, that must not make the scheduler run a full collection for each report.
+    // The host stops the collector, so that only a collection the scheduler asked for frees
+    // the garbage made here.
+    for limited in [false, true] {
+        let run = Host::builder().errors_in_log().build();
+        if limited {
+            run.lua
+                .set_memory_limit(run.lua.used_memory() + (64 << 20))
+                .unwrap();
+        }
+        run.lua.gc_stop();
+        run.exec("do local junk = {} for i = 1, 20000 do junk[i] = { i } end end");
+        let with_garbage = run.lua.used_memory();
+        run.script("for i = 1, 3 do task.spawn(error, 'not enough memory', 0) end");
+        assert_eq!(run.log(), ["error: not enough memory"; 3]);
+        assert!(
+            run.lua.used_memory() >= with_garbage,
+            "a collection ran (limited: {limited})"
+        );
+    }
+}

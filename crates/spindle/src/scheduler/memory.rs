@@ -14,33 +14,27 @@ use super::Inner;
 use crate::tasks::TaskId;
 use crate::vm;
 
-/// Whether the task that failed with `error` may have run out of memory: the error says so, or
-/// the VM is close to its limit. An allocation that fails does not always end a task with
-/// `not enough memory`: building the error's traceback at the limit fails with a stack error
-/// instead, for one.
+/// Whether the task that failed with `error` may have run out of memory: only under a memory
+/// limit, when the VM ran out of memory in the task, or when the task failed otherwise with the
+/// VM within a sixteenth of the limit (a task that caught its memory error and raised another,
+/// still holding the heap). Never for the words of an error alone: a script could raise
+/// `not enough memory` at will, and each report would cost a full collection.
 fn may_be_out_of_memory(lua: &Lua, error: &mlua::Error) -> bool {
-    is_out_of_memory(error) || is_near_the_limit(lua)
-}
-
-/// Whether the VM uses all but a sixteenth of its memory limit, if it has one.
-fn is_near_the_limit(lua: &Lua) -> bool {
     // mlua has no getter for the limit: setting one returns the one before.
     let Ok(limit) = lua.set_memory_limit(0) else {
         return false;
     };
     let _ = lua.set_memory_limit(limit);
-    limit > 0 && lua.used_memory() >= limit - limit / 16
+    limit > 0 && (is_out_of_memory(error) || lua.used_memory() >= limit - limit / 16)
 }
 
-/// Whether the error is the VM running out of memory, however it reached the task's end: as
-/// mlua's error, inside a callback's error, or as the message a script raised again.
+/// Whether the error is the VM running out of memory, as mlua's error or inside a callback's.
 fn is_out_of_memory(error: &mlua::Error) -> bool {
     match error {
         mlua::Error::MemoryError(_) => true,
         mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
             is_out_of_memory(cause)
         }
-        mlua::Error::RuntimeError(message) => message.contains(vm::MEMORY_MESSAGE),
         _ => false,
     }
 }
