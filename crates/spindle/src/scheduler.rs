@@ -694,19 +694,6 @@ impl Inner {
         let _ = std::panic::catch_unwind(handler);
     }
 
-    /// The traceback of the running thread. Taken with the memory limit lifted, as every
-    /// traceback of a report is, so that a task near the limit still gets one: Luau's
-    /// `debug.traceback` runs no Lua code.
-    fn traceback(&self, lua: &Lua) -> String {
-        self.pristine
-            .traceback
-            .as_ref()
-            .and_then(|traceback| {
-                vm::with_memory_limit_lifted(lua, || traceback.call::<String>(()).ok())
-            })
-            .unwrap_or_default()
-    }
-
     // --- Tasks in and out -------------------------------------------------------------------
 
     /// The thread's task, making it one first if it is not.
@@ -965,7 +952,9 @@ impl Inner {
                 "Maximum re-entrancy depth ({}) exceeded calling task.defer",
                 self.max_defer_depth
             );
-            self.report(TaskError::new(None, message, self.traceback(lua)));
+            // The running thread's traceback, written as every report's is.
+            let traceback = vm::traceback(lua, &lua.current_thread()).unwrap_or_default();
+            self.report(TaskError::new(None, message, traceback));
         }
         Ok(())
     }

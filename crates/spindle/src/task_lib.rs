@@ -34,8 +34,6 @@ pub(crate) struct Pristine {
     pub create: Function,
     pub yield_: Function,
     pub status: Function,
-    /// Absent when the `debug` library is not loaded; tracebacks are then empty.
-    pub traceback: Option<Function>,
 }
 
 impl Pristine {
@@ -43,23 +41,28 @@ impl Pristine {
         if let Some(pristine) = lua.app_data_ref::<Pristine>() {
             return Ok(pristine.clone());
         }
-        let globals = lua.globals();
-        let coroutine: Table = globals.get("coroutine").map_err(|_| {
+        // Read raw, and only Luau's own functions are taken: the scheduler calls some of them
+        // where no Lua code may run (`close` with the memory limit lifted), so one that code
+        // run before the scheduler was attached replaced is refused.
+        let coroutine: Table = lua.globals().raw_get("coroutine").map_err(|_| {
             mlua::Error::runtime("Spindle needs the coroutine library, which this Lua lacks")
         })?;
-        let traceback = globals
-            .get::<Option<Table>>("debug")?
-            .map(|debug| debug.get::<Option<Function>>("traceback"))
-            .transpose()?
-            .flatten();
+        let native = |name: &str| -> mlua::Result<Function> {
+            let function: Function = coroutine.raw_get(name)?;
+            if function.info().what != "C" {
+                return Err(mlua::Error::runtime(format!(
+                    "Spindle needs Luau's own coroutine.{name}, which was replaced before the scheduler was attached"
+                )));
+            }
+            Ok(function)
+        };
         let pristine = Pristine {
-            resume: coroutine.get("resume")?,
-            wrap: coroutine.get("wrap")?,
-            close: coroutine.get("close")?,
-            create: coroutine.get("create")?,
-            yield_: coroutine.get("yield")?,
-            status: coroutine.get("status")?,
-            traceback,
+            resume: native("resume")?,
+            wrap: native("wrap")?,
+            close: native("close")?,
+            create: native("create")?,
+            yield_: native("yield")?,
+            status: native("status")?,
         };
         lua.set_app_data(pristine.clone());
         Ok(pristine)

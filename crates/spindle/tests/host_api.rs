@@ -482,3 +482,21 @@ fn an_error_handler_holding_the_lua_does_not_keep_the_vm_alive_once_both_are_dro
     drop(lua);
     assert!(freed.get(), "the VM was kept alive by the error handler");
 }
+
+#[test]
+fn a_coroutine_library_replaced_before_the_scheduler_is_attached_is_refused() {
+    // The scheduler calls Luau's own `coroutine.close` where no Lua code may run (with the
+    // memory limit lifted): one that a script replaced first is not taken for it.
+    let lua = Lua::new();
+    lua.load("coroutine.close = function(co) while true do end end")
+        .exec()
+        .unwrap();
+    match Scheduler::new(&lua) {
+        Err(Error::Lua(error)) => assert_eq!(
+            error.to_string(),
+            "runtime error: Spindle needs Luau's own coroutine.close, which was replaced before the scheduler was attached"
+        ),
+        Err(other) => panic!("another error: {other}"),
+        Ok(_) => panic!("a replaced coroutine.close was taken"),
+    }
+}
