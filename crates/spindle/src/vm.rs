@@ -138,20 +138,11 @@ pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
 /// `thread` must be alive. Reads its call frames and one stack slot; allocates nothing, so it
 /// may run inside an interrupt.
 pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
-    let frame_source = |level: c_int| {
-        let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
-        // SAFETY: per the caller; with "s", `lua_getinfo` only fills `ar`, whose `source`
-        // points into the function's prototype, alive while its frame is.
-        unsafe {
-            let found = ffi::lua_getinfo(thread.0, level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
-            let ar = ar.assume_init();
-            (found && !ar.source.is_null()).then(|| std::ffi::CStr::from_ptr(ar.source))
-        }
-    };
-    let runs_c = frame_source(0).is_some_and(|source| source.to_bytes() == b"=[C]");
-    let called_from_task_lib = frame_source(1)
-        .is_some_and(|source| source.to_bytes() == crate::task_lib::CHUNK_NAME.as_bytes());
-    if !(runs_c && called_from_task_lib) {
+    let task_lib = crate::task_lib::CHUNK_NAME.as_bytes();
+    // SAFETY: per the caller.
+    let resuming =
+        unsafe { runs_chunk_at(thread, 0, b"=[C]") && runs_chunk_at(thread, 1, task_lib) };
+    if !resuming {
         return None;
     }
     // SAFETY: per the caller; index 1 is the C function's first argument.
@@ -165,15 +156,25 @@ pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
 /// `state` must be alive. Reads its current call frame; allocates nothing, so it may run
 /// inside an interrupt.
 pub(crate) unsafe fn runs_task_library(state: ThreadPtr) -> bool {
+    // SAFETY: per the caller.
+    unsafe { runs_chunk_at(state, 0, crate::task_lib::CHUNK_NAME.as_bytes()) }
+}
+
+/// Whether the function at `level` of the thread's call stack (0: the running one) comes from
+/// the chunk named `source` (`=[C]` for a C function). A script can name a chunk of its own
+/// so too (`loadstring`): an answer to rely on only where a forged name gains nothing.
+///
+/// # Safety
+/// `thread` must be alive. Reads one call frame; allocates nothing, so it may run inside an
+/// interrupt.
+unsafe fn runs_chunk_at(thread: ThreadPtr, level: c_int, source: &[u8]) -> bool {
     let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
-    // SAFETY: as in `hand_resumed_by`.
+    // SAFETY: per the caller; with "s", `lua_getinfo` only fills `ar`, whose `source` points
+    // into the function's prototype, alive while its frame is.
     unsafe {
-        let found = ffi::lua_getinfo(state.0, 0, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
+        let found = ffi::lua_getinfo(thread.0, level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
         let ar = ar.assume_init();
-        found
-            && !ar.source.is_null()
-            && std::ffi::CStr::from_ptr(ar.source).to_bytes()
-                == crate::task_lib::CHUNK_NAME.as_bytes()
+        found && !ar.source.is_null() && std::ffi::CStr::from_ptr(ar.source).to_bytes() == source
     }
 }
 
@@ -807,17 +808,8 @@ pub(crate) fn is_in_mlua_poll_loop(thread: &Thread) -> bool {
 }
 
 fn runs_mlua_poll_loop_at(thread: &Thread, level: std::ffi::c_int) -> bool {
-    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
-    // SAFETY: the state is valid while the handle lives; `lua_getinfo` fills `ar` and only reads
-    // the thread, and `ar.source` points into the function's prototype, which the suspended
-    // frame keeps alive while we read it.
-    unsafe {
-        let found = ffi::lua_getinfo(thread.state(), level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
-        let ar = ar.assume_init();
-        found
-            && !ar.source.is_null()
-            && std::ffi::CStr::from_ptr(ar.source).to_bytes() == MLUA_POLL_LOOP
-    }
+    // SAFETY: the state is valid while the handle lives.
+    unsafe { runs_chunk_at(ThreadPtr::of(thread), level, MLUA_POLL_LOOP) }
 }
 
 #[cfg(test)]
