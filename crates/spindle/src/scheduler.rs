@@ -741,24 +741,21 @@ impl Inner {
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
         // Rule 23: a task that ran out of memory gives it back before any other task runs.
         let _reclaim = memory::Reclaim::after(self, lua, id, &result);
-        let Some(claims) = self.free_task(id) else {
-            if let Err(error) = result {
-                self.record(Some(id), TraceEvent::Fail);
-                let report = TaskError::from_lua(Some(id), &error);
-                self.report(report.clone());
-                let mut state = self.state.borrow_mut();
-                if let Some((outcome @ StoredOutcome::Cancelled, _)) = state.outcomes.get_mut(&id) {
-                    *outcome = StoredOutcome::Failed(report);
-                }
-            }
+        // A task freed already (cancelled by Lua that ran while its error was formatted) still
+        // has its error reported (rule 8), and a host waiting on it sees the failure.
+        let freed = self.free_task(id);
+        if freed.is_none() && result.is_ok() {
             return;
-        };
+        }
         let event = match result {
             Ok(_) => TraceEvent::Finish,
             Err(_) => TraceEvent::Fail,
         };
         self.record(Some(id), event);
-        let keep = claims > 0;
+        let keep = match freed {
+            Some(claims) => claims > 0,
+            None => self.state.borrow().outcomes.contains_key(&id),
+        };
         let stored = match result {
             Ok(_) if !keep => return,
             Ok(values) => match self.values.store(lua, values) {
@@ -780,10 +777,17 @@ impl Inner {
                 StoredOutcome::Failed(report)
             }
         };
-        self.state
-            .borrow_mut()
-            .outcomes
-            .insert(id, (stored, claims));
+        let mut state = self.state.borrow_mut();
+        match freed {
+            Some(claims) => {
+                state.outcomes.insert(id, (stored, claims));
+            }
+            None => {
+                if let Some((outcome @ StoredOutcome::Cancelled, _)) = state.outcomes.get_mut(&id) {
+                    *outcome = stored;
+                }
+            }
+        }
     }
 
     pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
