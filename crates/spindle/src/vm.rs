@@ -602,6 +602,14 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
 /// median of 6 runs of `spindle run`.)
 pub(crate) fn with_thread_traceback(lua: &Lua, thread: &Thread, error: mlua::Error) -> mlua::Error {
     match error {
+        // mlua's own traceback of the error failed for want of memory, and its message took
+        // the error's place: at the limit, that is the task running out of memory (rule 23).
+        mlua::Error::RuntimeError(message)
+            if message == TRACEBACK_FAILED && is_near_memory_limit(lua) =>
+        {
+            let traced = traceback(lua, thread).unwrap_or_default();
+            mlua::Error::MemoryError(with_traceback(MEMORY_MESSAGE, &traced))
+        }
         mlua::Error::MemoryError(message) if !message.contains(TRACEBACK_HEADER) => {
             match traceback(lua, thread) {
                 Ok(traceback) => mlua::Error::MemoryError(with_traceback(&message, &traceback)),
@@ -625,6 +633,28 @@ pub(crate) fn with_thread_traceback(lua: &Lua, thread: &Thread, error: mlua::Err
             },
         },
         other => other,
+    }
+}
+
+/// The error of mlua's traceback code (`luaL_traceback`, mlua-sys's compat) when it cannot
+/// grow the stack, which replaces the error it was taking the traceback of.
+const TRACEBACK_FAILED: &str = "stack overflow (not enough stack)";
+
+/// Whether the VM has a memory limit and uses all but a sixteenth of it.
+pub(crate) fn is_near_memory_limit(lua: &Lua) -> bool {
+    let limit = memory_limit(lua);
+    limit > 0 && lua.used_memory() >= limit - limit / 16
+}
+
+/// The VM's memory limit; 0 for none.
+pub(crate) fn memory_limit(lua: &Lua) -> usize {
+    // mlua has no getter for the limit: setting one returns the one before.
+    match lua.set_memory_limit(0) {
+        Ok(limit) => {
+            let _ = lua.set_memory_limit(limit);
+            limit
+        }
+        Err(_) => 0,
     }
 }
 

@@ -932,3 +932,33 @@ fn rule22_a_busy_loop_in_a_chunk_named_as_the_task_library_is_still_sliced() {
     });
     assert_eq!(log, ["tick 1", "tick 2", "tick 3", "spinner released"]);
 }
+
+#[test]
+fn rule23_running_out_of_memory_while_spawning_is_not_enough_memory_at_every_margin() {
+    // Where the limit falls decides which allocation fails: one inside mlua's own traceback
+    // of the spawner's error replaced the error with "stack overflow (not enough stack)". With
+    // a timeout, every resumption goes through mlua.
+    for extra in (0..64).map(|step| step * 1024) {
+        let run = with_timeout(5_000);
+        run.lua
+            .set_memory_limit(run.lua.used_memory() + (1 << 20) + extra)
+            .unwrap();
+        run.script(
+            r#"
+            task.spawn(function()
+                while true do
+                    task.spawn(function() task.wait() end)
+                end
+            end)
+            "#,
+        );
+        run.lua.set_memory_limit(0).unwrap();
+        // Raised inside the task, or by `task.spawn` itself (which names itself and the line).
+        let messages = run.messages();
+        assert_eq!(messages.len(), 1, "at 1 MB + {extra} bytes: {messages:?}");
+        assert!(
+            messages[0].ends_with("not enough memory"),
+            "at 1 MB + {extra} bytes: {messages:?}"
+        );
+    }
+}

@@ -20,12 +20,7 @@ use crate::vm;
 /// still holding the heap). Never for the words of an error alone: a script could raise
 /// `not enough memory` at will, and each report would cost a full collection.
 fn may_be_out_of_memory(lua: &Lua, error: &mlua::Error) -> bool {
-    // mlua has no getter for the limit: setting one returns the one before.
-    let Ok(limit) = lua.set_memory_limit(0) else {
-        return false;
-    };
-    let _ = lua.set_memory_limit(limit);
-    limit > 0 && (is_out_of_memory(error) || lua.used_memory() >= limit - limit / 16)
+    vm::memory_limit(lua) > 0 && (is_out_of_memory(error) || vm::is_near_memory_limit(lua))
 }
 
 /// Whether the error is the VM running out of memory, as mlua's error or inside a callback's.
