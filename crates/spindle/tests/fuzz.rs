@@ -48,7 +48,8 @@ use std::time::{Duration, Instant};
 use spindle::mlua::Lua;
 use spindle::{Clock, Scheduler, TaskError, VirtualClock};
 
-/// `cargo test` runs seeds `0..FIXED_SEEDS`: about 30 s in a debug build on two cores.
+/// `cargo test` runs seeds `0..FIXED_SEEDS`: 3 s in a debug build on a quiet two-core machine,
+/// up to 30 s on a loaded one.
 const FIXED_SEEDS: u64 = 400;
 
 /// Fixed seeds that failed before the fixes of issue 10 (at commit b883f67), with the item of
