@@ -13,13 +13,13 @@ use std::time::Duration;
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 
 use crate::clock::Clock;
+use crate::core::TaskId;
 use crate::error::{Error, Result, TaskError};
 use crate::frame::FrameWork;
 use crate::scheduler::{
     BudgetCheck, CycleReport, ErrorHandler, Frames, Inner, StoredOutcome, TaskStatus,
 };
 use crate::signal::SignalBehavior;
-use crate::tasks::TaskId;
 use crate::watchdog::{self, Budget};
 
 /// Roblox's limit on nested deferrals (contract rule 3).

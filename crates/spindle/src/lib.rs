@@ -117,6 +117,7 @@
 
 mod async_fn;
 mod clock;
+mod core;
 mod error;
 mod frame;
 mod host;
@@ -124,14 +125,13 @@ mod run;
 mod scheduler;
 mod signal;
 mod task_lib;
-mod tasks;
-mod timers;
 mod trace;
 mod values;
 mod vm;
 mod waker;
 mod watchdog;
 
+pub use crate::core::TaskId;
 pub use clock::{Clock, VirtualClock};
 pub use error::{Error, Result, TaskError};
 pub use frame::{FrameReport, FrameWork};
@@ -139,7 +139,6 @@ pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_M
 pub use run::Sleeper;
 pub use scheduler::{CycleReport, TaskStatus};
 pub use signal::{Signal, SignalBehavior};
-pub use tasks::TaskId;
 pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};
 pub use watchdog::TIMEOUT_MESSAGE;
 

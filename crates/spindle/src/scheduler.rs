@@ -1,23 +1,15 @@
-//! The scheduler: who runs next, and when.
+//! The engine: the core (`core/`) joined to the VM. It starts each resumption the core asks for,
+//! resumes the thread (`resume.rs`), and files the task by how the thread came back.
 //!
-//! A cycle resumes the timers that came due and the tasks whose futures woke, then drains the
-//! deferred queue (the task contract: a resumption point). Invariants kept here:
-//! - Every suspension has one token. A wake-up or timer that carries another token, or names a
-//!   freed slot's old generation, is stale and is dropped: no task is resumed twice for one
-//!   suspension.
-//! - The counts behind `has_work` are exact, and only `State`'s methods change them:
-//!   `live_timers` is the sum of the slots' `timers` (timer entries that will still fire; a timed
-//!   `task.wait` counts one), `live_deferred` the sum of their `queued`, and `awaiting` the number
-//!   of slots blocked in a future. So a run whose remaining work was cancelled ends at once, and
-//!   a run with work left never ends early. Debug builds recount them after every cycle.
-//! - No borrow of the state is held while Lua runs or allocates: the collector's finalizers,
-//!   error handlers and futures may all call back in. Lua-side storage (threads, arguments) lives
-//!   outside the state for that reason.
+//! Invariants kept here (the core keeps its own, on tokens and counts):
+//! - The core is lent only through [`Inner::core`], whose closure cannot reach Lua: the
+//!   collector's finalizers, error handlers and futures may all call back in while Lua runs.
+//!   Lua-side storage (threads, arguments) lives outside the core for that reason, and the
+//!   futures the engine owns are dropped outside it.
 //! - A task's failure, even an internal one such as running out of memory while resuming it, is
 //!   reported and ends that task only: a cycle never stops half-way.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -30,13 +22,14 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
+use crate::core::{
+    Core, Deferred, Resumption, Suspension, TaskId, TimedWake, TimerEntry, TimerKind, ValuesKey,
+};
 use crate::error::{Error, Result, TaskError};
 use crate::signal::SignalBehavior;
 use crate::task_lib::{Library, Pristine};
-use crate::tasks::{Suspension, TaskId, TaskTable, ThreadStore};
-use crate::timers::Timers;
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
-use crate::values::{ValueStore, ValuesKey};
+use crate::values::{ThreadStore, ValueStore};
 use crate::vm::{self, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 use crate::watchdog::{Budget, Overrun};
@@ -88,8 +81,15 @@ pub enum TaskStatus {
     Unknown,
 }
 
+/// The core as the engine uses it: threads by raw pointer, outcomes as the host reads them.
+type State = Core<ThreadPtr, StoredOutcome>;
+
 pub(crate) struct Inner {
+    /// Lent only through [`Inner::core`].
     state: RefCell<State>,
+    /// The Spindle futures tasks are blocked on, by slot; dropped outside the core, as
+    /// dropping one runs Rust code that may call back in.
+    futures: RefCell<OwnedFutures>,
     threads: ThreadStore,
     /// Arguments of pending resumptions, and outcomes waiting for the host.
     values: ValueStore,
@@ -135,69 +135,6 @@ pub(crate) struct Inner {
     signal_behavior: SignalBehavior,
     /// The trace, when the host records one.
     trace: Recorder,
-}
-
-struct State {
-    tasks: TaskTable,
-    timers: Timers<TimerEntry>,
-    live_timers: usize,
-    live_deferred: usize,
-    awaiting: usize,
-    deferred: VecDeque<Deferred>,
-    futures: OwnedFutures,
-    /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
-    outcomes: HashMap<TaskId, (StoredOutcome, u32)>,
-    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
-    depth: u32,
-    /// The defer level of the deferred task being resumed, 0 outside the drain.
-    defer_level: u32,
-    draining: bool,
-    in_cycle: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct TimerEntry {
-    task: TaskId,
-    kind: TimerKind,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum TimerKind {
-    /// Ends a `task.wait` suspension with this token.
-    Wait { token: u32 },
-    /// A `task.delay`: resumes the thread with stored arguments.
-    Resume(Resumption),
-    /// Goes on with a task stopped at the end of its time slice (suspension `Sliced`).
-    Continue { token: u32 },
-}
-
-impl TimerKind {
-    /// The stored arguments the timer holds, which must be discarded if it never runs.
-    fn args(&self) -> Option<ValuesKey> {
-        match self {
-            TimerKind::Wait { .. } | TimerKind::Continue { .. } => None,
-            TimerKind::Resume(resumption) => resumption.args,
-        }
-    }
-}
-
-/// A resumption the host or a script asked for explicitly (`defer`, `delay`).
-///
-/// A thread made for the resumption (`fresh`) that something else starts first is a task
-/// suspended by `task.delay`/`task.defer` that was resumed early: the resumption is dropped
-/// (contract rule 12). An existing thread handed to `defer` or `delay` is resumed when due,
-/// whatever resumed it meanwhile, as Roblox does: each such call is a request of its own.
-#[derive(Clone, Copy, Debug)]
-struct Resumption {
-    args: Option<ValuesKey>,
-    fresh: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Deferred {
-    task: TaskId,
-    level: u32,
-    resumption: Resumption,
 }
 
 pub(crate) enum StoredOutcome {
@@ -255,23 +192,14 @@ pub(crate) enum Next {
     Sleep(Option<Instant>),
 }
 
-/// What freeing a slot leaves for the caller to finish outside the state borrow.
-struct Freed {
-    slot: u32,
-    claims: u32,
-    future: Option<OwnedFuture>,
-}
-
 /// Runs `undo` on the state when dropped, so that flags set for the length of a call are
 /// cleared even if a panic from a Rust callback unwinds through it (a host may catch it and
 /// go on using the scheduler).
-struct Restore<'a, F: FnMut(&mut State)>(&'a Inner, F);
+struct Restore<'a, F: FnMut(&mut State) + Send>(&'a Inner, F);
 
-impl<F: FnMut(&mut State)> Drop for Restore<'_, F> {
+impl<F: FnMut(&mut State) + Send> Drop for Restore<'_, F> {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.try_borrow_mut() {
-            (self.1)(&mut state);
-        }
+        self.0.try_core(&mut self.1);
     }
 }
 
@@ -299,208 +227,22 @@ pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
     }
 }
 
-/// Whether a task so suspended has a live timer entry, counted in `Slot::timers`.
-fn holds_timer(suspension: &Suspension) -> bool {
-    matches!(
-        suspension,
-        Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. }
-    )
-}
-
-/// How the timer of a `task.wait` starts its task's resumption ([`State::start_timed_wake`]).
-enum TimedWake {
-    /// The wait ended otherwise, or the task was freed: the timer does nothing.
-    Stale,
-    /// Through [`Inner::resume`], which starts the resumption itself.
-    Full { since: Duration },
-    /// Through the VM directly: the resumption has started under `token`.
-    Raw {
-        thread: ThreadPtr,
-        since: Duration,
-        token: u32,
-    },
-}
-
-impl State {
-    /// Replaces the task's suspension, keeping the counts. Returns false for a stale id.
-    fn set_suspension(&mut self, id: TaskId, new: Suspension) -> bool {
-        let Some(slot) = self.tasks.get_mut(id) else {
-            return false;
-        };
-        let old = std::mem::replace(&mut slot.suspension, new);
-        if holds_timer(&old) {
-            slot.timers -= 1;
-            self.live_timers -= 1;
-        } else if old.is_awaiting() {
-            self.awaiting -= 1;
-        }
-        if holds_timer(&new) {
-            slot.timers += 1;
-            self.live_timers += 1;
-        } else if new.is_awaiting() {
-            self.awaiting += 1;
-        }
-        true
-    }
-
-    /// A scheduler-driven resumption of the task starts: it is running, one level deeper, and
-    /// (with `end_suspension`) its suspension ends. Returns the resumption's token; `None` for
-    /// a freed task. `resume.rs`'s `Resuming` guard undoes it.
-    fn start_resumption(&mut self, id: TaskId, end_suspension: bool) -> Option<u32> {
-        if end_suspension {
-            self.set_suspension(id, Suspension::None);
-        }
-        let slot = self.tasks.get_mut(id)?;
-        slot.running = true;
-        self.depth += 1;
-        Some(slot.next_token())
-    }
-
-    /// Files the task as waiting since `since` until `deadline` (never, for `None`) under a
-    /// fresh token, which it returns; `None` for a freed task.
-    fn file_wait(
-        &mut self,
-        id: TaskId,
-        since: Duration,
-        deadline: Option<Duration>,
-    ) -> Option<u32> {
-        let token = self.tasks.get_mut(id)?.next_token();
-        let wait = Suspension::Wait {
-            token,
-            since,
-            timed: deadline.is_some(),
-        };
-        self.set_suspension(id, wait);
-        if let Some(deadline) = deadline {
-            // Counted by the suspension, as every `Wait` timer is: no `push_timer`.
-            let kind = TimerKind::Wait { token };
-            self.timers.push(deadline, TimerEntry { task: id, kind });
-        }
-        Some(token)
-    }
-
-    /// The timer of the task's wait under `token` surfaced: how its resumption starts.
-    /// `raw_lane` says whether the scheduler may resume it through the VM directly; when the
-    /// task may take that lane, its resumption is started here, as by `start_resumption`.
-    fn start_timed_wake(&mut self, id: TaskId, token: u32, raw_lane: bool) -> TimedWake {
-        let Some(slot) = self.tasks.get(id) else {
-            return TimedWake::Stale;
-        };
-        let since = match slot.suspension {
-            Suspension::Wait {
-                token: t, since, ..
-            } if t == token => since,
-            _ => return TimedWake::Stale,
-        };
-        let thread = slot.thread().filter(|&thread| {
-            // SAFETY: the thread store keeps the thread of an occupied slot alive.
-            raw_lane && slot.claims == 0 && unsafe { vm::is_suspended_in_yield(thread) }
-        });
-        let Some(thread) = thread else {
-            return TimedWake::Full { since };
-        };
-        let token = self.start_resumption(id, true).expect("checked above");
-        TimedWake::Raw {
-            thread,
-            since,
-            token,
-        }
-    }
-
-    /// Queues a timer; a `Resume` timer counts as live until it fires or its task is freed.
-    /// A `Wait` or `Continue` timer is counted by its suspension instead.
-    fn push_timer(&mut self, deadline: Duration, entry: TimerEntry) -> bool {
-        let Some(slot) = self.tasks.get_mut(entry.task) else {
-            return false;
-        };
-        if let TimerKind::Resume(_) = entry.kind {
-            slot.timers += 1;
-            self.live_timers += 1;
-        }
-        self.timers.push(deadline, entry);
-        true
-    }
-
-    /// A `Resume` timer surfaced and runs now; false if its task was freed meanwhile.
-    fn fire_resume_timer(&mut self, id: TaskId) -> bool {
-        let Some(slot) = self.tasks.get_mut(id) else {
-            return false;
-        };
-        slot.timers -= 1;
-        self.live_timers -= 1;
-        true
-    }
-
-    fn push_deferred(&mut self, entry: Deferred) -> bool {
-        let Some(slot) = self.tasks.get_mut(entry.task) else {
-            return false;
-        };
-        slot.queued += 1;
-        self.live_deferred += 1;
-        self.deferred.push_back(entry);
-        true
-    }
-
-    /// The next deferred entry, and whether it is still live (its task was not freed).
-    fn pop_deferred(&mut self) -> Option<(Deferred, bool)> {
-        let entry = self.deferred.pop_front()?;
-        let live = match self.tasks.get_mut(entry.task) {
-            Some(slot) => {
-                slot.queued -= 1;
-                self.live_deferred -= 1;
-                true
-            }
-            None => false,
-        };
-        Some((entry, live))
-    }
-
-    /// Frees the task's slot with everything it had pending.
-    fn free(&mut self, id: TaskId) -> Option<Freed> {
-        let slot = self.tasks.free(id)?;
-        self.live_timers -= slot.timers as usize;
-        self.live_deferred -= slot.queued as usize;
-        if slot.suspension.is_awaiting() {
-            self.awaiting -= 1;
-        }
-        Some(Freed {
-            slot: id.slot(),
-            claims: slot.claims,
-            future: self.futures.remove(id.slot()),
-        })
-    }
-
-    /// Whether a timer entry will still act when it surfaces.
-    fn timer_is_live(&self, entry: &TimerEntry) -> bool {
-        match (self.tasks.get(entry.task), entry.kind) {
-            (Some(slot), TimerKind::Wait { token }) => {
-                matches!(slot.suspension, Suspension::Wait { token: t, .. } if t == token)
-            }
-            (Some(slot), TimerKind::Continue { token }) => {
-                matches!(slot.suspension, Suspension::Sliced { token: t, .. } if t == token)
-            }
-            (Some(_), TimerKind::Resume(_)) => true,
-            (None, _) => false,
-        }
-    }
-
-    /// Recounts what the counters should say, in debug builds.
-    fn check_counts(&self) {
-        if cfg!(debug_assertions) {
-            let (mut timers, mut queued, mut awaiting) = (0, 0, 0);
-            for (_, slot) in self.tasks.occupied() {
-                timers += slot.timers as usize;
-                queued += slot.queued as usize;
-                awaiting += usize::from(slot.suspension.is_awaiting());
-            }
-            debug_assert_eq!(timers, self.live_timers, "live timers");
-            debug_assert_eq!(queued, self.live_deferred, "live deferrals");
-            debug_assert_eq!(awaiting, self.awaiting, "awaiting tasks");
-        }
-    }
-}
-
 impl Inner {
+    /// Lends the core to `f`. The closure must be `Send`, which one that captures the Lua
+    /// state, a Lua value or the engine is not: so no Lua can run while the core is lent.
+    #[inline(always)]
+    fn core<R>(&self, f: impl FnOnce(&mut State) -> R + Send) -> R {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// [`core`](Self::core), or `None` if the core is lent already (a call from inside a
+    /// panic's unwinding, or from a C function that must not fail).
+    #[inline(always)]
+    fn try_core<R>(&self, f: impl FnOnce(&mut State) -> R + Send) -> Option<R> {
+        let mut state = self.state.try_borrow_mut().ok()?;
+        Some(f(&mut state))
+    }
+
     pub(crate) fn new(
         lua: &Lua,
         clock: Clock,
@@ -515,20 +257,8 @@ impl Inner {
         blocked.raw_set("threads", &blocked_threads)?;
         let sliced = weak_set(lua)?;
         Ok(Inner {
-            state: RefCell::new(State {
-                tasks: TaskTable::new(),
-                timers: Timers::default(),
-                live_timers: 0,
-                live_deferred: 0,
-                awaiting: 0,
-                deferred: VecDeque::new(),
-                futures: OwnedFutures::default(),
-                outcomes: HashMap::new(),
-                depth: 0,
-                defer_level: 0,
-                draining: false,
-                in_cycle: false,
-            }),
+            state: RefCell::default(),
+            futures: RefCell::default(),
             threads: ThreadStore::new(lua)?,
             values: ValueStore::new(lua)?,
             blocked,
@@ -645,7 +375,7 @@ impl Inner {
     }
 
     pub(crate) fn task_count(&self) -> usize {
-        self.state.borrow().tasks.len()
+        self.core(|core| core.task_count())
     }
 
     /// The `task` library, built on first use.
@@ -698,36 +428,67 @@ impl Inner {
 
     /// The thread's task, making it one first if it is not.
     pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
-        let (id, new) = self.state.borrow_mut().tasks.reserve(thread)?;
-        if new {
-            if let Err(error) = self.threads.set(id.slot(), thread) {
-                // The thread never reached the store, so the slot can be reused at once.
-                let freed = self.state.borrow_mut().free(id);
-                self.state.borrow_mut().tasks.recycle(id.slot());
-                drop(freed);
-                return Err(error);
-            }
+        if let Some(id) = self.find(thread) {
+            return Ok(id);
+        }
+        let ptr = ThreadPtr::of(thread);
+        let id = self
+            .core(move |core| core.insert(ptr))
+            .ok_or_else(|| mlua::Error::runtime("too many tasks (more than 2^32)"))?;
+        vm::set_slot_mark(thread, id.slot());
+        if let Err(error) = self.threads.set(id.slot(), thread) {
+            // The thread never reached the store, so the slot can be reused at once.
+            self.core(|core| {
+                core.free(id);
+                core.recycle(id.slot());
+            });
+            // SAFETY: the caller's handle keeps the thread alive.
+            unsafe { vm::clear_slot_mark(ptr) };
+            return Err(error);
         }
         Ok(id)
+    }
+
+    /// The task of `thread`, if it is one: found through the slot mark the thread carries,
+    /// checked against the thread the slot holds.
+    pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
+        let slot = vm::slot_mark(thread)?;
+        let ptr = ThreadPtr::of(thread);
+        self.core(move |core| core.find(slot, ptr))
+    }
+
+    /// [`find`](Self::find) for a raw thread, as a C function of the task library sees it;
+    /// `None` as well when the core is lent already.
+    ///
+    /// # Safety
+    /// `thread` must be alive.
+    pub(crate) unsafe fn find_raw(&self, thread: ThreadPtr) -> Option<TaskId> {
+        // SAFETY: per the caller.
+        let slot = unsafe { vm::slot_mark_raw(thread) }?;
+        self.try_core(move |core| core.find(slot, thread)).flatten()
     }
 
     /// Frees the task and returns how many host handles claim its outcome; `None` if it was
     /// not a task any more. Its owned future, if any, is dropped here, outside the borrow.
     fn free_task(&self, id: TaskId) -> Option<u32> {
-        let freed = self.state.borrow_mut().free(id)?;
+        let freed = self.core(|core| core.free(id))?;
+        if let Some(thread) = freed.thread {
+            // SAFETY: the thread store still holds the thread; it lets go just below.
+            unsafe { vm::clear_slot_mark(thread) };
+        }
+        let future = self.futures.borrow_mut().remove(id.slot());
         let woken = self.woken_threads.borrow_mut().take(id);
         drop(woken);
         self.threads.clear(freed.slot);
-        self.state.borrow_mut().tasks.recycle(freed.slot);
-        drop(freed.future);
+        self.core(|core| core.recycle(freed.slot));
+        drop(future);
         Some(freed.claims)
     }
 
     /// Frees the task if nothing will resume it and the scheduler is not resuming it: the
     /// thread then belongs to whoever holds it.
     fn release_if_idle(&self, id: TaskId) {
-        let idle = matches!(self.state.borrow().tasks.get(id), Some(slot) if !slot.running && !slot.has_pending());
-        if idle {
+        if self.core(|core| core.is_idle(id)) {
             self.free_task(id);
         }
     }
@@ -754,7 +515,7 @@ impl Inner {
         self.record(Some(id), event);
         let keep = match freed {
             Some(claims) => claims > 0,
-            None => self.state.borrow().outcomes.contains_key(&id),
+            None => self.core(|core| core.has_outcome(id)),
         };
         let stored = match result {
             Ok(_) if !keep => return,
@@ -777,38 +538,36 @@ impl Inner {
                 StoredOutcome::Failed(report)
             }
         };
-        let mut state = self.state.borrow_mut();
-        match freed {
-            Some(claims) => {
-                state.outcomes.insert(id, (stored, claims));
-            }
+        self.core(|core| match freed {
+            Some(claims) => core.keep_outcome(id, stored, claims),
             None => {
-                if let Some((outcome @ StoredOutcome::Cancelled, _)) = state.outcomes.get_mut(&id) {
+                if let Some(outcome @ StoredOutcome::Cancelled) = core.outcome_mut(id) {
                     *outcome = stored;
                 }
             }
-        }
+        });
     }
 
     pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
-        let state = self.state.borrow();
-        if state.tasks.get(id).is_some() {
-            TaskStatus::Scheduled
-        } else if state.outcomes.contains_key(&id) {
-            TaskStatus::Done
-        } else {
-            TaskStatus::Unknown
-        }
+        self.core(|core| {
+            if core.task(id).is_some() {
+                TaskStatus::Scheduled
+            } else if core.has_outcome(id) {
+                TaskStatus::Done
+            } else {
+                TaskStatus::Unknown
+            }
+        })
     }
 
     /// Takes the outcome out, for whichever handle reads it first.
     pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
-        self.state.borrow_mut().outcomes.remove(&id)
+        self.core(|core| core.take_outcome(id))
     }
 
     /// Puts back an outcome that the host could not read (its values did not convert).
     pub(crate) fn restore_outcome(&self, id: TaskId, outcome: (StoredOutcome, u32)) {
-        self.state.borrow_mut().outcomes.insert(id, outcome);
+        self.core(|core| core.keep_outcome(id, outcome.0, outcome.1));
     }
 
     /// The values of a finished task's outcome, left in place.
@@ -826,22 +585,7 @@ impl Inner {
     /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
     /// outcome is freed and none is kept later.
     pub(crate) fn forget_outcome(&self, id: TaskId) {
-        let unclaimed = {
-            let mut state = self.state.borrow_mut();
-            if let Some(slot) = state.tasks.get_mut(id) {
-                slot.claims = slot.claims.saturating_sub(1);
-                None
-            } else {
-                match state.outcomes.get_mut(&id) {
-                    Some((_, claims)) if *claims > 1 => {
-                        *claims -= 1;
-                        None
-                    }
-                    Some(_) => state.outcomes.remove(&id).map(|(outcome, _)| outcome),
-                    None => None,
-                }
-            }
-        };
+        let unclaimed = self.core(|core| core.unclaim(id));
         if let Some(outcome) = unclaimed {
             self.discard_outcome(outcome);
         }
@@ -857,7 +601,7 @@ impl Inner {
     ) -> Result<TaskId> {
         let id = self.adopt_for_host(thread)?;
         self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
-        if self.state.borrow().depth == 0 {
+        if !self.core(|core| core.is_resuming()) {
             self.drain_deferred(lua);
         }
         Ok(id)
@@ -871,17 +615,14 @@ impl Inner {
             return Err(Error::NotResumable(status));
         }
         let id = self.adopt(thread)?;
-        if let Some(slot) = self.state.borrow_mut().tasks.get_mut(id) {
-            slot.claims += 1;
-        }
+        self.core(|core| core.claim(id));
         Ok(id)
     }
 
     /// The host's cancel, by id. Returns whether the task was still scheduled.
     pub(crate) fn cancel_task(&self, lua: &Lua, id: TaskId) -> Result<bool> {
-        let running = match self.state.borrow().tasks.get(id) {
-            Some(slot) => slot.running,
-            None => return Ok(false),
+        let Some(running) = self.core(|core| core.task(id).map(|slot| slot.is_running())) else {
+            return Ok(false);
         };
         let thread = self.threads.get(id.slot())?;
         if running
@@ -919,14 +660,7 @@ impl Inner {
         args: MultiValue,
         fresh: bool,
     ) -> mlua::Result<bool> {
-        let level = {
-            let state = self.state.borrow();
-            if state.draining {
-                state.defer_level + 1
-            } else {
-                1
-            }
-        };
+        let level = self.core(|core| core.next_defer_level());
         if level > self.max_defer_depth {
             self.release_if_idle(id);
             return Ok(false);
@@ -937,7 +671,7 @@ impl Inner {
             level,
             resumption: Resumption { args, fresh },
         };
-        if !self.state.borrow_mut().push_deferred(entry) {
+        if !self.core(|core| core.push_deferred(entry)) {
             self.values.discard(args);
         }
         Ok(true)
@@ -987,7 +721,7 @@ impl Inner {
             task: id,
             kind: TimerKind::Resume(Resumption { args, fresh }),
         };
-        if !self.state.borrow_mut().push_timer(deadline, entry) {
+        if !self.core(|core| core.push_timer(deadline, entry)) {
             self.values.discard(args);
         }
         Ok(())
@@ -1001,7 +735,7 @@ impl Inner {
             return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
         }
         let id = self.adopt(&thread)?;
-        self.suspend_waiting(&mut self.state.borrow_mut(), id, seconds);
+        self.suspend_waiting(id, seconds);
         Ok(())
     }
 
@@ -1013,29 +747,26 @@ impl Inner {
         if self.closed.get() || !unsafe { vm::can_yield_raw(thread) } {
             return false;
         }
-        let Ok(mut state) = self.state.try_borrow_mut() else {
-            return false;
-        };
         // SAFETY: as above.
-        let Some(id) = (unsafe { state.tasks.find_raw(thread) }) else {
+        let Some(id) = (unsafe { self.find_raw(thread) }) else {
             return false;
         };
-        self.suspend_waiting(&mut state, id, seconds);
+        self.suspend_waiting(id, seconds);
         true
     }
 
     /// Files the task as waiting `seconds` (never ended by a timer for `math.huge`), under a
     /// fresh token, which it returns; `None` for a freed task.
-    fn suspend_waiting(&self, state: &mut State, id: TaskId, seconds: f64) -> Option<u32> {
+    fn suspend_waiting(&self, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
-        state.file_wait(id, now, deadline)
+        self.core(|core| core.file_wait(id, now, deadline))
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.
     pub(crate) fn abandon_wait(&self, lua: &Lua) {
         let thread = lua.current_thread();
-        let Some(id) = self.state.borrow().tasks.find(&thread) else {
+        let Some(id) = self.find(&thread) else {
             return;
         };
         self.end_suspension_if(id, |s| matches!(s, Suspension::Wait { .. }));
@@ -1044,7 +775,7 @@ impl Inner {
     /// A task stopped at the end of its time slice is resumed by hand: the scheduler's own
     /// continuation is dropped (rule 12).
     pub(crate) fn take_sliced(&self, thread: &Thread) {
-        let Some(id) = self.state.borrow().tasks.find(thread) else {
+        let Some(id) = self.find(thread) else {
             return;
         };
         self.end_suspension_if(id, |s| matches!(s, Suspension::Sliced { .. }));
@@ -1053,12 +784,7 @@ impl Inner {
     /// Ends the task's suspension if `is` says it is of the kind in question, then frees the
     /// task if nothing else will resume it.
     fn end_suspension_if(&self, id: TaskId, is: fn(&Suspension) -> bool) {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.tasks.get(id).is_some_and(|slot| is(&slot.suspension)) {
-                state.set_suspension(id, Suspension::None);
-            }
-        }
+        self.core(|core| core.end_suspension_if(id, is));
         self.release_if_idle(id);
     }
 
@@ -1075,8 +801,7 @@ impl Inner {
 
     /// A fresh token for the task's next suspension; `None` for a stale id.
     fn next_token(&self, id: TaskId) -> Option<u32> {
-        let mut state = self.state.borrow_mut();
-        state.tasks.get_mut(id).map(|slot| slot.next_token())
+        self.core(|core| core.next_token(id))
     }
 
     /// Files the task as blocked in the mlua future inside its thread, under the token of the
@@ -1089,13 +814,13 @@ impl Inner {
         woken: bool,
         stream: Option<LuaStream>,
     ) -> mlua::Result<()> {
-        let listed = {
-            let mut state = self.state.borrow_mut();
-            if !state.set_suspension(id, Suspension::LuaFuture { token }) {
-                return Ok(());
-            }
-            let slot = state.tasks.get_mut(id).expect("checked above");
-            std::mem::replace(&mut slot.in_blocked_set, true)
+        let listed = self.core(|core| {
+            core.block_on_future(id, token, false)
+                .then(|| core.set_in_blocked_set(id, true))
+                .flatten()
+        });
+        let Some(listed) = listed else {
+            return Ok(());
         };
         // A thread that blocks again is in the set already: adding it cost 640 of the 7,500
         // instructions of a pend-once call of an mlua async function (callgrind).
@@ -1103,9 +828,7 @@ impl Inner {
             // Cloned out first: the call below may run finalizers that come back here.
             let threads = self.blocked_threads.borrow().clone();
             if let Err(error) = threads.raw_set(thread, true) {
-                if let Some(slot) = self.state.borrow_mut().tasks.get_mut(id) {
-                    slot.in_blocked_set = false;
-                }
+                self.core(|core| core.set_in_blocked_set(id, false));
                 return Err(error);
             }
         }
@@ -1133,15 +856,11 @@ impl Inner {
     /// A thread that blocked in an mlua future was resumed by hand and came back: if it is no
     /// longer blocked (it finished its future and went on), its future suspension ends.
     pub(crate) fn released_by_hand(&self, thread: &Thread) {
-        let id = {
-            let mut state = self.state.borrow_mut();
-            let Some(id) = state.tasks.find(thread) else {
-                return;
-            };
-            // `task.luau` took the thread out of the set before calling here.
-            state.tasks.get_mut(id).expect("just found").in_blocked_set = false;
-            id
+        let Some(id) = self.find(thread) else {
+            return;
         };
+        // `task.luau` took the thread out of the set before calling here.
+        self.core(|core| core.set_in_blocked_set(id, false));
         self.still_blocked_in_mlua_future(id, thread);
     }
 
@@ -1167,11 +886,9 @@ impl Inner {
         };
         // `Lua::current_thread` was 330 of the 4,480 instructions of a ready call (callgrind).
         let running = vm::running_thread(lua);
-        {
-            let mut state = self.state.borrow_mut();
-            // SAFETY: the running thread is alive.
-            if let Some(id) = unsafe { state.tasks.find_raw(running) } {
-                let token = state.tasks.get_mut(id).expect("just found").next_token();
+        // SAFETY: the running thread is alive.
+        if let Some(id) = unsafe { self.find_raw(running) } {
+            if let Some(token) = self.next_token(id) {
                 return Ok(target(id, token));
             }
         }
@@ -1233,27 +950,19 @@ impl Inner {
         future: OwnedFuture,
         woken: bool,
     ) -> mlua::Result<()> {
-        let thread = self
-            .state
-            .borrow()
-            .tasks
-            .get(id)
-            .and_then(|slot| slot.thread());
+        let thread = self.core(|core| core.task(id).and_then(|slot| slot.thread()));
         // SAFETY: the thread store keeps the thread of an occupied slot alive.
         if !thread.is_some_and(|thread| unsafe { vm::can_yield_raw(thread) }) {
             drop(future);
             self.release_if_idle(id);
             return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
         }
-        let orphan = {
-            let mut state = self.state.borrow_mut();
-            let token = target.token;
-            if state.set_suspension(id, Suspension::OwnedFuture { token }) {
-                state.futures.insert(id.slot(), future);
-                None
-            } else {
-                Some(future)
-            }
+        let token = target.token;
+        let orphan = if self.core(|core| core.block_on_future(id, token, true)) {
+            self.futures.borrow_mut().insert(id.slot(), future);
+            None
+        } else {
+            Some(future)
         };
         if orphan.is_some() {
             drop(orphan);
@@ -1270,13 +979,12 @@ impl Inner {
     /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
     /// future, and the thread is closed so nothing can resume it again.
     pub(crate) fn cancel(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
-        let task = self.state.borrow().tasks.find(thread);
+        let task = self.find(thread);
         if let Some(id) = task {
             self.record(Some(id), TraceEvent::Cancel);
             match self.free_task(id) {
                 Some(claims) if claims > 0 => {
-                    let outcome = (StoredOutcome::Cancelled, claims);
-                    self.state.borrow_mut().outcomes.insert(id, outcome);
+                    self.core(|core| core.keep_outcome(id, StoredOutcome::Cancelled, claims));
                 }
                 _ => {}
             }

@@ -14,8 +14,8 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
+use crate::core::TaskId;
 use crate::host::Scheduler;
-use crate::tasks::TaskId;
 
 /// What happened, in a [`TraceEntry`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,5 +1,7 @@
-//! Lists of Lua values kept for later, Lua-side: the arguments of deferred and delayed
-//! resumptions, and the results of host tasks until the host reads them.
+//! What the engine keeps Lua-side, so that mlua's reference stack holds none of it: the
+//! threads of tasks ([`ThreadStore`]), and lists of Lua values kept for later
+//! ([`ValueStore`]): the arguments of deferred and delayed resumptions, and the results of host
+//! tasks until the host reads them.
 //!
 //! Each kept list owns one key; keys are small integers that are reused, so the table stays in
 //! Lua's array part and its size follows the peak of kept lists. A list is freed the moment its
@@ -9,11 +11,9 @@
 
 use std::cell::RefCell;
 
-use mlua::{Lua, MultiValue, Table, Value};
+use mlua::{Lua, MultiValue, Table, Thread, Value};
 
-/// The key of one kept list of values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ValuesKey(u32);
+use crate::core::ValuesKey;
 
 pub(crate) struct ValueStore {
     table: RefCell<Table>,
@@ -132,6 +132,43 @@ fn pack(lua: &Lua, values: MultiValue) -> mlua::Result<Table> {
 fn unpack(table: &Table) -> mlua::Result<MultiValue> {
     let count: usize = table.raw_get("n")?;
     (1..=count).map(|i| table.raw_get::<Value>(i)).collect()
+}
+
+/// The Lua half: `threads[slot + 1]` holds each task's thread, so that the thread lives as long
+/// as its task without a Rust handle. Only used outside the scheduler's state borrow.
+pub(crate) struct ThreadStore {
+    table: RefCell<Table>,
+}
+
+impl ThreadStore {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<Self> {
+        Ok(ThreadStore {
+            table: RefCell::new(lua.create_table()?),
+        })
+    }
+
+    /// The handle is cloned out first: the call below may run finalizers that come back here.
+    fn table(&self) -> Table {
+        self.table.borrow().clone()
+    }
+
+    pub(crate) fn get(&self, slot: u32) -> mlua::Result<Thread> {
+        self.table().raw_get(slot as i64 + 1)
+    }
+
+    pub(crate) fn set(&self, slot: u32, thread: &Thread) -> mlua::Result<()> {
+        self.table().raw_set(slot as i64 + 1, thread)
+    }
+
+    pub(crate) fn clear(&self, slot: u32) {
+        // Setting an existing entry to nil cannot fail for want of memory.
+        let _ = self.table().raw_set(slot as i64 + 1, mlua::Nil);
+    }
+
+    /// Starts afresh with an empty table (Lua never shrinks the old one's array).
+    pub(crate) fn replace(&self, table: Table) {
+        *self.table.borrow_mut() = table;
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,12 @@ pub(crate) fn can_yield(thread: &Thread) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ThreadPtr(*mut ffi::lua_State);
 
+// SAFETY: a `ThreadPtr` is an address; every use of it as a thread is an `unsafe` function of
+// this module, whose caller must be on the thread that runs the VM and keep the thread alive.
+// Sending the address itself is harmless, and lets the engine hand one to the core
+// (`core/mod.rs`), whose closures must be `Send`.
+unsafe impl Send for ThreadPtr {}
+
 impl ThreadPtr {
     pub(crate) fn of(thread: &Thread) -> Self {
         ThreadPtr(thread.state())

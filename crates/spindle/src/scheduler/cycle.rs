@@ -3,16 +3,15 @@
 //! Stale entries (of freed tasks, or of suspensions that ended) are dropped as they surface,
 //! and compacted away once they outnumber the live ones.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
 use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind, Wakeup};
 use crate::clock::Clock;
+use crate::core::TaskId;
 use crate::error::{Error, Result};
-use crate::tasks::TaskId;
-use crate::timers::Timers;
+
 use crate::vm::ThreadPtr;
 use crate::waker::WakeTarget;
 
@@ -21,15 +20,11 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Inner {
     pub(crate) fn cycle(&self, lua: &Lua) -> Result<CycleReport> {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.in_cycle || state.depth > 0 {
-                return Err(Error::Reentrant("Scheduler::cycle"));
-            }
-            state.in_cycle = true;
+        if !self.core(|core| core.enter_cycle()) {
+            return Err(Error::Reentrant("Scheduler::cycle"));
         }
-        // Restores `in_cycle` even if a panic from a Rust callback unwinds through the cycle.
-        let _cycle = Restore(self, |state| state.in_cycle = false);
+        // Leaves the cycle even if a panic from a Rust callback unwinds through it.
+        let _cycle = Restore(self, |core| core.leave_cycle());
         Ok(self.cycle_inner(lua))
     }
 
@@ -46,7 +41,7 @@ impl Inner {
         };
         self.compact_timers();
         self.trim(lua);
-        self.state.borrow().check_counts();
+        self.core(|core| core.check_counts());
         report
     }
 
@@ -54,7 +49,7 @@ impl Inner {
     /// goes to the next cycle, not this one.
     pub(super) fn run_due_timers(&self, lua: &Lua) -> usize {
         // No timer, nothing due: reading the clock cost 90 instructions a cycle (callgrind).
-        if self.state.borrow().timers.len() == 0 {
+        if !self.core(|core| core.has_timers()) {
             return 0;
         }
         self.queue_due_timers(self.clock.now());
@@ -76,7 +71,7 @@ impl Inner {
             }
             TimerKind::Continue { .. } => {
                 // Still live: an earlier entry of the batch may have resumed the task.
-                if !self.state.borrow().timer_is_live(&entry) {
+                if !self.core(|core| core.timer_is_live(&entry)) {
                     return false;
                 }
                 // `resume` takes the run time so far from the `Sliced` suspension.
@@ -84,7 +79,7 @@ impl Inner {
                 self.resume(lua, entry.task, Wakeup::Continue { ran });
             }
             TimerKind::Resume(resumption) => {
-                if !self.state.borrow_mut().fire_resume_timer(entry.task) {
+                if !self.core(|core| core.fire_resume_timer(entry.task)) {
                     self.values.discard(resumption.args);
                     return false;
                 }
@@ -103,7 +98,7 @@ impl Inner {
     /// stale wake-up does not).
     pub(super) fn fire_wakeup(&self, lua: &Lua, target: WakeTarget) -> bool {
         let id = TaskId::new(target.slot, target.generation);
-        let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
+        let suspension = self.core(|core| core.task(id).map(|slot| slot.suspension()));
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
                 let (thread, stream) = match self.blocked_thread(id) {
@@ -130,27 +125,13 @@ impl Inner {
     /// Runs the deferred queue until it is empty, including what is deferred meanwhile.
     /// Returns how many resumptions ran. Does nothing when called inside a resumption.
     pub(super) fn drain_deferred(&self, lua: &Lua) -> usize {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.draining || state.depth > 0 {
-                return 0;
-            }
-            state.draining = true;
+        if !self.core(|core| core.start_drain()) {
+            return 0;
         }
-        let _draining = Restore(self, |state| {
-            state.draining = false;
-            state.defer_level = 0;
-        });
+        let _draining = Restore(self, |core| core.end_drain());
         let mut count = 0;
         loop {
-            let next = {
-                let mut state = self.state.borrow_mut();
-                let next = state.pop_deferred();
-                if let Some((entry, _)) = next {
-                    state.defer_level = entry.level;
-                }
-                next
-            };
+            let next = self.core(|core| core.pop_deferred());
             match next {
                 None => break,
                 Some((entry, true)) => {
@@ -164,28 +145,13 @@ impl Inner {
     }
 
     pub(crate) fn has_work(&self) -> bool {
-        let state = self.state.borrow();
-        state.live_deferred > 0 || state.live_timers > 0 || state.awaiting > 0 || self.has_wakes()
+        self.core(|core| core.has_work()) || self.has_wakes()
     }
 
     /// The earliest deadline of a live timer; stale timers on top are dropped on the way.
     pub(crate) fn next_deadline(&self) -> Option<Duration> {
         let mut stale_args = Vec::new();
-        let deadline = {
-            let mut state = self.state.borrow_mut();
-            loop {
-                match state.timers.peek() {
-                    None => break None,
-                    Some(timer) if state.timer_is_live(&timer.payload) => {
-                        break Some(timer.deadline)
-                    }
-                    Some(_) => {}
-                }
-                if let Some(timer) = state.timers.pop() {
-                    stale_args.push(timer.payload.kind.args());
-                }
-            }
-        };
+        let deadline = self.core(|core| core.next_deadline(|args| stale_args.push(args)));
         stale_args
             .into_iter()
             .for_each(|key| self.values.discard(key));
@@ -196,28 +162,7 @@ impl Inner {
     /// to the live timers.
     pub(super) fn compact_timers(&self) {
         let mut stale_args = Vec::new();
-        {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            if state.timers.len() == 0 {
-                // Nothing to compact: draining an empty heap cost 56 instructions a cycle (callgrind).
-                return;
-            } else if state.live_timers == 0 {
-                state
-                    .timers
-                    .drain(|timer| stale_args.push(timer.payload.kind.args()));
-            } else if state.timers.len() > 2 * state.live_timers + 64 {
-                let mut timers = std::mem::take(&mut state.timers);
-                timers.retain(|timer| {
-                    let live = state.timer_is_live(&timer.payload);
-                    if !live {
-                        stale_args.push(timer.payload.kind.args());
-                    }
-                    live
-                });
-                state.timers = timers;
-            }
-        }
+        self.core(|core| core.compact_timers(|args| stale_args.push(args)));
         stale_args
             .into_iter()
             .for_each(|key| self.values.discard(key));
@@ -228,10 +173,7 @@ impl Inner {
     pub(super) fn trim(&self, lua: &Lua) {
         const KEEP: usize = 1024;
         let _ = self.values.trim(lua);
-        let large = {
-            let state = self.state.borrow();
-            state.tasks.is_idle() && state.tasks.capacity() > KEEP
-        };
+        let large = self.core(|core| core.is_idle_and_larger_than(KEEP));
         if !large {
             return;
         }
@@ -240,15 +182,8 @@ impl Inner {
         };
         self.threads.replace(threads);
         let _ = self.renew_blocked(lua);
-        let mut state = self.state.borrow_mut();
-        state.tasks.reset();
-        if state.timers.len() == 0 {
-            state.timers = Timers::default();
-        }
-        if state.deferred.is_empty() {
-            state.deferred = VecDeque::new();
-        }
-        state.futures.reset();
+        self.core(|core| core.trim());
+        self.futures.borrow_mut().reset();
         self.frames.shrink_carried();
     }
 
@@ -258,7 +193,7 @@ impl Inner {
             self.compact_timers();
             return Next::Done;
         }
-        if self.has_wakes() || self.state.borrow().live_deferred > 0 || self.frames.has_carried() {
+        if self.has_wakes() || self.core(|core| core.has_deferred()) || self.frames.has_carried() {
             return Next::Busy;
         }
         match self.next_deadline() {
@@ -283,12 +218,10 @@ impl Inner {
 
     /// Drops every task without error, every pending future and every timer (contract rule 18).
     pub(crate) fn shutdown(&self, lua: &Lua) -> Result<()> {
-        let tasks: Vec<TaskId> = {
-            let state = self.state.borrow();
-            if state.depth > 0 || state.in_cycle {
-                return Err(Error::Reentrant("Scheduler::shutdown"));
-            }
-            state.tasks.occupied().map(|(id, _)| id).collect()
+        let tasks =
+            self.core(|core| (!core.is_resuming() && !core.in_cycle()).then(|| core.task_ids()));
+        let Some(tasks) = tasks else {
+            return Err(Error::Reentrant("Scheduler::shutdown"));
         };
         let mut first_error = None;
         for id in tasks {
@@ -299,14 +232,7 @@ impl Inner {
             }
         }
         let mut args = Vec::new();
-        {
-            let mut state = self.state.borrow_mut();
-            state
-                .timers
-                .drain(|timer| args.push(timer.payload.kind.args()));
-            args.extend(state.deferred.drain(..).map(|d| d.resumption.args));
-            state.check_counts();
-        }
+        self.core(|core| core.clear_queues(|key| args.push(key)));
         args.extend(self.frames.forget_carried());
         args.into_iter().for_each(|key| self.values.discard(key));
         self.wakes.clear();

@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
-use super::{Inner, Restore, Suspension, TimerEntry};
+use super::{Inner, Restore, TimerEntry};
 use crate::clock::Clock;
+use crate::core::TaskId;
+use crate::core::ValuesKey;
 use crate::error::{Error, Result, TaskError};
 use crate::frame::{FrameReport, FrameWork};
 use crate::signal::Signal;
-use crate::tasks::TaskId;
 use crate::trace::TraceEvent;
-use crate::values::ValuesKey;
 use crate::vm::{self, ThreadPtr};
 use crate::waker::WakeTarget;
 
@@ -124,15 +124,11 @@ impl Frames {
 
 impl Inner {
     pub(crate) fn frame(&self, lua: &Lua, dt: Duration) -> Result<FrameReport> {
-        {
-            let mut state = self.state.borrow_mut();
-            if state.in_cycle || state.depth > 0 {
-                return Err(Error::Reentrant("Scheduler::frame"));
-            }
-            state.in_cycle = true;
+        if !self.core(|core| core.enter_cycle()) {
+            return Err(Error::Reentrant("Scheduler::frame"));
         }
-        // Restores `in_cycle` even if a panic from a Rust callback unwinds through the frame.
-        let _frame = Restore(self, |state| state.in_cycle = false);
+        // Leaves the cycle even if a panic from a Rust callback unwinds through the frame.
+        let _frame = Restore(self, |core| core.leave_cycle());
         let started = Instant::now();
         if let Clock::Virtual(clock) = &self.clock {
             clock.advance(dt);
@@ -166,7 +162,7 @@ impl Inner {
         report.errors = (self.errors.get() - errors_before) as usize;
         self.compact_timers();
         self.trim(lua);
-        self.state.borrow().check_counts();
+        self.core(|core| core.check_counts());
         Ok(report)
     }
 
@@ -232,18 +228,20 @@ impl Inner {
     pub(super) fn queue_due_timers(&self, now: Duration) {
         let mut stale_args = Vec::new();
         {
-            let mut state = self.state.borrow_mut();
             let mut carried = self.frames.carried.borrow_mut();
-            while let Some(timer) = state.timers.pop_due(now) {
-                let entry = timer.payload;
-                if state.timer_is_live(&entry) {
-                    // A `Resume` entry stays counted until it runs: an earlier entry of the
-                    // batch may resume its thread, which must not then look idle and be freed.
-                    carried.push_back(Ready::Timer(entry));
-                } else {
-                    stale_args.push(entry.kind.args());
-                }
-            }
+            let carried = &mut *carried;
+            self.core(|core| {
+                core.take_due(now, |entry, live| {
+                    if live {
+                        // A `Resume` entry stays counted until it runs: an earlier entry of
+                        // the batch may resume its thread, which must not then look idle and
+                        // be freed.
+                        carried.push_back(Ready::Timer(entry));
+                    } else {
+                        stale_args.push(entry.kind.args());
+                    }
+                })
+            });
         }
         stale_args
             .into_iter()
@@ -280,24 +278,22 @@ impl Inner {
     fn prune_carried(&self) -> usize {
         let mut stale_args = Vec::new();
         let left = {
-            let state = self.state.borrow();
             let mut carried = self.frames.carried.borrow_mut();
-            carried.retain(|ready| match ready {
-                Ready::Timer(entry) => {
-                    let live = state.timer_is_live(entry);
-                    if !live {
-                        stale_args.push(entry.kind.args());
+            let carried = &mut *carried;
+            self.core(|core| {
+                carried.retain(|ready| match ready {
+                    Ready::Timer(entry) => {
+                        let live = core.timer_is_live(entry);
+                        if !live {
+                            stale_args.push(entry.kind.args());
+                        }
+                        live
                     }
-                    live
-                }
-                Ready::Wake(target) => {
-                    let id = TaskId::new(target.slot, target.generation);
-                    matches!(
-                        state.tasks.get(id).map(|slot| slot.suspension),
-                        Some(Suspension::LuaFuture { token } | Suspension::OwnedFuture { token })
-                            if token == target.token
-                    )
-                }
+                    Ready::Wake(target) => {
+                        let id = TaskId::new(target.slot, target.generation);
+                        core.wake_is_live(id, target.token)
+                    }
+                });
             });
             carried.len()
         };

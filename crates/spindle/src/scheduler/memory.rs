@@ -11,7 +11,7 @@ use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread};
 
 use super::Inner;
-use crate::tasks::TaskId;
+use crate::core::TaskId;
 use crate::vm;
 
 /// Whether the task that failed with `error` may have run out of memory: only under a memory

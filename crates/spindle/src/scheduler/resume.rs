@@ -14,12 +14,11 @@ use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimedWake, TimerEntry,
-    TimerKind, Wakeup,
+    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimedWake, Wakeup,
 };
 use crate::clock::Clock;
+use crate::core::TaskId;
 use crate::error::TaskError;
-use crate::tasks::TaskId;
 use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
@@ -34,12 +33,7 @@ struct Resuming<'a>(&'a Inner, TaskId);
 impl Drop for Resuming<'_> {
     fn drop(&mut self) {
         let Resuming(inner, id) = *self;
-        if let Ok(mut state) = inner.state.try_borrow_mut() {
-            state.depth -= 1;
-            if let Some(slot) = state.tasks.get_mut(id) {
-                slot.running = false;
-            }
-        }
+        inner.try_core(|core| core.end_resumption(id));
         if std::thread::panicking() {
             inner.free_task(id);
         }
@@ -52,15 +46,7 @@ impl Resuming<'_> {
     /// the state for both saved 30 instructions a wait (callgrind).
     fn finish(self) -> bool {
         let Resuming(inner, id) = *std::mem::ManuallyDrop::new(self);
-        let mut state = inner.state.borrow_mut();
-        state.depth -= 1;
-        match state.tasks.get_mut(id) {
-            Some(slot) => {
-                slot.running = false;
-                !slot.has_pending()
-            }
-            None => false,
-        }
+        inner.core(|core| core.end_resumption(id))
     }
 }
 
@@ -115,24 +101,23 @@ impl Inner {
         known: Option<&Thread>,
         mut wakeup: Wakeup,
     ) {
-        let token = {
-            let mut state = self.state.borrow_mut();
-            let Some(slot) = state.tasks.get(id) else {
-                return;
-            };
+        let settles = matches!(wakeup, Wakeup::Settled(_));
+        let started = self.core(|core| {
+            let suspension = core.task(id)?.suspension();
             // A hand-delivered resumption only re-polls a pending Spindle future; every other
             // resumption ends the current suspension.
-            let keeps_owned = matches!(slot.suspension, Suspension::OwnedFuture { .. })
-                && !matches!(wakeup, Wakeup::Settled(_));
-            // Code stopped by the watchdog goes on where it was: Luau passes it no values, and
-            // its timeout goes on counting.
-            if let Suspension::Sliced { ran, .. } = slot.suspension {
-                wakeup = Wakeup::Continue { ran };
-            }
-            state
-                .start_resumption(id, !keeps_owned)
-                .expect("checked above")
+            let keeps_owned = matches!(suspension, Suspension::OwnedFuture { .. }) && !settles;
+            let token = core.start_resumption(id, !keeps_owned)?;
+            Some((token, suspension))
+        });
+        let Some((token, suspension)) = started else {
+            return;
         };
+        // Code stopped by the watchdog goes on where it was: Luau passes it no values, and
+        // its timeout goes on counting.
+        if let Suspension::Sliced { ran, .. } = suspension {
+            wakeup = Wakeup::Continue { ran };
+        }
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resumed = {
             let _resuming = Resuming(self, id);
@@ -177,10 +162,12 @@ impl Inner {
         now: Duration,
     ) -> bool {
         let raw_lane = self.watchdog.is_unlimited();
-        let wake = self
-            .state
-            .borrow_mut()
-            .start_timed_wake(id, token, raw_lane);
+        let wake = self.core(|core| {
+            core.start_timed_wake(id, token, |thread| {
+                // SAFETY: the thread store keeps the thread of an occupied slot alive.
+                raw_lane && unsafe { vm::is_suspended_in_yield(thread) }
+            })
+        });
         let elapsed = |since: Duration| now.saturating_sub(since).as_secs_f64();
         let (thread, since, token) = match wake {
             TimedWake::Stale => return false,
@@ -274,17 +261,19 @@ impl Inner {
     /// the resumption (`resume` reports why). A failure takes `resume` too: it is rare, and
     /// carries a message to make.
     fn resume_settled(&self, lua: &Lua, id: TaskId, values: MultiValue) {
-        let candidate = match self.state.borrow().tasks.get(id) {
-            None => return,
-            Some(_) if !self.watchdog.is_unlimited() => None,
-            Some(slot) => slot.thread().map(|thread| (thread, slot.claims > 0)),
-        };
+        let raw_lane = self.watchdog.is_unlimited();
+        let candidate =
+            match self.core(|core| core.task(id).map(|slot| (slot.thread(), slot.claims()))) {
+                None => return,
+                Some(_) if !raw_lane => None,
+                Some((thread, claims)) => thread.map(|thread| (thread, claims > 0)),
+            };
         // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
         // SAFETY: the thread store keeps the thread of an occupied slot alive.
         let candidate =
             candidate.filter(|&(thread, _)| unsafe { vm::can_resume_with_wakeup(thread) });
         let lane = candidate.and_then(|(thread, claimed)| {
-            let token = self.state.borrow_mut().start_resumption(id, true)?;
+            let token = self.core(|core| core.start_resumption(id, true))?;
             Some((thread, claimed, token))
         });
         let Some((thread, claimed, token)) = lane else {
@@ -319,20 +308,7 @@ impl Inner {
                     Clock::Virtual(_) => self.next_deadline().map_or(now, |next| next.max(now)),
                     _ => now,
                 };
-                let queued = {
-                    let mut state = self.state.borrow_mut();
-                    match state.tasks.get_mut(id).map(|slot| slot.next_token()) {
-                        Some(token) => {
-                            state.set_suspension(id, Suspension::Sliced { token, ran });
-                            let entry = TimerEntry {
-                                task: id,
-                                kind: TimerKind::Continue { token },
-                            };
-                            state.push_timer(at, entry)
-                        }
-                        None => false,
-                    }
-                };
+                let queued = self.core(|core| core.file_sliced(id, ran, at));
                 let marked = queued && self.sliced.raw_set(&thread, true).is_ok();
                 if queued && !marked {
                     // Without the mark a hand resume would pass values into the stopped code.
@@ -483,12 +459,7 @@ impl Inner {
     /// (a `task.wait`, a future, its own `delay`) and is only on its way to yield for it, or is
     /// inside mlua's polling loop, whose future holds this resumption's waker.
     fn about_to_yield(&self, id: TaskId, thread: &Thread) -> bool {
-        let pending = self
-            .state
-            .borrow()
-            .tasks
-            .get(id)
-            .is_some_and(|slot| slot.has_pending());
+        let pending = self.core(|core| core.task(id).is_some_and(|slot| slot.has_pending()));
         pending || vm::is_in_mlua_poll_loop(thread)
     }
 
@@ -499,7 +470,7 @@ impl Inner {
             Err(error) => return self.complete(lua, id, Err(error)),
         };
         if resumption.fresh {
-            if self.state.borrow().tasks.get(id).is_none() {
+            if self.core(|core| core.task(id).is_none()) {
                 return;
             }
             match self.threads.get(id.slot()) {
@@ -513,22 +484,21 @@ impl Inner {
     }
 
     pub(super) fn poll_owned_future(&self, lua: &Lua, id: TaskId, target: WakeTarget) {
-        let Some(mut future) = self.state.borrow_mut().futures.remove(id.slot()) else {
+        let Some(mut future) = self.futures.borrow_mut().remove(id.slot()) else {
             return;
         };
         let waker = BorrowedWaker::new(target, &self.wakes);
         match waker.with_waker(|w| future.as_mut().poll(&mut Context::from_waker(w))) {
             Poll::Pending => {
-                let still_waiting = {
-                    let mut state = self.state.borrow_mut();
-                    let waiting = matches!(state.tasks.get(id).map(|s| s.suspension),
-                        Some(Suspension::OwnedFuture { token }) if token == target.token);
-                    if waiting {
-                        state.futures.insert(id.slot(), future);
-                        None
-                    } else {
-                        Some(future)
-                    }
+                let waiting = self.core(|core| {
+                    matches!(core.task(id).map(|slot| slot.suspension()),
+                        Some(Suspension::OwnedFuture { token }) if token == target.token)
+                });
+                let still_waiting = if waiting {
+                    self.futures.borrow_mut().insert(id.slot(), future);
+                    None
+                } else {
+                    Some(future)
                 };
                 // A future whose task went away meanwhile is dropped here, outside the borrow.
                 drop(still_waiting);

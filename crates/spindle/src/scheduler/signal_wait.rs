@@ -9,7 +9,7 @@
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{resume_mark, Inner, Suspension, Wakeup};
-use crate::tasks::TaskId;
+use crate::core::TaskId;
 use crate::vm;
 
 /// What a signal keeps of a waiter's suspension: its token, and its task's slot and generation.
@@ -28,8 +28,7 @@ impl Inner {
         }
         let id = self.adopt(&thread)?;
         // Untimed, as `task.wait(math.huge)`: only a fire ends it.
-        let Some(token) = self.suspend_waiting(&mut self.state.borrow_mut(), id, f64::INFINITY)
-        else {
+        let Some(token) = self.suspend_waiting(id, f64::INFINITY) else {
             return Err(mlua::Error::runtime(
                 "the waiting task ended while it began to wait",
             ));
@@ -40,15 +39,14 @@ impl Inner {
     /// Whether `thread` still waits in the signal wait that handed out `stamp`.
     pub(crate) fn is_signal_waiting(&self, thread: &Thread, stamp: WaitStamp) -> bool {
         let (token, slot, generation) = stamp;
-        let state = self.state.borrow();
-        let Some(id) = state.tasks.find(thread) else {
+        let Some(id) = self.find(thread) else {
             return false;
         };
         if id != TaskId::new(slot, generation) {
             return false;
         }
         matches!(
-            state.tasks.get(id).map(|slot| slot.suspension),
+            self.core(|core| core.task(id).map(|slot| slot.suspension())),
             Some(Suspension::Wait { token: t, timed: false, .. }) if t == token
         )
     }
@@ -65,7 +63,7 @@ impl Inner {
         if !self.is_signal_waiting(thread, stamp) {
             return;
         }
-        let Some(id) = self.state.borrow().tasks.find(thread) else {
+        let Some(id) = self.find(thread) else {
             return;
         };
         args.push_front(Value::LightUserData(resume_mark()));
@@ -76,7 +74,7 @@ impl Inner {
     /// deferred queue drains (as after the host's `spawn`). Inside a cycle, a resumption or a
     /// drain, the enclosing one drains it.
     pub(crate) fn host_resumption_point(&self, lua: &Lua) {
-        if !self.state.borrow().in_cycle {
+        if !self.core(|core| core.in_cycle()) {
             self.drain_deferred(lua);
         }
     }

@@ -1,0 +1,328 @@
+//! The task table: a flat slab of [`Slot`] records, one per task, addressed by [`TaskId`].
+//!
+//! A task's thread lives Lua-side (the engine's thread store); here a slot holds only the
+//! thread's identity `T` (its address, for the engine), which the core compares and hands back
+//! but never uses. Freeing a slot bumps its generation, which turns every queued entry that
+//! named the old generation stale; a freed slot is reused only after [`TaskTable::recycle`],
+//! which the engine calls once the thread has left its Lua-side store.
+//!
+//! Invariants: a slot is occupied exactly while it holds a thread; `occupied` counts them; a
+//! slot is in `free` only once it was freed and recycled.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Identifies one task of one scheduler: a slot and the generation it had when the task began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        TaskId(((generation as u64) << 32) | slot as u64)
+    }
+
+    pub(crate) fn slot(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The id as one integer, for logs and traces.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<&TaskId> for TaskId {
+    fn from(id: &TaskId) -> TaskId {
+        *id
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.slot(), self.generation())
+    }
+}
+
+/// Why the scheduler holds a suspended task, and what will resume it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Suspension {
+    /// Not suspended by the scheduler: running, queued, or yielded to whoever resumes it.
+    None,
+    /// In `task.wait`; `timed` is false for a wait that never fires (`math.huge`).
+    Wait {
+        token: u32,
+        since: Duration,
+        timed: bool,
+    },
+    /// Stopped by the watchdog at the end of its time slice, and queued to go on next cycle;
+    /// it has run for `ran` since it last yielded of its own accord (its timeout goes on).
+    Sliced { token: u32, ran: Duration },
+    /// Blocked in an mlua async function: the future lives inside the thread and is polled by
+    /// resuming the thread when its waker fires.
+    LuaFuture { token: u32 },
+    /// Blocked in a Spindle async function: the engine owns the future and polls it itself.
+    OwnedFuture { token: u32 },
+}
+
+impl Suspension {
+    pub(crate) fn is_awaiting(&self) -> bool {
+        matches!(
+            self,
+            Suspension::LuaFuture { .. } | Suspension::OwnedFuture { .. }
+        )
+    }
+
+    /// Whether a task so suspended has a live timer entry, counted in its slot's `timers`.
+    pub(crate) fn holds_timer(&self) -> bool {
+        matches!(
+            self,
+            Suspension::Wait { timed: true, .. } | Suspension::Sliced { .. }
+        )
+    }
+}
+
+/// The Rust half of a task. Its counters are changed only by the core, which keeps the
+/// scheduler-wide counts equal to their sums.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot<T> {
+    generation: u32,
+    /// The last token handed out for a suspension of this slot.
+    token: u32,
+    pub(super) suspension: Suspension,
+    /// Live timer entries that name this slot and generation.
+    pub(super) timers: u32,
+    /// Live deferred entries that name this slot and generation.
+    pub(super) queued: u32,
+    /// The scheduler is resuming this task right now.
+    pub(super) running: bool,
+    /// How many host `Task` handles claim this task's outcome; kept when it ends if any do.
+    pub(super) claims: u32,
+    /// The thread is in the engine's set of threads that blocked in an mlua future.
+    pub(super) in_blocked_set: bool,
+    /// The thread, while the slot is occupied.
+    thread: Option<T>,
+}
+
+impl<T: Copy> Slot<T> {
+    /// The task's thread; the engine's thread store keeps it alive while the slot is occupied.
+    pub(crate) fn thread(&self) -> Option<T> {
+        self.thread
+    }
+
+    pub(crate) fn suspension(&self) -> Suspension {
+        self.suspension
+    }
+
+    pub(crate) fn claims(&self) -> u32 {
+        self.claims
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.running
+    }
+
+    pub(super) fn next_token(&mut self) -> u32 {
+        self.token = self.token.wrapping_add(1);
+        self.token
+    }
+
+    /// Whether anything queued will still resume this task.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.timers > 0 || self.queued > 0 || self.suspension != Suspension::None
+    }
+}
+
+pub(crate) struct TaskTable<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    occupied: usize,
+    /// The generation new slots start at; raised by `reset`, so that ids handed out before it
+    /// never match a task made after it.
+    first_generation: u32,
+}
+
+impl<T: Copy + PartialEq> TaskTable<T> {
+    pub(crate) fn new() -> Self {
+        TaskTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            occupied: 0,
+            first_generation: 0,
+        }
+    }
+
+    /// The number of slots ever made, occupied or free.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Gives back the memory of the slab after a burst of tasks. Only valid while no slot is
+    /// occupied or waiting to be recycled.
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(self.is_idle());
+        let highest = self.slots.iter().map(|s| s.generation).max().unwrap_or(0);
+        self.first_generation = self.first_generation.max(highest.wrapping_add(1));
+        self.slots = Vec::new();
+        self.free = Vec::new();
+    }
+
+    /// Whether every slot ever made is free again (none occupied, none waiting to be recycled).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.occupied == 0 && self.free.len() == self.slots.len()
+    }
+
+    /// The task in `slot`, if that slot holds `thread`: the engine read the slot from a mark
+    /// the thread carries, which another embedder's use of the thread must not alias.
+    pub(crate) fn find(&self, slot: u32, thread: T) -> Option<TaskId> {
+        let entry = self.slots.get(slot as usize)?;
+        (entry.thread == Some(thread)).then(|| TaskId::new(slot, entry.generation))
+    }
+
+    /// A new task for `thread`, in a free slot or a new one; `None` past 2^32 tasks.
+    pub(crate) fn insert(&mut self, thread: T) -> Option<TaskId> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).ok()?;
+                self.slots.push(Slot {
+                    generation: self.first_generation,
+                    token: 0,
+                    suspension: Suspension::None,
+                    timers: 0,
+                    queued: 0,
+                    running: false,
+                    claims: 0,
+                    in_blocked_set: false,
+                    thread: None,
+                });
+                slot
+            }
+        };
+        self.occupied += 1;
+        let entry = &mut self.slots[slot as usize];
+        entry.thread = Some(thread);
+        Some(TaskId::new(slot, entry.generation))
+    }
+
+    pub(crate) fn get(&self, id: TaskId) -> Option<&Slot<T>> {
+        self.slots
+            .get(id.slot() as usize)
+            .filter(|s| s.thread.is_some() && s.generation == id.generation())
+    }
+
+    pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut Slot<T>> {
+        self.slots
+            .get_mut(id.slot() as usize)
+            .filter(|s| s.thread.is_some() && s.generation == id.generation())
+    }
+
+    /// Frees the slot: every entry naming this generation turns stale. The slot is not reused
+    /// until [`recycle`](Self::recycle). Returns the freed record, with its counts and thread,
+    /// for the caller to settle.
+    pub(crate) fn free(&mut self, id: TaskId) -> Option<Slot<T>> {
+        let slot = self.get_mut(id)?;
+        let freed = *slot;
+        *slot = Slot {
+            generation: slot.generation.wrapping_add(1),
+            token: slot.token,
+            suspension: Suspension::None,
+            timers: 0,
+            queued: 0,
+            running: false,
+            claims: 0,
+            in_blocked_set: false,
+            thread: None,
+        };
+        self.occupied -= 1;
+        Some(freed)
+    }
+
+    /// Makes a freed slot available again.
+    pub(crate) fn recycle(&mut self, slot: u32) {
+        debug_assert!(self.slots[slot as usize].thread.is_none());
+        self.free.push(slot);
+    }
+
+    /// Every occupied slot, with its record.
+    pub(crate) fn occupied(&self) -> impl Iterator<Item = (TaskId, &Slot<T>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.thread.is_some())
+            .map(|(i, s)| (TaskId::new(i as u32, s.generation), s))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.occupied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserted_threads_are_found_and_forgotten_when_freed() {
+        let mut table = TaskTable::new();
+        let id_a = table.insert('a').unwrap();
+        let id_b = table.insert('b').unwrap();
+        assert_ne!(id_a, id_b);
+        assert_eq!(table.find(id_b.slot(), 'b'), Some(id_b));
+        assert_eq!(table.find(id_b.slot(), 'a'), None, "another thread's mark");
+        assert_eq!(table.free(id_a).and_then(|slot| slot.thread()), Some('a'));
+        assert_eq!(table.find(id_a.slot(), 'a'), None);
+        assert!(table.get(id_a).is_none(), "the old id is stale");
+        assert!(table.free(id_a).is_none(), "freed once");
+        let id_c = table.insert('c').unwrap();
+        assert_ne!(id_c.slot(), id_a.slot(), "a freed slot waits for recycle");
+        table.recycle(id_a.slot());
+        let id_d = table.insert('d').unwrap();
+        assert_eq!(id_d.slot(), id_a.slot(), "then it is reused");
+        assert_ne!(id_d, id_a, "under a new generation");
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.occupied().count(), 3);
+    }
+
+    #[test]
+    fn reset_never_gives_an_old_id_to_a_new_task() {
+        let mut table = TaskTable::new();
+        let old = table.insert(1).unwrap();
+        table.free(old).unwrap();
+        table.recycle(old.slot());
+        assert!(table.is_idle());
+        table.reset();
+        assert_eq!(table.capacity(), 0);
+        let new = table.insert(2).unwrap();
+        assert_eq!(new.slot(), old.slot());
+        assert_ne!(new, old);
+        assert!(table.get(old).is_none());
+    }
+
+    #[test]
+    fn a_freed_slot_forgets_its_counts_and_keeps_its_token_sequence() {
+        let mut table = TaskTable::new();
+        let id = table.insert(1).unwrap();
+        let slot = table.get_mut(id).unwrap();
+        let first = slot.next_token();
+        slot.timers = 2;
+        slot.claims = 1;
+        slot.suspension = Suspension::LuaFuture { token: first };
+        assert!(slot.has_pending());
+        let freed = table.free(id).unwrap();
+        assert_eq!((freed.timers, freed.claims), (2, 1));
+        table.recycle(id.slot());
+        let again = table.insert(2).unwrap();
+        let slot = table.get_mut(again).unwrap();
+        assert!(!slot.has_pending());
+        assert_eq!(slot.claims(), 0);
+        assert_ne!(
+            slot.next_token(),
+            first,
+            "a stale wake-up's token never matches"
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The core without a VM: threads are plain numbers, outcomes strings.
+
+use std::time::Duration;
+
+use super::*;
+
+type TestCore = Core<u32, &'static str>;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn resume_timer(task: TaskId) -> TimerEntry {
+    TimerEntry {
+        task,
+        kind: TimerKind::Resume(Resumption {
+            args: Some(ValuesKey(7)),
+            fresh: false,
+        }),
+    }
+}
+
+fn deferred(task: TaskId, level: u32) -> Deferred {
+    Deferred {
+        task,
+        level,
+        resumption: Resumption {
+            args: None,
+            fresh: true,
+        },
+    }
+}
+
+/// Every timer due at `now`, with whether it is live.
+fn due(core: &mut TestCore, now: Duration) -> Vec<(TaskId, bool)> {
+    let mut out = Vec::new();
+    core.take_due(now, |entry, live| out.push((entry.task, live)));
+    out
+}
+
+#[test]
+fn a_timed_wait_is_work_until_it_ends_and_an_untimed_one_never_is() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    assert!(!core.has_work());
+    core.file_wait(id, secs(0), Some(secs(5))).unwrap();
+    assert!(
+        core.has_work(),
+        "a wait with a deadline keeps the run going"
+    );
+    core.end_suspension_if(id, |s| matches!(s, Suspension::Wait { .. }));
+    assert!(!core.has_work(), "its timer no longer counts");
+    assert_eq!(due(&mut core, secs(5)), vec![(id, false)], "and is stale");
+    core.file_wait(id, secs(0), None).unwrap();
+    assert!(
+        !core.has_work(),
+        "math.huge: only something else can end it"
+    );
+    assert!(!core.has_timers());
+    core.check_counts();
+}
+
+#[test]
+fn a_second_wait_makes_the_first_ones_timer_stale() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    let first = core.file_wait(id, secs(0), Some(secs(1))).unwrap();
+    let second = core.file_wait(id, secs(0), Some(secs(2))).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(due(&mut core, secs(2)), vec![(id, false), (id, true)]);
+    match core.start_timed_wake(id, first, |_| true) {
+        TimedWake::Stale => {}
+        _ => panic!("the first wait's token must be stale"),
+    }
+    match core.start_timed_wake(id, second, |_| true) {
+        TimedWake::Raw { thread, since, .. } => assert_eq!((thread, since), (1, secs(0))),
+        _ => panic!("the second wait's timer resumes it"),
+    }
+    assert!(core.is_resuming());
+    assert!(core.end_resumption(id), "nothing else holds the task");
+    assert!(!core.is_resuming());
+    core.check_counts();
+}
+
+#[test]
+fn a_timed_wake_takes_the_general_path_for_a_claimed_task_or_when_told() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    let token = core.file_wait(id, secs(3), Some(secs(4))).unwrap();
+    let mut asked = None;
+    match core.start_timed_wake(id, token, |thread| {
+        asked = Some(thread);
+        false
+    }) {
+        TimedWake::Full { since } => assert_eq!(since, secs(3)),
+        _ => panic!("the lane was refused"),
+    }
+    assert_eq!(asked, Some(1), "the lane check sees the task's thread");
+    assert!(
+        !core.is_resuming(),
+        "the general path starts the resumption itself"
+    );
+    core.claim(id);
+    match core.start_timed_wake(id, token, |_| panic!("not asked for a claimed task")) {
+        TimedWake::Full { .. } => {}
+        _ => panic!("a claimed task's results must be converted"),
+    }
+}
+
+#[test]
+fn freeing_a_task_drops_its_timers_deferrals_and_future_from_the_counts() {
+    let mut core = TestCore::default();
+    let id = core.insert(9).unwrap();
+    assert!(core.push_timer(secs(1), resume_timer(id)));
+    assert!(core.push_deferred(deferred(id, 1)));
+    assert!(core.block_on_future(id, 3, true));
+    assert!(core.has_work() && core.has_deferred());
+    let freed = core.free(id).unwrap();
+    assert_eq!((freed.slot, freed.thread), (id.slot(), Some(9)));
+    assert!(!core.has_work() && !core.has_deferred());
+    core.check_counts();
+    let (entry, live) = core.pop_deferred().unwrap();
+    assert_eq!((entry.task, live), (id, false));
+    let mut stale = Vec::new();
+    assert_eq!(core.next_deadline(|args| stale.push(args)), None);
+    assert_eq!(
+        stale,
+        vec![Some(ValuesKey(7))],
+        "a stale timer's arguments are handed back"
+    );
+    assert!(
+        !core.push_timer(secs(1), resume_timer(id)),
+        "a freed task takes no timer"
+    );
+    assert!(!core.push_deferred(deferred(id, 1)), "nor a deferral");
+    assert!(!core.block_on_future(id, 4, false));
+    assert!(core.free(id).is_none());
+}
+
+#[test]
+fn a_resume_timer_counts_until_it_fires() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    core.push_timer(secs(2), resume_timer(id));
+    assert_eq!(core.next_deadline(|_| panic!("live")), Some(secs(2)));
+    assert_eq!(due(&mut core, secs(1)), vec![], "not due yet");
+    assert_eq!(due(&mut core, secs(2)), vec![(id, true)]);
+    assert!(
+        core.has_work(),
+        "taken off the heap, it still counts until it runs"
+    );
+    assert!(core.fire_resume_timer(id));
+    assert!(!core.has_work());
+    core.check_counts();
+}
+
+#[test]
+fn deferrals_made_while_draining_are_one_level_deeper() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    assert_eq!(core.next_defer_level(), 1, "outside the drain");
+    core.push_deferred(deferred(id, 1));
+    assert!(core.start_drain());
+    assert!(!core.start_drain(), "a drain does not nest");
+    let (entry, live) = core.pop_deferred().unwrap();
+    assert!(live);
+    assert_eq!(entry.level, 1);
+    assert_eq!(core.next_defer_level(), 2);
+    core.push_deferred(deferred(id, 2));
+    core.pop_deferred().unwrap();
+    assert_eq!(core.next_defer_level(), 3);
+    core.end_drain();
+    assert_eq!(core.next_defer_level(), 1);
+    assert!(core.pop_deferred().is_none());
+}
+
+#[test]
+fn a_cycle_or_drain_refuses_to_start_inside_a_resumption_or_another_cycle() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    assert!(core.enter_cycle());
+    assert!(!core.enter_cycle());
+    core.leave_cycle();
+    core.start_resumption(id, true).unwrap();
+    assert!(!core.enter_cycle(), "inside a resumption");
+    assert!(!core.start_drain(), "the resumption's own drain runs it");
+    core.end_resumption(id);
+    assert!(core.enter_cycle() && core.in_cycle());
+}
+
+#[test]
+fn a_resumption_ends_a_suspension_only_when_asked() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    let blocked = core.next_token(id).unwrap();
+    core.block_on_future(id, blocked, true);
+    let token = core.start_resumption(id, false).unwrap();
+    assert!(!core.end_resumption(id), "still blocked on its future");
+    assert!(core.wake_is_live(id, blocked));
+    assert!(
+        !core.wake_is_live(id, token),
+        "a resumption's token is its own"
+    );
+    core.start_resumption(id, true).unwrap();
+    assert!(
+        !core.wake_is_live(id, blocked),
+        "the future's wake-up went stale"
+    );
+    assert!(core.task(id).unwrap().is_running());
+    assert!(!core.is_idle(id), "a running task is not idle");
+    assert!(core.end_resumption(id));
+    assert!(core.is_idle(id));
+    core.check_counts();
+}
+
+#[test]
+fn a_sliced_task_goes_on_through_its_continue_timer() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    assert!(core.file_sliced(id, secs(3), secs(10)));
+    assert!(core.has_work());
+    assert_eq!(
+        core.task(id).unwrap().suspension(),
+        Suspension::Sliced {
+            token: 1,
+            ran: secs(3)
+        }
+    );
+    core.start_resumption(id, true);
+    assert!(
+        !core.has_work(),
+        "resumed by other means: the timer is stale"
+    );
+    assert_eq!(due(&mut core, secs(10)), vec![(id, false)]);
+    core.end_resumption(id);
+    core.free(id);
+    assert!(!core.file_sliced(id, secs(0), secs(0)));
+}
+
+#[test]
+fn outcomes_are_freed_when_the_last_claim_goes() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    core.claim(id);
+    core.claim(id);
+    assert_eq!(core.unclaim(id), None, "a live task only loses a claim");
+    let freed = core.free(id).unwrap();
+    assert_eq!(freed.claims, 1);
+    core.keep_outcome(id, "done", 2);
+    assert!(core.has_outcome(id));
+    assert_eq!(core.unclaim(id), None, "one claim left");
+    assert_eq!(core.unclaim(id), Some("done"), "the last one frees it");
+    assert!(!core.has_outcome(id));
+    core.keep_outcome(id, "failed", 1);
+    *core.outcome_mut(id).unwrap() = "cancelled";
+    assert_eq!(core.take_outcome(id), Some(("cancelled", 1)));
+    assert_eq!(core.take_outcome(id), None);
+}
+
+#[test]
+fn compaction_keeps_the_heap_proportional_to_live_timers() {
+    let mut core = TestCore::default();
+    let live = core.insert(1).unwrap();
+    core.file_wait(live, secs(0), Some(secs(1000)));
+    let gone = core.insert(2).unwrap();
+    for n in 0..200 {
+        core.push_timer(secs(n), resume_timer(gone));
+    }
+    core.free(gone);
+    let mut stale = 0;
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 200);
+    assert_eq!(
+        core.next_deadline(|_| panic!("compacted")),
+        Some(secs(1000))
+    );
+    core.end_suspension_if(live, |_| true);
+    let mut stale = 0;
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 1, "with no live timer, the heap empties");
+    assert!(!core.has_timers());
+}
+
+#[test]
+fn shutdown_hands_back_every_queued_argument() {
+    let mut core = TestCore::default();
+    let id = core.insert(1).unwrap();
+    core.push_timer(secs(1), resume_timer(id));
+    core.push_deferred(deferred(id, 1));
+    core.free(id);
+    let mut args = Vec::new();
+    core.clear_queues(|key| args.push(key));
+    assert_eq!(args, vec![Some(ValuesKey(7)), None]);
+    assert!(!core.has_timers() && core.pop_deferred().is_none());
+    core.recycle(id.slot());
+    assert!(core.is_idle_and_larger_than(0));
+    core.trim();
+    assert!(!core.is_idle_and_larger_than(0));
+    let again = core.insert(3).unwrap();
+    assert_ne!(again, id, "an id from before the trim never comes back");
+}
