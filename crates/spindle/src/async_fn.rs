@@ -17,16 +17,13 @@
 use std::ffi::c_int;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use mlua::state::RawLua;
-use mlua::{FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Value};
+use mlua::{FromLuaMulti, IntoLuaMulti, LightUserData, Lua, MultiValue, Value};
 
-use crate::error::{Result, TaskError};
-use crate::host::Scheduler;
-use crate::scheduler::resume_mark;
-use crate::task_lib::refusal;
+use crate::error::TaskError;
+use crate::vm::resume_mark;
 
 /// A pending call's future, with its results converted to Lua values when it completes.
 pub(crate) type OwnedFuture = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
@@ -69,8 +66,8 @@ pub(crate) fn failure_mark() -> LightUserData {
 /// One call's future, boxed once: polled with its own output type at the first poll (so that a
 /// ready call converts its results straight onto the Lua stack), and as an [`OwnedFuture`] after.
 pub(crate) struct Call<Fut> {
-    future: Fut,
-    lua: Lua,
+    pub(crate) future: Fut,
+    pub(crate) lua: Lua,
 }
 
 impl<Fut, R> Call<Fut>
@@ -99,7 +96,7 @@ where
 
 /// A call's arguments, or the error of their conversion, which mlua would raise itself as an
 /// error userdata: kept so that the call refuses with a plain string instead.
-pub(crate) struct Caught<A>(mlua::Result<A>);
+pub(crate) struct Caught<A>(pub(crate) mlua::Result<A>);
 
 impl<A: FromLuaMulti> FromLuaMulti for Caught<A> {
     fn from_lua_multi(values: MultiValue, lua: &Lua) -> mlua::Result<Self> {
@@ -188,51 +185,5 @@ impl<R: IntoLuaMulti> IntoLuaMulti for Started<R> {
                 (failure_mark(), reason, true).push_into_stack_multi(lua)
             },
         }
-    }
-}
-
-impl Scheduler {
-    /// Creates a Lua function backed by a Rust async function whose future the scheduler owns:
-    /// a task that calls it is suspended until the future completes, and cancelling the task
-    /// drops the future at once. Errors surface in the task as Lua errors with the Rust message.
-    ///
-    /// ```
-    /// # let lua = mlua::Lua::new();
-    /// # let scheduler = spindle::Scheduler::new(&lua)?;
-    /// # scheduler.install_task_library()?;
-    /// let double = scheduler.create_async_function(|_lua, n: i64| async move {
-    ///     async_io::Timer::after(std::time::Duration::from_millis(5)).await;
-    ///     Ok(n * 2)
-    /// })?;
-    /// lua.globals().set("double", double)?;
-    /// let id = scheduler.spawn(lua.load("return double(21)").into_function()?, ())?;
-    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
-    /// assert_eq!(scheduler.take_result::<i64>(&id)?.unwrap().into_result()?, 42);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn create_async_function<F, A, Fut, R>(&self, f: F) -> Result<Function>
-    where
-        F: Fn(Lua, A) -> Fut + 'static,
-        A: FromLuaMulti,
-        Fut: Future<Output = mlua::Result<R>> + 'static,
-        R: IntoLuaMulti + 'static,
-    {
-        let make_async = self.inner.library(&self.lua)?.make_async;
-        let inner = Rc::clone(&self.inner);
-        let start = self.lua.create_function(move |lua, args: Caught<A>| {
-            let started = (|| {
-                inner.ensure_open()?;
-                let args = args.0?;
-                let (id, target) = inner.caller_task(lua)?;
-                let mut call = Box::pin(Call {
-                    future: f(lua.clone(), args),
-                    lua: lua.clone(),
-                });
-                let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
-                inner.started(id, target, poll, call)
-            })();
-            Ok(started.unwrap_or_else(|error| Started::Refused(refusal(&error))))
-        })?;
-        Ok(make_async.call(start)?)
     }
 }

@@ -1,6 +1,10 @@
 //! Spindle's error type, and the report of a task that ended with an uncaught error.
 
+use std::ffi::c_int;
 use std::fmt;
+
+use mlua::state::RawLua;
+use mlua::{IntoLuaMulti, Lua, MultiValue, Value};
 
 use crate::TaskId;
 
@@ -134,6 +138,63 @@ fn split_lua_error(error: &mlua::Error) -> (String, String) {
         other => (other.to_string(), String::new()),
     }
 }
+
+/// What a primitive with results returns to the Lua half: its results, or nil and why it
+/// refused, which the Lua half raises as a plain string at its caller's line, naming the
+/// function, as Luau's own functions raise their errors. An error returned from an mlua
+/// callback would reach scripts as an error userdata, its text `runtime error: ...` with a
+/// traceback. (A primitive with no results returns the reason alone, or nil.)
+pub(crate) enum Checked<T> {
+    Done(T),
+    Refused(String),
+}
+
+impl<T> Checked<T> {
+    pub(crate) fn of(result: mlua::Result<T>) -> Self {
+        match result {
+            Ok(values) => Checked::Done(values),
+            Err(error) => Checked::Refused(refusal(&error)),
+        }
+    }
+}
+
+impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
+    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
+        match self {
+            Checked::Done(values) => values.into_lua_multi(lua),
+            Checked::Refused(reason) => (Value::Nil, reason).into_lua_multi(lua),
+        }
+    }
+
+    // mlua's hidden fast path, as `Started` uses it: results go onto the stack directly.
+    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
+        match self {
+            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
+            // SAFETY: as above.
+            Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
+        }
+    }
+}
+
+/// Why an operation failed, as the text of a Lua error: the message without mlua's wrapping
+/// or traceback.
+pub(crate) fn refusal(error: &mlua::Error) -> String {
+    match error {
+        mlua::Error::MemoryError(message) => message.clone(),
+        // In Luau's words for a bad argument to a function with no name.
+        mlua::Error::BadArgument { pos, cause, .. } => {
+            format!("invalid argument #{pos} ({})", refusal(cause))
+        }
+        mlua::Error::CallbackError { cause, .. } => refusal(cause),
+        other => TaskError::from_lua(None, other).message,
+    }
+}
+
+/// `task.wait` and `Signal:Wait` cannot suspend a thread that cannot yield: the main thread, or
+/// code inside a metamethod or a C function's callback. Luau's own `coroutine.yield` says so
+/// in these words there.
+pub(crate) const CANNOT_YIELD: &str = "attempt to yield across metamethod/C-call boundary";
 
 #[cfg(test)]
 mod tests {

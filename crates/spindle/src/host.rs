@@ -6,6 +6,7 @@
 //! standard `coroutine` functions, and makes the `task` functions refuse further work.
 //! A [`Task`] handle is what keeps a task's outcome for the host: dropping it lets the outcome go.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -15,12 +16,18 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 use crate::clock::Clock;
 use crate::core::TaskId;
 use crate::error::{Error, Result, TaskError};
-use crate::frame::FrameWork;
 use crate::scheduler::{
-    BudgetCheck, CycleReport, ErrorHandler, Frames, Inner, StoredOutcome, TaskStatus,
+    BudgetCheck, CycleReport, ErrorHandler, FrameWork, Frames, Inner, PhaseFire, StoredOutcome,
+    TaskStatus,
 };
-use crate::signal::SignalBehavior;
+use crate::signal::{Signal, SignalBehavior};
+use crate::task_lib::Library;
 use crate::watchdog::{self, Budget};
+
+mod async_fn;
+mod frames;
+mod signals;
+mod trace;
 
 /// Roblox's limit on nested deferrals (contract rule 3).
 pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
@@ -190,20 +197,34 @@ impl SchedulerBuilder {
             self.watchdog,
             on_error,
             frames,
-            self.signal_behavior,
         )?);
-        let signals = (0..inner.frames().names().len())
-            .map(|_| crate::signal::phase_signal(&inner, lua))
+        let mut scheduler = Scheduler {
+            lua: lua.clone(),
+            inner,
+            lib: RefCell::new(None),
+            signal_behavior: self.signal_behavior,
+            phases: Vec::new(),
+        };
+        let signals = (0..scheduler.phase_names().len())
+            .map(|_| {
+                let library = scheduler.library()?.signal;
+                library.create(&scheduler.inner, mlua::Value::Nil)
+            })
             .collect::<mlua::Result<Vec<_>>>()?;
-        inner.frames().set_signals(signals);
+        let fire = |signal: &Signal| -> PhaseFire {
+            let signal = signal.clone();
+            Rc::new(move |dt| signal.fire(dt))
+        };
+        scheduler
+            .inner
+            .frames()
+            .set_phases(signals.iter().map(fire).collect());
+        scheduler.phases = signals;
         if !self.watchdog.is_unlimited() {
             watchdog::install(lua, true);
         }
         lua.set_app_data(Attached);
-        Ok(Scheduler {
-            lua: lua.clone(),
-            inner,
-        })
+        Ok(scheduler)
     }
 }
 
@@ -254,6 +275,12 @@ struct Attached;
 pub struct Scheduler {
     pub(crate) lua: Lua,
     pub(crate) inner: Rc<Inner>,
+    /// Filled on first use: the `task` table and the functions that go with it.
+    lib: RefCell<Option<Library>>,
+    /// What `Signal.new()` makes when given no behaviour.
+    signal_behavior: SignalBehavior,
+    /// The phases' signals, in order.
+    phases: Vec<Signal>,
 }
 
 /// A task the host started, and a claim on its outcome.
@@ -405,7 +432,7 @@ impl Scheduler {
     /// values, as with `task.wait`), and that closing a task's thread ends its pending work.
     /// Call it before `Lua::sandbox(true)`, which makes the globals read-only.
     pub fn install_task_library(&self) -> Result<Table> {
-        let library = self.inner.library(&self.lua)?;
+        let library = self.library()?;
         let globals = self.lua.globals();
         globals.set("task", &library.task)?;
         globals.set("Signal", &library.signal.class)?;
@@ -421,7 +448,7 @@ impl Scheduler {
     /// on `_G` or `coroutine`, and no script code may run once the scheduler is gone (no
     /// watchdog would stop a loop there).
     fn uninstall_task_library(&self) -> mlua::Result<()> {
-        let Some(library) = self.inner.installed_library() else {
+        let Some(library) = self.lib.borrow().clone() else {
             return Ok(());
         };
         let pristine = self.inner.pristine();
@@ -436,6 +463,16 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// The `task` library, built on first use.
+    pub(crate) fn library(&self) -> mlua::Result<Library> {
+        if let Some(library) = &*self.lib.borrow() {
+            return Ok(library.clone());
+        }
+        let library = crate::task_lib::build(&self.lua, &self.inner, self.signal_behavior)?;
+        *self.lib.borrow_mut() = Some(library.clone());
+        Ok(library)
     }
 
     fn handle(&self, id: TaskId) -> Task {

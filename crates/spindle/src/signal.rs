@@ -45,10 +45,9 @@ use std::rc::{Rc, Weak};
 
 use mlua::{FromLua, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
+use crate::error::{refusal, Checked};
 use crate::error::{Error, Result};
-use crate::host::Scheduler;
 use crate::scheduler::{Inner, WaitStamp};
-use crate::task_lib::{refusal, Checked};
 
 const SOURCE: &str = include_str!("signal.luau");
 
@@ -63,7 +62,7 @@ pub enum SignalBehavior {
 }
 
 impl SignalBehavior {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             SignalBehavior::Immediate => "Immediate",
             SignalBehavior::Deferred => "Deferred",
@@ -80,6 +79,28 @@ pub(crate) struct SignalLibrary {
     methods: Table,
     new: Function,
     fire: Function,
+}
+
+impl SignalLibrary {
+    /// Makes a signal, as `Signal.new(behavior)` does in Lua (nil: the default behaviour),
+    /// and the host's handle on it.
+    pub(crate) fn create(&self, inner: &Rc<Inner>, behavior: Value) -> mlua::Result<Signal> {
+        let object = self.new.call(behavior)?;
+        Ok(self.handle(inner, object))
+    }
+
+    /// The host's handle on `object`, if it is a signal made by this library.
+    pub(crate) fn adopt(&self, inner: &Rc<Inner>, object: Table) -> Option<Signal> {
+        (object.metatable().as_ref() == Some(&self.methods)).then(|| self.handle(inner, object))
+    }
+
+    fn handle(&self, inner: &Rc<Inner>, object: Table) -> Signal {
+        Signal {
+            object,
+            library: self.clone(),
+            scheduler: Rc::downgrade(inner),
+        }
+    }
 }
 
 /// Builds the signal library on the `task` library's primitives (`task_rt`).
@@ -187,7 +208,7 @@ fn waiter(
 ///
 /// Hand it to scripts as a Lua value (it converts with `IntoLua`), for example as a field of a
 /// global; fire it with Rust values. Cloning the handle does not copy the signal. Like the
-/// [`Scheduler`], do not store it inside its own `Lua` (app data, userdata).
+/// [`Scheduler`](crate::Scheduler), do not store it inside its own `Lua` (app data, userdata).
 #[derive(Clone)]
 pub struct Signal {
     object: Table,
@@ -262,54 +283,4 @@ impl IntoLua for &Signal {
     fn into_lua(self, _: &Lua) -> mlua::Result<Value> {
         Ok(Value::Table(self.object.clone()))
     }
-}
-
-impl Scheduler {
-    /// Makes a signal with the builder's default behaviour
-    /// ([`SchedulerBuilder::signal_behavior`](crate::SchedulerBuilder::signal_behavior)),
-    /// as `Signal.new()` does in Lua.
-    pub fn create_signal(&self) -> Result<Signal> {
-        self.make_signal(Value::Nil)
-    }
-
-    /// Makes a signal with the given behaviour, as `Signal.new("Immediate")` does in Lua.
-    pub fn create_signal_with(&self, behavior: SignalBehavior) -> Result<Signal> {
-        self.make_signal(behavior.name().into_lua(&self.lua)?)
-    }
-
-    /// The host's handle on a signal a script made (a table made by `Signal.new`).
-    pub fn signal_from(&self, object: Table) -> Result<Signal> {
-        let library = self.inner.library(&self.lua)?.signal;
-        if object.metatable().as_ref() != Some(&library.methods) {
-            return Err(Error::Lua(mlua::Error::runtime(
-                "Scheduler::signal_from: the table is not a signal made by Signal.new",
-            )));
-        }
-        Ok(Signal {
-            object,
-            library,
-            scheduler: Rc::downgrade(&self.inner),
-        })
-    }
-
-    fn make_signal(&self, behavior: Value) -> Result<Signal> {
-        let library = self.inner.library(&self.lua)?.signal;
-        let object = library.new.call(behavior)?;
-        Ok(Signal {
-            object,
-            library,
-            scheduler: Rc::downgrade(&self.inner),
-        })
-    }
-}
-
-/// A phase signal for the scheduler's own use, made while it is built.
-pub(crate) fn phase_signal(inner: &Rc<Inner>, lua: &Lua) -> mlua::Result<Signal> {
-    let library = inner.library(lua)?.signal;
-    let object = library.new.call(Value::Nil)?;
-    Ok(Signal {
-        object,
-        library,
-        scheduler: Rc::downgrade(inner),
-    })
 }

@@ -6,68 +6,23 @@
 //! `task.wait`'s as a plain C function (`vm::create_wait`).
 //!
 //! The library builds on the standard `coroutine` and `debug` functions as they were before any
-//! scheduler replaced them ([`Pristine`]), so that a scheduler attached after another one was
+//! scheduler replaced them (`vm::Pristine`), so that a scheduler attached after another one was
 //! dropped does not build on the dropped one's replacements.
 
-use std::ffi::c_int;
 use std::rc::Rc;
 
-use mlua::state::RawLua;
-use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
+use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
 use crate::async_fn::failure_mark;
-use crate::scheduler::{resume_mark, seconds_to_delay, Inner};
-use crate::vm;
+use crate::error::{refusal, Checked};
+use crate::scheduler::{seconds_to_delay, Inner};
+use crate::signal::SignalBehavior;
+use crate::vm::{self, resume_mark};
 
 const SOURCE: &str = include_str!("task.luau");
 
 /// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
-pub(crate) const CHUNK_NAME: &str = "=[spindle task]";
-
-/// The standard functions Spindle builds on, captured the first time a scheduler is attached
-/// to a `Lua` and kept in its app data for every later one.
-#[derive(Clone)]
-pub(crate) struct Pristine {
-    pub resume: Function,
-    pub wrap: Function,
-    pub close: Function,
-    pub create: Function,
-    pub yield_: Function,
-    pub status: Function,
-}
-
-impl Pristine {
-    pub(crate) fn of(lua: &Lua) -> mlua::Result<Self> {
-        if let Some(pristine) = lua.app_data_ref::<Pristine>() {
-            return Ok(pristine.clone());
-        }
-        // Read raw, and only Luau's own functions are taken: the scheduler calls some of them
-        // where no Lua code may run (`close` with the memory limit lifted), so one that code
-        // run before the scheduler was attached replaced is refused.
-        let coroutine: Table = lua.globals().raw_get("coroutine").map_err(|_| {
-            mlua::Error::runtime("Spindle needs the coroutine library, which this Lua lacks")
-        })?;
-        let native = |name: &str| -> mlua::Result<Function> {
-            let function: Function = coroutine.raw_get(name)?;
-            if function.info().what != "C" {
-                return Err(mlua::Error::runtime(format!(
-                    "Spindle needs Luau's own coroutine.{name}, which was replaced before the scheduler was attached"
-                )));
-            }
-            Ok(function)
-        };
-        let pristine = Pristine {
-            resume: native("resume")?,
-            wrap: native("wrap")?,
-            close: native("close")?,
-            create: native("create")?,
-            yield_: native("yield")?,
-            status: native("status")?,
-        };
-        lua.set_app_data(pristine.clone());
-        Ok(pristine)
-    }
-}
+const CHUNK_NAME: &str = vm::TASK_LIB_CHUNK;
 
 /// What `task.luau` builds.
 #[derive(Clone)]
@@ -85,67 +40,10 @@ pub(crate) struct Library {
     pub signal: crate::signal::SignalLibrary,
 }
 
-/// What a primitive with results returns to the Lua half: its results, or nil and why it
-/// refused, which the Lua half raises as a plain string at its caller's line, naming the
-/// function, as Luau's own functions raise their errors. An error returned from an mlua
-/// callback would reach scripts as an error userdata, its text `runtime error: ...` with a
-/// traceback. (A primitive with no results returns the reason alone, or nil.)
-pub(crate) enum Checked<T> {
-    Done(T),
-    Refused(String),
-}
-
-impl<T> Checked<T> {
-    pub(crate) fn of(result: mlua::Result<T>) -> Self {
-        match result {
-            Ok(values) => Checked::Done(values),
-            Err(error) => Checked::Refused(refusal(&error)),
-        }
-    }
-}
-
-impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
-    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
-        match self {
-            Checked::Done(values) => values.into_lua_multi(lua),
-            Checked::Refused(reason) => (Value::Nil, reason).into_lua_multi(lua),
-        }
-    }
-
-    // mlua's hidden fast path, as `Started` uses it: results go onto the stack directly.
-    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
-        match self {
-            // SAFETY: as mlua calls this: `lua` is the running state's handle.
-            Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
-            // SAFETY: as above.
-            Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
-        }
-    }
-}
-
-/// Why an operation failed, as the text of a Lua error: the message without mlua's wrapping
-/// or traceback.
-pub(crate) fn refusal(error: &mlua::Error) -> String {
-    match error {
-        mlua::Error::MemoryError(message) => message.clone(),
-        // In Luau's words for a bad argument to a function with no name.
-        mlua::Error::BadArgument { pos, cause, .. } => {
-            format!("invalid argument #{pos} ({})", refusal(cause))
-        }
-        mlua::Error::CallbackError { cause, .. } => refusal(cause),
-        other => crate::error::TaskError::from_lua(None, other).message,
-    }
-}
-
 /// The reason alone (or nil): how a primitive with no results refuses.
 fn refused(result: mlua::Result<()>) -> Option<String> {
     result.err().map(|error| refusal(&error))
 }
-
-/// `task.wait` and `Signal:Wait` cannot suspend a thread that cannot yield: the main thread, or
-/// code inside a metamethod or a C function's callback. Luau's own `coroutine.yield` says so
-/// in these words there.
-pub(crate) const CANNOT_YIELD: &str = "attempt to yield across metamethod/C-call boundary";
 
 /// A function becomes a new thread (`fresh`); a thread is used as it is.
 fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
@@ -160,7 +58,11 @@ fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
 }
 
 /// Builds the `task` table and the functions that go with it.
-pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
+pub(crate) fn build(
+    lua: &Lua,
+    inner: &Rc<Inner>,
+    signal_behavior: SignalBehavior,
+) -> mlua::Result<Library> {
     let rt = lua.create_table()?;
 
     let sched = Rc::clone(inner);
@@ -295,7 +197,7 @@ pub(crate) fn build(lua: &Lua, inner: &Rc<Inner>) -> mlua::Result<Library> {
         .set_name(CHUNK_NAME)
         .set_mode(mlua::chunk::ChunkMode::Text)
         .call(&rt)?;
-    let signal = crate::signal::build(lua, inner, &rt, inner.signal_behavior())?;
+    let signal = crate::signal::build(lua, inner, &rt, signal_behavior)?;
     Ok(Library {
         task,
         make_async,

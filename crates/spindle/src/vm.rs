@@ -34,7 +34,7 @@ use std::ffi::{c_int, c_void};
 use std::rc::Rc;
 
 use mlua::ffi;
-use mlua::{Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Thread, Value};
+use mlua::{Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, Thread, Value};
 
 #[cfg(not(feature = "luau"))]
 compile_error!("Spindle supports Luau only for now: enable the `luau` feature");
@@ -144,7 +144,7 @@ pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
 /// `thread` must be alive. Reads its call frames and one stack slot; allocates nothing, so it
 /// may run inside an interrupt.
 pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
-    let task_lib = crate::task_lib::CHUNK_NAME.as_bytes();
+    let task_lib = TASK_LIB_CHUNK.as_bytes();
     // SAFETY: per the caller.
     let resuming =
         unsafe { runs_chunk_at(thread, 0, b"=[C]") && runs_chunk_at(thread, 1, task_lib) };
@@ -163,7 +163,7 @@ pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
 /// inside an interrupt.
 pub(crate) unsafe fn runs_task_library(state: ThreadPtr) -> bool {
     // SAFETY: per the caller.
-    unsafe { runs_chunk_at(state, 0, crate::task_lib::CHUNK_NAME.as_bytes()) }
+    unsafe { runs_chunk_at(state, 0, TASK_LIB_CHUNK.as_bytes()) }
 }
 
 /// Whether the function at `level` of the thread's call stack (0: the running one) comes from
@@ -846,6 +846,54 @@ pub(crate) fn is_in_mlua_poll_loop(thread: &Thread) -> bool {
 fn runs_mlua_poll_loop_at(thread: &Thread, level: std::ffi::c_int) -> bool {
     // SAFETY: the state is valid while the handle lives.
     unsafe { runs_chunk_at(ThreadPtr::of(thread), level, MLUA_POLL_LOOP) }
+}
+
+/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+pub(crate) const TASK_LIB_CHUNK: &str = "=[spindle task]";
+
+/// The standard functions Spindle builds on, captured the first time a scheduler is attached
+/// to a `Lua` and kept in its app data for every later one.
+#[derive(Clone)]
+pub(crate) struct Pristine {
+    pub resume: Function,
+    pub wrap: Function,
+    pub close: Function,
+    pub create: Function,
+    pub yield_: Function,
+    pub status: Function,
+}
+
+impl Pristine {
+    pub(crate) fn of(lua: &Lua) -> mlua::Result<Self> {
+        if let Some(pristine) = lua.app_data_ref::<Pristine>() {
+            return Ok(pristine.clone());
+        }
+        // Read raw, and only Luau's own functions are taken: the scheduler calls some of them
+        // where no Lua code may run (`close` with the memory limit lifted), so one that code
+        // run before the scheduler was attached replaced is refused.
+        let coroutine: Table = lua.globals().raw_get("coroutine").map_err(|_| {
+            mlua::Error::runtime("Spindle needs the coroutine library, which this Lua lacks")
+        })?;
+        let native = |name: &str| -> mlua::Result<Function> {
+            let function: Function = coroutine.raw_get(name)?;
+            if function.info().what != "C" {
+                return Err(mlua::Error::runtime(format!(
+                    "Spindle needs Luau's own coroutine.{name}, which was replaced before the scheduler was attached"
+                )));
+            }
+            Ok(function)
+        };
+        let pristine = Pristine {
+            resume: native("resume")?,
+            wrap: native("wrap")?,
+            close: native("close")?,
+            create: native("create")?,
+            yield_: native("yield")?,
+            status: native("status")?,
+        };
+        lua.set_app_data(pristine.clone());
+        Ok(pristine)
+    }
 }
 
 #[cfg(test)]

@@ -898,7 +898,7 @@ fn cases() -> u32 {
 /// bug joins the list, with the bug named, so that it is tried for good.
 /// `reference_model.proptest-regressions` keeps the shrunk programs that failed once, tried
 /// before these: its first is a timed wake-up accepted without checking its token (a mutant of
-/// `State::start_timed_wake`, which seed 1 also catches).
+/// `Core::start_timed_wake`, which seed 1 also catches).
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /// Where shrunk failures of either test are saved, and replayed first on every later run.

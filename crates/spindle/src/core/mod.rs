@@ -88,6 +88,8 @@ pub(crate) struct Freed<T> {
     pub(crate) slot: u32,
     pub(crate) claims: u32,
     pub(crate) thread: Option<T>,
+    /// The suspension it had: only one on a Spindle future leaves a future to drop.
+    pub(crate) suspension: Suspension,
 }
 
 /// How the timer of a `task.wait` starts its task's resumption ([`Core::start_timed_wake`]).
@@ -180,6 +182,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             slot: id.slot(),
             claims: slot.claims,
             thread: slot.thread(),
+            suspension: slot.suspension,
         })
     }
 

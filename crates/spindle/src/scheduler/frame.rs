@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mlua::Lua;
@@ -26,14 +27,16 @@ use crate::clock::Clock;
 use crate::core::TaskId;
 use crate::core::ValuesKey;
 use crate::error::{Error, Result, TaskError};
-use crate::frame::{FrameReport, FrameWork};
-use crate::signal::Signal;
 use crate::trace::TraceEvent;
 use crate::vm::{self, ThreadPtr};
 use crate::waker::WakeTarget;
 
 /// Decides, before each ready task after the first, whether the frame may resume another.
 pub(crate) type BudgetCheck = Box<dyn FnMut(&FrameWork) -> bool>;
+
+/// Fires a phase's signal with the frame's `dt` in seconds (the signal is the host's, made
+/// on the task library above the engine).
+pub(crate) type PhaseFire = Rc<dyn Fn(f64) -> Result<()>>;
 
 /// A task ready to resume, taken from the timer heap or the wake queue.
 #[derive(Clone, Copy, Debug)]
@@ -47,8 +50,8 @@ pub(crate) struct Frames {
     names: Vec<String>,
     /// The index of the phase before whose signal the ready tasks resume.
     timer_phase: usize,
-    /// The phases' signals, made once the scheduler exists.
-    signals: RefCell<Vec<Signal>>,
+    /// How each phase's signal fires, set once the scheduler exists.
+    phases: RefCell<Vec<PhaseFire>>,
     budget: Option<RefCell<BudgetCheck>>,
     carried: RefCell<VecDeque<Ready>>,
 }
@@ -58,7 +61,7 @@ impl Frames {
         Frames {
             names,
             timer_phase,
-            signals: RefCell::default(),
+            phases: RefCell::default(),
             budget: budget.map(RefCell::new),
             carried: RefCell::default(),
         }
@@ -68,13 +71,8 @@ impl Frames {
         &self.names
     }
 
-    pub(crate) fn set_signals(&self, signals: Vec<Signal>) {
-        *self.signals.borrow_mut() = signals;
-    }
-
-    pub(crate) fn signal(&self, name: &str) -> Option<Signal> {
-        let index = self.names.iter().position(|n| n == name)?;
-        self.signals.borrow().get(index).cloned()
+    pub(crate) fn set_phases(&self, phases: Vec<PhaseFire>) {
+        *self.phases.borrow_mut() = phases;
     }
 
     /// Gives back the queue's peak capacity once it is empty (a cycle's whole batch of due
@@ -139,17 +137,17 @@ impl Inner {
             cycle: self.cycles.get(),
             ..FrameReport::default()
         };
-        let phases = self.frames.signals.borrow().clone();
+        let phases = self.frames.phases.borrow().clone();
         if phases.is_empty() {
             self.frame_ready(lua, started, &mut report);
         }
         let seconds = dt.as_secs_f64();
-        for (index, signal) in phases.iter().enumerate() {
+        for (index, fire) in phases.iter().enumerate() {
             if index == self.frames.timer_phase {
                 self.frame_ready(lua, started, &mut report);
             }
             self.record(None, TraceEvent::Phase(index));
-            if let Err(error) = signal.fire(seconds) {
+            if let Err(error) = fire(seconds) {
                 let message = format!(
                     "firing the {} phase failed: {error}",
                     self.frames.names[index]
@@ -302,4 +300,34 @@ impl Inner {
             .for_each(|key| self.values.discard(key));
         left
     }
+}
+
+/// What one [`Scheduler::frame`](crate::Scheduler::frame) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameReport {
+    /// The frame's number among cycles and frames, counting from 1
+    /// (as [`Scheduler::cycle_count`](crate::Scheduler::cycle_count) reads after it).
+    pub cycle: u64,
+    /// Tasks resumed because their timer came due (this frame's or carried over).
+    pub timers: usize,
+    /// Tasks resumed (or futures polled) because a future woke them.
+    pub wakeups: usize,
+    /// Deferred resumptions run, over every phase, including deferred signal handlers.
+    pub deferred: usize,
+    /// Errors reported to the error handler during the frame.
+    pub errors: usize,
+    /// Ready tasks the budget left for the next frame.
+    pub carried: usize,
+}
+
+/// How much a frame has done so far, as a budget check sees it
+/// ([`SchedulerBuilder::frame_budget_fn`](crate::SchedulerBuilder::frame_budget_fn)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameWork {
+    /// Ready tasks resumed so far in this frame.
+    pub resumed: usize,
+    /// Wall time since the frame began.
+    pub elapsed: Duration,
 }

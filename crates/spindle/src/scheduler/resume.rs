@@ -25,7 +25,7 @@ use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
 
 /// The end of a scheduler-driven resumption, even one a panic from a Rust callback unwinds
 /// through (a host may catch it and go on using the scheduler): undoes what
-/// `State::start_resumption` marked, and when unwinding frees the task, whose thread mlua made
+/// `Core::start_resumption` marked, and when unwinding frees the task, whose thread mlua made
 /// dead by raising the panic in it; the host must not be left with a task that nothing will
 /// ever end (rule 16).
 struct Resuming<'a>(&'a Inner, TaskId);

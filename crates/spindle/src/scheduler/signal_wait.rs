@@ -24,7 +24,7 @@ impl Inner {
     pub(crate) fn begin_signal_wait(&self, lua: &Lua) -> mlua::Result<WaitStamp> {
         let thread = lua.current_thread();
         if !vm::can_yield(&thread) {
-            return Err(mlua::Error::runtime(crate::task_lib::CANNOT_YIELD));
+            return Err(mlua::Error::runtime(crate::error::CANNOT_YIELD));
         }
         let id = self.adopt(&thread)?;
         // Untimed, as `task.wait(math.huge)`: only a fire ends it.

@@ -17,42 +17,15 @@
 //! [`SchedulerBuilder::phases`]: crate::SchedulerBuilder::phases
 //! [`SchedulerBuilder::resume_waits_before`]: crate::SchedulerBuilder::resume_waits_before
 //! [`SchedulerBuilder::frame_budget`]: crate::SchedulerBuilder::frame_budget
+//!
+//! The engine's side is `scheduler/frame.rs`.
 
 use std::time::Duration;
 
+use super::Scheduler;
 use crate::error::Result;
-use crate::host::Scheduler;
+use crate::scheduler::FrameReport;
 use crate::signal::Signal;
-
-/// What one [`Scheduler::frame`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FrameReport {
-    /// The frame's number among cycles and frames, counting from 1
-    /// (as [`Scheduler::cycle_count`] reads after it).
-    pub cycle: u64,
-    /// Tasks resumed because their timer came due (this frame's or carried over).
-    pub timers: usize,
-    /// Tasks resumed (or futures polled) because a future woke them.
-    pub wakeups: usize,
-    /// Deferred resumptions run, over every phase, including deferred signal handlers.
-    pub deferred: usize,
-    /// Errors reported to the error handler during the frame.
-    pub errors: usize,
-    /// Ready tasks the budget left for the next frame.
-    pub carried: usize,
-}
-
-/// How much a frame has done so far, as a budget check sees it
-/// ([`SchedulerBuilder::frame_budget_fn`](crate::SchedulerBuilder::frame_budget_fn)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FrameWork {
-    /// Ready tasks resumed so far in this frame.
-    pub resumed: usize,
-    /// Wall time since the frame began.
-    pub elapsed: Duration,
-}
 
 impl Scheduler {
     /// Runs one frame of `dt`.
@@ -98,7 +71,8 @@ impl Scheduler {
     /// The signal of the phase called `name`, to hand to scripts; `None` if there is no such
     /// phase.
     pub fn phase(&self, name: &str) -> Option<Signal> {
-        self.inner.frames().signal(name)
+        let index = self.phase_names().iter().position(|n| n == name)?;
+        self.phases.get(index).cloned()
     }
 
     /// The phases, in the order a frame runs them.

@@ -1,0 +1,56 @@
+//! Making Spindle async functions: the host's side of `async_fn.rs`.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua};
+
+use super::Scheduler;
+use crate::async_fn::{Call, Caught, Started};
+use crate::error::{refusal, Result};
+
+impl Scheduler {
+    /// Creates a Lua function backed by a Rust async function whose future the scheduler owns:
+    /// a task that calls it is suspended until the future completes, and cancelling the task
+    /// drops the future at once. Errors surface in the task as Lua errors with the Rust message.
+    ///
+    /// ```
+    /// # let lua = mlua::Lua::new();
+    /// # let scheduler = spindle::Scheduler::new(&lua)?;
+    /// # scheduler.install_task_library()?;
+    /// let double = scheduler.create_async_function(|_lua, n: i64| async move {
+    ///     async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+    ///     Ok(n * 2)
+    /// })?;
+    /// lua.globals().set("double", double)?;
+    /// let id = scheduler.spawn(lua.load("return double(21)").into_function()?, ())?;
+    /// async_io::block_on(scheduler.run(async_io::Timer::at))?;
+    /// assert_eq!(scheduler.take_result::<i64>(&id)?.unwrap().into_result()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_async_function<F, A, Fut, R>(&self, f: F) -> Result<Function>
+    where
+        F: Fn(Lua, A) -> Fut + 'static,
+        A: FromLuaMulti,
+        Fut: Future<Output = mlua::Result<R>> + 'static,
+        R: IntoLuaMulti + 'static,
+    {
+        let make_async = self.library()?.make_async;
+        let inner = Rc::clone(&self.inner);
+        let start = self.lua.create_function(move |lua, args: Caught<A>| {
+            let started = (|| {
+                inner.ensure_open()?;
+                let args = args.0?;
+                let (id, target) = inner.caller_task(lua)?;
+                let mut call = Box::pin(Call {
+                    future: f(lua.clone(), args),
+                    lua: lua.clone(),
+                });
+                let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
+                inner.started(id, target, poll, call)
+            })();
+            Ok(started.unwrap_or_else(|error| Started::Refused(refusal(&error))))
+        })?;
+        Ok(make_async.call(start)?)
+    }
+}
