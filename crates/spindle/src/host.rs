@@ -50,6 +50,7 @@ pub struct SchedulerBuilder {
     clock: Clock,
     max_defer_depth: u32,
     watchdog: Budget,
+    general_path_only: bool,
     on_error: Option<ErrorHandler>,
     phases: Vec<String>,
     waits_before: Option<String>,
@@ -157,6 +158,15 @@ impl SchedulerBuilder {
         self
     }
 
+    /// For tests of Spindle itself: every resumption and `task.wait` goes through mlua's
+    /// general path, never through a raw lane (`lua_resume` directly). A scenario run both
+    /// ways must behave and trace the same; the raw lanes exist only for speed.
+    #[doc(hidden)]
+    pub fn general_path_only(mut self) -> Self {
+        self.general_path_only = true;
+        self
+    }
+
     /// What `Signal.new()` and [`Scheduler::create_signal`] make, and how phase signals run
     /// their handlers (default [`SignalBehavior::Deferred`], as Roblox).
     pub fn signal_behavior(mut self, behavior: SignalBehavior) -> Self {
@@ -198,6 +208,7 @@ impl SchedulerBuilder {
             on_error,
             frames,
         )?);
+        inner.set_general_path_only(self.general_path_only);
         let mut scheduler = Scheduler {
             lua: lua.clone(),
             inner,
@@ -400,6 +411,7 @@ impl Scheduler {
             clock: Clock::real(),
             max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
             watchdog: Budget::default(),
+            general_path_only: false,
             on_error: None,
             phases: Vec::new(),
             waits_before: None,

@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     clock: Clock,
     max_defer_depth: u32,
     watchdog: Budget,
+    /// Every resumption and `task.wait` takes mlua's general path, never a raw lane: for tests
+    /// that run a scenario both ways and compare (`SchedulerBuilder::general_path_only`).
+    general_only: Cell<bool>,
     /// The host's handler, until the host's `Scheduler` is dropped: a handler often holds a
     /// `Lua` clone, which through the library's closures holds this, a cycle that only
     /// dropping the handler breaks.
@@ -264,6 +267,7 @@ impl Inner {
             clock,
             max_defer_depth,
             watchdog,
+            general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
             errors: Cell::new(0),
             cycles: Cell::new(0),
@@ -339,6 +343,16 @@ impl Inner {
 
     pub(crate) fn watchdog(&self) -> Budget {
         self.watchdog
+    }
+
+    /// Whether a resumption may take a raw lane: not while the watchdog watches each
+    /// resumption (through mlua's path), nor when the host asked for the general path only.
+    pub(crate) fn raw_lanes(&self) -> bool {
+        self.watchdog.is_unlimited() && !self.general_only.get()
+    }
+
+    pub(crate) fn set_general_path_only(&self, on: bool) {
+        self.general_only.set(on);
     }
 
     /// Replaces the set of threads blocked in mlua futures with an empty one; only for when no
@@ -721,7 +735,7 @@ impl Inner {
     /// yield, or the scheduler is closed or busy), which then adopts it or raises the error.
     pub(crate) fn begin_wait_raw(&self, thread: ThreadPtr, seconds: f64) -> bool {
         // SAFETY: the thread is the one calling, so it is alive.
-        if self.closed.get() || !unsafe { vm::can_yield_raw(thread) } {
+        if self.closed.get() || self.general_only.get() || !unsafe { vm::can_yield_raw(thread) } {
             return false;
         }
         // SAFETY: as above.

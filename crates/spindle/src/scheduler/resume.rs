@@ -14,7 +14,8 @@ use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, Resumed, Resumption, Suspension, TimedWake, Wakeup,
+    resume_mark, settled_values, Inner, LuaStream, Resumed, Resumption, Suspension, TimedWake,
+    Wakeup,
 };
 use crate::clock::Clock;
 use crate::core::TaskId;
@@ -62,16 +63,6 @@ impl Drop for FreeIfUnwinding<'_> {
     }
 }
 
-/// Which fast lane resumed a task.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lane {
-    /// `resume_waiting`: a `task.wait` ended by its timer.
-    Wait,
-    /// `resume_settled`: a Spindle future completed; `kept` when the thread keeps its results
-    /// on its stack if it returns.
-    Settled { kept: bool },
-}
-
 /// Whether the thread yielded the slice mark alone: `task.luau` carried out a slice that ended
 /// in a coroutine the task resumed by hand.
 fn is_carried_slice(poll: &Poll<Option<mlua::Result<MultiValue>>>, thread: &Thread) -> bool {
@@ -85,15 +76,113 @@ fn is_carried_slice(poll: &Poll<Option<mlua::Result<MultiValue>>>, thread: &Thre
     }
 }
 
+/// How a resumption reaches the thread: through `lua_resume` directly (a raw lane: no mlua
+/// handle made, no value converted unless the task blocks in an mlua future or fails), or
+/// through mlua's `AsyncThread` (the general path, which any resumption may take).
+enum Lane<'a> {
+    /// A `task.wait` ended by its timer after `elapsed` seconds, resumed from the running
+    /// thread `from`.
+    Wait {
+        from: ThreadPtr,
+        thread: ThreadPtr,
+        elapsed: f64,
+    },
+    /// A Spindle future completed with `values`; `kept` when the host claims the task's
+    /// results, which its thread then keeps on its stack if it returns.
+    Settled {
+        thread: ThreadPtr,
+        values: MultiValue,
+        kept: bool,
+    },
+    /// mlua's path, with the thread when the caller has it at hand: fetching it from the store
+    /// is 9% of the instructions of 200k spawned tasks each waiting once (callgrind).
+    General {
+        known: Option<&'a Thread>,
+        wakeup: Wakeup,
+    },
+}
+
+/// How a thread came back from a resumption, whichever lane it took.
+enum Returned {
+    /// Yielded: a scheduler function set a suspension, or it is a plain yield; or the thread
+    /// could not be resumed (dead, or started by someone else and now running).
+    Yielded,
+    /// Blocked in an mlua future under this resumption's waker; the thread, and the stream
+    /// that polled it, when the lane has them.
+    Blocked {
+        thread: Option<Thread>,
+        woken: bool,
+        stream: Option<LuaStream>,
+    },
+    /// Blocked in an mlua future that the settled lane polled with no waker of ours: poll it
+    /// again at once with the task's own, as mlua's path would have polled it. Queued for the
+    /// next cycle instead (as the wait lane does, which runs before this cycle's wake-ups), it
+    /// would be resumed ahead of futures made before it that woke meanwhile (found by
+    /// `reference_model.rs`).
+    Repoll,
+    Ended(mlua::Result<MultiValue>),
+    /// Yielded by the watchdog, over its time budget, after running `ran` since it last
+    /// yielded of its own accord.
+    Overran {
+        thread: Thread,
+        overrun: Overrun,
+        ran: Duration,
+    },
+}
+
+impl From<mlua::Result<Resumed>> for Returned {
+    fn from(resumed: mlua::Result<Resumed>) -> Self {
+        match resumed {
+            Ok(Resumed::Blocked {
+                thread,
+                woken,
+                stream,
+            }) => Returned::Blocked {
+                thread: Some(thread),
+                woken,
+                stream: Some(stream),
+            },
+            Ok(Resumed::Yielded | Resumed::NotResumable) => Returned::Yielded,
+            Ok(Resumed::Finished(values)) => Returned::Ended(Ok(values)),
+            Ok(Resumed::Overran {
+                thread,
+                overrun,
+                ran,
+            }) => Returned::Overran {
+                thread,
+                overrun,
+                ran,
+            },
+            Err(error) => Returned::Ended(Err(error)),
+        }
+    }
+}
+
+/// What a lane's resumption gave, before it is put in the general path's terms.
+enum Came {
+    /// From `lua_resume`, of this thread, on this lane.
+    Raw(ThreadPtr, RawResumed, RawLane),
+    Back(Returned),
+}
+
+/// Which raw lane resumed a thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawLane {
+    Wait,
+    /// `kept` when the thread keeps its results on its stack if it returns.
+    Settled {
+        kept: bool,
+    },
+}
+
 impl Inner {
-    /// The central resumption: resumes the task's thread with `wakeup`, then files the task by
-    /// how the thread came back. Never fails: a failure ends the task and is reported.
+    /// Resumes the task's thread with `wakeup`, then files the task by how the thread came
+    /// back. Never fails: a failure ends the task and is reported.
     pub(super) fn resume(&self, lua: &Lua, id: TaskId, wakeup: Wakeup) {
         self.resume_known(lua, id, None, wakeup)
     }
 
-    /// `resume`, given the task's thread when the caller has it at hand: fetching it from the
-    /// store is 9% of the instructions of 200k spawned tasks each waiting once (callgrind).
+    /// `resume`, given the task's thread when the caller has it at hand.
     pub(super) fn resume_known(
         &self,
         lua: &Lua,
@@ -118,41 +207,14 @@ impl Inner {
         if let Suspension::Sliced { ran, .. } = suspension {
             wakeup = Wakeup::Continue { ran };
         }
-        self.record(Some(id), crate::trace::TraceEvent::Resume);
-        let resumed = {
-            let _resuming = Resuming(self, id);
-            self.resume_thread(lua, id, known, token, wakeup)
-        };
-        match resumed {
-            Ok(Resumed::Blocked {
-                thread,
-                woken,
-                stream,
-            }) => {
-                let blocked = self.block_in_mlua_future(id, &thread, token, woken, Some(stream));
-                if let Err(error) = blocked {
-                    self.complete(lua, id, Err(error));
-                }
-            }
-            Ok(Resumed::Yielded | Resumed::NotResumable) => self.release_if_idle(id),
-            Ok(Resumed::Finished(values)) => self.complete(lua, id, Ok(values)),
-            Ok(Resumed::Overran {
-                thread,
-                overrun,
-                ran,
-            }) => self.overran(lua, id, thread, overrun, ran),
-            Err(error) => self.complete(lua, id, Err(error)),
-        }
+        self.resume_started(lua, id, token, Lane::General { known, wakeup });
     }
 
     /// Ends a `task.wait` with its timer, which surfaced at `now` for the wait under `token`;
-    /// returns whether it ran (false when the wait ended otherwise). It is `resume` with
-    /// `Wakeup::Timer`, on a fast lane that keeps the same bookkeeping but resumes the thread
-    /// through the VM directly, with no mlua handle made or value converted unless the task
-    /// blocks in an mlua future or fails. `from` is the running thread. The lane is left to
-    /// `resume` when the watchdog has a budget (it watches each resumption), when the host
-    /// claims the task's results (they must be converted), and when the thread is not
-    /// suspended in a yield (`resume` reports why).
+    /// returns whether it ran (false when the wait ended otherwise). It takes the wait lane
+    /// unless the watchdog has a budget (it watches each resumption), the host claims the
+    /// task's results (they must be converted), or the thread is not suspended in a yield
+    /// (the general path reports why). `from` is the running thread.
     pub(super) fn resume_waiting(
         &self,
         lua: &Lua,
@@ -161,7 +223,7 @@ impl Inner {
         token: u32,
         now: Duration,
     ) -> bool {
-        let raw_lane = self.watchdog.is_unlimited();
+        let raw_lane = self.raw_lanes();
         let wake = self.core(|core| {
             core.start_timed_wake(id, token, |thread| {
                 // SAFETY: the thread store keeps the thread of an occupied slot alive.
@@ -169,130 +231,183 @@ impl Inner {
             })
         });
         let elapsed = |since: Duration| now.saturating_sub(since).as_secs_f64();
-        let (thread, since, token) = match wake {
+        match wake {
             TimedWake::Stale => return false,
-            TimedWake::Full { since } => {
-                self.resume(lua, id, Wakeup::Timer(elapsed(since)));
-                return true;
-            }
+            TimedWake::Full { since } => self.resume(lua, id, Wakeup::Timer(elapsed(since))),
             TimedWake::Raw {
                 thread,
                 since,
                 token,
-            } => (thread, since, token),
-        };
-        self.record(Some(id), crate::trace::TraceEvent::Resume);
-        let elapsed = elapsed(since);
-        let resuming = Resuming(self, id);
-        // SAFETY: the slot is occupied and marked running, so nothing frees its thread
-        // meanwhile; it is suspended in `wait` (its suspension says so), which leaves room for
-        // the wake-up, and no Lua ran since `start_timed_wake` checked its status.
-        let resumed = unsafe { vm::resume_from_wait(from, thread, elapsed) };
-        let idle = resuming.finish();
-        self.file_raw_resumption(lua, id, thread, token, resumed, Lane::Wait, idle);
+            } => {
+                let elapsed = elapsed(since);
+                let lane = Lane::Wait {
+                    from,
+                    thread,
+                    elapsed,
+                };
+                self.resume_started(lua, id, token, lane);
+            }
+        }
         true
     }
 
-    /// Files a task by how its thread came back from a resumption on a fast lane, after
-    /// [`Resuming::finish`] said whether it is `idle`. Inlined: as a call of its own it cost
-    /// wait_cycles 40 instructions a wait (callgrind).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn file_raw_resumption(
-        &self,
-        lua: &Lua,
-        id: TaskId,
-        thread: ThreadPtr,
-        token: u32,
-        resumed: RawResumed,
-        lane: Lane,
-        idle: bool,
-    ) {
-        match resumed {
-            RawResumed::Yielded { pending: false } => {
-                if idle {
-                    self.free_task(id);
-                }
-            }
-            RawResumed::Yielded { pending: true } if lane != Lane::Wait => {
-                // Blocked in an mlua future that was polled with no waker of ours: poll it again
-                // at once with the task's own, as mlua's path would have polled it. Queued for
-                // the next cycle instead (as the wait lane does, which runs before this cycle's
-                // wake-ups), it would be resumed ahead of futures made before it that woke
-                // meanwhile (found by reference_model.rs).
-                match self.threads.get(id.slot()) {
-                    Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll(None)),
-                    Err(error) => self.complete(lua, id, Err(error)),
-                }
-            }
-            RawResumed::Yielded { pending: true } => {
-                let blocked = self
-                    .threads
-                    .get(id.slot())
-                    .and_then(|handle| self.block_in_mlua_future(id, &handle, token, true, None));
-                if let Err(error) = blocked {
-                    self.complete(lua, id, Err(error));
-                }
-            }
-            RawResumed::Finished if lane == (Lane::Settled { kept: true }) => {
-                // SAFETY: the thread just returned with its results kept; its slot, still
-                // occupied, keeps it alive until `complete` frees the slot, and taking the
-                // results runs no Lua (it may allocate, and Luau's collector runs none).
-                let results = unsafe { vm::take_results(lua, thread) };
-                self.complete(lua, id, results);
-            }
-            RawResumed::Finished => self.complete(lua, id, Ok(MultiValue::new())),
-            RawResumed::Failed(status) => {
-                // A Rust panic carried by the error resumes from here.
-                let _dead = FreeIfUnwinding(self, id);
-                // SAFETY: the thread just failed with `status` and no Lua ran since; its slot,
-                // still occupied, keeps it alive. `take_resume_error` holds a handle on it
-                // before it runs Lua (a `__tostring`), which may cancel the task and free it.
-                let error = unsafe { vm::take_resume_error(lua, thread, status) };
-                self.complete(lua, id, Err(error));
-            }
-        }
-    }
-
-    /// Ends a task's wait on a Spindle future that completed with `values`: `resume` with
-    /// `Wakeup::Settled`, on a fast lane like `resume_waiting`'s, where the values go onto the
-    /// thread's stack behind the mark and the thread is resumed through the VM directly. The
-    /// lane is left to `resume` when the watchdog has a budget and when the thread cannot take
-    /// the resumption (`resume` reports why). A failure takes `resume` too: it is rare, and
-    /// carries a message to make.
+    /// Ends a task's wait on a Spindle future that completed with `values`. It takes the
+    /// settled lane, where the values go onto the thread's stack behind the mark, unless the
+    /// watchdog has a budget or the thread cannot take the resumption (the general path
+    /// reports why). A failure takes the general path: it is rare, and carries a message to
+    /// make.
     fn resume_settled(&self, lua: &Lua, id: TaskId, values: MultiValue) {
-        let raw_lane = self.watchdog.is_unlimited();
+        let raw_lane = self.raw_lanes();
         let candidate =
             match self.core(|core| core.task(id).map(|slot| (slot.thread(), slot.claims()))) {
                 None => return,
                 Some(_) if !raw_lane => None,
                 Some((thread, claims)) => thread.map(|thread| (thread, claims > 0)),
             };
-        // Checked outside the state borrow: growing a stack can raise an out-of-memory error.
+        // Checked outside the core: growing a stack can raise an out-of-memory error.
         // SAFETY: the thread store keeps the thread of an occupied slot alive.
         let candidate =
             candidate.filter(|&(thread, _)| unsafe { vm::can_resume_with_wakeup(thread) });
-        let lane = candidate.and_then(|(thread, claimed)| {
+        let lane = candidate.and_then(|(thread, kept)| {
             let token = self.core(|core| core.start_resumption(id, true))?;
-            Some((thread, claimed, token))
+            Some((thread, kept, token))
         });
-        let Some((thread, claimed, token)) = lane else {
-            return self.resume(lua, id, Wakeup::Settled(Ok(values)));
-        };
+        match lane {
+            Some((thread, kept, token)) => {
+                let lane = Lane::Settled {
+                    thread,
+                    values,
+                    kept,
+                };
+                self.resume_started(lua, id, token, lane)
+            }
+            None => self.resume(lua, id, Wakeup::Settled(Ok(values))),
+        }
+    }
+
+    /// The one resumption, whatever the lane: the core started it under `token` (the task is
+    /// marked running, one level deeper). Records it, resumes the thread, ends the resumption
+    /// (even if a panic from a Rust callback unwinds through it: `Resuming`), and files the
+    /// task by how its thread came back. Inlined into each start: as a call of its own,
+    /// filing cost wait_cycles 40 instructions a wait (callgrind).
+    #[inline(always)]
+    fn resume_started(&self, lua: &Lua, id: TaskId, token: u32, lane: Lane<'_>) {
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resuming = Resuming(self, id);
-        // SAFETY: the slot is occupied and marked running, so nothing frees its thread
-        // meanwhile; `can_resume_with_wakeup` was checked above, with no Lua run since.
-        let resumed =
-            unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, claimed) };
-        let idle = resuming.finish();
-        drop(values);
-        match resumed {
-            Ok(resumed) => {
-                let lane = Lane::Settled { kept: claimed };
-                self.file_raw_resumption(lua, id, thread, token, resumed, lane, idle)
+        let resumed = match lane {
+            Lane::Wait {
+                from,
+                thread,
+                elapsed,
+            } => {
+                // SAFETY: the slot is occupied and marked running, so nothing frees its
+                // thread meanwhile; it is suspended in `wait` (its suspension says so), which
+                // leaves room for the wake-up, and no Lua ran since `start_timed_wake` checked
+                // its status.
+                let resumed = unsafe { vm::resume_from_wait(from, thread, elapsed) };
+                Came::Raw(thread, resumed, RawLane::Wait)
             }
-            Err(error) => self.complete(lua, id, Err(error)),
+            Lane::Settled {
+                thread,
+                values,
+                kept,
+            } => {
+                // SAFETY: the slot is occupied and marked running, so nothing frees its
+                // thread meanwhile; `can_resume_with_wakeup` was checked, with no Lua run
+                // since.
+                let resumed =
+                    unsafe { vm::resume_with_values(lua, thread, resume_mark(), &values, kept) };
+                drop(values);
+                match resumed {
+                    Ok(resumed) => Came::Raw(thread, resumed, RawLane::Settled { kept }),
+                    Err(error) => Came::Back(Returned::Ended(Err(error))),
+                }
+            }
+            Lane::General { known, wakeup } => {
+                Came::Back(self.resume_thread(lua, id, known, token, wakeup).into())
+            }
+        };
+        let idle = resuming.finish();
+        let returned = match resumed {
+            Came::Raw(thread, resumed, lane) => self.raw_returned(lua, id, thread, resumed, lane),
+            Came::Back(returned) => returned,
+        };
+        self.file(lua, id, token, returned, idle);
+    }
+
+    /// How a thread came back from a raw lane, in the general path's terms.
+    #[inline(always)]
+    fn raw_returned(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        thread: ThreadPtr,
+        resumed: RawResumed,
+        lane: RawLane,
+    ) -> Returned {
+        match resumed {
+            RawResumed::Yielded { pending: false } => Returned::Yielded,
+            // The wait lane runs before this cycle's wake-ups: the poll is queued for them.
+            RawResumed::Yielded { pending: true } if lane == RawLane::Wait => Returned::Blocked {
+                thread: None,
+                woken: true,
+                stream: None,
+            },
+            RawResumed::Yielded { pending: true } => Returned::Repoll,
+            RawResumed::Finished if lane == (RawLane::Settled { kept: true }) => {
+                // SAFETY: the thread just returned with its results kept; its slot, still
+                // occupied, keeps it alive until `complete` frees the slot, and taking the
+                // results runs no Lua (it may allocate, and Luau's collector runs none).
+                Returned::Ended(unsafe { vm::take_results(lua, thread) })
+            }
+            RawResumed::Finished => Returned::Ended(Ok(MultiValue::new())),
+            RawResumed::Failed(status) => {
+                // A Rust panic carried by the error resumes from here.
+                let _dead = FreeIfUnwinding(self, id);
+                // SAFETY: the thread just failed with `status` and no Lua ran since; its slot,
+                // still occupied, keeps it alive. `take_resume_error` holds a handle on it
+                // before it runs Lua (a `__tostring`), which may cancel the task and free it.
+                Returned::Ended(Err(unsafe { vm::take_resume_error(lua, thread, status) }))
+            }
+        }
+    }
+
+    /// Files the task by how its thread came back from the resumption under `token`, after
+    /// [`Resuming::finish`] said whether it is `idle`.
+    #[inline(always)]
+    fn file(&self, lua: &Lua, id: TaskId, token: u32, returned: Returned, idle: bool) {
+        match returned {
+            Returned::Yielded => {
+                if idle {
+                    self.free_task(id);
+                }
+            }
+            Returned::Blocked {
+                thread,
+                woken,
+                stream,
+            } => {
+                let thread = match thread {
+                    Some(thread) => Ok(thread),
+                    None => self.threads.get(id.slot()),
+                };
+                let blocked = thread.and_then(|thread| {
+                    self.block_in_mlua_future(id, &thread, token, woken, stream)
+                });
+                if let Err(error) = blocked {
+                    self.complete(lua, id, Err(error));
+                }
+            }
+            Returned::Repoll => match self.threads.get(id.slot()) {
+                Ok(handle) => self.resume_known(lua, id, Some(&handle), Wakeup::Poll(None)),
+                Err(error) => self.complete(lua, id, Err(error)),
+            },
+            Returned::Ended(result) => self.complete(lua, id, result),
+            Returned::Overran {
+                thread,
+                overrun,
+                ran,
+            } => self.overran(lua, id, thread, overrun, ran),
         }
     }
 
