@@ -25,7 +25,8 @@ pub enum Error {
     /// The host asked to cancel a task that is running, or resuming another thread.
     #[error("task {0} is running and cannot be cancelled from inside itself")]
     TaskRunning(TaskId),
-    /// A `Task` handle from another scheduler was passed to this one.
+    /// A task of another scheduler, by its `Task` handle or its `TaskId`, was passed to this
+    /// one (to `cancel` or `take_result`).
     #[error("task {0} belongs to another scheduler")]
     ForeignTask(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer

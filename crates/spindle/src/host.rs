@@ -274,7 +274,7 @@ pub struct Task {
 
 impl Task {
     /// The task's id, as in [`TaskError::task`] and for [`Scheduler::status`] and
-    /// [`Scheduler::cancel`].
+    /// [`Scheduler::cancel`]. Like the handle, it names a task of its own scheduler only.
     pub fn id(&self) -> TaskId {
         self.id
     }
@@ -484,22 +484,36 @@ impl Scheduler {
 
     /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
     /// A task that is running (the caller is inside it) cannot be cancelled.
+    ///
+    /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
+    /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
+    /// handle or by its id: ids carry the identity of their scheduler.
     pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
-        self.inner.cancel_task(&self.lua, task.into())
+        let id = self.own(task.into())?;
+        self.inner.cancel_task(&self.lua, id)
     }
 
-    /// Where the task stands.
+    /// Where the task stands. A task of another scheduler, named by its handle or its id, is
+    /// [`TaskStatus::Unknown`] here: this scheduler has no such task.
     pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
         self.inner.status(task.into())
     }
 
+    /// `id`, if it names a task of this scheduler, or else [`Error::ForeignTask`].
+    fn own(&self, id: TaskId) -> Result<TaskId> {
+        if self.inner.owns(id) {
+            Ok(id)
+        } else {
+            Err(Error::ForeignTask(id))
+        }
+    }
+
     /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
     /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
-    /// the values do not convert to `R`, the error is returned and the outcome stays.
+    /// the values do not convert to `R`, the error is returned and the outcome stays. A handle
+    /// of another scheduler's task is refused with [`Error::ForeignTask`].
     pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
-        if !Weak::ptr_eq(&task.scheduler, &Rc::downgrade(&self.inner)) {
-            return Err(Error::ForeignTask(task.id));
-        }
+        self.own(task.id)?;
         let Some((stored, claims)) = self.inner.take_outcome(task.id) else {
             return Ok(None);
         };

@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
 use crate::signal::SignalBehavior;
 use crate::task_lib::{Library, Pristine};
-use crate::tasks::{Suspension, TaskId, TaskTable, ThreadStore};
+use crate::tasks::{SchedulerId, Suspension, TaskId, TaskTable, ThreadStore};
 use crate::timers::Timers;
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
 use crate::values::{ValueStore, ValuesKey};
@@ -516,7 +516,7 @@ impl Inner {
         let sliced = weak_set(lua)?;
         Ok(Inner {
             state: RefCell::new(State {
-                tasks: TaskTable::new(),
+                tasks: TaskTable::new(SchedulerId::fresh()),
                 timers: Timers::default(),
                 live_timers: 0,
                 live_deferred: 0,
@@ -788,6 +788,11 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Whether `id` is one of this scheduler's ids (of a live task or not).
+    pub(crate) fn owns(&self, id: TaskId) -> bool {
+        self.state.borrow().tasks.owns(id)
     }
 
     pub(crate) fn status(&self, id: TaskId) -> TaskStatus {

@@ -19,34 +19,71 @@
 //! carries the slot's mark; freeing a slot clears the mark and bumps the slot's generation,
 //! which turns every queued entry that named the old generation stale.
 
-use std::fmt;
-
 use std::cell::RefCell;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mlua::{Lua, Table, Thread};
 
 use crate::vm::{self, ThreadPtr};
 
-/// Identifies one task of one scheduler: a slot and the generation it had when the task began.
+/// Identifies one task of one scheduler.
+///
+/// An id carries the identity of the scheduler that made it, so that it never names a task of
+/// another: [`Scheduler::cancel`](crate::Scheduler::cancel) refuses an id of another scheduler
+/// with [`Error::ForeignTask`](crate::Error::ForeignTask), and
+/// [`Scheduler::status`](crate::Scheduler::status) finds no such task there
+/// ([`TaskStatus::Unknown`](crate::TaskStatus::Unknown)). Ids of two schedulers are never
+/// equal, not even when the schedulers were never alive at the same time.
+///
+/// Within its scheduler, the id is a number ([`as_u64`](Self::as_u64), shown by `Display` as
+/// `#slot.generation`) that the same run gives the same task every time; it is what traces
+/// and their fingerprints record, so that two runs compare equal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    scheduler: SchedulerId,
+    local: u64,
+}
+
+/// Tells schedulers apart: a number no other scheduler of the process got, from a
+/// process-wide counter (a `u64`, so it never wraps around).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(u64);
+pub(crate) struct SchedulerId(NonZeroU64);
+
+impl SchedulerId {
+    pub(crate) fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        SchedulerId(NonZeroU64::new(id).expect("fewer than 2^64 schedulers"))
+    }
+}
 
 impl TaskId {
-    pub(crate) fn new(slot: u32, generation: u32) -> Self {
-        TaskId(((generation as u64) << 32) | slot as u64)
+    pub(crate) fn new(scheduler: SchedulerId, slot: u32, generation: u32) -> Self {
+        TaskId {
+            scheduler,
+            local: ((generation as u64) << 32) | slot as u64,
+        }
     }
 
     pub(crate) fn slot(self) -> u32 {
-        self.0 as u32
+        self.local as u32
     }
 
     pub(crate) fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.local >> 32) as u32
     }
 
-    /// The id as one integer, for logs and traces.
+    pub(crate) fn scheduler(self) -> SchedulerId {
+        self.scheduler
+    }
+
+    /// The id as one integer, for logs and traces: unique among the tasks of its scheduler,
+    /// and the same for the same task when a run is repeated. Tasks of two schedulers may
+    /// share it; the `TaskId` itself tells them apart.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.local
     }
 }
 
@@ -59,6 +96,18 @@ impl From<&TaskId> for TaskId {
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.slot(), self.generation())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TaskId(#{}.{} of scheduler {})",
+            self.slot(),
+            self.generation(),
+            self.scheduler.0
+        )
     }
 }
 
@@ -134,6 +183,8 @@ impl Slot {
 }
 
 pub(crate) struct TaskTable {
+    /// The scheduler whose ids this table hands out and accepts.
+    scheduler: SchedulerId,
     slots: Vec<Slot>,
     free: Vec<u32>,
     occupied: usize,
@@ -143,8 +194,9 @@ pub(crate) struct TaskTable {
 }
 
 impl TaskTable {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(scheduler: SchedulerId) -> Self {
         TaskTable {
+            scheduler,
             slots: Vec::new(),
             free: Vec::new(),
             occupied: 0,
@@ -177,7 +229,7 @@ impl TaskTable {
         let slot = vm::slot_mark(thread)?;
         let entry = self.slots.get(slot as usize)?;
         // Another embedder's use of the thread's user data must not alias a task.
-        (entry.thread == Some(ThreadPtr::of(thread))).then(|| TaskId::new(slot, entry.generation))
+        (entry.thread == Some(ThreadPtr::of(thread))).then(|| self.id(slot, entry.generation))
     }
 
     /// `find` for a raw thread, as a C function of the task library sees it.
@@ -188,7 +240,7 @@ impl TaskTable {
         // SAFETY: per the caller.
         let slot = unsafe { vm::slot_mark_raw(thread) }?;
         let entry = self.slots.get(slot as usize)?;
-        (entry.thread == Some(thread)).then(|| TaskId::new(slot, entry.generation))
+        (entry.thread == Some(thread)).then(|| self.id(slot, entry.generation))
     }
 
     /// The slot of `thread`, making it a task first if it is not one; `true` when the slot is
@@ -220,16 +272,34 @@ impl TaskTable {
         self.occupied += 1;
         let entry = &mut self.slots[slot as usize];
         entry.thread = Some(ThreadPtr::of(thread));
-        Ok((TaskId::new(slot, entry.generation), true))
+        let generation = entry.generation;
+        Ok((self.id(slot, generation), true))
     }
 
+    /// The id of this scheduler's task in `slot` at `generation`.
+    pub(crate) fn id(&self, slot: u32, generation: u32) -> TaskId {
+        TaskId::new(self.scheduler, slot, generation)
+    }
+
+    /// Whether `id` was made by this table's scheduler.
+    pub(crate) fn owns(&self, id: TaskId) -> bool {
+        id.scheduler() == self.scheduler
+    }
+
+    /// The slot of a live task; `None` for an id of another scheduler too.
     pub(crate) fn get(&self, id: TaskId) -> Option<&Slot> {
+        if !self.owns(id) {
+            return None;
+        }
         self.slots
             .get(id.slot() as usize)
             .filter(|s| s.thread.is_some() && s.generation == id.generation())
     }
 
     pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut Slot> {
+        if !self.owns(id) {
+            return None;
+        }
         self.slots
             .get_mut(id.slot() as usize)
             .filter(|s| s.thread.is_some() && s.generation == id.generation())
@@ -270,7 +340,7 @@ impl TaskTable {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.thread.is_some())
-            .map(|(i, s)| (TaskId::new(i as u32, s.generation), s))
+            .map(|(i, s)| (self.id(i as u32, s.generation), s))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -328,7 +398,7 @@ mod tests {
     #[test]
     fn reserved_threads_are_found_and_forgotten_when_freed() {
         let lua = Lua::new();
-        let mut table = TaskTable::new();
+        let mut table = TaskTable::new(SchedulerId::fresh());
         let (a, b) = (thread(&lua), thread(&lua));
         let (id_a, new_a) = table.reserve(&a).unwrap();
         let (id_b, _) = table.reserve(&b).unwrap();
@@ -355,7 +425,7 @@ mod tests {
     #[test]
     fn a_mark_that_another_thread_carries_does_not_alias_a_task() {
         let lua = Lua::new();
-        let mut table = TaskTable::new();
+        let mut table = TaskTable::new(SchedulerId::fresh());
         let task = thread(&lua);
         let (id, _) = table.reserve(&task).unwrap();
         let stranger = thread(&lua);

@@ -102,8 +102,11 @@ impl Inner {
     /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a
     /// stale wake-up does not).
     pub(super) fn fire_wakeup(&self, lua: &Lua, target: WakeTarget) -> bool {
-        let id = TaskId::new(target.slot, target.generation);
-        let suspension = self.state.borrow().tasks.get(id).map(|s| s.suspension);
+        let (id, suspension) = {
+            let state = self.state.borrow();
+            let id = state.tasks.id(target.slot, target.generation);
+            (id, state.tasks.get(id).map(|s| s.suspension))
+        };
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
                 let (thread, stream) = match self.blocked_thread(id) {

@@ -26,7 +26,6 @@ use crate::clock::Clock;
 use crate::error::{Error, Result, TaskError};
 use crate::frame::{FrameReport, FrameWork};
 use crate::signal::Signal;
-use crate::tasks::TaskId;
 use crate::trace::TraceEvent;
 use crate::values::ValuesKey;
 use crate::vm::{self, ThreadPtr};
@@ -291,7 +290,7 @@ impl Inner {
                     live
                 }
                 Ready::Wake(target) => {
-                    let id = TaskId::new(target.slot, target.generation);
+                    let id = state.tasks.id(target.slot, target.generation);
                     matches!(
                         state.tasks.get(id).map(|slot| slot.suspension),
                         Some(Suspension::LuaFuture { token } | Suspension::OwnedFuture { token })

@@ -9,7 +9,6 @@
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{resume_mark, Inner, Suspension, Wakeup};
-use crate::tasks::TaskId;
 use crate::vm;
 
 /// What a signal keeps of a waiter's suspension: its token, and its task's slot and generation.
@@ -44,7 +43,7 @@ impl Inner {
         let Some(id) = state.tasks.find(thread) else {
             return false;
         };
-        if id != TaskId::new(slot, generation) {
+        if id != state.tasks.id(slot, generation) {
             return false;
         }
         matches!(
