@@ -69,8 +69,21 @@ impl SchedulerBuilder {
     /// `ScriptContext:SetTimeout`. `pcall` inside the task cannot catch it; the other tasks go on.
     /// The time of tasks it resumes with `task.spawn` is not counted against it. Off by default.
     ///
-    /// The watchdog uses Luau's VM interrupt, replacing one set with `Lua::set_interrupt`; a
-    /// tight loop runs about 30% slower while it is on.
+    /// The watchdog uses Luau's VM interrupt; a tight loop runs about 30% slower while it is
+    /// on. The VM has one interrupt slot, which mlua's `Lua::set_interrupt` writes too, so the
+    /// watchdog chains with the host's interrupt rather than replace it or be replaced by it:
+    ///
+    /// - one set before `build` is called after the watchdog's at every interrupt, and is put
+    ///   back when the scheduler is dropped;
+    /// - one set (or removed with `Lua::remove_interrupt`) after `build` takes the slot until
+    ///   the next resumption of a task, which puts the watchdog's back in front of it. Set it
+    ///   outside tasks: one set from a Rust function that a task calls leaves the rest of that
+    ///   resumption unwatched.
+    ///
+    /// At an interrupt where the watchdog stops or slices the task, the host's is not called.
+    /// A host interrupt that returns an error raises it in the running task, as it would with
+    /// no scheduler; one that yields makes the task's yield a plain `coroutine.yield()`
+    /// (contract rule 11), so a task suspended so no longer belongs to the scheduler.
     ///
     /// ```
     /// use std::time::Duration;
@@ -100,6 +113,7 @@ impl SchedulerBuilder {
     /// starve the others. It goes on from the same point, as if it had called `task.wait()`.
     /// Off by default; may be combined with [`timeout`](Self::timeout), which applies where a
     /// task cannot be suspended (inside a metamethod, or a coroutine it resumed by hand).
+    /// It shares the VM interrupt with the host's as [`timeout`](Self::timeout) tells.
     pub fn time_slice(mut self, slice: Duration) -> Self {
         self.watchdog.slice = Some(slice);
         self
@@ -197,7 +211,7 @@ impl SchedulerBuilder {
             .collect::<mlua::Result<Vec<_>>>()?;
         inner.frames().set_signals(signals);
         if !self.watchdog.is_unlimited() {
-            watchdog::install(lua, true);
+            watchdog::install(lua);
         }
         lua.set_app_data(Attached);
         Ok(Scheduler {
@@ -587,7 +601,7 @@ impl Drop for Scheduler {
         self.inner.close();
         let _ = self.uninstall_task_library();
         if !self.inner.watchdog().is_unlimited() {
-            watchdog::install(&self.lua, false);
+            watchdog::uninstall(&self.lua);
         }
         let _ = self.lua.remove_app_data::<Attached>();
     }

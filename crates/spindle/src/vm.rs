@@ -78,14 +78,41 @@ pub(crate) fn running_thread(lua: &Lua) -> ThreadPtr {
 /// calls it from running code).
 pub(crate) type Interrupt = unsafe extern "C-unwind" fn(*mut ffi::lua_State, std::ffi::c_int);
 
-/// Sets (or with `None` removes) the VM's interrupt, replacing one set with mlua's
-/// `Lua::set_interrupt`. Spindle sets its own rather than mlua's, whose per-call overhead
+/// Sets (or with `None` removes) the VM's interrupt, replacing whatever is set, one set with
+/// mlua's `Lua::set_interrupt` too (the watchdog chains that one behind its own). Spindle sets
+/// its own rather than mlua's, whose per-call overhead
 /// doubled the time of a tight loop (1.69 s against 0.80 s for 1e8 additions).
 pub(crate) fn set_interrupt(lua: &Lua, interrupt: Option<Interrupt>) {
     let thread = running_thread(lua);
     // SAFETY: the callbacks are the VM's global table, valid while the VM lives; this writes one
     // field, on the thread that runs the VM.
     unsafe { (*ffi::lua_callbacks(thread.0)).interrupt = interrupt };
+}
+
+/// Tells VMs apart while they live: the address of the callbacks that all threads of a VM
+/// share. Compared only, never read through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VmKey(*const ffi::lua_Callbacks);
+
+/// The VM's interrupt as it is now (Spindle's, one set with mlua's `Lua::set_interrupt`, or
+/// none), and the key of the VM.
+pub(crate) fn interrupt(lua: &Lua) -> (VmKey, Option<Interrupt>) {
+    let thread = running_thread(lua);
+    // SAFETY: the running thread is alive, and its callbacks are the VM's global table, valid
+    // while the VM lives; this reads one field, on the thread that runs the VM.
+    let callbacks = unsafe { ffi::lua_callbacks(thread.0) };
+    // SAFETY: as above; `callbacks` points at the live table.
+    (VmKey(callbacks), unsafe { (*callbacks).interrupt })
+}
+
+/// The key of the VM that `state` belongs to, from inside its interrupt.
+///
+/// # Safety
+/// `state` must be a live thread of the VM.
+pub(crate) unsafe fn vm_key_raw(state: ThreadPtr) -> VmKey {
+    // SAFETY: per the caller; `lua_callbacks` only takes the address of a field of the VM's
+    // global state.
+    VmKey(unsafe { ffi::lua_callbacks(state.0) })
 }
 
 /// `can_yield` for a raw state, from inside an interrupt.
