@@ -1021,7 +1021,7 @@ impl Inner {
         let Ok(mut state) = self.state.try_borrow_mut() else {
             return false;
         };
-        // SAFETY: as above.
+        // SAFETY: the thread is the one calling, so it is alive, as `find_raw` asks.
         let Some(id) = (unsafe { state.tasks.find_raw(thread) }) else {
             return false;
         };

@@ -115,9 +115,11 @@ impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
     // mlua's hidden fast path, as `Started` uses it: results go onto the stack directly.
     unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
         match self {
-            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            // SAFETY: each arm forwards this method's own contract (mlua calls it with `lua`
+            // locked, as the running state's handle) to the values' `push_into_stack_multi`,
+            // which checks the stack for what it pushes.
             Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
-            // SAFETY: as above.
+            // SAFETY: as for `Done`: the same contract, for a nil and a string.
             Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
         }
     }

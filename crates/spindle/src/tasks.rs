@@ -237,7 +237,7 @@ impl TaskTable {
     /// # Safety
     /// `thread` must be alive.
     pub(crate) unsafe fn find_raw(&self, thread: ThreadPtr) -> Option<TaskId> {
-        // SAFETY: per the caller.
+        // SAFETY: `thread` is alive (this function's contract), all `slot_mark_raw` asks.
         let slot = unsafe { vm::slot_mark_raw(thread) }?;
         let entry = self.slots.get(slot as usize)?;
         (entry.thread == Some(thread)).then(|| self.id(slot, entry.generation))

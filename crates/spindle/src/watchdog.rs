@@ -214,7 +214,7 @@ impl Watch {
             if link == state {
                 return true;
             }
-            // SAFETY: as above.
+            // SAFETY: `link` is alive, as just above; `hand_resumed_by` asks no more.
             match unsafe { vm::hand_resumed_by(link) } {
                 Some(next) => link = next,
                 None => return false,
@@ -380,8 +380,9 @@ unsafe fn watch(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) -> bool {
     let Some(overrun) = watch.overrun() else {
         return false;
     };
+    // The thread the VM is running: alive during its interrupt, which the raw reads below
+    // rely on.
     let state = ThreadPtr::from_ptr(state);
-    // SAFETY: `state` is the thread the VM is running, which is valid during its interrupt.
     if overrun == Overrun::Sliced {
         // Not inside `task.luau`'s own functions: they check a coroutine's slice mark, then
         // resume it, and a slice between the two let another task resume the coroutine
@@ -389,8 +390,9 @@ unsafe fn watch(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) -> bool {
         // loops yield: the slice ends at one of the next interrupts, in the caller or in the
         // coroutine resumed. Only so many in a row: a script can name a chunk of its own as
         // `task.luau` is named, and must not escape its slices so.
-        // SAFETY: as above.
         let put_off = watch.put_off.get();
+        // SAFETY: `state` is the running thread, alive during its interrupt; reading its
+        // frame allocates nothing.
         if put_off < MAX_PUT_OFF && unsafe { vm::runs_task_library(state) } {
             watch.put_off.set(put_off + 1);
             COUNTDOWN.set(0);
@@ -398,7 +400,7 @@ unsafe fn watch(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) -> bool {
         }
         watch.put_off.set(0);
     }
-    // SAFETY: as above.
+    // SAFETY: `state` is the running thread, alive during its interrupt.
     if state == watch.thread && unsafe { vm::can_yield_raw(state) } {
         watch.yielded.set(Some(overrun));
         // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may
