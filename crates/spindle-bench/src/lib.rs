@@ -16,6 +16,8 @@
 //! Invariant: no measurement is recorded unless its output was verified, so a broken run cannot
 //! look fast.
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod async_calls;
 pub mod child;

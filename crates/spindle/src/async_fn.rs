@@ -115,7 +115,8 @@ impl<A: FromLuaMulti> FromLuaMulti for Caught<A> {
     // mlua's hidden fast paths (mlua is pinned at 0.12.2), so that the arguments are converted
     // straight from the stack as they were before.
     unsafe fn from_stack_multi(nvals: c_int, lua: &RawLua) -> mlua::Result<Self> {
-        // SAFETY: as mlua calls this.
+        // SAFETY: this method has the contract of `A`'s, which it forwards to unchanged: mlua
+        // calls it with `lua` locked and `nvals` values on top of the running state's stack.
         Ok(Caught(unsafe { A::from_stack_multi(nvals, lua) }))
     }
 
@@ -125,7 +126,8 @@ impl<A: FromLuaMulti> FromLuaMulti for Caught<A> {
         to: Option<&str>,
         lua: &RawLua,
     ) -> mlua::Result<Self> {
-        // SAFETY: as mlua calls this.
+        // SAFETY: as in `from_stack_multi`: the same contract as `A`'s, forwarded unchanged
+        // (`nargs` arguments on top of the running state's stack, `lua` locked).
         Ok(Caught(unsafe { A::from_stack_args(nargs, i, to, lua) }))
     }
 }
@@ -172,15 +174,17 @@ impl<R: IntoLuaMulti> IntoLuaMulti for Started<R> {
     // `MultiValue` in between (mlua is pinned at 0.12.2, whose traits have it).
     unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
         match self {
-            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            // SAFETY: each arm forwards this method's own contract (mlua calls it with `lua`
+            // locked, as the running state's handle) to the values' `push_into_stack_multi`,
+            // which checks the stack for what it pushes.
             Started::Ready(values) => unsafe { values.push_into_stack_multi(lua) },
-            // SAFETY: as above.
+            // SAFETY: as for `Ready`: the same contract, for one light userdata.
             Started::Pending => unsafe { resume_mark().push_into_stack_multi(lua) },
-            // SAFETY: as above.
+            // SAFETY: as for `Ready`: the same contract, for a light userdata and a string.
             Started::Failed(message) => unsafe {
                 (failure_mark(), message).push_into_stack_multi(lua)
             },
-            // SAFETY: as above.
+            // SAFETY: as for `Ready`: the same contract, for three plain values.
             Started::Refused(reason) => unsafe {
                 (failure_mark(), reason, true).push_into_stack_multi(lua)
             },

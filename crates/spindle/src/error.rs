@@ -29,7 +29,8 @@ pub enum Error {
     /// The host asked to cancel a task that is running, or resuming another thread.
     #[error("task {0} is running and cannot be cancelled from inside itself")]
     TaskRunning(TaskId),
-    /// A `Task` handle from another scheduler was passed to this one.
+    /// A task of another scheduler, by its `Task` handle or its `TaskId`, was passed to this
+    /// one (to `cancel` or `take_result`).
     #[error("task {0} belongs to another scheduler")]
     ForeignTask(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer
@@ -169,9 +170,11 @@ impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
     // mlua's hidden fast path, as `Started` uses it: results go onto the stack directly.
     unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
         match self {
-            // SAFETY: as mlua calls this: `lua` is the running state's handle.
+            // SAFETY: each arm forwards this method's own contract (mlua calls it with `lua`
+            // locked, as the running state's handle) to the values' `push_into_stack_multi`,
+            // which checks the stack for what it pushes.
             Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
-            // SAFETY: as above.
+            // SAFETY: as for `Done`: the same contract, for a nil and a string.
             Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
         }
     }

@@ -77,8 +77,21 @@ impl SchedulerBuilder {
     /// `ScriptContext:SetTimeout`. `pcall` inside the task cannot catch it; the other tasks go on.
     /// The time of tasks it resumes with `task.spawn` is not counted against it. Off by default.
     ///
-    /// The watchdog uses Luau's VM interrupt, replacing one set with `Lua::set_interrupt`; a
-    /// tight loop runs about 30% slower while it is on.
+    /// The watchdog uses Luau's VM interrupt; a tight loop runs about 30% slower while it is
+    /// on. The VM has one interrupt slot, which mlua's `Lua::set_interrupt` writes too, so the
+    /// watchdog chains with the host's interrupt rather than replace it or be replaced by it:
+    ///
+    /// - one set before `build` is called after the watchdog's at every interrupt, and is put
+    ///   back when the scheduler is dropped;
+    /// - one set (or removed with `Lua::remove_interrupt`) after `build` takes the slot until
+    ///   the next resumption of a task, which puts the watchdog's back in front of it. Set it
+    ///   outside tasks: one set from a Rust function that a task calls leaves the rest of that
+    ///   resumption unwatched.
+    ///
+    /// At an interrupt where the watchdog stops or slices the task, the host's is not called.
+    /// A host interrupt that returns an error raises it in the running task, as it would with
+    /// no scheduler; one that yields makes the task's yield a plain `coroutine.yield()`
+    /// (contract rule 11), so a task suspended so no longer belongs to the scheduler.
     ///
     /// ```
     /// use std::time::Duration;
@@ -108,6 +121,7 @@ impl SchedulerBuilder {
     /// starve the others. It goes on from the same point, as if it had called `task.wait()`.
     /// Off by default; may be combined with [`timeout`](Self::timeout), which applies where a
     /// task cannot be suspended (inside a metamethod, or a coroutine it resumed by hand).
+    /// It shares the VM interrupt with the host's as [`timeout`](Self::timeout) tells.
     pub fn time_slice(mut self, slice: Duration) -> Self {
         self.watchdog.slice = Some(slice);
         self
@@ -232,7 +246,7 @@ impl SchedulerBuilder {
             .set_phases(signals.iter().map(fire).collect());
         scheduler.phases = signals;
         if !self.watchdog.is_unlimited() {
-            watchdog::install(lua, true);
+            watchdog::install(lua);
         }
         lua.set_app_data(Attached);
         Ok(scheduler)
@@ -312,7 +326,7 @@ pub struct Task {
 
 impl Task {
     /// The task's id, as in [`TaskError::task`] and for [`Scheduler::status`] and
-    /// [`Scheduler::cancel`].
+    /// [`Scheduler::cancel`]. Like the handle, it names a task of its own scheduler only.
     pub fn id(&self) -> TaskId {
         self.id
     }
@@ -533,22 +547,36 @@ impl Scheduler {
 
     /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
     /// A task that is running (the caller is inside it) cannot be cancelled.
+    ///
+    /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
+    /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
+    /// handle or by its id: ids carry the identity of their scheduler.
     pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
-        self.inner.cancel_task(&self.lua, task.into())
+        let id = self.own(task.into())?;
+        self.inner.cancel_task(&self.lua, id)
     }
 
-    /// Where the task stands.
+    /// Where the task stands. A task of another scheduler, named by its handle or its id, is
+    /// [`TaskStatus::Unknown`] here: this scheduler has no such task.
     pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
         self.inner.status(task.into())
     }
 
+    /// `id`, if it names a task of this scheduler, or else [`Error::ForeignTask`].
+    fn own(&self, id: TaskId) -> Result<TaskId> {
+        if self.inner.owns(id) {
+            Ok(id)
+        } else {
+            Err(Error::ForeignTask(id))
+        }
+    }
+
     /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
     /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
-    /// the values do not convert to `R`, the error is returned and the outcome stays.
+    /// the values do not convert to `R`, the error is returned and the outcome stays. A handle
+    /// of another scheduler's task is refused with [`Error::ForeignTask`].
     pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
-        if !Weak::ptr_eq(&task.scheduler, &Rc::downgrade(&self.inner)) {
-            return Err(Error::ForeignTask(task.id));
-        }
+        self.own(task.id)?;
         let Some((stored, claims)) = self.inner.take_outcome(task.id) else {
             return Ok(None);
         };
@@ -622,7 +650,7 @@ impl Drop for Scheduler {
         self.inner.close();
         let _ = self.uninstall_task_library();
         if !self.inner.watchdog().is_unlimited() {
-            watchdog::install(&self.lua, false);
+            watchdog::uninstall(&self.lua);
         }
         let _ = self.lua.remove_app_data::<Attached>();
     }

@@ -23,7 +23,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
 use crate::core::{
-    Core, Deferred, Resumption, Suspension, TaskId, TimedWake, TimerEntry, TimerKind, ValuesKey,
+    Core, Deferred, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry, TimerKind,
+    ValuesKey,
 };
 use crate::error::{Error, Result, TaskError, CANNOT_YIELD};
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
@@ -254,7 +255,7 @@ impl Inner {
         blocked.raw_set("threads", &blocked_threads)?;
         let sliced = weak_set(lua)?;
         Ok(Inner {
-            state: RefCell::default(),
+            state: RefCell::new(Core::new(SchedulerId::fresh())),
             futures: RefCell::default(),
             threads: ThreadStore::new(lua)?,
             values: ValueStore::new(lua)?,
@@ -537,6 +538,11 @@ impl Inner {
                 }
             }
         });
+    }
+
+    /// Whether `id` is one of this scheduler's ids (of a live task or not).
+    pub(crate) fn owns(&self, id: TaskId) -> bool {
+        self.core(|core| core.owns(id))
     }
 
     pub(crate) fn status(&self, id: TaskId) -> TaskStatus {

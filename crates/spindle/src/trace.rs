@@ -46,7 +46,11 @@ impl TraceEvent {
 }
 
 /// One event of a [`Trace`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Entries compare (and hash) a task by its number within its scheduler
+/// ([`TaskId::as_u64`]), not by the scheduler it belongs to: a trace is there to compare runs,
+/// and two runs are made by two schedulers.
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct TraceEntry {
     /// The cycle or frame it happened in, counting from 1 (as [`Scheduler::cycle_count`](crate::Scheduler::cycle_count)
@@ -58,6 +62,31 @@ pub struct TraceEntry {
     pub event: TraceEvent,
     /// The scheduler's clock when it happened.
     pub time: Duration,
+}
+
+impl TraceEntry {
+    fn key(&self) -> (u64, Option<u64>, TraceEvent, Duration) {
+        (
+            self.cycle,
+            self.task.map(TaskId::as_u64),
+            self.event,
+            self.time,
+        )
+    }
+}
+
+impl PartialEq for TraceEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for TraceEntry {}
+
+impl std::hash::Hash for TraceEntry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
 }
 
 /// The events the scheduler recorded, in order, as taken by
@@ -163,7 +192,7 @@ mod tests {
     fn entry(cycle: u64, event: TraceEvent) -> TraceEntry {
         TraceEntry {
             cycle,
-            task: Some(TaskId::new(3, 1)),
+            task: Some(TaskId::new(crate::core::SchedulerId::fresh(), 3, 1)),
             event,
             time: Duration::from_millis(cycle * 16),
         }

@@ -84,14 +84,42 @@ pub(crate) fn running_thread(lua: &Lua) -> ThreadPtr {
 /// calls it from running code).
 pub(crate) type Interrupt = unsafe extern "C-unwind" fn(*mut ffi::lua_State, std::ffi::c_int);
 
-/// Sets (or with `None` removes) the VM's interrupt, replacing one set with mlua's
-/// `Lua::set_interrupt`. Spindle sets its own rather than mlua's, whose per-call overhead
+/// Sets (or with `None` removes) the VM's interrupt, replacing whatever is set, one set with
+/// mlua's `Lua::set_interrupt` too (the watchdog chains that one behind its own). Spindle sets
+/// its own rather than mlua's, whose per-call overhead
 /// doubled the time of a tight loop (1.69 s against 0.80 s for 1e8 additions).
 pub(crate) fn set_interrupt(lua: &Lua, interrupt: Option<Interrupt>) {
     let thread = running_thread(lua);
     // SAFETY: the callbacks are the VM's global table, valid while the VM lives; this writes one
     // field, on the thread that runs the VM.
     unsafe { (*ffi::lua_callbacks(thread.0)).interrupt = interrupt };
+}
+
+/// Tells VMs apart while they live: the address of the callbacks that all threads of a VM
+/// share. Compared only, never read through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VmKey(*const ffi::lua_Callbacks);
+
+/// The VM's interrupt as it is now (Spindle's, one set with mlua's `Lua::set_interrupt`, or
+/// none), and the key of the VM.
+pub(crate) fn interrupt(lua: &Lua) -> (VmKey, Option<Interrupt>) {
+    let thread = running_thread(lua);
+    // SAFETY: the running thread is alive, and its callbacks are the VM's global table, valid
+    // while the VM lives; this reads one field, on the thread that runs the VM.
+    let callbacks = unsafe { ffi::lua_callbacks(thread.0) };
+    // SAFETY: `callbacks` points at the VM's callbacks, which live as long as the VM; this
+    // OS thread runs the VM, so nothing writes the field meanwhile.
+    (VmKey(callbacks), unsafe { (*callbacks).interrupt })
+}
+
+/// The key of the VM that `state` belongs to, from inside its interrupt.
+///
+/// # Safety
+/// `state` must be a live thread of the VM.
+pub(crate) unsafe fn vm_key_raw(state: ThreadPtr) -> VmKey {
+    // SAFETY: per the caller; `lua_callbacks` only takes the address of a field of the VM's
+    // global state.
+    VmKey(unsafe { ffi::lua_callbacks(state.0) })
 }
 
 /// `can_yield` for a raw state, from inside an interrupt.
@@ -108,8 +136,9 @@ pub(crate) unsafe fn can_yield_raw(state: ThreadPtr) -> bool {
 /// # Safety
 /// Only from the VM's interrupt, for the thread it runs, when that thread can yield.
 pub(crate) unsafe fn yield_from_interrupt(state: ThreadPtr) {
-    // SAFETY: per the caller; Luau then leaves the interpreter loop and resumes the same
-    // instruction on the next resume.
+    // SAFETY: the caller passes the thread the interrupt runs, and it can yield, so
+    // `lua_yield` raises no "attempt to yield across a C-call boundary" through this frame;
+    // Luau then leaves the interpreter loop and resumes the same instruction on the next resume.
     unsafe { ffi::lua_yield(state.0, 0) };
 }
 
@@ -129,7 +158,9 @@ pub(crate) fn slice_mark() -> LightUserData {
 /// the thread runs again: Luau resumes code yielded from an interrupt at the same
 /// instruction, with the top it had.
 pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
-    // SAFETY: per the caller.
+    // SAFETY: as in `yield_from_interrupt`, the caller passes the running thread of the
+    // interrupt, which can yield. The one push needs no `lua_checkstack`: it lands in the
+    // `EXTRA_STACK` reserve above the top, and nothing else is pushed before the yield.
     unsafe {
         ffi::lua_pushlightuserdata(state.0, slice_mark().0);
         ffi::lua_yield(state.0, 1);
@@ -145,13 +176,15 @@ pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
 /// may run inside an interrupt.
 pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
     let task_lib = TASK_LIB_CHUNK.as_bytes();
-    // SAFETY: per the caller.
+    // SAFETY: the caller guarantees `thread` is alive, which is all `runs_chunk_at` asks.
     let resuming =
         unsafe { runs_chunk_at(thread, 0, b"=[C]") && runs_chunk_at(thread, 1, task_lib) };
     if !resuming {
         return None;
     }
-    // SAFETY: per the caller; index 1 is the C function's first argument.
+    // SAFETY: `thread` is alive (the caller's guarantee) and its running function is a C
+    // function, so stack index 1 is that function's first argument (or none, read as null);
+    // `lua_tothread` only reads the slot.
     let co = unsafe { ffi::lua_tothread(thread.0, 1) };
     (!co.is_null()).then_some(ThreadPtr(co))
 }
@@ -162,7 +195,7 @@ pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
 /// `state` must be alive. Reads its current call frame; allocates nothing, so it may run
 /// inside an interrupt.
 pub(crate) unsafe fn runs_task_library(state: ThreadPtr) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: the caller guarantees `state` is alive, which is all `runs_chunk_at` asks.
     unsafe { runs_chunk_at(state, 0, TASK_LIB_CHUNK.as_bytes()) }
 }
 
@@ -175,8 +208,9 @@ pub(crate) unsafe fn runs_task_library(state: ThreadPtr) -> bool {
 /// interrupt.
 unsafe fn runs_chunk_at(thread: ThreadPtr, level: c_int, source: &[u8]) -> bool {
     let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
-    // SAFETY: per the caller; with "s", `lua_getinfo` only fills `ar`, whose `source` points
-    // into the function's prototype, alive while its frame is.
+    // SAFETY: `thread` is alive (the caller's guarantee); with "s", `lua_getinfo` only fills
+    // `ar` (zeroed, so `assume_init` reads no uninitialised field even when no frame is
+    // found), whose `source` points into the function's prototype, alive while its frame is.
     unsafe {
         let found = ffi::lua_getinfo(thread.0, level, c"s".as_ptr(), ar.as_mut_ptr()) != 0;
         let ar = ar.assume_init();
@@ -190,7 +224,9 @@ unsafe fn runs_chunk_at(thread: ThreadPtr, level: c_int, source: &[u8]) -> bool 
 /// Only from the VM's interrupt, for the thread it runs; the Rust frames that the error
 /// unwinds must hold nothing with a destructor.
 pub(crate) unsafe fn raise_from_interrupt(state: ThreadPtr, message: &str) -> ! {
-    // SAFETY: per the caller; `lua_pushlstring` copies the message, `lua_error` does not return.
+    // SAFETY: the caller passes the interrupt's running thread, whose protected caller catches
+    // the error, and owns nothing the unwinding would skip; `lua_pushlstring` copies the
+    // message (into the `EXTRA_STACK` reserve), and `lua_error` does not return.
     unsafe {
         ffi::lua_pushlstring(state.0, message.as_ptr().cast(), message.len());
         ffi::lua_error(state.0)
@@ -272,7 +308,9 @@ struct Waiter<T> {
 /// Only inside `wait_entry` or `wait_continue`, whose upvalue 1 is the userdata made by
 /// `create_wait`: it holds a live payload until the closure is collected.
 unsafe fn waiter<'a, T>(state: *mut ffi::lua_State) -> &'a Waiter<T> {
-    // SAFETY: per the caller.
+    // SAFETY: in `wait_entry` or `wait_continue` (the caller's guarantee), upvalue 1 is the
+    // userdata `create_wait` made, holding a `*mut Waiter<T>` of the same `T` that stays live
+    // until the closure, which is running, is collected.
     unsafe { &**ffi::lua_touserdata(state, ffi::lua_upvalueindex(1)).cast::<*const Waiter<T>>() }
 }
 
@@ -369,8 +407,11 @@ unsafe extern "C-unwind" fn wait_continue(state: *mut ffi::lua_State, _: c_int) 
 }
 
 unsafe extern "C" fn drop_waiter<T>(_: *mut ffi::lua_State, slot: *mut c_void) {
-    // SAFETY: the VM calls this once, when it frees the userdata that owns the payload.
+    // SAFETY: the VM calls this once, when it frees the userdata, whose block `create_wait`
+    // wrote the payload's pointer into.
     let payload = unsafe { slot.cast::<*mut Waiter<T>>().read() };
+    // SAFETY: the payload came from `Box::into_raw` in `create_wait`, and the userdata was its
+    // only owner from then on: this is the one release.
     drop(unsafe { Box::from_raw(payload) });
 }
 
@@ -394,8 +435,8 @@ pub(crate) enum RawResumed {
 /// # Safety
 /// `thread` must be alive.
 pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
-    // SAFETY: per the caller; `lua_checkstack` grows the stack of a suspended thread, as
-    // mlua does before pushing a resumption's arguments.
+    // SAFETY: `thread` is alive (the caller's guarantee); `lua_checkstack` grows the stack of
+    // a suspended thread, as mlua does before pushing a resumption's arguments.
     unsafe { is_suspended_in_yield(thread) && ffi::lua_checkstack(thread.0, 2) != 0 }
 }
 
@@ -410,7 +451,7 @@ pub(crate) unsafe fn can_resume_with_wakeup(thread: ThreadPtr) -> bool {
 /// # Safety
 /// `thread` must be alive.
 pub(crate) unsafe fn is_suspended_in_yield(thread: ThreadPtr) -> bool {
-    // SAFETY: per the caller; this reads one field.
+    // SAFETY: `thread` is alive (the caller's guarantee); `lua_status` reads one field.
     unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD }
 }
 
@@ -491,7 +532,8 @@ pub(crate) unsafe fn resume_with_values(
             Ok(ThreadPtr(running))
         }
     })?;
-    // SAFETY: per the caller; the thread now holds its `count` resumption values.
+    // SAFETY: the caller guarantees the thread is alive and suspended in a yield, and the
+    // block above pushed its `count` resumption values, as `resume_pushed` asks.
     Ok(unsafe { resume_pushed(from, co, count, keep) })
 }
 
@@ -506,8 +548,9 @@ unsafe fn resume_pushed(
     nargs: c_int,
     keep: bool,
 ) -> RawResumed {
-    // SAFETY: per the caller; `lua_resume` catches every error raised inside the thread and
-    // reports it as its status.
+    // SAFETY: the caller guarantees `co` is alive and suspended with its `nargs` values on
+    // top, which `lua_resume` needs; it catches every error raised inside the thread and
+    // reports it as its status, so nothing unwinds into this frame.
     unsafe {
         match ffi::lua_resume(co, from.0, nargs, std::ptr::null_mut()) {
             ffi::LUA_YIELD => {
@@ -536,8 +579,9 @@ unsafe fn resume_pushed(
 /// # Safety
 /// `thread` must be alive, finished, with its results (and nothing else) on its stack.
 pub(crate) unsafe fn take_results(lua: &Lua, thread: ThreadPtr) -> mlua::Result<MultiValue> {
-    // SAFETY: per the caller; `exec_raw` runs the closure in a protected call, which catches an
-    // out-of-memory error from growing the stack, and the closure holds nothing to drop.
+    // SAFETY: the caller guarantees the thread is alive with its results alone on its stack,
+    // so `count` values move; `exec_raw` runs the closure in a protected call, which catches
+    // an out-of-memory error from growing the stack, and the closure holds nothing to drop.
     unsafe {
         let count = ffi::lua_gettop(thread.0);
         lua.exec_raw::<MultiValue>((), |state| {
@@ -582,8 +626,9 @@ pub(crate) unsafe fn take_resume_error(lua: &Lua, thread: ThreadPtr, status: c_i
         return mlua::Error::MemoryError(with_traceback(MEMORY_MESSAGE, &traceback));
     }
     // Lua may run here (a `__tostring`) and do anything to the thread: its traceback is taken.
-    // SAFETY: as above; `luaL_tolstring` may raise (a failing `__tostring`, no memory), which
-    // the protected call catches, and the closure holds nothing to drop.
+    // SAFETY: `exec_raw` gives a protected call with the value on the stack and room for
+    // three more; `luaL_tolstring` may raise (a failing `__tostring`, no memory), which the
+    // protected call catches, and the closure holds nothing to drop. `thread` is not used.
     let message = unsafe {
         lua.exec_raw::<mlua::LuaString>(value, |state| {
             ffi::luaL_tolstring(state, -1, std::ptr::null_mut());
@@ -808,7 +853,7 @@ pub(crate) fn slot_mark(thread: &Thread) -> Option<u32> {
 /// # Safety
 /// `thread` must be alive.
 pub(crate) unsafe fn slot_mark_raw(thread: ThreadPtr) -> Option<u32> {
-    // SAFETY: per the caller; this reads one field.
+    // SAFETY: `thread` is alive (the caller's guarantee); this reads one field.
     let data = unsafe { ffi::lua_getthreaddata(thread.0) } as usize;
     data.checked_sub(1)
         .and_then(|slot| u32::try_from(slot).ok())

@@ -175,7 +175,8 @@ unsafe fn borrowed_clone(data: *const ()) -> RawWaker {
 }
 
 unsafe fn borrowed_wake(data: *const ()) {
-    // SAFETY: as in `borrowed_clone`.
+    // SAFETY: `data` is the `BorrowedWaker` lent by `with_waker`: the waker pointing to it is
+    // only lent as `&Waker` for that call (its clones are owned wakers), so it is alive here.
     let this = unsafe { &*(data as *const BorrowedWaker<'_>) };
     this.woken.store(true, Ordering::Relaxed);
 }

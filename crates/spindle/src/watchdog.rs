@@ -21,10 +21,21 @@
 //! the error raised at every interrupt, until control is back where the task's thread can
 //! yield.
 //!
+//! The VM has one interrupt slot, which mlua's `Lua::set_interrupt` writes too. The watchdog
+//! does not silently lose it to the host, nor take it from the host: it chains. An interrupt
+//! the host set before the scheduler was built, or sets later, is called after the watchdog's
+//! own at every interrupt where the watchdog did not stop the task, and is put back when the
+//! scheduler is dropped. A host that replaces the watchdog's interrupt is found out at the next
+//! watched resumption ([`keep_installed`]), which puts the watchdog's back in front of the
+//! host's; one replaced from inside a running task therefore leaves that resumption unwatched
+//! until it yields.
+//!
 //! Invariant: [`CURRENT`] points at the innermost watched resumption on this OS thread, or is
 //! null; a [`Watch`] unlinks itself when it drops, even if a panic unwinds through it.
+//! [`CHAINS`] has one entry for each VM of this OS thread that has a watchdog: the interrupt
+//! it installed there and the host's that it calls after its own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::time::{Duration, Instant};
 
@@ -86,6 +97,18 @@ thread_local! {
     /// another VM's over-budget task is owed at its very next interrupt.
     static COUNTDOWN: Cell<u32> = const { Cell::new(CHECK_EVERY) };
     static CURRENT: Cell<*const Watch> = const { Cell::new(ptr::null()) };
+    /// The watchdogs of this OS thread's VMs (a `Lua` never leaves its OS thread).
+    static CHAINS: RefCell<Vec<Chain>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The watchdog's interrupt in one VM, and the host's that it chains.
+struct Chain {
+    vm: vm::VmKey,
+    /// As read back from the VM's slot once written: the slot still holds the watchdog's
+    /// interrupt while it holds this.
+    installed: Option<vm::Interrupt>,
+    /// The interrupt the host had set, called after the watchdog's.
+    host: Option<vm::Interrupt>,
 }
 
 /// One watched resumption, linked from [`CURRENT`] while it runs.
@@ -191,7 +214,7 @@ impl Watch {
             if link == state {
                 return true;
             }
-            // SAFETY: as above.
+            // SAFETY: `link` is alive, as just above; `hand_resumed_by` asks no more.
             match unsafe { vm::hand_resumed_by(link) } {
                 Some(next) => link = next,
                 None => return false,
@@ -217,32 +240,149 @@ impl Drop for Linked<'_> {
     }
 }
 
-/// Sets the VM interrupt that enforces budgets, or removes it.
-pub(crate) fn install(lua: &Lua, on: bool) {
-    vm::set_interrupt(lua, on.then_some(interrupt as vm::Interrupt));
+/// The chains of this OS thread, if it has not started to tear down its thread-locals (a
+/// scheduler kept in one may be dropped then), and unless one is being changed already.
+fn with_chains<R>(f: impl FnOnce(&mut Vec<Chain>) -> R) -> Option<R> {
+    CHAINS
+        .try_with(|chains| Some(f(&mut *chains.try_borrow_mut().ok()?)))
+        .ok()
+        .flatten()
 }
 
-/// The VM interrupt: cheap until a check finds the innermost watched resumption over budget.
+/// Installs the interrupt that enforces budgets, in front of the one the VM has (the host's,
+/// from `Lua::set_interrupt`), which it goes on calling.
+pub(crate) fn install(lua: &Lua) {
+    let (vm, current) = vm::interrupt(lua);
+    chain(lua, vm, current);
+}
+
+/// Puts the watchdog's interrupt back in front of the host's if the host replaced it (with
+/// `Lua::set_interrupt`, or removed it with `Lua::remove_interrupt`) since it was installed.
+/// Called before each watched resumption: a pointer comparison when nothing changed.
+pub(crate) fn keep_installed(lua: &Lua) {
+    let (vm, current) = vm::interrupt(lua);
+    let replaced = with_chains(|chains| {
+        chains
+            .iter()
+            .find(|chain| chain.vm == vm)
+            .is_none_or(|chain| !same_interrupt(chain.installed, current))
+    });
+    if replaced == Some(true) {
+        chain(lua, vm, current);
+    }
+}
+
+/// Removes the watchdog's interrupt, and puts back the host's in its place. An interrupt the
+/// host set since the last watched resumption stays as it is.
+pub(crate) fn uninstall(lua: &Lua) {
+    let (vm, current) = vm::interrupt(lua);
+    let removed = with_chains(|chains| {
+        let at = chains.iter().position(|chain| chain.vm == vm)?;
+        Some(chains.swap_remove(at))
+    })
+    .flatten();
+    if let Some(chain) = removed {
+        if same_interrupt(chain.installed, current) {
+            vm::set_interrupt(lua, chain.host);
+        }
+    }
+}
+
+/// Installs the watchdog's interrupt in front of `host`, recording the chain.
+fn chain(lua: &Lua, vm: vm::VmKey, host: Option<vm::Interrupt>) {
+    let ours: vm::Interrupt = if host.is_some() {
+        interrupt_chained
+    } else {
+        interrupt
+    };
+    vm::set_interrupt(lua, Some(ours));
+    let (_, installed) = vm::interrupt(lua);
+    let recorded = with_chains(|chains| {
+        chains.retain(|chain| chain.vm != vm);
+        chains.push(Chain {
+            vm,
+            installed,
+            host,
+        });
+    });
+    if recorded.is_none() {
+        // Nowhere to keep the host's interrupt (the OS thread is ending): leave it be.
+        vm::set_interrupt(lua, host);
+    }
+}
+
+fn same_interrupt(a: Option<vm::Interrupt>, b: Option<vm::Interrupt>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => ptr::fn_addr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// The interrupt of a VM whose host had one: the watchdog's, then the host's unless the
+/// watchdog yielded the thread (the host's would yield it a second time, or raise in a thread
+/// that is no longer running). A raise of the watchdog's never comes back here.
+unsafe extern "C-unwind" fn interrupt_chained(
+    state: *mut mlua::ffi::lua_State,
+    gc: std::ffi::c_int,
+) {
+    // SAFETY: the VM calls this as its interrupt, with the thread it runs.
+    if unsafe { watch(state, gc) } {
+        return;
+    }
+    // SAFETY: `state` is the thread the VM is running, which is alive during its interrupt.
+    let vm = unsafe { vm::vm_key_raw(ThreadPtr::from_ptr(state)) };
+    // Copied out before the call: the host's interrupt may run Lua code, and this again.
+    // `try_with`: at the OS thread's exit the table may be gone before the last VM.
+    let host = CHAINS
+        .try_with(|chains| {
+            let chains = chains.try_borrow().ok()?;
+            chains.iter().find(|chain| chain.vm == vm)?.host
+        })
+        .ok()
+        .flatten();
+    if let Some(host) = host {
+        // SAFETY: `host` is the VM's own interrupt as the host set it, called as the VM would
+        // call it: from the interrupt, with the same thread and GC phase. No Rust value with a
+        // destructor is alive in this frame if it raises.
+        unsafe { host(state, gc) }
+    }
+}
+
+/// The VM interrupt of a VM whose host had none.
 unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) {
+    // SAFETY: the VM calls this as its interrupt, with the thread it runs.
+    unsafe { watch(state, gc) };
+}
+
+/// The watchdog's part of the VM interrupt: cheap until a check finds the innermost watched
+/// resumption over budget. Returns whether it yielded the thread; it does not return when it
+/// raises the timeout.
+///
+/// # Safety
+/// Only from the VM's interrupt, with the thread it runs and the GC phase it was given.
+#[inline(always)]
+unsafe fn watch(state: *mut mlua::ffi::lua_State, gc: std::ffi::c_int) -> bool {
     // Calls from the collector (gc >= 0) cannot yield or raise.
     if gc >= 0 {
-        return;
+        return false;
     }
     let left = COUNTDOWN.get();
     if left > 0 {
         COUNTDOWN.set(left - 1);
-        return;
+        return false;
     }
     COUNTDOWN.set(CHECK_EVERY);
     // SAFETY: `CURRENT` is null or points at a live `Watch` (module invariant).
     let Some(watch) = (unsafe { CURRENT.get().as_ref() }) else {
-        return;
+        return false;
     };
     let Some(overrun) = watch.overrun() else {
-        return;
+        return false;
     };
+    // The thread the VM is running: alive during its interrupt, which the raw reads below
+    // rely on.
     let state = ThreadPtr::from_ptr(state);
-    // SAFETY: `state` is the thread the VM is running, which is valid during its interrupt.
     if overrun == Overrun::Sliced {
         // Not inside `task.luau`'s own functions: they check a coroutine's slice mark, then
         // resume it, and a slice between the two let another task resume the coroutine
@@ -250,22 +390,23 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         // loops yield: the slice ends at one of the next interrupts, in the caller or in the
         // coroutine resumed. Only so many in a row: a script can name a chunk of its own as
         // `task.luau` is named, and must not escape its slices so.
-        // SAFETY: as above.
         let put_off = watch.put_off.get();
+        // SAFETY: `state` is the running thread, alive during its interrupt; reading its
+        // frame allocates nothing.
         if put_off < MAX_PUT_OFF && unsafe { vm::runs_task_library(state) } {
             watch.put_off.set(put_off + 1);
             COUNTDOWN.set(0);
-            return;
+            return false;
         }
         watch.put_off.set(0);
     }
-    // SAFETY: as above.
+    // SAFETY: `state` is the running thread, alive during its interrupt.
     if state == watch.thread && unsafe { vm::can_yield_raw(state) } {
         watch.yielded.set(Some(overrun));
         // SAFETY: the thread is yieldable and running Luau code, from which an interrupt may
         // yield; Luau resumes it at the same instruction.
         unsafe { vm::yield_from_interrupt(state) };
-        return;
+        return true;
     }
     // SAFETY: `state` is running, so alive; the watched thread resumes it, so it is alive too.
     if overrun == Overrun::Sliced && unsafe { watch.hand_resumes(state) } {
@@ -273,7 +414,7 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         // through Spindle's `coroutine.resume` or `wrap`, which carry the mark out to the task
         // (rule 22 of the task contract), and each of them can yield.
         unsafe { vm::yield_slice_from_interrupt(state) };
-        return;
+        return true;
     }
     if overrun == Overrun::TimedOut {
         // Raised again at every interrupt (no clock reading once timed out) until the thread
@@ -283,4 +424,5 @@ unsafe extern "C-unwind" fn interrupt(state: *mut mlua::ffi::lua_State, gc: std:
         // a destructor is alive in this frame.
         unsafe { vm::raise_from_interrupt(state, TIMEOUT_MESSAGE) }
     }
+    false
 }

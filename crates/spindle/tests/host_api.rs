@@ -500,3 +500,93 @@ fn a_coroutine_library_replaced_before_the_scheduler_is_attached_is_refused() {
         Ok(_) => panic!("a replaced coroutine.close was taken"),
     }
 }
+
+// --- Ids belong to the scheduler that made them -------------------------------------------------
+
+/// Two schedulers, each with one host task waiting on a timer: the first task of each, so the
+/// two have the same slot and generation.
+fn two_schedulers_with_a_task_each() -> [(Lua, Scheduler, spindle::Task); 2] {
+    [(); 2].map(|()| {
+        let lua = Lua::new();
+        let (scheduler, _) = virtual_scheduler(&lua);
+        let task = scheduler
+            .spawn(function(&lua, "task.wait(1) return 'mine'"), ())
+            .unwrap();
+        (lua, scheduler, task)
+    })
+}
+
+#[test]
+fn cancel_refuses_a_task_or_id_of_another_scheduler_and_leaves_its_own_task_alone() {
+    let [(_lua_a, a, task_a), (_lua_b, b, task_b)] = two_schedulers_with_a_task_each();
+    assert_eq!(task_a.id().to_string(), task_b.id().to_string());
+    assert_ne!(task_a.id(), task_b.id());
+    for refused in [b.cancel(&task_a), b.cancel(task_a.id())] {
+        match refused {
+            Err(error @ Error::ForeignTask(id)) => {
+                assert_eq!(id, task_a.id());
+                assert_eq!(error.to_string(), "task #0.0 belongs to another scheduler");
+            }
+            other => panic!("a foreign task was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(b.status(&task_b), TaskStatus::Scheduled);
+    assert_eq!(a.status(&task_a), TaskStatus::Scheduled);
+    for scheduler in [&a, &b] {
+        scheduler.run_blocking().unwrap();
+    }
+    for (scheduler, task) in [(&a, &task_a), (&b, &task_b)] {
+        match scheduler.take_result::<String>(task).unwrap() {
+            Some(Outcome::Finished(value)) => assert_eq!(value, "mine"),
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn status_of_another_schedulers_task_is_unknown_while_its_own_namesake_is_scheduled() {
+    let [(_lua_a, a, task_a), (_lua_b, b, task_b)] = two_schedulers_with_a_task_each();
+    assert_eq!(b.status(&task_b), TaskStatus::Scheduled);
+    assert_eq!(b.status(&task_a), TaskStatus::Unknown);
+    assert_eq!(b.status(task_a.id()), TaskStatus::Unknown);
+    b.run_blocking().unwrap();
+    assert_eq!(b.status(&task_b), TaskStatus::Done);
+    assert_eq!(b.status(&task_a), TaskStatus::Unknown);
+    assert_eq!(a.status(&task_a), TaskStatus::Scheduled);
+}
+
+#[test]
+fn ids_of_a_dropped_scheduler_are_foreign_to_the_next_one_on_the_same_lua() {
+    let lua = Lua::new();
+    let (first, _) = virtual_scheduler(&lua);
+    let old = first
+        .spawn(function(&lua, "task.wait(1)"), ())
+        .unwrap()
+        .id();
+    drop(first);
+    let (second, _) = virtual_scheduler(&lua);
+    let task = second.spawn(function(&lua, "task.wait(1)"), ()).unwrap();
+    assert_eq!(old.to_string(), task.id().to_string());
+    assert_eq!(second.status(old), TaskStatus::Unknown);
+    assert!(matches!(second.cancel(old), Err(Error::ForeignTask(id)) if id == old));
+    assert_eq!(second.status(&task), TaskStatus::Scheduled);
+}
+
+#[test]
+fn an_error_reports_an_id_that_this_scheduler_accepts() {
+    let lua = Lua::new();
+    let ids: Rc<RefCell<Vec<spindle::TaskId>>> = Rc::default();
+    let seen = Rc::clone(&ids);
+    let scheduler = Scheduler::builder()
+        .on_error(move |e| seen.borrow_mut().extend(e.task))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let task = scheduler
+        .spawn(function(&lua, "task.wait() error('late')"), ())
+        .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert_eq!(*ids.borrow(), [task.id()]);
+    assert_eq!(scheduler.status(ids.borrow()[0]), TaskStatus::Done);
+    assert!(matches!(scheduler.cancel(ids.borrow()[0]), Ok(false)));
+}

@@ -962,3 +962,204 @@ fn rule23_running_out_of_memory_while_spawning_is_not_enough_memory_at_every_mar
         );
     }
 }
+
+// --- A host's own VM interrupt (mlua's `Lua::set_interrupt`) -------------------------------------
+
+/// An interrupt for `Lua::set_interrupt` that counts its calls and, once, after `give_up`,
+/// fails the code it interrupts: a watchdog that stopped being called then shows as a wrong
+/// error rather than as a hang.
+fn counting_interrupt(
+    give_up: Duration,
+) -> (
+    Rc<std::cell::Cell<u64>>,
+    impl Fn(&Lua) -> spindle::mlua::Result<spindle::mlua::VmState> + 'static,
+) {
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let counted = Rc::clone(&calls);
+    let started = std::time::Instant::now();
+    let gave_up = std::cell::Cell::new(false);
+    let interrupt = move |_: &Lua| {
+        counted.set(counted.get() + 1);
+        if !gave_up.get() && started.elapsed() > give_up {
+            gave_up.set(true);
+            return Err(spindle::mlua::Error::runtime(
+                "the host's interrupt gave up: the watchdog never stopped the loop",
+            ));
+        }
+        Ok(spindle::mlua::VmState::Continue)
+    };
+    (calls, interrupt)
+}
+
+#[test]
+fn a_host_interrupt_set_after_building_is_called_and_the_timeout_still_stops_a_runaway_loop() {
+    let (messages, calls) = within(Duration::from_secs(30), || {
+        let run = with_timeout(100);
+        let (calls, interrupt) = counting_interrupt(Duration::from_secs(5));
+        run.lua.set_interrupt(interrupt);
+        run.script("task.spawn(function() while true do end end) log('main done')");
+        assert_eq!(run.log(), ["main done"]);
+        (run.messages(), calls.get())
+    });
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+    assert!(calls > 0, "the host's interrupt was never called");
+}
+
+#[test]
+fn a_host_interrupt_set_after_building_does_not_stop_time_slicing() {
+    let (log, messages, calls) = within(Duration::from_secs(30), || {
+        let run = run_with(|builder| builder.time_slice(Duration::from_millis(5)));
+        let (calls, interrupt) = counting_interrupt(Duration::from_secs(5));
+        run.lua.set_interrupt(interrupt);
+        run.script(
+            r#"
+            local done = false
+            task.spawn(function()
+                while not done do end
+                log("saw done")
+            end)
+            task.defer(function()
+                done = true
+                log("set done")
+            end)
+            "#,
+        );
+        (run.log(), run.messages(), calls.get())
+    });
+    assert_eq!(log, ["set done", "saw done"]);
+    assert!(messages.is_empty(), "{messages:?}");
+    assert!(calls > 0, "the host's interrupt was never called");
+}
+
+#[test]
+fn a_host_interrupt_set_before_building_is_called_while_the_scheduler_lives_and_kept_after() {
+    let (messages, during, after) = within(Duration::from_secs(30), || {
+        let lua = Lua::new();
+        let (calls, interrupt) = counting_interrupt(Duration::from_secs(5));
+        lua.set_interrupt(interrupt);
+        let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+        let seen = Rc::clone(&errors);
+        let scheduler = Scheduler::builder()
+            .timeout(Duration::from_millis(100))
+            .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+            .build(&lua)
+            .unwrap();
+        scheduler.install_task_library().unwrap();
+        let runaway = lua.load("while true do end").into_function().unwrap();
+        scheduler.spawn(runaway, ()).unwrap();
+        scheduler.run_blocking().unwrap();
+        let during = calls.get();
+        drop(scheduler);
+        lua.load("for i = 1, 1000 do end").exec().unwrap();
+        let after = calls.get() - during;
+        let messages = errors.borrow().clone();
+        (messages, during, after)
+    });
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+    assert!(
+        during > 0,
+        "the host's interrupt was not called under the scheduler"
+    );
+    assert!(
+        after > 0,
+        "the host's interrupt was not put back with the scheduler gone"
+    );
+}
+
+#[test]
+fn a_host_interrupt_removed_after_building_does_not_take_the_watchdog_with_it() {
+    let messages = within(Duration::from_secs(30), || {
+        let run = with_timeout(100);
+        run.lua
+            .set_interrupt(|_| Ok(spindle::mlua::VmState::Continue));
+        run.lua.remove_interrupt();
+        run.script("task.spawn(function() while true do end end)");
+        run.messages()
+    });
+    assert_eq!(messages, [TIMEOUT_MESSAGE]);
+}
+
+#[test]
+fn an_error_from_a_host_interrupt_set_before_building_fails_the_task_as_without_a_scheduler() {
+    let (log, messages) = within(Duration::from_secs(30), || {
+        let lua = Lua::new();
+        lua.set_interrupt(|lua| {
+            if lua.globals().get::<bool>("stop_now")? {
+                lua.globals().set("stop_now", false)?;
+                return Err(spindle::mlua::Error::runtime("stopped by the host"));
+            }
+            Ok(spindle::mlua::VmState::Continue)
+        });
+        let log: Rc<RefCell<Vec<String>>> = Rc::default();
+        let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+        let seen = Rc::clone(&errors);
+        let scheduler = Scheduler::builder()
+            .timeout(Duration::from_secs(2))
+            .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+            .build(&lua)
+            .unwrap();
+        scheduler.install_task_library().unwrap();
+        let logged = Rc::clone(&log);
+        let log_fn = lua
+            .create_function(move |_, line: String| {
+                logged.borrow_mut().push(line);
+                Ok(())
+            })
+            .unwrap();
+        lua.globals().set("log", log_fn).unwrap();
+        let main = lua
+            .load(
+                r#"
+                stop_now = false
+                local ok, err = pcall(function() stop_now = true while true do end end)
+                log(tostring(ok) .. " " .. tostring(err))
+                stop_now = true
+                while true do end
+                "#,
+            )
+            .into_function()
+            .unwrap();
+        scheduler.spawn(main, ()).unwrap();
+        scheduler.run_blocking().unwrap();
+        let (log, messages) = (log.borrow().clone(), errors.borrow().clone());
+        (log, messages)
+    });
+    assert_eq!(log, ["false runtime error: stopped by the host"]);
+    assert_eq!(messages, ["stopped by the host"]);
+}
+
+#[test]
+fn a_task_that_a_chained_host_interrupt_yields_is_released_as_after_a_plain_yield() {
+    let (log_before, resumable, log_after, messages) = within(Duration::from_secs(30), || {
+        let run = with_timeout(10_000);
+        run.lua.set_interrupt(|lua| {
+            if lua.globals().get::<bool>("yield_now")? {
+                lua.globals().set("yield_now", false)?;
+                return Ok(spindle::mlua::VmState::Yield);
+            }
+            Ok(spindle::mlua::VmState::Continue)
+        });
+        let body = run
+            .lua
+            .load("yield_now = true local n = 0 while n < 1000 do n += 1 end log('after', n)")
+            .into_function()
+            .unwrap();
+        let thread = run.lua.create_thread(body).unwrap();
+        let task = run.scheduler.spawn(&thread, ()).unwrap();
+        run.scheduler.run_blocking().unwrap();
+        let before = (run.log(), thread.status(), run.scheduler.status(&task));
+        run.scheduler.spawn(&thread, ()).unwrap();
+        run.scheduler.run_blocking().unwrap();
+        (before.0, (before.1, before.2), run.log(), run.messages())
+    });
+    assert!(log_before.is_empty(), "{log_before:?}");
+    assert_eq!(
+        resumable,
+        (
+            spindle::mlua::thread::ThreadStatus::Resumable,
+            spindle::TaskStatus::Unknown
+        )
+    );
+    assert_eq!(log_after, ["after 1000"]);
+    assert!(messages.is_empty(), "{messages:?}");
+}

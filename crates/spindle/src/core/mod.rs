@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 pub use tasks::TaskId;
-pub(crate) use tasks::{Slot, Suspension, TaskTable};
+pub(crate) use tasks::{SchedulerId, Slot, Suspension, TaskTable};
 pub(crate) use timers::Timers;
 
 /// The key of one list of values the engine keeps Lua-side (arguments of a pending
@@ -124,10 +124,11 @@ pub(crate) struct Core<T, O> {
     in_cycle: bool,
 }
 
-impl<T: Copy + PartialEq, O> Default for Core<T, O> {
-    fn default() -> Self {
+impl<T: Copy + PartialEq, O> Core<T, O> {
+    /// An empty core for the scheduler `scheduler`, whose ids it hands out and accepts.
+    pub(crate) fn new(scheduler: SchedulerId) -> Self {
         Core {
-            tasks: TaskTable::new(),
+            tasks: TaskTable::new(scheduler),
             timers: Timers::default(),
             live_timers: 0,
             live_deferred: 0,
@@ -144,6 +145,17 @@ impl<T: Copy + PartialEq, O> Default for Core<T, O> {
 
 impl<T: Copy + PartialEq, O> Core<T, O> {
     // --- Tasks ------------------------------------------------------------------------------
+
+    /// The id of this core's task in `slot` at `generation` (from a wake-up or a signal's
+    /// stamp, which keep the two numbers only).
+    pub(crate) fn id(&self, slot: u32, generation: u32) -> TaskId {
+        self.tasks.id(slot, generation)
+    }
+
+    /// Whether `id` names a task of this core's scheduler (alive or not).
+    pub(crate) fn owns(&self, id: TaskId) -> bool {
+        self.tasks.owns(id)
+    }
 
     pub(crate) fn task(&self, id: TaskId) -> Option<&Slot<T>> {
         self.tasks.get(id)

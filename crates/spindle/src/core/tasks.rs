@@ -10,28 +10,66 @@
 //! slot is in `free` only once it was freed and recycled.
 
 use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Identifies one task of one scheduler: a slot and the generation it had when the task began.
+/// Identifies one task of one scheduler.
+///
+/// An id carries the identity of the scheduler that made it, so that it never names a task of
+/// another: [`Scheduler::cancel`](crate::Scheduler::cancel) refuses an id of another scheduler
+/// with [`Error::ForeignTask`](crate::Error::ForeignTask), and
+/// [`Scheduler::status`](crate::Scheduler::status) finds no such task there
+/// ([`TaskStatus::Unknown`](crate::TaskStatus::Unknown)). Ids of two schedulers are never
+/// equal, not even when the schedulers were never alive at the same time.
+///
+/// Within its scheduler, the id is a number ([`as_u64`](Self::as_u64), shown by `Display` as
+/// `#slot.generation`) that the same run gives the same task every time; it is what traces
+/// and their fingerprints record, so that two runs compare equal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    scheduler: SchedulerId,
+    local: u64,
+}
+
+/// Tells schedulers apart: a number no other scheduler of the process got, from a
+/// process-wide counter (a `u64`, so it never wraps around).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(u64);
+pub(crate) struct SchedulerId(NonZeroU64);
+
+impl SchedulerId {
+    pub(crate) fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        SchedulerId(NonZeroU64::new(id).expect("fewer than 2^64 schedulers"))
+    }
+}
 
 impl TaskId {
-    pub(crate) fn new(slot: u32, generation: u32) -> Self {
-        TaskId(((generation as u64) << 32) | slot as u64)
+    pub(crate) fn new(scheduler: SchedulerId, slot: u32, generation: u32) -> Self {
+        TaskId {
+            scheduler,
+            local: ((generation as u64) << 32) | slot as u64,
+        }
     }
 
     pub(crate) fn slot(self) -> u32 {
-        self.0 as u32
+        self.local as u32
     }
 
     pub(crate) fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.local >> 32) as u32
     }
 
-    /// The id as one integer, for logs and traces.
+    pub(crate) fn scheduler(self) -> SchedulerId {
+        self.scheduler
+    }
+
+    /// The id as one integer, for logs and traces: unique among the tasks of its scheduler,
+    /// and the same for the same task when a run is repeated. Tasks of two schedulers may
+    /// share it; the `TaskId` itself tells them apart.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.local
     }
 }
 
@@ -44,6 +82,18 @@ impl From<&TaskId> for TaskId {
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.slot(), self.generation())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TaskId(#{}.{} of scheduler {})",
+            self.slot(),
+            self.generation(),
+            self.scheduler.0
+        )
     }
 }
 
@@ -137,6 +187,8 @@ impl<T: Copy> Slot<T> {
 }
 
 pub(crate) struct TaskTable<T> {
+    /// The scheduler whose ids this table hands out and accepts.
+    scheduler: SchedulerId,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     occupied: usize,
@@ -146,8 +198,9 @@ pub(crate) struct TaskTable<T> {
 }
 
 impl<T: Copy + PartialEq> TaskTable<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(scheduler: SchedulerId) -> Self {
         TaskTable {
+            scheduler,
             slots: Vec::new(),
             free: Vec::new(),
             occupied: 0,
@@ -179,7 +232,7 @@ impl<T: Copy + PartialEq> TaskTable<T> {
     /// the thread carries, which another embedder's use of the thread must not alias.
     pub(crate) fn find(&self, slot: u32, thread: T) -> Option<TaskId> {
         let entry = self.slots.get(slot as usize)?;
-        (entry.thread == Some(thread)).then(|| TaskId::new(slot, entry.generation))
+        (entry.thread == Some(thread)).then(|| self.id(slot, entry.generation))
     }
 
     /// A new task for `thread`, in a free slot or a new one; `None` past 2^32 tasks.
@@ -205,16 +258,34 @@ impl<T: Copy + PartialEq> TaskTable<T> {
         self.occupied += 1;
         let entry = &mut self.slots[slot as usize];
         entry.thread = Some(thread);
-        Some(TaskId::new(slot, entry.generation))
+        let generation = entry.generation;
+        Some(self.id(slot, generation))
     }
 
+    /// The id of this scheduler's task in `slot` at `generation`.
+    pub(crate) fn id(&self, slot: u32, generation: u32) -> TaskId {
+        TaskId::new(self.scheduler, slot, generation)
+    }
+
+    /// Whether `id` was made by this table's scheduler.
+    pub(crate) fn owns(&self, id: TaskId) -> bool {
+        id.scheduler() == self.scheduler
+    }
+
+    /// The slot of a live task; `None` for an id of another scheduler too.
     pub(crate) fn get(&self, id: TaskId) -> Option<&Slot<T>> {
+        if !self.owns(id) {
+            return None;
+        }
         self.slots
             .get(id.slot() as usize)
             .filter(|s| s.thread.is_some() && s.generation == id.generation())
     }
 
     pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut Slot<T>> {
+        if !self.owns(id) {
+            return None;
+        }
         self.slots
             .get_mut(id.slot() as usize)
             .filter(|s| s.thread.is_some() && s.generation == id.generation())
@@ -253,7 +324,7 @@ impl<T: Copy + PartialEq> TaskTable<T> {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.thread.is_some())
-            .map(|(i, s)| (TaskId::new(i as u32, s.generation), s))
+            .map(|(i, s)| (self.id(i as u32, s.generation), s))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,7 +338,7 @@ mod tests {
 
     #[test]
     fn inserted_threads_are_found_and_forgotten_when_freed() {
-        let mut table = TaskTable::new();
+        let mut table = TaskTable::new(SchedulerId::fresh());
         let id_a = table.insert('a').unwrap();
         let id_b = table.insert('b').unwrap();
         assert_ne!(id_a, id_b);
@@ -289,7 +360,7 @@ mod tests {
 
     #[test]
     fn reset_never_gives_an_old_id_to_a_new_task() {
-        let mut table = TaskTable::new();
+        let mut table = TaskTable::new(SchedulerId::fresh());
         let old = table.insert(1).unwrap();
         table.free(old).unwrap();
         table.recycle(old.slot());
@@ -304,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_freed_slot_forgets_its_counts_and_keeps_its_token_sequence() {
-        let mut table = TaskTable::new();
+        let mut table = TaskTable::new(SchedulerId::fresh());
         let id = table.insert(1).unwrap();
         let slot = table.get_mut(id).unwrap();
         let first = slot.next_token();

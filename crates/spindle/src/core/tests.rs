@@ -40,7 +40,7 @@ fn due(core: &mut TestCore, now: Duration) -> Vec<(TaskId, bool)> {
 
 #[test]
 fn a_timed_wait_is_work_until_it_ends_and_an_untimed_one_never_is() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     assert!(!core.has_work());
     core.file_wait(id, secs(0), Some(secs(5))).unwrap();
@@ -62,7 +62,7 @@ fn a_timed_wait_is_work_until_it_ends_and_an_untimed_one_never_is() {
 
 #[test]
 fn a_second_wait_makes_the_first_ones_timer_stale() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     let first = core.file_wait(id, secs(0), Some(secs(1))).unwrap();
     let second = core.file_wait(id, secs(0), Some(secs(2))).unwrap();
@@ -84,7 +84,7 @@ fn a_second_wait_makes_the_first_ones_timer_stale() {
 
 #[test]
 fn a_timed_wake_takes_the_general_path_for_a_claimed_task_or_when_told() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     let token = core.file_wait(id, secs(3), Some(secs(4))).unwrap();
     let mut asked = None;
@@ -109,7 +109,7 @@ fn a_timed_wake_takes_the_general_path_for_a_claimed_task_or_when_told() {
 
 #[test]
 fn freeing_a_task_drops_its_timers_deferrals_and_future_from_the_counts() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(9).unwrap();
     assert!(core.push_timer(secs(1), resume_timer(id)));
     assert!(core.push_deferred(deferred(id, 1)));
@@ -139,7 +139,7 @@ fn freeing_a_task_drops_its_timers_deferrals_and_future_from_the_counts() {
 
 #[test]
 fn a_resume_timer_counts_until_it_fires() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     core.push_timer(secs(2), resume_timer(id));
     assert_eq!(core.next_deadline(|_| panic!("live")), Some(secs(2)));
@@ -156,7 +156,7 @@ fn a_resume_timer_counts_until_it_fires() {
 
 #[test]
 fn deferrals_made_while_draining_are_one_level_deeper() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     assert_eq!(core.next_defer_level(), 1, "outside the drain");
     core.push_deferred(deferred(id, 1));
@@ -176,7 +176,7 @@ fn deferrals_made_while_draining_are_one_level_deeper() {
 
 #[test]
 fn a_cycle_or_drain_refuses_to_start_inside_a_resumption_or_another_cycle() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     assert!(core.enter_cycle());
     assert!(!core.enter_cycle());
@@ -190,7 +190,7 @@ fn a_cycle_or_drain_refuses_to_start_inside_a_resumption_or_another_cycle() {
 
 #[test]
 fn a_resumption_ends_a_suspension_only_when_asked() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     let blocked = core.next_token(id).unwrap();
     core.block_on_future(id, blocked, true);
@@ -215,7 +215,7 @@ fn a_resumption_ends_a_suspension_only_when_asked() {
 
 #[test]
 fn a_sliced_task_goes_on_through_its_continue_timer() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     assert!(core.file_sliced(id, secs(3), secs(10)));
     assert!(core.has_work());
@@ -239,7 +239,7 @@ fn a_sliced_task_goes_on_through_its_continue_timer() {
 
 #[test]
 fn outcomes_are_freed_when_the_last_claim_goes() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     core.claim(id);
     core.claim(id);
@@ -259,7 +259,7 @@ fn outcomes_are_freed_when_the_last_claim_goes() {
 
 #[test]
 fn compaction_keeps_the_heap_proportional_to_live_timers() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let live = core.insert(1).unwrap();
     core.file_wait(live, secs(0), Some(secs(1000)));
     let gone = core.insert(2).unwrap();
@@ -283,7 +283,7 @@ fn compaction_keeps_the_heap_proportional_to_live_timers() {
 
 #[test]
 fn shutdown_hands_back_every_queued_argument() {
-    let mut core = TestCore::default();
+    let mut core = TestCore::new(SchedulerId::fresh());
     let id = core.insert(1).unwrap();
     core.push_timer(secs(1), resume_timer(id));
     core.push_deferred(deferred(id, 1));

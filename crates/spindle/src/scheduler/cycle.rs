@@ -9,7 +9,6 @@ use mlua::Lua;
 
 use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind, Wakeup};
 use crate::clock::Clock;
-use crate::core::TaskId;
 use crate::error::{Error, Result};
 
 use crate::vm::ThreadPtr;
@@ -97,8 +96,10 @@ impl Inner {
     /// Resumes (or polls the future of) the task a wake-up names. Returns whether it ran (a
     /// stale wake-up does not).
     pub(super) fn fire_wakeup(&self, lua: &Lua, target: WakeTarget) -> bool {
-        let id = TaskId::new(target.slot, target.generation);
-        let suspension = self.core(|core| core.task(id).map(|slot| slot.suspension()));
+        let (id, suspension) = self.core(|core| {
+            let id = core.id(target.slot, target.generation);
+            (id, core.task(id).map(|slot| slot.suspension()))
+        });
         match suspension {
             Some(Suspension::LuaFuture { token }) if token == target.token => {
                 let (thread, stream) = match self.blocked_thread(id) {

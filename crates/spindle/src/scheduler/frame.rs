@@ -24,7 +24,6 @@ use mlua::Lua;
 
 use super::{Inner, Restore, TimerEntry};
 use crate::clock::Clock;
-use crate::core::TaskId;
 use crate::core::ValuesKey;
 use crate::error::{Error, Result, TaskError};
 use crate::trace::TraceEvent;
@@ -288,7 +287,7 @@ impl Inner {
                         live
                     }
                     Ready::Wake(target) => {
-                        let id = TaskId::new(target.slot, target.generation);
+                        let id = core.id(target.slot, target.generation);
                         core.wake_is_live(id, target.token)
                     }
                 });

@@ -22,7 +22,7 @@ use crate::core::TaskId;
 use crate::error::TaskError;
 use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
-use crate::watchdog::{Overrun, Watch, TIMEOUT_MESSAGE};
+use crate::watchdog::{self, Overrun, Watch, TIMEOUT_MESSAGE};
 
 /// The end of a scheduler-driven resumption, even one a panic from a Rust callback unwinds
 /// through (a host may catch it and go on using the scheduler): undoes what
@@ -524,6 +524,7 @@ impl Inner {
         let poll = if budget.is_unlimited() {
             poll_once()
         } else {
+            watchdog::keep_installed(lua);
             let started = Instant::now();
             loop {
                 match Watch::run(thread, budget, started, ran_before, &mut poll_once) {

@@ -9,7 +9,6 @@
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{resume_mark, Inner, Suspension, Wakeup};
-use crate::core::TaskId;
 use crate::vm;
 
 /// What a signal keeps of a waiter's suspension: its token, and its task's slot and generation.
@@ -42,7 +41,7 @@ impl Inner {
         let Some(id) = self.find(thread) else {
             return false;
         };
-        if id != TaskId::new(slot, generation) {
+        if id != self.core(|core| core.id(slot, generation)) {
             return false;
         }
         matches!(
