@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use spindle::mlua::{self, Lua, MultiValue, Value};
-use spindle::{Clock, Scheduler, VirtualClock};
+use spindle::{Clock, Scheduler, TraceEntry, VirtualClock};
 
 /// Number of gates, and of `T[j]` slots that ops may name (some never hold a thread).
 const GATES: u8 = 3;
@@ -96,6 +96,17 @@ struct Program {
 }
 
 impl Program {
+    /// Whether a body calls an mlua async function. A task that blocks in one on a raw lane
+    /// (`lua_resume`, no waker of Spindle's) is polled once more to give the future its own
+    /// waker, a resumption the general path does not make: there the traces may differ by
+    /// that resumption, while the logs may not.
+    fn calls_mlua_futures(&self) -> bool {
+        self.bodies
+            .iter()
+            .flatten()
+            .any(|stmt| matches!(stmt.op, Op::Async { owned: false, .. }))
+    }
+
     /// Builds the tree from a flat list: each op goes into one of the bodies that exist so far,
     /// so every body is made by exactly one op of an earlier body (body 0 is the main chunk).
     fn build(ops: &[(u8, Op)], steps: Vec<Step>) -> Program {
@@ -769,20 +780,25 @@ fn format_value(value: &Value) -> String {
     }
 }
 
-fn observed(program: &Program) -> Vec<String> {
+/// What the program logged, and the trace of its run; `general` forces every resumption onto
+/// mlua's general path (`SchedulerBuilder::general_path_only`).
+fn observed(program: &Program, general: bool) -> (Vec<String>, Vec<TraceEntry>) {
     let lua = Lua::new();
     let clock = VirtualClock::new();
     let log: Rc<RefCell<Vec<String>>> = Rc::default();
     let errors = Rc::clone(&log);
-    let scheduler = Scheduler::builder()
+    let mut builder = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
         .on_error(move |error| {
             errors
                 .borrow_mut()
                 .push(format!("error: {}", error.message))
-        })
-        .build(&lua)
-        .unwrap();
+        });
+    if general {
+        builder = builder.general_path_only();
+    }
+    let scheduler = builder.build(&lua).unwrap();
+    scheduler.start_trace();
     scheduler.install_task_library().unwrap();
     let globals = lua.globals();
     globals.set("T", lua.create_table().unwrap()).unwrap();
@@ -851,7 +867,7 @@ fn observed(program: &Program) -> Vec<String> {
         scheduler.cycle().unwrap();
     }
     let result = log.borrow().clone();
-    result
+    (result, scheduler.take_trace().into_iter().collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -920,7 +936,19 @@ fn check(program: Program) -> Result<(), TestCaseError> {
     let expected = Model::expected(&program);
     prop_assume!(expected.is_ok(), "outside the model");
     let expected = expected.unwrap();
-    let actual = observed(&program);
+    let (actual, trace) = observed(&program, false);
+    // The raw lanes exist for speed only: forced onto mlua's general path, the same program
+    // logs and traces the same.
+    let (general, general_trace) = observed(&program, true);
+    let traces_match = general_trace == trace || program.calls_mlua_futures();
+    prop_assert!(
+        general == actual && traces_match,
+        "on the general path the scheduler logged\n{}\nagainst\n{}\n(traces equal: {})\nprogram:\n{}",
+        general.join("\n"),
+        actual.join("\n"),
+        general_trace == trace,
+        program.lua_source()
+    );
     prop_assert!(
         actual == expected,
         "the scheduler logged\n{}\nthe model predicts\n{}\nprogram:\n{}\nsteps: {:?}",

@@ -1,6 +1,10 @@
 //! Runs every `scripts/*.luau` under a virtual clock and compares what it prints, and the
 //! errors it reports, with the checked-in `scripts/*.out`.
 //!
+//! Each script also runs with every resumption forced onto mlua's general path
+//! (`SchedulerBuilder::general_path_only`): the raw lanes exist for speed only, so the output
+//! and the trace must be the same both ways.
+//!
 //! The virtual clock jumps to the next deadline whenever nothing is ready, so waits are exact
 //! (`task.wait(2)` returns 2) and the order of events is the same on every run. Reported errors
 //! appear in the output as `error: <message>` at the point they were reported.
@@ -11,17 +15,22 @@ use std::path::Path;
 use std::rc::Rc;
 
 use spindle::mlua::{Function, Lua, MultiValue};
-use spindle::{Clock, Scheduler, VirtualClock};
+use spindle::{Clock, Scheduler, Trace, VirtualClock};
 
-fn run_script(path: &Path) -> String {
+/// What the script printed and reported, and the trace of its run; `general` forces every
+/// resumption onto mlua's general path.
+fn run_script(path: &Path, general: bool) -> (String, Trace) {
     let output = Rc::new(RefCell::new(String::new()));
     let lua = Lua::new();
     let errors = Rc::clone(&output);
-    let scheduler = Scheduler::builder()
+    let mut builder = Scheduler::builder()
         .clock(Clock::from(VirtualClock::new()))
-        .on_error(move |error| writeln!(errors.borrow_mut(), "error: {}", error.message).unwrap())
-        .build(&lua)
-        .unwrap();
+        .on_error(move |error| writeln!(errors.borrow_mut(), "error: {}", error.message).unwrap());
+    if general {
+        builder = builder.general_path_only();
+    }
+    let scheduler = builder.build(&lua).unwrap();
+    scheduler.start_trace();
     scheduler.install_task_library().unwrap();
 
     let tostring: Function = lua.globals().get("tostring").unwrap();
@@ -48,11 +57,10 @@ fn run_script(path: &Path) -> String {
     scheduler.spawn(main, ()).unwrap();
     scheduler.run_blocking().unwrap();
     let result = output.borrow().clone();
-    result
+    (result, scheduler.take_trace())
 }
 
-#[test]
-fn luau_scripts_print_their_expected_output() {
+fn scripts() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts");
     let mut scripts: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -61,13 +69,17 @@ fn luau_scripts_print_their_expected_output() {
         .collect();
     scripts.sort();
     assert!(!scripts.is_empty(), "no scripts in {}", dir.display());
+    scripts
+}
 
+#[test]
+fn luau_scripts_print_their_expected_output() {
     let mut failures = String::new();
-    for script in &scripts {
+    for script in &scripts() {
         let expected_path = script.with_extension("out");
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
-        let actual = run_script(script);
+        let (actual, _) = run_script(script, false);
         if actual != expected {
             writeln!(
                 failures,
@@ -81,4 +93,50 @@ fn luau_scripts_print_their_expected_output() {
         failures.is_empty(),
         "scripts differ from their .out files:\n{failures}"
     );
+}
+
+#[test]
+fn luau_scripts_run_the_same_on_the_general_path_as_on_the_raw_lanes() {
+    let mut failures = String::new();
+    let mut lanes_taken = 0;
+    for script in &scripts() {
+        let (fast, fast_trace) = run_script(script, false);
+        let (general, general_trace) = run_script(script, true);
+        if general != fast {
+            writeln!(
+                failures,
+                "--- {}
+raw lanes:
+{fast}
+general path:
+{general}",
+                script.display()
+            )
+            .unwrap();
+        }
+        let (fast_trace, general_trace): (Vec<_>, Vec<_>) = (
+            fast_trace.into_iter().collect(),
+            general_trace.into_iter().collect(),
+        );
+        if general_trace != fast_trace {
+            let at = fast_trace
+                .iter()
+                .zip(&general_trace)
+                .position(|(a, b)| a != b)
+                .unwrap_or(fast_trace.len().min(general_trace.len()));
+            writeln!(
+                failures,
+                "--- {}: traces differ from event {at}:
+raw lanes: {:?}
+general path: {:?}",
+                script.display(),
+                fast_trace.get(at),
+                general_trace.get(at)
+            )
+            .unwrap();
+        }
+        lanes_taken += usize::from(!fast_trace.is_empty());
+    }
+    assert!(failures.is_empty(), "{failures}");
+    assert!(lanes_taken > 0, "no script was traced");
 }
