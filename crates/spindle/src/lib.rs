@@ -120,8 +120,8 @@
 mod async_fn;
 mod clock;
 mod core;
+mod engine;
 mod error;
-mod host;
 mod run;
 mod scheduler;
 mod signal;
@@ -134,10 +134,12 @@ mod watchdog;
 
 pub use crate::core::TaskId;
 pub use clock::{Clock, VirtualClock};
+pub use engine::{CycleReport, FrameReport, FrameWork, TaskStatus};
 pub use error::{Error, Result, TaskError};
-pub use host::{IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH};
 pub use run::Sleeper;
-pub use scheduler::{CycleReport, FrameReport, FrameWork, TaskStatus};
+pub use scheduler::{
+    IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH,
+};
 pub use signal::{Signal, SignalBehavior};
 pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};
 pub use watchdog::TIMEOUT_MESSAGE;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+use crate::engine::Next;
 use crate::error::Result;
-use crate::host::Scheduler;
-use crate::scheduler::Next;
+use crate::scheduler::Scheduler;
 use crate::waker::WakeQueue;
 
 /// How [`Scheduler::run`] sleeps until the next timer: any function from a deadline to a future,

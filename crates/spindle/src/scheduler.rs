@@ -1,1064 +1,657 @@
-//! The engine: the core (`core/`) joined to the VM. It starts each resumption the core asks for,
-//! resumes the thread (`resume.rs`), and files the task by how the thread came back.
+//! The host's handle on a scheduler: building it, spawning tasks, reading their outcomes once,
+//! stepping cycles and ending a run.
 //!
-//! Invariants kept here (the core keeps its own, on tokens and counts):
-//! - The core is lent only through [`Inner::core`], whose closure cannot reach Lua: the
-//!   collector's finalizers, error handlers and futures may all call back in while Lua runs.
-//!   Lua-side storage (threads, arguments) lives outside the core for that reason, and the
-//!   futures the engine owns are dropped outside it.
-//! - A task's failure, even an internal one such as running out of memory while resuming it, is
-//!   reported and ends that task only: a cycle never stops half-way.
+//! [`Scheduler`] is the only owner the host has; the `task` functions hold the scheduler's state
+//! too, so dropping the handle ends the run (futures dropped, threads closed), puts back the
+//! standard `coroutine` functions, and makes the `task` functions refuse further work.
+//! A [`Task`] handle is what keeps a task's outcome for the host: dropping it lets the outcome go.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
-use mlua::thread::ThreadStatus;
-use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
 
-use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
-use crate::core::{
-    Core, Deferred, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry, TimerKind,
-    ValuesKey,
+use crate::core::TaskId;
+use crate::engine::{
+    BudgetCheck, CycleReport, ErrorHandler, FrameWork, Frames, Inner, PhaseFire, StoredOutcome,
+    TaskStatus,
 };
-use crate::error::{Error, Result, TaskError, CANNOT_YIELD};
-use crate::trace::{Recorder, TraceEntry, TraceEvent};
-use crate::values::{ThreadStore, ValueStore};
-use crate::vm::{self, Pristine, ThreadPtr};
-use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
-use crate::watchdog::{Budget, Overrun};
+use crate::error::{Error, Result, TaskError};
+use crate::signal::{Signal, SignalBehavior};
+use crate::task_lib::Library;
+use crate::watchdog::{self, Budget};
 
-mod cycle;
-mod frame;
-mod memory;
-mod resume;
-mod signal_wait;
+mod async_fn;
+mod frames;
+mod signals;
+mod trace;
 
-pub(crate) use frame::{BudgetCheck, Frames, PhaseFire};
-pub use frame::{FrameReport, FrameWork};
-pub(crate) use signal_wait::WaitStamp;
+/// Roblox's limit on nested deferrals (contract rule 3).
+pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
 
-pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
-
-pub(crate) use crate::vm::resume_mark;
-
-/// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CycleReport {
-    /// Tasks resumed because their timer came due.
-    pub timers: usize,
-    /// Tasks resumed (or futures polled) because a future woke them.
-    pub wakeups: usize,
-    /// Deferred resumptions run while draining the deferred queue.
-    pub deferred: usize,
-    /// Tasks that ended with an uncaught error during the cycle.
-    pub errors: usize,
-}
-
-impl CycleReport {
-    /// Whether the cycle resumed anything at all.
-    pub fn is_idle(&self) -> bool {
-        self.timers == 0 && self.wakeups == 0 && self.deferred == 0
-    }
-}
-
-/// Where a task stands, as seen by the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TaskStatus {
-    /// The scheduler holds the task: running, queued or suspended by a scheduler function.
-    Scheduled,
-    /// The task ended and its outcome waits for [`Scheduler::take_result`](crate::Scheduler::take_result).
-    Done,
-    /// Not known: never a task of this scheduler, its outcome already taken or its handle
-    /// dropped, or it yielded with a plain `coroutine.yield` and now belongs to whoever resumes it.
-    Unknown,
-}
-
-/// The core as the engine uses it: threads by raw pointer, outcomes as the host reads them.
-type State = Core<ThreadPtr, StoredOutcome>;
-
-pub(crate) struct Inner {
-    /// Lent only through [`Inner::core`].
-    state: RefCell<State>,
-    /// The Spindle futures tasks are blocked on, by slot; dropped outside the core, as
-    /// dropping one runs Rust code that may call back in.
-    futures: RefCell<OwnedFutures>,
-    threads: ThreadStore,
-    /// Arguments of pending resumptions, and outcomes waiting for the host.
-    values: ValueStore,
-    /// Holds, as `threads`, the threads that blocked in an mlua future, weakly keyed: the
-    /// replaced `coroutine.resume` tells the scheduler when one of them is resumed by hand and
-    /// comes back unblocked. The set is replaced by a fresh one once no task is left, since a
-    /// Luau table keeps the capacity of its peak (4 MB after 100,000 blocked threads).
-    blocked: Table,
-    /// `blocked.threads`, at hand: fetching it by name cost 1,100 of the 9,500 instructions of
-    /// a pend-once call of an mlua async function (callgrind). Replaced with it.
-    blocked_threads: RefCell<Table>,
-    /// Threads of tasks that blocked in an mlua future and woke during the poll, by slot, with
-    /// their generation and the stream that polled them: the next cycle resumes them, and
-    /// fetching each from the store again cost 740 of the 6,900 instructions of a pend-once
-    /// call of an mlua async function, making a new stream 260 more (callgrind). Kept only for
-    /// the tasks in the first `WOKEN_AT_HAND` slots, so that the table stays small and few of
-    /// mlua's reference slots are held; the others are fetched.
-    woken_threads: RefCell<WokenThreads>,
-    /// Threads stopped at the end of a time slice, weakly keyed: the replaced
-    /// `coroutine.resume` goes on with one of them without passing values.
-    sliced: Table,
-    wakes: Arc<WakeQueue>,
-    /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see
-    /// `wake_self`).
-    own_wakes: RefCell<Vec<WakeTarget>>,
+/// Configures a [`Scheduler`] before it is attached to a `Lua`.
+///
+/// ```
+/// use spindle::{Clock, Scheduler, VirtualClock};
+///
+/// let lua = mlua::Lua::new();
+/// let scheduler = Scheduler::builder()
+///     .clock(Clock::from(VirtualClock::new()))
+///     .max_defer_depth(10)
+///     .on_error(|error| eprintln!("task failed: {error}"))
+///     .build(&lua)?;
+/// # Ok::<(), spindle::Error>(())
+/// ```
+#[must_use]
+pub struct SchedulerBuilder {
     clock: Clock,
     max_defer_depth: u32,
     watchdog: Budget,
-    /// Every resumption and `task.wait` takes mlua's general path, never a raw lane: for tests
-    /// that run a scenario both ways and compare (`SchedulerBuilder::general_path_only`).
-    general_only: Cell<bool>,
-    /// The host's handler, until the host's `Scheduler` is dropped: a handler often holds a
-    /// `Lua` clone, which through the library's closures holds this, a cycle that only
-    /// dropping the handler breaks.
-    on_error: RefCell<Option<ErrorHandler>>,
-    errors: Cell<u64>,
-    cycles: Cell<u64>,
-    /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
-    closed: Cell<bool>,
-    pristine: Pristine,
-    /// Frame phases, the frame budget and the ready tasks it carried over (`scheduler/frame.rs`).
-    frames: Frames,
-    /// The trace, when the host records one.
-    trace: Recorder,
+    general_path_only: bool,
+    on_error: Option<ErrorHandler>,
+    phases: Vec<String>,
+    waits_before: Option<String>,
+    budget: Option<BudgetCheck>,
+    signal_behavior: SignalBehavior,
 }
 
-pub(crate) enum StoredOutcome {
-    Finished(Option<ValuesKey>),
+impl SchedulerBuilder {
+    /// The clock that `task.wait` and `task.delay` measure against (default: the real clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many levels of `task.defer` from inside deferred tasks run at one resumption point
+    /// before a deferral is refused (default 80, as Roblox).
+    pub fn max_defer_depth(mut self, depth: u32) -> Self {
+        self.max_defer_depth = depth;
+        self
+    }
+
+    /// Stops a task that runs longer than `limit` in one resumption without yielding, with
+    /// the error [`TIMEOUT_MESSAGE`](crate::TIMEOUT_MESSAGE) and its traceback, as Roblox's
+    /// `ScriptContext:SetTimeout`. `pcall` inside the task cannot catch it; the other tasks go on.
+    /// The time of tasks it resumes with `task.spawn` is not counted against it. Off by default.
+    ///
+    /// The watchdog uses Luau's VM interrupt; a tight loop runs about 30% slower while it is
+    /// on. The VM has one interrupt slot, which mlua's `Lua::set_interrupt` writes too, so the
+    /// watchdog chains with the host's interrupt rather than replace it or be replaced by it:
+    ///
+    /// - one set before `build` is called after the watchdog's at every interrupt, and is put
+    ///   back when the scheduler is dropped;
+    /// - one set (or removed with `Lua::remove_interrupt`) after `build` takes the slot until
+    ///   the next resumption of a task, which puts the watchdog's back in front of it. Set it
+    ///   outside tasks: one set from a Rust function that a task calls leaves the rest of that
+    ///   resumption unwatched.
+    ///
+    /// At an interrupt where the watchdog stops or slices the task, the host's is not called.
+    /// A host interrupt that returns an error raises it in the running task, as it would with
+    /// no scheduler; one that yields makes the task's yield a plain `coroutine.yield()`
+    /// (contract rule 11), so a task suspended so no longer belongs to the scheduler.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spindle::Scheduler;
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let errors = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    /// let seen = errors.clone();
+    /// let scheduler = Scheduler::builder()
+    ///     .timeout(Duration::from_millis(50))
+    ///     .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+    ///     .build(&lua)?;
+    /// scheduler.install_task_library()?;
+    /// let hang = lua.load("pcall(function() while true do end end)").into_function()?;
+    /// scheduler.spawn(hang, ())?;
+    /// scheduler.run_blocking()?;
+    /// assert_eq!(*errors.borrow(), [spindle::TIMEOUT_MESSAGE]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.watchdog.timeout = Some(limit);
+        self
+    }
+
+    /// Time slicing: a task that runs longer than `slice` in one resumption without yielding is
+    /// suspended where it is and queued behind the tasks due next cycle, so a busy loop cannot
+    /// starve the others. It goes on from the same point, as if it had called `task.wait()`.
+    /// Off by default; may be combined with [`timeout`](Self::timeout), which applies where a
+    /// task cannot be suspended (inside a metamethod, or a coroutine it resumed by hand).
+    /// It shares the VM interrupt with the host's as [`timeout`](Self::timeout) tells.
+    pub fn time_slice(mut self, slice: Duration) -> Self {
+        self.watchdog.slice = Some(slice);
+        self
+    }
+
+    /// Receives every task that ends with an uncaught error, and every error the scheduler
+    /// reports itself. The default writes the message and traceback to stderr. A handler that
+    /// panics stops nothing: the panic is caught (after the panic hook has printed it) and the
+    /// scheduler goes on.
+    pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
+        self.on_error = Some(Rc::new(handler));
+        self
+    }
+
+    /// The phases of a frame, in order, for [`Scheduler::frame`]: each gets a signal
+    /// ([`Scheduler::phase`]) fired with the frame's `dt`. Timers and woken futures resume
+    /// before the first phase unless [`resume_waits_before`](Self::resume_waits_before) names
+    /// another.
+    pub fn phases<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.phases = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The phase before whose signal a frame resumes due timers (`task.wait`, `task.delay`)
+    /// and tasks whose futures woke; Roblox resumes them before `Heartbeat`.
+    pub fn resume_waits_before(mut self, phase: impl Into<String>) -> Self {
+        self.waits_before = Some(phase.into());
+        self
+    }
+
+    /// Caps the wall time one [`Scheduler::frame`] spends resuming ready tasks: once `budget`
+    /// has passed since the frame began, the ready tasks left over wait for the next frame,
+    /// where they run first, in order. A frame always resumes at least one ready task.
+    pub fn frame_budget(self, budget: Duration) -> Self {
+        self.frame_budget_fn(move |work| work.elapsed < budget)
+    }
+
+    /// A frame budget decided by `check`, asked before each ready task after the first:
+    /// `true` lets the frame resume it, `false` carries it and the rest to the next frame.
+    /// [`frame_budget`](Self::frame_budget) is `check(work) = work.elapsed < budget`; a check on
+    /// [`FrameWork::resumed`] gives a budget in tasks, which is deterministic.
+    pub fn frame_budget_fn(mut self, check: impl FnMut(&FrameWork) -> bool + 'static) -> Self {
+        self.budget = Some(Box::new(check));
+        self
+    }
+
+    /// For tests of Spindle itself: every resumption and `task.wait` goes through mlua's
+    /// general path, never through a raw lane (`lua_resume` directly). A scenario run both
+    /// ways must behave and trace the same; the raw lanes exist only for speed.
+    #[doc(hidden)]
+    pub fn general_path_only(mut self) -> Self {
+        self.general_path_only = true;
+        self
+    }
+
+    /// What `Signal.new()` and [`Scheduler::create_signal`] make, and how phase signals run
+    /// their handlers (default [`SignalBehavior::Deferred`], as Roblox).
+    pub fn signal_behavior(mut self, behavior: SignalBehavior) -> Self {
+        self.signal_behavior = behavior;
+        self
+    }
+
+    /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
+    pub fn build(self, lua: &Lua) -> Result<Scheduler> {
+        if lua.app_data_ref::<Attached>().is_some() {
+            return Err(Error::AlreadyAttached);
+        }
+        for (i, name) in self.phases.iter().enumerate() {
+            if self.phases[..i].contains(name) {
+                return Err(Error::InvalidPhases(format!(
+                    "SchedulerBuilder::phases: the phase {name:?} is declared twice"
+                )));
+            }
+        }
+        let timer_phase = match &self.waits_before {
+            None => 0,
+            Some(name) => self.phases.iter().position(|n| n == name).ok_or_else(|| {
+                Error::InvalidPhases(format!(
+                    "SchedulerBuilder::resume_waits_before: no phase is called {name:?} \
+                     (the phases are {:?})",
+                    self.phases
+                ))
+            })?,
+        };
+        let on_error = self
+            .on_error
+            .unwrap_or_else(|| Rc::new(default_error_handler));
+        let frames = Frames::new(self.phases, timer_phase, self.budget);
+        let inner = Rc::new(Inner::new(
+            lua,
+            self.clock,
+            self.max_defer_depth,
+            self.watchdog,
+            on_error,
+            frames,
+        )?);
+        inner.set_general_path_only(self.general_path_only);
+        let mut scheduler = Scheduler {
+            lua: lua.clone(),
+            inner,
+            lib: RefCell::new(None),
+            signal_behavior: self.signal_behavior,
+            phases: Vec::new(),
+        };
+        let signals = (0..scheduler.phase_names().len())
+            .map(|_| {
+                let library = scheduler.library()?.signal;
+                library.create(&scheduler.inner, mlua::Value::Nil)
+            })
+            .collect::<mlua::Result<Vec<_>>>()?;
+        let fire = |signal: &Signal| -> PhaseFire {
+            let signal = signal.clone();
+            Rc::new(move |dt| signal.fire(dt))
+        };
+        scheduler
+            .inner
+            .frames()
+            .set_phases(signals.iter().map(fire).collect());
+        scheduler.phases = signals;
+        if !self.watchdog.is_unlimited() {
+            watchdog::install(lua);
+        }
+        lua.set_app_data(Attached);
+        Ok(scheduler)
+    }
+}
+
+fn default_error_handler(error: &TaskError) {
+    eprintln!("{error}");
+}
+
+/// Marks a `Lua` that has a scheduler.
+struct Attached;
+
+/// A Roblox-compatible task scheduler for one `Lua`.
+///
+/// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
+/// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
+/// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
+/// or one [`cycle`](Scheduler::cycle) per frame.
+///
+/// The scheduler holds its `Lua` strongly: do not store it inside that `Lua` (app data,
+/// userdata), which would keep both alive forever.
+///
+/// Resume a task's thread from Rust only through the scheduler ([`spawn`](Scheduler::spawn)),
+/// not with mlua's `Thread::resume`: a task blocked in an mlua async function that is resumed
+/// behind the scheduler's back polls its future with no waker, and the scheduler would wait
+/// for a wake-up that never comes. From Lua, `coroutine.resume` is safe.
+///
+/// Spindle keeps its mark on a task's thread in Luau's per-thread user data
+/// (`lua_setthreaddata`); a host that sets that pointer on a task's thread hides the task from
+/// the scheduler.
+///
+/// ```
+/// use spindle::Scheduler;
+///
+/// let lua = mlua::Lua::new();
+/// let scheduler = Scheduler::new(&lua)?;
+/// scheduler.install_task_library()?;
+/// let main = lua.load(r#"
+///     local order = {}
+///     task.defer(function() table.insert(order, "deferred") end)
+///     task.wait(0.01)
+///     table.insert(order, "waited")
+///     return table.concat(order, ", ")
+/// "#).into_function()?;
+/// let task = scheduler.spawn(main, ())?;
+/// scheduler.run_blocking()?;
+/// assert_eq!(scheduler.take_result::<String>(&task)?.unwrap().into_result()?, "deferred, waited");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Scheduler {
+    pub(crate) lua: Lua,
+    pub(crate) inner: Rc<Inner>,
+    /// Filled on first use: the `task` table and the functions that go with it.
+    lib: RefCell<Option<Library>>,
+    /// What `Signal.new()` makes when given no behaviour.
+    signal_behavior: SignalBehavior,
+    /// The phases' signals, in order.
+    phases: Vec<Signal>,
+}
+
+/// A task the host started, and a claim on its outcome.
+///
+/// The handle is not the task: dropping it detaches the task, which runs on. While a handle
+/// lives, the outcome (values, error or cancellation) is kept for [`Scheduler::take_result`];
+/// the first read takes it. Starting the same thread twice gives two handles to one task, and
+/// the outcome is kept until both are dropped or it is read.
+///
+/// The scheduler records an outcome only when it sees the task end. A task that yields with a
+/// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
+/// belongs to whoever resumes it from then on (contract rule 11); if it ends under such a
+/// resume, no outcome is kept and its status becomes [`TaskStatus::Unknown`].
+pub struct Task {
+    id: TaskId,
+    scheduler: Weak<Inner>,
+}
+
+impl Task {
+    /// The task's id, as in [`TaskError::task`] and for [`Scheduler::status`] and
+    /// [`Scheduler::cancel`]. Like the handle, it names a task of its own scheduler only.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Task").field(&self.id).finish()
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(scheduler) = self.scheduler.upgrade() {
+            scheduler.forget_outcome(self.id);
+        }
+    }
+}
+
+impl From<&Task> for TaskId {
+    fn from(task: &Task) -> TaskId {
+        task.id
+    }
+}
+
+/// How a task ended, as read by [`Scheduler::take_result`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome<R> {
+    /// The task's function returned these values.
+    Finished(R),
+    /// The task ended with an uncaught error (already reported to the error handler).
     Failed(TaskError),
+    /// The task was cancelled.
     Cancelled,
 }
 
-/// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
-type LuaStream = mlua::thread::AsyncThread<MultiValue>;
-
-/// What a resumption passes to the thread.
-enum Wakeup {
-    /// Explicit arguments (from `spawn`, or stored for `defer`/`delay`).
-    Args(MultiValue),
-    /// A `task.wait` timer: the thread gets the mark and the elapsed seconds.
-    Timer(f64),
-    /// The mlua future inside the thread woke: resume it to poll again, through the stream
-    /// its last resumption made when the scheduler kept it.
-    Poll(Option<LuaStream>),
-    /// The Spindle future the thread waited on finished.
-    Settled(mlua::Result<MultiValue>),
-    /// Go on where the watchdog stopped the thread: Luau resumes such a thread with no values.
-    /// The thread has run for `ran` since it last yielded of its own accord.
-    Continue { ran: Duration },
-}
-
-/// How a thread came back from a resumption.
-enum Resumed {
-    /// Blocked in an mlua future; `woken` if the future woke it during the poll.
-    Blocked {
-        thread: Thread,
-        woken: bool,
-        stream: LuaStream,
-    },
-    /// Yielded: a scheduler function set a suspension, or it is a plain yield.
-    Yielded,
-    Finished(MultiValue),
-    /// Not resumable (dead, or started by someone else and now running).
-    NotResumable,
-    /// Yielded by the watchdog, over its time budget.
-    Overran {
-        thread: Thread,
-        overrun: Overrun,
-        /// Run time since the task last yielded of its own accord.
-        ran: Duration,
-    },
-}
-
-/// Either something to do now, or a reason to wait.
-pub(crate) enum Next {
-    Done,
-    Busy,
-    /// Sleep until woken, or until this instant.
-    Sleep(Option<Instant>),
-}
-
-/// Runs `undo` on the state when dropped, so that flags set for the length of a call are
-/// cleared even if a panic from a Rust callback unwinds through it (a host may catch it and
-/// go on using the scheduler).
-struct Restore<'a, F: FnMut(&mut State) + Send>(&'a Inner, F);
-
-impl<F: FnMut(&mut State) + Send> Drop for Restore<'_, F> {
-    fn drop(&mut self) {
-        self.0.try_core(&mut self.1);
-    }
-}
-
-/// A table whose keys do not keep their objects alive.
-fn weak_set(lua: &Lua) -> mlua::Result<Table> {
-    let set = lua.create_table()?;
-    let weak_keys = lua.create_table()?;
-    weak_keys.raw_set("__mode", "k")?;
-    set.set_metatable(Some(weak_keys))?;
-    Ok(set)
-}
-
-/// Converts seconds from Lua into a delay: negative and NaN count as 0, `None` never fires
-/// (`math.huge`; [`Clock::deadline`] refuses [`Clock::MAX_DELAY`] and more). Rounds up to the next
-/// nanosecond, so that no wait ends before the time asked for.
-pub(crate) fn seconds_to_delay(seconds: f64) -> Option<Duration> {
-    if seconds.is_nan() || seconds <= 0.0 {
-        return Some(Duration::ZERO);
-    }
-    let delay = Duration::try_from_secs_f64(seconds).ok()?;
-    if delay.as_secs_f64() < seconds {
-        delay.checked_add(Duration::from_nanos(1))
-    } else {
-        Some(delay)
-    }
-}
-
-impl Inner {
-    /// Lends the core to `f`. The closure must be `Send`, which one that captures the Lua
-    /// state, a Lua value or the engine is not: so no Lua can run while the core is lent.
-    #[inline(always)]
-    fn core<R>(&self, f: impl FnOnce(&mut State) -> R + Send) -> R {
-        f(&mut self.state.borrow_mut())
-    }
-
-    /// [`core`](Self::core), or `None` if the core is lent already (a call from inside a
-    /// panic's unwinding, or from a C function that must not fail).
-    #[inline(always)]
-    fn try_core<R>(&self, f: impl FnOnce(&mut State) -> R + Send) -> Option<R> {
-        let mut state = self.state.try_borrow_mut().ok()?;
-        Some(f(&mut state))
-    }
-
-    pub(crate) fn new(
-        lua: &Lua,
-        clock: Clock,
-        max_defer_depth: u32,
-        watchdog: Budget,
-        on_error: ErrorHandler,
-        frames: Frames,
-    ) -> mlua::Result<Self> {
-        let blocked = lua.create_table()?;
-        let blocked_threads = weak_set(lua)?;
-        blocked.raw_set("threads", &blocked_threads)?;
-        let sliced = weak_set(lua)?;
-        Ok(Inner {
-            state: RefCell::new(Core::new(SchedulerId::fresh())),
-            futures: RefCell::default(),
-            threads: ThreadStore::new(lua)?,
-            values: ValueStore::new(lua)?,
-            blocked,
-            blocked_threads: RefCell::new(blocked_threads),
-            woken_threads: RefCell::default(),
-            sliced,
-            wakes: Arc::new(WakeQueue::default()),
-            own_wakes: RefCell::default(),
-            clock,
-            max_defer_depth,
-            watchdog,
-            general_only: Cell::new(false),
-            on_error: RefCell::new(Some(on_error)),
-            errors: Cell::new(0),
-            cycles: Cell::new(0),
-            closed: Cell::new(false),
-            pristine: Pristine::of(lua)?,
-            frames,
-            trace: Recorder::default(),
-        })
-    }
-
-    pub(crate) fn frames(&self) -> &Frames {
-        &self.frames
-    }
-
-    pub(crate) fn trace(&self) -> &Recorder {
-        &self.trace
-    }
-
-    /// Records an event when the host records a trace.
-    fn record(&self, task: Option<TaskId>, event: TraceEvent) {
-        if self.trace.is_on() {
-            self.trace.push(TraceEntry {
-                cycle: self.cycles.get(),
-                task,
-                event,
-                time: self.clock.now(),
-            });
-        }
-    }
-
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
-    pub(crate) fn wakes(&self) -> &WakeQueue {
-        &self.wakes
-    }
-
-    /// Queues a wake-up that the scheduler's own thread raises during a resumption (a future
-    /// that woke while it was polled). While the shared queue is empty and no driver is parked
-    /// on it, the wake-up goes to a plain local list instead, taken before the shared queue:
-    /// the order of wake-ups is kept, and the shared queue's lock (two atomic operations to
-    /// push, two to take) cost 6% of the time of pend-once calls (perf).
-    fn wake_self(&self, target: WakeTarget) {
-        if self.wakes.is_idle() {
-            self.own_wakes.borrow_mut().push(target);
-        } else {
-            self.wakes.push(target);
-        }
-    }
-
-    /// Whether any wake-up is queued.
-    fn has_wakes(&self) -> bool {
-        !self.own_wakes.borrow().is_empty() || !self.wakes.is_empty()
-    }
-
-    /// Hands every queued wake-up to `each`, in the order they came.
-    fn take_wakes(&self, mut each: impl FnMut(WakeTarget)) {
-        let mut own = std::mem::take(&mut *self.own_wakes.borrow_mut());
-        own.drain(..).for_each(&mut each);
-        // Given back, so that the list keeps its buffer (`each` queues no wake-up).
-        *self.own_wakes.borrow_mut() = own;
-        self.wakes.take_each(each);
-    }
-
-    pub(crate) fn blocked(&self) -> &Table {
-        &self.blocked
-    }
-
-    pub(crate) fn sliced(&self) -> &Table {
-        &self.sliced
-    }
-
-    pub(crate) fn watchdog(&self) -> Budget {
-        self.watchdog
-    }
-
-    /// Whether a resumption may take a raw lane: not while the watchdog watches each
-    /// resumption (through mlua's path), nor when the host asked for the general path only.
-    pub(crate) fn raw_lanes(&self) -> bool {
-        self.watchdog.is_unlimited() && !self.general_only.get()
-    }
-
-    pub(crate) fn set_general_path_only(&self, on: bool) {
-        self.general_only.set(on);
-    }
-
-    /// Replaces the set of threads blocked in mlua futures with an empty one; only for when no
-    /// task is left, so that no thread in it is still blocked.
-    fn renew_blocked(&self, lua: &Lua) -> mlua::Result<()> {
-        let threads = weak_set(lua)?;
-        self.blocked.raw_set("threads", &threads)?;
-        *self.blocked_threads.borrow_mut() = threads;
-        Ok(())
-    }
-
-    pub(crate) fn pristine(&self) -> &Pristine {
-        &self.pristine
-    }
-
-    pub(crate) fn cycle_count(&self) -> u64 {
-        self.cycles.get()
-    }
-
-    pub(crate) fn error_count(&self) -> u64 {
-        self.errors.get()
-    }
-
-    pub(crate) fn task_count(&self) -> usize {
-        self.core(|core| core.task_count())
-    }
-
-    /// Marks the scheduler as dropped by its host.
-    pub(crate) fn close(&self) {
-        self.closed.set(true);
-        let handler = self.on_error.borrow_mut().take();
-        drop(handler);
-    }
-
-    /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
-    /// does not schedule work that nothing will run.
-    pub(crate) fn ensure_open(&self) -> mlua::Result<()> {
-        if self.closed.get() {
-            return Err(mlua::Error::runtime(
-                "the task scheduler of this Lua state was dropped",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Hands the error to the host's handler. A handler that panics is stopped there: the
-    /// panic would otherwise unwind out of the cycle and lose the rest of its batch, leaving
-    /// tasks that are counted as waiting but are never resumed (a run that never ends).
-    /// The panic hook has already written the panic's message.
-    fn report(&self, error: TaskError) {
-        self.errors.set(self.errors.get() + 1);
-        // Cloned out, so that a handler may report again (or drop the scheduler) from inside.
-        let Some(on_error) = self.on_error.borrow().clone() else {
-            return;
-        };
-        let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
-        let _ = std::panic::catch_unwind(handler);
-    }
-
-    // --- Tasks in and out -------------------------------------------------------------------
-
-    /// The thread's task, making it one first if it is not.
-    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
-        if let Some(id) = self.find(thread) {
-            return Ok(id);
-        }
-        let ptr = ThreadPtr::of(thread);
-        let id = self
-            .core(move |core| core.insert(ptr))
-            .ok_or_else(|| mlua::Error::runtime("too many tasks (more than 2^32)"))?;
-        vm::set_slot_mark(thread, id.slot());
-        if let Err(error) = self.threads.set(id.slot(), thread) {
-            // The thread never reached the store, so the slot can be reused at once.
-            self.core(|core| {
-                core.free(id);
-                core.recycle(id.slot());
-            });
-            // SAFETY: the caller's handle keeps the thread alive.
-            unsafe { vm::clear_slot_mark(ptr) };
-            return Err(error);
-        }
-        Ok(id)
-    }
-
-    /// The task of `thread`, if it is one: found through the slot mark the thread carries,
-    /// checked against the thread the slot holds.
-    pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
-        let slot = vm::slot_mark(thread)?;
-        let ptr = ThreadPtr::of(thread);
-        self.core(move |core| core.find(slot, ptr))
-    }
-
-    /// [`find`](Self::find) for a raw thread, as a C function of the task library sees it;
-    /// `None` as well when the core is lent already.
-    ///
-    /// # Safety
-    /// `thread` must be alive.
-    pub(crate) unsafe fn find_raw(&self, thread: ThreadPtr) -> Option<TaskId> {
-        // SAFETY: per the caller.
-        let slot = unsafe { vm::slot_mark_raw(thread) }?;
-        self.try_core(move |core| core.find(slot, thread)).flatten()
-    }
-
-    /// Frees the task and returns how many host handles claim its outcome; `None` if it was
-    /// not a task any more. Its owned future, if any, is dropped here, outside the borrow.
-    fn free_task(&self, id: TaskId) -> Option<u32> {
-        let freed = self.core(|core| core.free(id))?;
-        if let Some(thread) = freed.thread {
-            // SAFETY: the thread store still holds the thread; it lets go just below.
-            unsafe { vm::clear_slot_mark(thread) };
-        }
-        // Only a task blocked on a Spindle future has one here (one borrow fewer a task).
-        let future = matches!(freed.suspension, Suspension::OwnedFuture { .. })
-            .then(|| self.futures.borrow_mut().remove(id.slot()))
-            .flatten();
-        let woken = self.woken_threads.borrow_mut().take(id);
-        drop(woken);
-        self.threads.clear(freed.slot);
-        self.core(|core| core.recycle(freed.slot));
-        drop(future);
-        Some(freed.claims)
-    }
-
-    /// Frees the task if nothing will resume it and the scheduler is not resuming it: the
-    /// thread then belongs to whoever holds it.
-    fn release_if_idle(&self, id: TaskId) {
-        if self.core(|core| core.is_idle(id)) {
-            self.free_task(id);
-        }
-    }
-
-    /// The task ended: free it, keep its outcome if the host asked, report an error.
-    ///
-    /// An error is reported even when the task was freed already: Lua that ran while the error
-    /// was being made (a `__tostring`) may have cancelled the task, which was dead by then, and
-    /// every uncaught error is reported once (rule 8). An outcome such a cancel kept for the
-    /// host says what happened first: the task failed.
-    fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
-        // Rule 23: a task that ran out of memory gives it back before any other task runs.
-        let _reclaim = memory::Reclaim::after(self, lua, id, &result);
-        // A task freed already (cancelled by Lua that ran while its error was formatted) still
-        // has its error reported (rule 8), and a host waiting on it sees the failure.
-        let freed = self.free_task(id);
-        if freed.is_none() && result.is_ok() {
-            return;
-        }
-        let event = match result {
-            Ok(_) => TraceEvent::Finish,
-            Err(_) => TraceEvent::Fail,
-        };
-        self.record(Some(id), event);
-        let keep = match freed {
-            Some(claims) => claims > 0,
-            None => self.core(|core| core.has_outcome(id)),
-        };
-        let stored = match result {
-            Ok(_) if !keep => return,
-            Ok(values) => match self.values.store(lua, values) {
-                Ok(key) => StoredOutcome::Finished(key),
-                Err(error) => {
-                    let mut report = TaskError::from_lua(Some(id), &error);
-                    report.message =
-                        format!("could not keep the task's results: {}", report.message);
-                    self.report(report.clone());
-                    StoredOutcome::Failed(report)
-                }
-            },
-            Err(error) => {
-                let report = TaskError::from_lua(Some(id), &error);
-                self.report(report.clone());
-                if !keep {
-                    return;
-                }
-                StoredOutcome::Failed(report)
-            }
-        };
-        self.core(|core| match freed {
-            Some(claims) => core.keep_outcome(id, stored, claims),
-            None => {
-                if let Some(outcome @ StoredOutcome::Cancelled) = core.outcome_mut(id) {
-                    *outcome = stored;
-                }
-            }
-        });
-    }
-
-    /// Whether `id` is one of this scheduler's ids (of a live task or not).
-    pub(crate) fn owns(&self, id: TaskId) -> bool {
-        self.core(|core| core.owns(id))
-    }
-
-    pub(crate) fn status(&self, id: TaskId) -> TaskStatus {
-        self.core(|core| {
-            if core.task(id).is_some() {
-                TaskStatus::Scheduled
-            } else if core.has_outcome(id) {
-                TaskStatus::Done
-            } else {
-                TaskStatus::Unknown
-            }
-        })
-    }
-
-    /// Takes the outcome out, for whichever handle reads it first.
-    pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
-        self.core(|core| core.take_outcome(id))
-    }
-
-    /// Puts back an outcome that the host could not read (its values did not convert).
-    pub(crate) fn restore_outcome(&self, id: TaskId, outcome: (StoredOutcome, u32)) {
-        self.core(|core| core.keep_outcome(id, outcome.0, outcome.1));
-    }
-
-    /// The values of a finished task's outcome, left in place.
-    pub(crate) fn outcome_values(&self, key: Option<ValuesKey>) -> mlua::Result<MultiValue> {
-        self.values.get(key)
-    }
-
-    /// Frees the values of an outcome that was read or is no longer wanted.
-    pub(crate) fn discard_outcome(&self, outcome: StoredOutcome) {
-        if let StoredOutcome::Finished(key) = outcome {
-            self.values.discard(key);
-        }
-    }
-
-    /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
-    /// outcome is freed and none is kept later.
-    pub(crate) fn forget_outcome(&self, id: TaskId) {
-        let unclaimed = self.core(|core| core.unclaim(id));
-        if let Some(outcome) = unclaimed {
-            self.discard_outcome(outcome);
-        }
-    }
-
-    /// The host's spawn: the outcome is kept, and since the host is outside any resumption,
-    /// returning to it is a resumption point.
-    pub(crate) fn host_spawn(
-        &self,
-        lua: &Lua,
-        thread: &Thread,
-        args: MultiValue,
-    ) -> Result<TaskId> {
-        let id = self.adopt_for_host(thread)?;
-        self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
-        if !self.core(|core| core.is_resuming()) {
-            self.drain_deferred(lua);
-        }
-        Ok(id)
-    }
-
-    /// Makes a thread the host asked for a task whose outcome is kept. Only a thread that can
-    /// be resumed qualifies.
-    pub(crate) fn adopt_for_host(&self, thread: &Thread) -> Result<TaskId> {
-        let status = thread.status();
-        if status != ThreadStatus::Resumable {
-            return Err(Error::NotResumable(status));
-        }
-        let id = self.adopt(thread)?;
-        self.core(|core| core.claim(id));
-        Ok(id)
-    }
-
-    /// The host's cancel, by id. Returns whether the task was still scheduled.
-    pub(crate) fn cancel_task(&self, lua: &Lua, id: TaskId) -> Result<bool> {
-        let Some(running) = self.core(|core| core.task(id).map(|slot| slot.is_running())) else {
-            return Ok(false);
-        };
-        let thread = self.threads.get(id.slot())?;
-        if running
-            || matches!(
-                thread.status(),
-                ThreadStatus::Running | ThreadStatus::Normal
-            )
-        {
-            return Err(Error::TaskRunning(id));
-        }
-        self.cancel(lua, &thread)?;
-        Ok(true)
-    }
-
-    // --- The task library's operations ------------------------------------------------------
-
-    /// `task.spawn`: resumes the thread at once as a task.
-    pub(crate) fn spawn_thread(
-        &self,
-        lua: &Lua,
-        thread: &Thread,
-        args: MultiValue,
-    ) -> mlua::Result<()> {
-        let id = self.adopt(thread)?;
-        self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
-        Ok(())
-    }
-
-    /// Queues a resumption for the next resumption point. Returns false when the defer depth
-    /// limit refused it (the thread is then not scheduled).
-    pub(crate) fn defer(
-        &self,
-        lua: &Lua,
-        id: TaskId,
-        args: MultiValue,
-        fresh: bool,
-    ) -> mlua::Result<bool> {
-        let level = self.core(|core| core.next_defer_level());
-        if level > self.max_defer_depth {
-            self.release_if_idle(id);
-            return Ok(false);
-        }
-        let args = self.values.store(lua, args)?;
-        let entry = Deferred {
-            task: id,
-            level,
-            resumption: Resumption { args, fresh },
-        };
-        if !self.core(|core| core.push_deferred(entry)) {
-            self.values.discard(args);
-        }
-        Ok(true)
-    }
-
-    /// `task.defer` from Lua: a refused deferral is reported (contract rule 3).
-    pub(crate) fn lua_defer(
-        &self,
-        lua: &Lua,
-        id: TaskId,
-        args: MultiValue,
-        fresh: bool,
-    ) -> mlua::Result<()> {
-        if !self.defer(lua, id, args, fresh)? {
-            let message = format!(
-                "Maximum re-entrancy depth ({}) exceeded calling task.defer",
-                self.max_defer_depth
-            );
-            // The running thread's traceback, written as every report's is.
-            let traceback = vm::traceback(lua, &lua.current_thread()).unwrap_or_default();
-            self.report(TaskError::new(None, message, traceback));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn max_defer_depth(&self) -> u32 {
-        self.max_defer_depth
-    }
-
-    /// Schedules a resumption after `delay`; `None` never fires.
-    pub(crate) fn delay(
-        &self,
-        lua: &Lua,
-        id: TaskId,
-        delay: Option<Duration>,
-        args: MultiValue,
-        fresh: bool,
-    ) -> mlua::Result<()> {
-        let now = self.clock.now();
-        let Some(deadline) = delay.and_then(|d| Clock::deadline(now, d)) else {
-            // Never fires: nothing to keep, and the thread is not ours unless something else is.
-            self.release_if_idle(id);
-            return Ok(());
-        };
-        let args = self.values.store(lua, args)?;
-        let entry = TimerEntry {
-            task: id,
-            kind: TimerKind::Resume(Resumption { args, fresh }),
-        };
-        if !self.core(|core| core.push_timer(deadline, entry)) {
-            self.values.discard(args);
-        }
-        Ok(())
-    }
-
-    /// `task.wait`'s first half: the running thread becomes a task suspended until `seconds`
-    /// have passed. `task.luau` yields right after.
-    pub(crate) fn begin_wait(&self, lua: &Lua, seconds: f64) -> mlua::Result<()> {
-        let thread = lua.current_thread();
-        if !vm::can_yield(&thread) {
-            return Err(mlua::Error::runtime(CANNOT_YIELD));
-        }
-        let id = self.adopt(&thread)?;
-        self.suspend_waiting(id, seconds);
-        Ok(())
-    }
-
-    /// `begin_wait` for a thread that is a task already, called from a C function with no
-    /// mlua handle: false when the thread needs the full path (it is not a task yet, cannot
-    /// yield, or the scheduler is closed or busy), which then adopts it or raises the error.
-    pub(crate) fn begin_wait_raw(&self, thread: ThreadPtr, seconds: f64) -> bool {
-        // SAFETY: the thread is the one calling, so it is alive.
-        if self.closed.get() || self.general_only.get() || !unsafe { vm::can_yield_raw(thread) } {
-            return false;
-        }
-        // SAFETY: as above.
-        let Some(slot) = (unsafe { vm::slot_mark_raw(thread) }) else {
-            return false;
-        };
-        let now = self.clock.now();
-        let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
-        // One loan of the core finds the task and files its wait (callgrind: two cost
-        // wait_cycles 0.9% more instructions).
-        let filed = self.try_core(move |core| {
-            let id = core.find(slot, thread)?;
-            core.file_wait(id, now, deadline)
-        });
-        filed.flatten().is_some()
-    }
-
-    /// Files the task as waiting `seconds` (never ended by a timer for `math.huge`), under a
-    /// fresh token, which it returns; `None` for a freed task.
-    fn suspend_waiting(&self, id: TaskId, seconds: f64) -> Option<u32> {
-        let now = self.clock.now();
-        let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
-        self.core(|core| core.file_wait(id, now, deadline))
-    }
-
-    /// `task.wait` was resumed by something other than its timer: drop the timer.
-    pub(crate) fn abandon_wait(&self, lua: &Lua) {
-        let thread = lua.current_thread();
-        let Some(id) = self.find(&thread) else {
-            return;
-        };
-        self.end_suspension_if(id, |s| matches!(s, Suspension::Wait { .. }));
-    }
-
-    /// A task stopped at the end of its time slice is resumed by hand: the scheduler's own
-    /// continuation is dropped (rule 12).
-    pub(crate) fn take_sliced(&self, thread: &Thread) {
-        let Some(id) = self.find(thread) else {
-            return;
-        };
-        self.end_suspension_if(id, |s| matches!(s, Suspension::Sliced { .. }));
-    }
-
-    /// Ends the task's suspension if `is` says it is of the kind in question, then frees the
-    /// task if nothing else will resume it.
-    fn end_suspension_if(&self, id: TaskId, is: fn(&Suspension) -> bool) {
-        self.core(|core| core.end_suspension_if(id, is));
-        self.release_if_idle(id);
-    }
-
-    /// A thread resumed by hand blocked in an mlua future: it becomes a task blocked on that
-    /// future. The future holds the resumer's waker, so it is polled again on the next cycle
-    /// with the thread's own.
-    pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
-        let id = self.adopt(thread)?;
-        let Some(token) = self.next_token(id) else {
-            return Ok(());
-        };
-        self.block_in_mlua_future(id, thread, token, true, None)
-    }
-
-    /// A fresh token for the task's next suspension; `None` for a stale id.
-    fn next_token(&self, id: TaskId) -> Option<u32> {
-        self.core(|core| core.next_token(id))
-    }
-
-    /// Files the task as blocked in the mlua future inside its thread, under the token of the
-    /// waker the future was last polled with; `woken` queues a poll at once.
-    fn block_in_mlua_future(
-        &self,
-        id: TaskId,
-        thread: &Thread,
-        token: u32,
-        woken: bool,
-        stream: Option<LuaStream>,
-    ) -> mlua::Result<()> {
-        let listed = self.core(|core| {
-            core.block_on_future(id, token, false)
-                .then(|| core.set_in_blocked_set(id, true))
-                .flatten()
-        });
-        let Some(listed) = listed else {
-            return Ok(());
-        };
-        // A thread that blocks again is in the set already: adding it cost 640 of the 7,500
-        // instructions of a pend-once call of an mlua async function (callgrind).
-        if !listed {
-            // Cloned out first: the call below may run finalizers that come back here.
-            let threads = self.blocked_threads.borrow().clone();
-            if let Err(error) = threads.raw_set(thread, true) {
-                self.core(|core| core.set_in_blocked_set(id, false));
-                return Err(error);
-            }
-        }
-        if woken {
-            self.woken_threads.borrow_mut().keep(id, thread, stream);
-            self.wake_self(WakeTarget {
-                slot: id.slot(),
-                generation: id.generation(),
-                token,
-            });
-        }
-        Ok(())
-    }
-
-    /// The thread of a task that blocked in an mlua future, and the stream that polled it, from
-    /// those kept at hand or else from the store.
-    fn blocked_thread(&self, id: TaskId) -> mlua::Result<(Thread, Option<LuaStream>)> {
-        let kept = self.woken_threads.borrow_mut().take(id);
-        match kept {
-            Some(kept) => Ok(kept),
-            None => Ok((self.threads.get(id.slot())?, None)),
-        }
-    }
-
-    /// A thread that blocked in an mlua future was resumed by hand and came back: if it is no
-    /// longer blocked (it finished its future and went on), its future suspension ends.
-    pub(crate) fn released_by_hand(&self, thread: &Thread) {
-        let Some(id) = self.find(thread) else {
-            return;
-        };
-        // `task.luau` took the thread out of the set before calling here.
-        self.core(|core| core.set_in_blocked_set(id, false));
-        self.still_blocked_in_mlua_future(id, thread);
-    }
-
-    /// Whether the task is still blocked in its mlua future; if not, its suspension ends.
-    fn still_blocked_in_mlua_future(&self, id: TaskId, thread: &Thread) -> bool {
-        if vm::has_started(thread) && vm::is_blocked_in_mlua_future(thread) {
-            return true;
-        }
-        self.end_suspension_if(id, |s| matches!(s, Suspension::LuaFuture { .. }));
-        false
-    }
-
-    /// The task of the thread calling a Spindle async function (made a task if it is not one),
-    /// and the wake target of the call's suspension, under a fresh token.
-    pub(crate) fn caller_task(&self, lua: &Lua) -> mlua::Result<(TaskId, WakeTarget)> {
-        let target = |id: TaskId, token| {
-            let target = WakeTarget {
-                slot: id.slot(),
-                generation: id.generation(),
-                token,
-            };
-            (id, target)
-        };
-        // `Lua::current_thread` was 330 of the 4,480 instructions of a ready call (callgrind).
-        let running = vm::running_thread(lua);
-        // SAFETY: the running thread is alive.
-        if let Some(id) = unsafe { self.find_raw(running) } {
-            if let Some(token) = self.next_token(id) {
-                return Ok(target(id, token));
-            }
-        }
-        let id = self.adopt(&lua.current_thread())?;
-        match self.next_token(id) {
-            Some(token) => Ok(target(id, token)),
-            None => Err(mlua::Error::runtime(
-                "the calling task ended while starting a future",
+impl<R> Outcome<R> {
+    /// The values, or an error describing the failure or cancellation.
+    pub fn into_result(self) -> std::result::Result<R, TaskError> {
+        match self {
+            Outcome::Finished(values) => Ok(values),
+            Outcome::Failed(error) => Err(error),
+            Outcome::Cancelled => Err(TaskError::new(
+                None,
+                "task was cancelled".into(),
+                String::new(),
             )),
         }
     }
+}
 
-    /// Polls a call's future for the first time with the waker of `target`; also returns
-    /// whether the future woke the waker during the poll.
-    pub(crate) fn first_poll<T>(
-        &self,
-        target: WakeTarget,
-        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
-    ) -> (Poll<T>, bool) {
-        let waker = BorrowedWaker::new(target, &self.wakes);
-        let polled = waker.with_waker(|w| poll(&mut Context::from_waker(w)));
-        (polled, waker.was_woken())
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for mlua::Function {}
+    impl Sealed for mlua::Thread {}
+    impl Sealed for &mlua::Function {}
+    impl Sealed for &mlua::Thread {}
+}
+
+/// What the host may start as a task: a function (run in a new thread) or a suspended thread.
+pub trait IntoThread: sealed::Sealed {
+    /// The thread to resume, and whether it was made for this call.
+    #[doc(hidden)]
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)>;
+}
+
+impl IntoThread for Function {
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((lua.create_thread(self)?, true))
     }
+}
 
-    /// Files the outcome of a call's first poll: a ready call's task is released if nothing
-    /// else holds it, a pending call's task becomes blocked on the future.
-    pub(crate) fn started<Fut, R>(
-        &self,
-        id: TaskId,
-        target: WakeTarget,
-        (poll, woken): (Poll<mlua::Result<R>>, bool),
-        call: Pin<Box<Call<Fut>>>,
-    ) -> mlua::Result<Started<R>>
-    where
-        Fut: Future<Output = mlua::Result<R>> + 'static,
-        R: IntoLuaMulti + 'static,
-    {
-        match poll {
-            Poll::Ready(result) => {
-                drop(call);
-                self.release_if_idle(id);
-                Ok(match result {
-                    Ok(values) => Started::Ready(values),
-                    Err(error) => Started::failed(&error),
-                })
-            }
-            Poll::Pending => {
-                self.block_on_owned_future(id, target, call, woken)?;
-                Ok(Started::Pending)
-            }
+impl IntoThread for &Function {
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((lua.create_thread(self.clone())?, true))
+    }
+}
+
+impl IntoThread for Thread {
+    fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((self, false))
+    }
+}
+
+impl IntoThread for &Thread {
+    fn into_thread(self, _: &Lua) -> mlua::Result<(Thread, bool)> {
+        Ok((self.clone(), false))
+    }
+}
+
+impl Scheduler {
+    /// A builder with the defaults: real clock, defer depth 80, errors to stderr.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder {
+            clock: Clock::real(),
+            max_defer_depth: DEFAULT_MAX_DEFER_DEPTH,
+            watchdog: Budget::default(),
+            general_path_only: false,
+            on_error: None,
+            phases: Vec::new(),
+            waits_before: None,
+            budget: None,
+            signal_behavior: SignalBehavior::default(),
         }
     }
 
-    /// A call's future is pending after its first poll: the task blocks on it, if it can yield.
-    fn block_on_owned_future(
-        &self,
-        id: TaskId,
-        target: WakeTarget,
-        future: OwnedFuture,
-        woken: bool,
-    ) -> mlua::Result<()> {
-        let thread = self.core(|core| core.task(id).and_then(|slot| slot.thread()));
-        // SAFETY: the thread store keeps the thread of an occupied slot alive.
-        if !thread.is_some_and(|thread| unsafe { vm::can_yield_raw(thread) }) {
-            drop(future);
-            self.release_if_idle(id);
-            return Err(mlua::Error::runtime(CANNOT_YIELD));
-        }
-        let token = target.token;
-        let orphan = if self.core(|core| core.block_on_future(id, token, true)) {
-            self.futures.borrow_mut().insert(id.slot(), future);
-            None
-        } else {
-            Some(future)
+    /// A scheduler with the default settings, attached to `lua`.
+    pub fn new(lua: &Lua) -> Result<Scheduler> {
+        Self::builder().build(lua)
+    }
+
+    /// The `Lua` this scheduler runs.
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The clock the scheduler reads.
+    pub fn clock(&self) -> &Clock {
+        self.inner.clock()
+    }
+
+    /// Installs the `task` library as the global `task` and returns the table, and the signal
+    /// constructor as the global `Signal` (`Signal.new(behavior?)`, see [`Signal`](crate::Signal)).
+    ///
+    /// It also replaces `coroutine.resume`, `coroutine.wrap` and `coroutine.close` with versions
+    /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an
+    /// mlua async function becomes the scheduler's (the resumer sees a suspension with no
+    /// values, as with `task.wait`), and that closing a task's thread ends its pending work.
+    /// Call it before `Lua::sandbox(true)`, which makes the globals read-only.
+    pub fn install_task_library(&self) -> Result<Table> {
+        let library = self.library()?;
+        let globals = self.lua.globals();
+        globals.set("task", &library.task)?;
+        globals.set("Signal", &library.signal.class)?;
+        let coroutine: Table = globals.get("coroutine")?;
+        coroutine.set("resume", library.resume)?;
+        coroutine.set("wrap", library.wrap)?;
+        coroutine.set("close", library.close)?;
+        Ok(library.task)
+    }
+
+    /// Puts back the standard `coroutine` functions that `install_task_library` replaced, where
+    /// nothing else replaced them since. Raw accesses only: a script may have put metamethods
+    /// on `_G` or `coroutine`, and no script code may run once the scheduler is gone (no
+    /// watchdog would stop a loop there).
+    fn uninstall_task_library(&self) -> mlua::Result<()> {
+        let Some(library) = self.lib.borrow().clone() else {
+            return Ok(());
         };
-        if orphan.is_some() {
-            drop(orphan);
-            return Err(mlua::Error::runtime(
-                "the calling task ended while its async function started",
-            ));
-        }
-        if woken {
-            self.wake_self(target);
+        let pristine = self.inner.pristine();
+        let coroutine: Table = self.lua.globals().raw_get("coroutine")?;
+        for (name, ours, original) in [
+            ("resume", &library.resume, &pristine.resume),
+            ("wrap", &library.wrap, &pristine.wrap),
+            ("close", &library.close, &pristine.close),
+        ] {
+            if coroutine.raw_get::<Function>(name).ok().as_ref() == Some(ours) {
+                coroutine.raw_set(name, original)?;
+            }
         }
         Ok(())
     }
 
-    /// Cancels the thread: its task (if any) is dropped with every pending wake-up and owned
-    /// future, and the thread is closed so nothing can resume it again.
-    pub(crate) fn cancel(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
-        let task = self.find(thread);
-        if let Some(id) = task {
-            self.record(Some(id), TraceEvent::Cancel);
-            match self.free_task(id) {
-                Some(claims) if claims > 0 => {
-                    self.core(|core| core.keep_outcome(id, StoredOutcome::Cancelled, claims));
+    /// The `task` library, built on first use.
+    pub(crate) fn library(&self) -> mlua::Result<Library> {
+        if let Some(library) = &*self.lib.borrow() {
+            return Ok(library.clone());
+        }
+        let library = crate::task_lib::build(&self.lua, &self.inner, self.signal_behavior)?;
+        *self.lib.borrow_mut() = Some(library.clone());
+        Ok(library)
+    }
+
+    fn handle(&self, id: TaskId) -> Task {
+        Task {
+            id,
+            scheduler: Rc::downgrade(&self.inner),
+        }
+    }
+
+    /// Spawns `f` (a function, or a suspended thread) with `args` and resumes it at once, then
+    /// drains the deferred queue as a resumption point does. The returned handle keeps the
+    /// task's outcome for [`take_result`](Self::take_result). An error in the task is reported
+    /// to the error handler, not returned here.
+    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
+        let (thread, _) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        Ok(self.handle(self.inner.host_spawn(&self.lua, &thread, args)?))
+    }
+
+    /// Queues `f` with `args` for the next resumption point, like `task.defer`.
+    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
+        let (thread, fresh) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        let id = self.inner.adopt_for_host(&thread)?;
+        let task = self.handle(id);
+        if !self.inner.defer(&self.lua, id, args, fresh)? {
+            return Err(Error::DeferDepthExceeded(self.inner.max_defer_depth()));
+        }
+        Ok(task)
+    }
+
+    /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
+    pub fn delay(
+        &self,
+        delay: Duration,
+        f: impl IntoThread,
+        args: impl IntoLuaMulti,
+    ) -> Result<Task> {
+        let (thread, fresh) = f.into_thread(&self.lua)?;
+        let args = args.into_lua_multi(&self.lua)?;
+        let id = self.inner.adopt_for_host(&thread)?;
+        let task = self.handle(id);
+        self.inner.delay(&self.lua, id, Some(delay), args, fresh)?;
+        Ok(task)
+    }
+
+    /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
+    /// A task that is running (the caller is inside it) cannot be cancelled.
+    ///
+    /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
+    /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
+    /// handle or by its id: ids carry the identity of their scheduler.
+    pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
+        let id = self.own(task.into())?;
+        self.inner.cancel_task(&self.lua, id)
+    }
+
+    /// Where the task stands. A task of another scheduler, named by its handle or its id, is
+    /// [`TaskStatus::Unknown`] here: this scheduler has no such task.
+    pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
+        self.inner.status(task.into())
+    }
+
+    /// `id`, if it names a task of this scheduler, or else [`Error::ForeignTask`].
+    fn own(&self, id: TaskId) -> Result<TaskId> {
+        if self.inner.owns(id) {
+            Ok(id)
+        } else {
+            Err(Error::ForeignTask(id))
+        }
+    }
+
+    /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
+    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
+    /// the values do not convert to `R`, the error is returned and the outcome stays. A handle
+    /// of another scheduler's task is refused with [`Error::ForeignTask`].
+    pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
+        self.own(task.id)?;
+        let Some((stored, claims)) = self.inner.take_outcome(task.id) else {
+            return Ok(None);
+        };
+        Ok(Some(match stored {
+            StoredOutcome::Finished(key) => {
+                let values = self
+                    .inner
+                    .outcome_values(key)
+                    .and_then(|values| R::from_lua_multi(values, &self.lua));
+                match values {
+                    Ok(values) => {
+                        self.inner.discard_outcome(StoredOutcome::Finished(key));
+                        Outcome::Finished(values)
+                    }
+                    Err(error) => {
+                        self.inner
+                            .restore_outcome(task.id, (StoredOutcome::Finished(key), claims));
+                        return Err(error.into());
+                    }
                 }
-                _ => {}
             }
-        }
-        self.compact_timers();
-        self.close_thread(lua, thread)
+            StoredOutcome::Failed(error) => Outcome::Failed(error),
+            StoredOutcome::Cancelled => Outcome::Cancelled,
+        }))
     }
 
-    /// Makes a thread dead: it can never be resumed again, and what its stack held is released.
-    /// A thread that is dead already is left as it is (rule 6): one that failed keeps its stack
-    /// for the traceback of its error, which may be formatted right now (a `__tostring` that
-    /// cancels its own task).
-    fn close_thread(&self, lua: &Lua, thread: &Thread) -> mlua::Result<()> {
-        if matches!(
-            thread.status(),
-            ThreadStatus::Finished | ThreadStatus::Error
-        ) {
-            return Ok(());
-        }
-        self.close_raw(lua, thread).map(|_| ())
+    /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
+    /// then drains the deferred queue. A game engine calls this once per frame.
+    pub fn cycle(&self) -> Result<CycleReport> {
+        self.inner.cycle(&self.lua)
     }
 
-    /// Luau's `coroutine.close` of the thread, with the memory limit lifted: Luau reallocates a
-    /// closed thread's stack, and a failed allocation there is raised on the closed thread,
-    /// outside any protected call of its own, where Luau traps. Closing runs no Lua code.
-    pub(crate) fn close_raw(&self, lua: &Lua, thread: &Thread) -> mlua::Result<MultiValue> {
-        vm::with_memory_limit_lifted(lua, || self.pristine.close.call::<MultiValue>(thread))
-    }
-}
-
-/// Woken threads are kept at hand for the tasks of slots below this (`Inner::woken_threads`).
-const WOKEN_AT_HAND: usize = 256;
-
-/// Threads kept at hand by slot, each with its task's generation.
-#[derive(Default)]
-struct WokenThreads {
-    by_slot: Vec<Option<(u32, Thread, Option<LuaStream>)>>,
-}
-
-impl WokenThreads {
-    fn keep(&mut self, id: TaskId, thread: &Thread, stream: Option<LuaStream>) {
-        let index = id.slot() as usize;
-        if index >= WOKEN_AT_HAND {
-            return;
-        }
-        if index >= self.by_slot.len() {
-            self.by_slot.resize_with(index + 1, || None);
-        }
-        self.by_slot[index] = Some((id.generation(), thread.clone(), stream));
+    /// Whether anything is left that could still resume a task: a deferred resumption, a timer
+    /// that will fire, or a task blocked in a Rust future.
+    pub fn has_work(&self) -> bool {
+        self.inner.has_work()
     }
 
-    fn take(&mut self, id: TaskId) -> Option<(Thread, Option<LuaStream>)> {
-        let (generation, thread, stream) = self.by_slot.get_mut(id.slot() as usize)?.take()?;
-        (generation == id.generation()).then_some((thread, stream))
+    /// The earliest deadline of a live timer, on the scheduler's clock
+    /// (see [`Clock::instant_at`] for the real instant).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.inner.next_deadline()
     }
 
-    /// Drops every handle and gives back the table's memory.
-    fn clear(&mut self) {
-        *self = WokenThreads::default();
+    /// The number of tasks the scheduler holds (running, queued or suspended by it).
+    pub fn task_count(&self) -> usize {
+        self.inner.task_count()
+    }
+
+    /// How many cycles have run so far, by any driver.
+    pub fn cycle_count(&self) -> u64 {
+        self.inner.cycle_count()
+    }
+
+    /// How many errors have been reported to the error handler so far.
+    pub fn error_count(&self) -> u64 {
+        self.inner.error_count()
+    }
+
+    /// Ends the run: every task is dropped without error, every pending future dropped and every
+    /// timer forgotten (contract rule 18). The scheduler stays usable.
+    pub fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown(&self.lua)
     }
 }
 
-/// How a pending Spindle future's result reaches its task: the resume mark and the values, or
-/// the failure mark and the error's message, which `task.luau` raises as a plain string error.
-fn settled_values(lua: &Lua, result: mlua::Result<MultiValue>) -> mlua::Result<MultiValue> {
-    match result {
-        Ok(mut values) => {
-            values.push_front(Value::LightUserData(resume_mark()));
-            Ok(values)
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
+        let _ = self.inner.shutdown(&self.lua);
+        self.inner.close();
+        let _ = self.uninstall_task_library();
+        if !self.inner.watchdog().is_unlimited() {
+            watchdog::uninstall(&self.lua);
         }
-        Err(error) => failure_values(lua, &TaskError::from_lua(None, &error).message),
+        let _ = self.lua.remove_app_data::<Attached>();
     }
 }

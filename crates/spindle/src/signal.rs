@@ -45,9 +45,9 @@ use std::rc::{Rc, Weak};
 
 use mlua::{FromLua, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
+use crate::engine::{Inner, WaitStamp};
 use crate::error::{refusal, Checked};
 use crate::error::{Error, Result};
-use crate::scheduler::{Inner, WaitStamp};
 
 const SOURCE: &str = include_str!("signal.luau");
 

@@ -14,8 +14,8 @@ use std::rc::Rc;
 use mlua::{Function, Lua, MultiValue, Table, Thread, Value};
 
 use crate::async_fn::failure_mark;
+use crate::engine::{seconds_to_delay, Inner};
 use crate::error::{refusal, Checked};
-use crate::scheduler::{seconds_to_delay, Inner};
 use crate::signal::SignalBehavior;
 use crate::vm::{self, resume_mark};
 

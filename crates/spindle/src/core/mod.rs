@@ -5,7 +5,7 @@
 //! knows a task's thread only as an opaque `T` (the engine's raw thread pointer), and an
 //! outcome only as an `O`: it never calls Lua, so it is tested here without a VM.
 //!
-//! The engine (`scheduler.rs`) lends the core out through `Inner::core`, whose closure must be
+//! The engine (`engine.rs`) lends the core out through `Inner::core`, whose closure must be
 //! `Send`. Neither the Lua state nor the engine is `Send`, so a closure that could run Lua
 //! while it holds the core does not compile: the rule that no borrow of the state is held
 //! while Lua runs (finalizers, error handlers and futures may all call back in) is the type

@@ -18,13 +18,13 @@
 //! [`SchedulerBuilder::resume_waits_before`]: crate::SchedulerBuilder::resume_waits_before
 //! [`SchedulerBuilder::frame_budget`]: crate::SchedulerBuilder::frame_budget
 //!
-//! The engine's side is `scheduler/frame.rs`.
+//! The engine's side is `engine/frame.rs`.
 
 use std::time::Duration;
 
 use super::Scheduler;
+use crate::engine::FrameReport;
 use crate::error::Result;
-use crate::scheduler::FrameReport;
 use crate::signal::Signal;
 
 impl Scheduler {
