@@ -450,7 +450,7 @@ impl Scheduler {
     }
 
     /// Installs the `task` library as the global `task` and returns the table, and the signal
-    /// constructor as the global `Signal` (`Signal.new(behavior?)`, see [`Signal`](crate::Signal)).
+    /// constructor as the global `Signal` (`Signal.new(behavior?)`, see [`Signal`]).
     ///
     /// It also replaces `coroutine.resume`, `coroutine.wrap` and `coroutine.close` with versions
     /// that behave as Luau's own, except that a coroutine resumed by hand which blocks in an

@@ -1,7 +1,7 @@
 //! Signals: Roblox's `RBXScriptSignal` for scripts and for the host.
 //!
 //! A signal is a Lua object (`signal.luau`) that scripts make with `Signal.new(behavior?)` and
-//! the host with [`Scheduler::create_signal`]; [`Signal`] is the host's handle on one, through
+//! the host with [`Scheduler::create_signal`](crate::Scheduler::create_signal); [`Signal`] is the host's handle on one, through
 //! which it fires Rust values and hands the signal to scripts. Handlers and waiting tasks are
 //! kept Lua-side, so a signal costs one mlua handle per [`Signal`] the host holds, however many
 //! handlers scripts connect.

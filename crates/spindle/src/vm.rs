@@ -28,6 +28,40 @@
 //! which Lua runs (turning the error value into a string), so it takes a handle on the thread
 //! and its traceback first. The slot's pointer and the watchdog's are identities, compared
 //! while the slot is occupied or while the resumption's handle holds the thread.
+//!
+//! # Contacts with mlua's internals
+//!
+//! Each place where Spindle relies on more than mlua's documented API, all checked against
+//! mlua `=0.12.2` (the workspace pins it exactly; re-check every item on an upgrade):
+//!
+//! 1. **The pending marker.** `Lua::poll_pending()` (doc-hidden) is the light userdata a thread
+//!    yields while an mlua future is pending. Read here ([`resume_with_values`]'s outcome, the
+//!    tests) and handed to `task.luau` by `task_lib.rs` (`rt.poll_pending`).
+//! 2. **mlua's polling loop by name.** [`MLUA_POLL_LOOP`] (`=__mlua_async_poll`) is the chunk
+//!    name of the Lua loop with which mlua's async functions poll their future; the engine tells
+//!    a thread blocked in an mlua future by it ([`is_blocked_in_mlua_future`]).
+//! 3. **The raw state is the coroutine.** Inside a callback, `Lua::exec_raw_lua` (doc-hidden)
+//!    gives mlua's `RawLua`, whose `state()` is the running coroutine itself, also under
+//!    `call_async` ([`running_thread`]); `Lua::exec_raw` runs C API code in a protected call.
+//! 4. **Hidden conversion fast paths.** The doc-hidden trait methods `FromLuaMulti::
+//!    from_stack_multi` / `from_stack_args` and `IntoLuaMulti::push_into_stack_multi` are
+//!    forwarded by `async_fn.rs` (`Caught`, `Started`) and `error.rs` (`Checked`), so that
+//!    values keep mlua's stack fast path through Spindle's wrappers.
+//! 5. **The interrupt slot.** [`set_interrupt`] and [`interrupt`] write and read the VM's one
+//!    interrupt past `Lua::set_interrupt`, which writes the same slot: `watchdog.rs` chains a
+//!    host's interrupt found there, and re-checks it before each watched resumption.
+//! 6. **mlua's resume errors, reproduced.** The raw lanes report a failed thread as mlua's
+//!    own resume would ([`take_resume_error`]): an error from Rust as it was (a panic resumes),
+//!    anything else as a `RuntimeError` with the thread's traceback, out of memory as a
+//!    `MemoryError`; [`with_thread_traceback`] fills in what mlua leaves out, recognising mlua's
+//!    texts [`NO_TRACEBACK`] (`<traceback unavailable>`) and [`TRACEBACK_FAILED`].
+//! 7. **Stack room.** A C function gets `LUA_MINSTACK` (20) free slots above its arguments
+//!    (Luau's guarantee, which mlua's callbacks also rely on): `wait` yields without
+//!    `lua_checkstack` because of it.
+//! 8. **mlua's `AsyncThread`** is the general path ([`crate::engine`]'s resumer): dropping one
+//!    does not drop the future it polls (the collector does), and a plain `Thread::resume` polls
+//!    with a no-op waker. The engine keeps the futures of tasks it owns (`OwnedFutures`) for
+//!    that reason.
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
