@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use mlua::thread::ThreadStatus;
@@ -112,6 +112,9 @@ pub(crate) struct Inner {
     /// `coroutine.resume` goes on with one of them without passing values.
     sliced: Table,
     wakes: Arc<WakeQueue>,
+    /// The wakers of the host's `join`s, by task: woken when the task is freed, however it
+    /// ended. Empty unless the host awaits a task.
+    end_wakers: RefCell<Vec<(TaskId, Waker)>>,
     /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see
     /// `wake_self`).
     own_wakes: RefCell<Vec<WakeTarget>>,
@@ -264,6 +267,7 @@ impl Inner {
             woken_threads: RefCell::default(),
             sliced,
             wakes: Arc::new(WakeQueue::default()),
+            end_wakers: RefCell::new(Vec::new()),
             own_wakes: RefCell::default(),
             clock,
             max_defer_depth,
@@ -446,6 +450,12 @@ impl Inner {
         self.core(move |core| core.find(slot, ptr))
     }
 
+    /// The thread of a task the scheduler holds.
+    pub(crate) fn thread_of(&self, id: TaskId) -> Option<Thread> {
+        let held = self.core(|core| core.task(id).is_some());
+        held.then(|| self.threads.get(id.slot()).ok()).flatten()
+    }
+
     /// [`find`](Self::find) for a raw thread, as a C function of the task library sees it;
     /// `None` as well when the core is lent already.
     ///
@@ -474,7 +484,37 @@ impl Inner {
         self.threads.clear(freed.slot);
         self.core(|core| core.recycle(freed.slot));
         drop(future);
+        self.wake_joins(id);
         Some(freed.claims)
+    }
+
+    /// Wakes the host's `join`s of a task that was freed.
+    fn wake_joins(&self, id: TaskId) {
+        let mut wakers = self.end_wakers.borrow_mut();
+        if wakers.is_empty() {
+            return;
+        }
+        let mut woken = Vec::new();
+        wakers.retain(|(task, waker)| {
+            let ends = *task == id;
+            if ends {
+                woken.push(waker.clone());
+            }
+            !ends
+        });
+        drop(wakers);
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Registers the waker of a host's `join` of a task the scheduler still holds.
+    pub(crate) fn wait_for_end(&self, id: TaskId, waker: &Waker) {
+        let mut wakers = self.end_wakers.borrow_mut();
+        if !wakers
+            .iter()
+            .any(|(task, known)| *task == id && known.will_wake(waker))
+        {
+            wakers.push((id, waker.clone()));
+        }
     }
 
     /// Frees the task if nothing will resume it and the scheduler is not resuming it: the
@@ -671,6 +711,7 @@ impl Inner {
         if !self.core(|core| core.push_deferred(entry)) {
             self.values.discard(args);
         }
+        self.wakes.nudge();
         Ok(true)
     }
 
@@ -721,6 +762,7 @@ impl Inner {
         if !self.core(|core| core.push_timer(deadline, entry)) {
             self.values.discard(args);
         }
+        self.wakes.nudge();
         Ok(())
     }
 
@@ -756,6 +798,7 @@ impl Inner {
             let id = core.find(slot, thread)?;
             core.file_wait(id, now, deadline)
         });
+        self.wakes.nudge();
         filed.flatten().is_some()
     }
 
@@ -764,7 +807,9 @@ impl Inner {
     fn suspend_waiting(&self, id: TaskId, seconds: f64) -> Option<u32> {
         let now = self.clock.now();
         let deadline = seconds_to_delay(seconds).and_then(|d| Clock::deadline(now, d));
-        self.core(|core| core.file_wait(id, now, deadline))
+        let token = self.core(|core| core.file_wait(id, now, deadline));
+        self.wakes.nudge();
+        token
     }
 
     /// `task.wait` was resumed by something other than its timer: drop the timer.

@@ -15,7 +15,7 @@ pub enum Error {
     /// An error from the Lua VM or from mlua.
     #[error(transparent)]
     Lua(#[from] mlua::Error),
-    /// `cycle`, `run`, `run_blocking` or `shutdown` was called while the scheduler was already
+    /// `cycle`, `frame`, `run`, `run_until`, `run_forever`, `run_blocking` or `shutdown` was called while the scheduler was already
     /// inside a cycle or a resumption, for example from a Rust function that a task called.
     #[error("the scheduler is already running; {0} cannot be called from inside a task")]
     Reentrant(&'static str),
@@ -33,6 +33,11 @@ pub enum Error {
     /// one (to `cancel` or `take_result`).
     #[error("task {0} belongs to another scheduler")]
     ForeignTask(TaskId),
+    /// [`Scheduler::join`](crate::Scheduler::join) found no outcome to wait for: it was taken
+    /// already, or the task yielded with a plain `coroutine.yield` and belongs to whoever resumes
+    /// it (contract rule 11).
+    #[error("task {0} has no outcome to wait for (taken already, or the task left the scheduler with a plain coroutine.yield)")]
+    NoOutcome(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer
     /// depth limit (contract rule 3).
     #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]
@@ -41,6 +46,17 @@ pub enum Error {
     /// `resume_waits_before` phase that was not declared); the message says which.
     #[error("{0}")]
     InvalidPhases(String),
+}
+
+/// So that a Rust function called from Lua can use `?` on the scheduler's results: an error
+/// from Lua goes back as it was, any other as an external error whose message is Spindle's.
+impl From<Error> for mlua::Error {
+    fn from(error: Error) -> mlua::Error {
+        match error {
+            Error::Lua(error) => error,
+            other => mlua::Error::external(other),
+        }
+    }
 }
 
 /// A shorthand for results whose error is [`Error`].

@@ -138,7 +138,8 @@ pub use engine::{CycleReport, FrameReport, FrameWork, TaskStatus};
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{
-    IntoThread, Outcome, Scheduler, SchedulerBuilder, Task, DEFAULT_MAX_DEFER_DEPTH,
+    IntoThread, Join, Outcome, Scheduler, SchedulerBuilder, Task, WeakScheduler,
+    DEFAULT_MAX_DEFER_DEPTH,
 };
 pub use signal::{Signal, SignalBehavior};
 pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};

@@ -52,34 +52,105 @@ impl Scheduler {
     /// # Ok::<(), spindle::Error>(())
     /// ```
     pub async fn run(&self, sleeper: impl Sleeper) -> Result<()> {
+        let no_end: Option<Pin<&mut std::future::Pending<()>>> = None;
+        self.drive("Scheduler::run", sleeper, no_end)
+            .await
+            .map(|_| ())
+    }
+
+    /// Serves: runs cycles as [`run`](Self::run) does, but goes on when no work is left,
+    /// sleeping until the host or a future gives the scheduler some (a [`spawn`](Self::spawn),
+    /// `defer` or `delay` from the host, a signal fired from Rust, a Rust future's wake-up, or
+    /// Lua run outside any task that calls `task.defer`), and returns when `until` completes,
+    /// with its output. Tasks still scheduled then stay so: run again, or
+    /// [`shutdown`](Self::shutdown).
+    ///
+    /// `until` is polled before each cycle and while the scheduler sleeps: a server's shutdown
+    /// signal, a `tokio::sync::oneshot`, or a [`join`](Self::join) of its main task.
+    ///
+    /// ```
+    /// # let lua = mlua::Lua::new();
+    /// # let scheduler = spindle::Scheduler::new(&lua)?;
+    /// # scheduler.install_task_library()?;
+    /// // The driver starts with nothing to do; the host spawns the work later.
+    /// let started = std::cell::Cell::new(false);
+    /// let host = async {
+    ///     let task = scheduler.spawn(lua.load("task.wait(0.01) return 42").into_function()?, ())?;
+    ///     started.set(true);
+    ///     scheduler.join::<i64>(&task).await
+    /// };
+    /// let answer = async_io::block_on(scheduler.run_until(async_io::Timer::at, host))??;
+    /// assert!(started.get());
+    /// assert_eq!(answer.into_result()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn run_until<F: Future>(&self, sleeper: impl Sleeper, until: F) -> Result<F::Output> {
+        let mut until = std::pin::pin!(until);
+        match self
+            .drive("Scheduler::run_until", sleeper, Some(until.as_mut()))
+            .await?
+        {
+            Some(output) => Ok(output),
+            None => unreachable!("a driver with an end runs until the end"),
+        }
+    }
+
+    /// Serves for ever: [`run_until`](Self::run_until) an end that never comes. Returns only
+    /// on an error, such as a re-entrant call.
+    pub async fn run_forever(&self, sleeper: impl Sleeper) -> Result<std::convert::Infallible> {
+        self.run_until(sleeper, std::future::pending()).await
+    }
+
+    /// The drivers' loop. With no `until`, returns `None` when no work is left; with one,
+    /// sleeps when no work is left, and returns its output once it completes.
+    async fn drive<F: Future>(
+        &self,
+        name: &'static str,
+        sleeper: impl Sleeper,
+        mut until: Option<Pin<&mut F>>,
+    ) -> Result<Option<F::Output>> {
+        self.inner().check_not_running(name)?;
         // Resumptions run since the loop last let the executor's other futures run.
         let mut since_yield = 0;
         loop {
+            if let Some(until) = until.as_mut() {
+                if let Poll::Ready(output) = poll_once(until.as_mut()).await {
+                    return Ok(Some(output));
+                }
+            }
             let report = self.cycle()?;
             // A cooperative budget, as tokio's: yielding after every short cycle (one resumed
             // task) cost 4% of the time of pend-once async calls (perf).
             since_yield += 1 + report.timers + report.wakeups + report.deferred;
-            match self.inner.next_step() {
-                Next::Done => return Ok(()),
-                Next::Busy => {}
-                Next::Sleep(deadline) => {
-                    let sleep = deadline.map(|d| Box::pin(sleeper.sleep_until(d)));
-                    let idle = Idle {
-                        wakes: self.inner.wakes(),
-                        sleep,
-                        waited: false,
-                    };
-                    // Only a sleep that really waited gave the executor a turn: one over at once
-                    // (its deadline passed, or a wake-up came first) counts as a busy cycle.
-                    if idle.await {
+            let deadline = match self.inner().next_step() {
+                Next::Done if until.is_none() => return Ok(None),
+                Next::Done => None,
+                Next::Busy => {
+                    if since_yield >= YIELD_BUDGET {
                         since_yield = 0;
-                        continue;
+                        YieldNow(false).await;
+                    }
+                    continue;
+                }
+                Next::Sleep(deadline) => deadline,
+            };
+            let idle = Idle {
+                wakes: self.inner().wakes(),
+                sleep: deadline.map(|d| Box::pin(sleeper.sleep_until(d))),
+                until: until.as_mut().map(|until| until.as_mut()),
+                waited: false,
+            };
+            // Only a sleep that really waited gave the executor a turn: one over at once (its
+            // deadline passed, or a wake-up came first) counts as a busy cycle.
+            match idle.await {
+                (_, Some(output)) => return Ok(Some(output)),
+                (true, None) => since_yield = 0,
+                (false, None) => {
+                    if since_yield >= YIELD_BUDGET {
+                        since_yield = 0;
+                        YieldNow(false).await;
                     }
                 }
-            }
-            if since_yield >= YIELD_BUDGET {
-                since_yield = 0;
-                YieldNow(false).await;
             }
         }
     }
@@ -88,14 +159,15 @@ impl Scheduler {
     /// Rust futures that tasks wait on must be driven by something other than this thread's
     /// executor (a reactor thread, as `async-io` has, or a runtime on other threads).
     pub fn run_blocking(&self) -> Result<()> {
+        self.inner().check_not_running("Scheduler::run_blocking")?;
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         loop {
             self.cycle()?;
-            match self.inner.next_step() {
+            match self.inner().next_step() {
                 Next::Done => return Ok(()),
                 Next::Busy => {}
                 Next::Sleep(deadline) => {
-                    if self.inner.wakes().park_driver(&waker) {
+                    if self.inner().wakes().park_driver(&waker) {
                         match deadline {
                             Some(at) => std::thread::park_timeout(
                                 at.saturating_duration_since(Instant::now()),
@@ -136,28 +208,46 @@ impl Future for YieldNow {
     }
 }
 
-/// Waits for a wake-up from a task's future, or for the sleep to end. Tells whether it waited:
-/// returned `Pending` at least once, letting the executor's other futures run.
-struct Idle<'a, S> {
+/// Polls a future once, in the caller's context.
+fn poll_once<F: Future>(future: Pin<&mut F>) -> impl Future<Output = Poll<F::Output>> + '_ {
+    let mut future = Some(future);
+    std::future::poll_fn(move |cx| {
+        let future = future.as_mut().expect("polled once");
+        Poll::Ready(future.as_mut().poll(cx))
+    })
+}
+
+/// Waits for a wake-up from a task's future or a nudge from the host, for the sleep to end,
+/// or for the driver's end. Tells whether it waited (returned `Pending` at least once, letting
+/// the executor's other futures run), and the end's output if the end came.
+struct Idle<'a, 'u, S, U: Future> {
     wakes: &'a WakeQueue,
     sleep: Option<Pin<Box<S>>>,
+    until: Option<Pin<&'u mut U>>,
     waited: bool,
 }
 
-impl<S: Future> Future for Idle<'_, S> {
-    type Output = bool;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        if !self.wakes.park_driver(cx.waker()) {
-            return Poll::Ready(self.waited);
+impl<S: Future, U: Future> Future for Idle<'_, '_, S, U> {
+    type Output = (bool, Option<U::Output>);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin: the sleep is boxed, the end is a pinned reference.
+        let this = &mut *self;
+        if let Some(until) = &mut this.until {
+            if let Poll::Ready(output) = until.as_mut().poll(cx) {
+                return Poll::Ready((this.waited, Some(output)));
+            }
         }
-        let over = match &mut self.sleep {
+        if !this.wakes.park_driver(cx.waker()) {
+            return Poll::Ready((this.waited, None));
+        }
+        let over = match &mut this.sleep {
             Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
             None => false,
         };
         if over {
-            return Poll::Ready(self.waited);
+            return Poll::Ready((this.waited, None));
         }
-        self.waited = true;
+        this.waited = true;
         Poll::Pending
     }
 }

@@ -8,7 +8,10 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Thread};
@@ -26,8 +29,11 @@ use crate::watchdog::{self, Budget};
 
 mod async_fn;
 mod frames;
+mod lookup;
 mod signals;
 mod trace;
+
+pub use lookup::WeakScheduler;
 
 /// Roblox's limit on nested deferrals (contract rule 3).
 pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
@@ -223,32 +229,35 @@ impl SchedulerBuilder {
             frames,
         )?);
         inner.set_general_path_only(self.general_path_only);
-        let mut scheduler = Scheduler {
+        let mut shared = Shared {
             lua: lua.clone(),
             inner,
             lib: RefCell::new(None),
             signal_behavior: self.signal_behavior,
             phases: Vec::new(),
         };
-        let signals = (0..scheduler.phase_names().len())
+        let signals = (0..shared.inner.frames().names().len())
             .map(|_| {
-                let library = scheduler.library()?.signal;
-                library.create(&scheduler.inner, mlua::Value::Nil)
+                let library = shared.library()?.signal;
+                library.create(&shared.inner, mlua::Value::Nil)
             })
             .collect::<mlua::Result<Vec<_>>>()?;
         let fire = |signal: &Signal| -> PhaseFire {
             let signal = signal.clone();
             Rc::new(move |dt| signal.fire(dt))
         };
-        scheduler
+        shared
             .inner
             .frames()
             .set_phases(signals.iter().map(fire).collect());
-        scheduler.phases = signals;
+        shared.phases = signals;
         if !self.watchdog.is_unlimited() {
             watchdog::install(lua);
         }
-        lua.set_app_data(Attached);
+        let scheduler = Scheduler {
+            shared: Rc::new(shared),
+        };
+        lua.set_app_data(Attached(Rc::downgrade(&scheduler.shared)));
         Ok(scheduler)
     }
 }
@@ -257,8 +266,8 @@ fn default_error_handler(error: &TaskError) {
     eprintln!("{error}");
 }
 
-/// Marks a `Lua` that has a scheduler.
-struct Attached;
+/// Marks a `Lua` that has a scheduler, and finds it ([`Scheduler::from_lua`]).
+struct Attached(Weak<Shared>);
 
 /// A Roblox-compatible task scheduler for one `Lua`.
 ///
@@ -267,8 +276,13 @@ struct Attached;
 /// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
 /// or one [`cycle`](Scheduler::cycle) per frame.
 ///
-/// The scheduler holds its `Lua` strongly: do not store it inside that `Lua` (app data,
-/// userdata), which would keep both alive forever.
+/// A `Scheduler` is a handle: clones share one scheduler, which ends (as
+/// [`shutdown`](Scheduler::shutdown) ends a run, and detaching from its `Lua`) when the last
+/// handle is dropped. A Rust function that Lua calls reaches it with
+/// [`Scheduler::from_lua`]; a value that must not keep it alive holds a
+/// [`WeakScheduler`](crate::WeakScheduler). A handle holds the `Lua` strongly: do not store one
+/// inside that `Lua` (app data, userdata, a function's captures), which would keep both alive
+/// for ever.
 ///
 /// Resume a task's thread from Rust only through the scheduler ([`spawn`](Scheduler::spawn)),
 /// not with mlua's `Thread::resume`: a task blocked in an mlua async function that is resumed
@@ -297,7 +311,13 @@ struct Attached;
 /// assert_eq!(scheduler.take_result::<String>(&task)?.unwrap().into_result()?, "deferred, waited");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct Scheduler {
+    shared: Rc<Shared>,
+}
+
+/// What the clones of one [`Scheduler`] share; dropped with the last of them.
+pub(crate) struct Shared {
     pub(crate) lua: Lua,
     pub(crate) inner: Rc<Inner>,
     /// Filled on first use: the `task` table and the functions that go with it.
@@ -329,6 +349,38 @@ impl Task {
     /// [`Scheduler::cancel`]. Like the handle, it names a task of its own scheduler only.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+}
+
+impl Task {
+    /// Whether the task has ended (or its scheduler is gone): the scheduler no longer holds
+    /// it. Its outcome may still wait for [`Scheduler::take_result`].
+    pub fn is_finished(&self) -> bool {
+        self.scheduler
+            .upgrade()
+            .is_none_or(|scheduler| scheduler.status(self.id) != TaskStatus::Scheduled)
+    }
+}
+
+/// The future of [`Scheduler::join`]: the task's outcome, once it ends.
+#[must_use = "a join does nothing unless awaited"]
+pub struct Join<'a, R> {
+    scheduler: &'a Scheduler,
+    /// Borrowed, so that the handle's claim on the outcome lasts as long as the join.
+    task: &'a Task,
+    values: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: FromLuaMulti> Future for Join<'_, R> {
+    type Output = Result<Outcome<R>>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.scheduler.poll_join(self.task.id, cx)
+    }
+}
+
+impl<R> fmt::Debug for Join<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Join").field(&self.task.id).finish()
     }
 }
 
@@ -441,12 +493,12 @@ impl Scheduler {
 
     /// The `Lua` this scheduler runs.
     pub fn lua(&self) -> &Lua {
-        &self.lua
+        &self.shared.lua
     }
 
     /// The clock the scheduler reads.
     pub fn clock(&self) -> &Clock {
-        self.inner.clock()
+        self.shared.inner.clock()
     }
 
     /// Installs the `task` library as the global `task` and returns the table, and the signal
@@ -459,7 +511,7 @@ impl Scheduler {
     /// Call it before `Lua::sandbox(true)`, which makes the globals read-only.
     pub fn install_task_library(&self) -> Result<Table> {
         let library = self.library()?;
-        let globals = self.lua.globals();
+        let globals = self.shared.lua.globals();
         globals.set("task", &library.task)?;
         globals.set("Signal", &library.signal.class)?;
         let coroutine: Table = globals.get("coroutine")?;
@@ -467,6 +519,217 @@ impl Scheduler {
         coroutine.set("wrap", library.wrap)?;
         coroutine.set("close", library.close)?;
         Ok(library.task)
+    }
+
+    /// The `task` library, built on first use.
+    pub(crate) fn library(&self) -> mlua::Result<Library> {
+        self.shared.library()
+    }
+
+    /// The engine, for the drivers (`run.rs`).
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.shared.inner
+    }
+
+    fn handle(&self, id: TaskId) -> Task {
+        Task {
+            id,
+            scheduler: Rc::downgrade(&self.shared.inner),
+        }
+    }
+
+    /// Spawns `f` (a function, or a suspended thread) with `args` and resumes it at once, then
+    /// drains the deferred queue as a resumption point does. The returned handle keeps the
+    /// task's outcome for [`take_result`](Self::take_result). An error in the task is reported
+    /// to the error handler, not returned here.
+    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
+        let (thread, _) = f.into_thread(&self.shared.lua)?;
+        let args = args.into_lua_multi(&self.shared.lua)?;
+        Ok(self.handle(
+            self.shared
+                .inner
+                .host_spawn(&self.shared.lua, &thread, args)?,
+        ))
+    }
+
+    /// Queues `f` with `args` for the next resumption point, like `task.defer`.
+    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
+        let (thread, fresh) = f.into_thread(&self.shared.lua)?;
+        let args = args.into_lua_multi(&self.shared.lua)?;
+        let id = self.shared.inner.adopt_for_host(&thread)?;
+        let task = self.handle(id);
+        if !self.shared.inner.defer(&self.shared.lua, id, args, fresh)? {
+            return Err(Error::DeferDepthExceeded(
+                self.shared.inner.max_defer_depth(),
+            ));
+        }
+        Ok(task)
+    }
+
+    /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
+    pub fn delay(
+        &self,
+        delay: Duration,
+        f: impl IntoThread,
+        args: impl IntoLuaMulti,
+    ) -> Result<Task> {
+        let (thread, fresh) = f.into_thread(&self.shared.lua)?;
+        let args = args.into_lua_multi(&self.shared.lua)?;
+        let id = self.shared.inner.adopt_for_host(&thread)?;
+        let task = self.handle(id);
+        self.shared
+            .inner
+            .delay(&self.shared.lua, id, Some(delay), args, fresh)?;
+        Ok(task)
+    }
+
+    /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
+    /// A task that is running (the caller is inside it) cannot be cancelled.
+    ///
+    /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
+    /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
+    /// handle or by its id: ids carry the identity of their scheduler.
+    pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
+        let id = self.own(task.into())?;
+        self.shared.inner.cancel_task(&self.shared.lua, id)
+    }
+
+    /// Where the task stands. A task of another scheduler, named by its handle or its id, is
+    /// [`TaskStatus::Unknown`] here: this scheduler has no such task.
+    pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
+        self.shared.inner.status(task.into())
+    }
+
+    /// `id`, if it names a task of this scheduler, or else [`Error::ForeignTask`].
+    fn own(&self, id: TaskId) -> Result<TaskId> {
+        if self.shared.inner.owns(id) {
+            Ok(id)
+        } else {
+            Err(Error::ForeignTask(id))
+        }
+    }
+
+    /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
+    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
+    /// the values do not convert to `R`, the error is returned and the outcome stays. A handle
+    /// of another scheduler's task is refused with [`Error::ForeignTask`].
+    pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
+        self.own(task.id)?;
+        self.take_outcome(task.id)
+    }
+
+    fn take_outcome<R: FromLuaMulti>(&self, task: TaskId) -> Result<Option<Outcome<R>>> {
+        let Some((stored, claims)) = self.shared.inner.take_outcome(task) else {
+            return Ok(None);
+        };
+        Ok(Some(match stored {
+            StoredOutcome::Finished(key) => {
+                let values = self
+                    .shared
+                    .inner
+                    .outcome_values(key)
+                    .and_then(|values| R::from_lua_multi(values, &self.shared.lua));
+                match values {
+                    Ok(values) => {
+                        self.shared
+                            .inner
+                            .discard_outcome(StoredOutcome::Finished(key));
+                        Outcome::Finished(values)
+                    }
+                    Err(error) => {
+                        self.shared
+                            .inner
+                            .restore_outcome(task, (StoredOutcome::Finished(key), claims));
+                        return Err(error.into());
+                    }
+                }
+            }
+            StoredOutcome::Failed(error) => Outcome::Failed(error),
+            StoredOutcome::Cancelled => Outcome::Cancelled,
+        }))
+    }
+
+    /// Waits for a task the host started to end, and takes its outcome, as
+    /// [`take_result`](Self::take_result) does once the task has ended. Something must drive
+    /// the scheduler meanwhile: await it inside [`run_until`](Self::run_until), or beside a
+    /// [`run`](Self::run) on the same executor.
+    ///
+    /// Fails with [`Error::NoOutcome`] when no outcome will come: it was taken already, or the
+    /// task yielded with a plain `coroutine.yield` and now belongs to whoever resumes it
+    /// (contract rule 11).
+    pub fn join<'a, R: FromLuaMulti>(&'a self, task: &'a Task) -> Join<'a, R> {
+        Join {
+            scheduler: self,
+            task,
+            values: std::marker::PhantomData,
+        }
+    }
+
+    fn poll_join<R: FromLuaMulti>(
+        &self,
+        task: TaskId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Outcome<R>>> {
+        self.own(task)?;
+        if let Some(outcome) = self.take_outcome::<R>(task)? {
+            return Poll::Ready(Ok(outcome));
+        }
+        if self.shared.inner.status(task) != TaskStatus::Scheduled {
+            return Poll::Ready(Err(Error::NoOutcome(task)));
+        }
+        self.shared.inner.wait_for_end(task, cx.waker());
+        Poll::Pending
+    }
+
+    /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
+    /// then drains the deferred queue. A game engine calls this once per frame.
+    pub fn cycle(&self) -> Result<CycleReport> {
+        self.shared.inner.cycle(&self.shared.lua)
+    }
+
+    /// Whether anything is left that could still resume a task: a deferred resumption, a timer
+    /// that will fire, or a task blocked in a Rust future.
+    pub fn has_work(&self) -> bool {
+        self.shared.inner.has_work()
+    }
+
+    /// The earliest deadline of a live timer, on the scheduler's clock
+    /// (see [`Clock::instant_at`] for the real instant).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.shared.inner.next_deadline()
+    }
+
+    /// The number of tasks the scheduler holds (running, queued or suspended by it).
+    pub fn task_count(&self) -> usize {
+        self.shared.inner.task_count()
+    }
+
+    /// How many cycles have run so far, by any driver.
+    pub fn cycle_count(&self) -> u64 {
+        self.shared.inner.cycle_count()
+    }
+
+    /// How many errors have been reported to the error handler so far.
+    pub fn error_count(&self) -> u64 {
+        self.shared.inner.error_count()
+    }
+
+    /// Ends the run: every task is dropped without error, every pending future dropped and every
+    /// timer forgotten (contract rule 18). The scheduler stays usable.
+    pub fn shutdown(&self) -> Result<()> {
+        self.shared.inner.shutdown(&self.shared.lua)
+    }
+}
+
+impl Shared {
+    /// The `task` library, built on first use.
+    pub(crate) fn library(&self) -> mlua::Result<Library> {
+        if let Some(library) = &*self.lib.borrow() {
+            return Ok(library.clone());
+        }
+        let library = crate::task_lib::build(&self.lua, &self.inner, self.signal_behavior)?;
+        *self.lib.borrow_mut() = Some(library.clone());
+        Ok(library)
     }
 
     /// Puts back the standard `coroutine` functions that `install_task_library` replaced, where
@@ -490,160 +753,9 @@ impl Scheduler {
         }
         Ok(())
     }
-
-    /// The `task` library, built on first use.
-    pub(crate) fn library(&self) -> mlua::Result<Library> {
-        if let Some(library) = &*self.lib.borrow() {
-            return Ok(library.clone());
-        }
-        let library = crate::task_lib::build(&self.lua, &self.inner, self.signal_behavior)?;
-        *self.lib.borrow_mut() = Some(library.clone());
-        Ok(library)
-    }
-
-    fn handle(&self, id: TaskId) -> Task {
-        Task {
-            id,
-            scheduler: Rc::downgrade(&self.inner),
-        }
-    }
-
-    /// Spawns `f` (a function, or a suspended thread) with `args` and resumes it at once, then
-    /// drains the deferred queue as a resumption point does. The returned handle keeps the
-    /// task's outcome for [`take_result`](Self::take_result). An error in the task is reported
-    /// to the error handler, not returned here.
-    pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
-        let (thread, _) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        Ok(self.handle(self.inner.host_spawn(&self.lua, &thread, args)?))
-    }
-
-    /// Queues `f` with `args` for the next resumption point, like `task.defer`.
-    pub fn defer(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
-        let (thread, fresh) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        let id = self.inner.adopt_for_host(&thread)?;
-        let task = self.handle(id);
-        if !self.inner.defer(&self.lua, id, args, fresh)? {
-            return Err(Error::DeferDepthExceeded(self.inner.max_defer_depth()));
-        }
-        Ok(task)
-    }
-
-    /// Resumes `f` with `args` on the first cycle at or after `delay` from now, like `task.delay`.
-    pub fn delay(
-        &self,
-        delay: Duration,
-        f: impl IntoThread,
-        args: impl IntoLuaMulti,
-    ) -> Result<Task> {
-        let (thread, fresh) = f.into_thread(&self.lua)?;
-        let args = args.into_lua_multi(&self.lua)?;
-        let id = self.inner.adopt_for_host(&thread)?;
-        let task = self.handle(id);
-        self.inner.delay(&self.lua, id, Some(delay), args, fresh)?;
-        Ok(task)
-    }
-
-    /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
-    /// A task that is running (the caller is inside it) cannot be cancelled.
-    ///
-    /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
-    /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
-    /// handle or by its id: ids carry the identity of their scheduler.
-    pub fn cancel(&self, task: impl Into<TaskId>) -> Result<bool> {
-        let id = self.own(task.into())?;
-        self.inner.cancel_task(&self.lua, id)
-    }
-
-    /// Where the task stands. A task of another scheduler, named by its handle or its id, is
-    /// [`TaskStatus::Unknown`] here: this scheduler has no such task.
-    pub fn status(&self, task: impl Into<TaskId>) -> TaskStatus {
-        self.inner.status(task.into())
-    }
-
-    /// `id`, if it names a task of this scheduler, or else [`Error::ForeignTask`].
-    fn own(&self, id: TaskId) -> Result<TaskId> {
-        if self.inner.owns(id) {
-            Ok(id)
-        } else {
-            Err(Error::ForeignTask(id))
-        }
-    }
-
-    /// Takes the outcome of a task the host started, once it has ended. Returns `None` while it
-    /// is still scheduled, and after the outcome was taken. The outcome is freed when taken; if
-    /// the values do not convert to `R`, the error is returned and the outcome stays. A handle
-    /// of another scheduler's task is refused with [`Error::ForeignTask`].
-    pub fn take_result<R: FromLuaMulti>(&self, task: &Task) -> Result<Option<Outcome<R>>> {
-        self.own(task.id)?;
-        let Some((stored, claims)) = self.inner.take_outcome(task.id) else {
-            return Ok(None);
-        };
-        Ok(Some(match stored {
-            StoredOutcome::Finished(key) => {
-                let values = self
-                    .inner
-                    .outcome_values(key)
-                    .and_then(|values| R::from_lua_multi(values, &self.lua));
-                match values {
-                    Ok(values) => {
-                        self.inner.discard_outcome(StoredOutcome::Finished(key));
-                        Outcome::Finished(values)
-                    }
-                    Err(error) => {
-                        self.inner
-                            .restore_outcome(task.id, (StoredOutcome::Finished(key), claims));
-                        return Err(error.into());
-                    }
-                }
-            }
-            StoredOutcome::Failed(error) => Outcome::Failed(error),
-            StoredOutcome::Cancelled => Outcome::Cancelled,
-        }))
-    }
-
-    /// Runs one cycle: resumes the timers due now and the tasks whose futures woke, in that order,
-    /// then drains the deferred queue. A game engine calls this once per frame.
-    pub fn cycle(&self) -> Result<CycleReport> {
-        self.inner.cycle(&self.lua)
-    }
-
-    /// Whether anything is left that could still resume a task: a deferred resumption, a timer
-    /// that will fire, or a task blocked in a Rust future.
-    pub fn has_work(&self) -> bool {
-        self.inner.has_work()
-    }
-
-    /// The earliest deadline of a live timer, on the scheduler's clock
-    /// (see [`Clock::instant_at`] for the real instant).
-    pub fn next_deadline(&self) -> Option<Duration> {
-        self.inner.next_deadline()
-    }
-
-    /// The number of tasks the scheduler holds (running, queued or suspended by it).
-    pub fn task_count(&self) -> usize {
-        self.inner.task_count()
-    }
-
-    /// How many cycles have run so far, by any driver.
-    pub fn cycle_count(&self) -> u64 {
-        self.inner.cycle_count()
-    }
-
-    /// How many errors have been reported to the error handler so far.
-    pub fn error_count(&self) -> u64 {
-        self.inner.error_count()
-    }
-
-    /// Ends the run: every task is dropped without error, every pending future dropped and every
-    /// timer forgotten (contract rule 18). The scheduler stays usable.
-    pub fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown(&self.lua)
-    }
 }
 
-impl Drop for Scheduler {
+impl Drop for Shared {
     fn drop(&mut self) {
         // Pending futures may hold `Lua` clones: drop them so the `Lua` can be freed.
         let _ = self.inner.shutdown(&self.lua);

@@ -41,6 +41,8 @@ struct WakeState {
     /// The waker of whoever drives the scheduler while it is idle (a `run` future or a parked
     /// thread), woken by the first wake-up that arrives.
     driver: Option<Waker>,
+    /// Work was queued from outside a cycle since the driver last parked ([`WakeQueue::nudge`]).
+    nudged: bool,
 }
 
 impl WakeQueue {
@@ -91,7 +93,7 @@ impl WakeQueue {
     /// one is queued (the driver should not go to sleep).
     pub(crate) fn park_driver(&self, driver: &Waker) -> bool {
         let mut state = self.lock();
-        if !state.woken.is_empty() {
+        if !state.woken.is_empty() || std::mem::take(&mut state.nudged) {
             return false;
         }
         match &mut state.driver {
@@ -100,6 +102,26 @@ impl WakeQueue {
         }
         self.parked.store(true, Ordering::Release);
         true
+    }
+
+    /// Wakes a parked driver with no wake-up to hand it: work was queued from outside any cycle
+    /// (the host spawned a task, or Lua that no task runs called `task.defer`), which a driver
+    /// that serves ([`Scheduler::run_until`](crate::Scheduler::run_until)) must see. One atomic
+    /// read when no driver is parked, as inside a cycle.
+    #[inline]
+    pub(crate) fn nudge(&self) {
+        if !self.parked.load(Ordering::Acquire) {
+            return;
+        }
+        let driver = {
+            let mut state = self.lock();
+            state.nudged = true;
+            self.parked.store(false, Ordering::Release);
+            state.driver.take()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
     }
 
     /// Whether a wake-up from the scheduler's own thread may skip this queue (see

@@ -97,17 +97,23 @@ fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_sched
         .load(
             r##"
             local log = {}
+            -- 200 ms against 10: the wrapped sleep, which starts later, still ends first on a
+            -- loaded machine (with 20 against 10 it once ended second).
             local co = coroutine.create(function()
-                table.insert(log, "slept " .. sleep_ms(20))
+                table.insert(log, "slept " .. sleep_ms(200))
             end)
             local results = table.pack(coroutine.resume(co))
             table.insert(log, "resume returned " .. results.n .. " value(s): " .. tostring(results[1]))
-            local w = coroutine.wrap(function() table.insert(log, "wrapped slept " .. sleep_ms(10)) end)
+            local wrapped_done = false
+            local w = coroutine.wrap(function()
+                table.insert(log, "wrapped slept " .. sleep_ms(10))
+                wrapped_done = true
+            end)
             table.insert(log, "wrap returned " .. select("#", w()) .. " values")
-            -- Until the scheduler has finished the coroutine (at most 10 s), so that a slow
+            -- Until the scheduler has finished both coroutines (at most 10 s), so that a slow
             -- machine cannot end the test before the sleeps do.
             for _ = 1, 1000 do
-                if coroutine.status(co) == "dead" then
+                if coroutine.status(co) == "dead" and wrapped_done then
                     break
                 end
                 task.wait(0.01)
@@ -126,7 +132,7 @@ fn a_hand_resumed_coroutine_blocked_in_an_mlua_future_is_taken_over_by_the_sched
     };
     assert_eq!(
         log,
-        "resume returned 1 value(s): true; wrap returned 0 values; wrapped slept 10; slept 20; dead"
+        "resume returned 1 value(s): true; wrap returned 0 values; wrapped slept 10; slept 200; dead"
     );
 }
 

@@ -27,6 +27,14 @@ impl Inner {
         Ok(self.cycle_inner(lua))
     }
 
+    /// Refuses to start a driver (`name`) from inside a cycle or a resumption, as `cycle` would.
+    pub(crate) fn check_not_running(&self, name: &'static str) -> Result<()> {
+        if self.core(|core| core.in_cycle() || core.is_resuming()) {
+            return Err(Error::Reentrant(name));
+        }
+        Ok(())
+    }
+
     pub(super) fn cycle_inner(&self, lua: &Lua) -> CycleReport {
         self.cycles.set(self.cycles.get() + 1);
         let errors_before = self.errors.get();

@@ -36,21 +36,24 @@ impl Scheduler {
         R: IntoLuaMulti + 'static,
     {
         let make_async = self.library()?.make_async;
-        let inner = Rc::clone(&self.inner);
-        let start = self.lua.create_function(move |lua, args: Caught<A>| {
-            let started = (|| {
-                inner.ensure_open()?;
-                let args = args.0?;
-                let (id, target) = inner.caller_task(lua)?;
-                let mut call = Box::pin(Call {
-                    future: f(lua.clone(), args),
-                    lua: lua.clone(),
-                });
-                let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
-                inner.started(id, target, poll, call)
-            })();
-            Ok(started.unwrap_or_else(|error| Started::Refused(refusal(&error))))
-        })?;
+        let inner = Rc::clone(&self.shared.inner);
+        let start = self
+            .shared
+            .lua
+            .create_function(move |lua, args: Caught<A>| {
+                let started = (|| {
+                    inner.ensure_open()?;
+                    let args = args.0?;
+                    let (id, target) = inner.caller_task(lua)?;
+                    let mut call = Box::pin(Call {
+                        future: f(lua.clone(), args),
+                        lua: lua.clone(),
+                    });
+                    let poll = inner.first_poll(target, |cx| call.as_mut().poll_first(cx));
+                    inner.started(id, target, poll, call)
+                })();
+                Ok(started.unwrap_or_else(|error| Started::Refused(refusal(&error))))
+            })?;
         Ok(make_async.call(start)?)
     }
 }

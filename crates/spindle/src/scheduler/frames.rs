@@ -65,18 +65,18 @@ impl Scheduler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn frame(&self, dt: Duration) -> Result<FrameReport> {
-        self.inner.frame(&self.lua, dt)
+        self.shared.inner.frame(&self.shared.lua, dt)
     }
 
     /// The signal of the phase called `name`, to hand to scripts; `None` if there is no such
     /// phase.
     pub fn phase(&self, name: &str) -> Option<Signal> {
         let index = self.phase_names().iter().position(|n| n == name)?;
-        self.phases.get(index).cloned()
+        self.shared.phases.get(index).cloned()
     }
 
     /// The phases, in the order a frame runs them.
     pub fn phase_names(&self) -> &[String] {
-        self.inner.frames().names()
+        self.shared.inner.frames().names()
     }
 }

@@ -16,13 +16,13 @@ impl Scheduler {
 
     /// Makes a signal with the given behaviour, as `Signal.new("Immediate")` does in Lua.
     pub fn create_signal_with(&self, behavior: SignalBehavior) -> Result<Signal> {
-        self.make_signal(behavior.name().into_lua(&self.lua)?)
+        self.make_signal(behavior.name().into_lua(&self.shared.lua)?)
     }
 
     /// The host's handle on a signal a script made (a table made by `Signal.new`).
     pub fn signal_from(&self, object: Table) -> Result<Signal> {
         let library = self.library()?.signal;
-        library.adopt(&self.inner, object).ok_or_else(|| {
+        library.adopt(&self.shared.inner, object).ok_or_else(|| {
             Error::Lua(mlua::Error::runtime(
                 "Scheduler::signal_from: the table is not a signal made by Signal.new",
             ))
@@ -30,6 +30,9 @@ impl Scheduler {
     }
 
     fn make_signal(&self, behavior: Value) -> Result<Signal> {
-        Ok(self.library()?.signal.create(&self.inner, behavior)?)
+        Ok(self
+            .library()?
+            .signal
+            .create(&self.shared.inner, behavior)?)
     }
 }

@@ -6,12 +6,12 @@ use crate::trace::Trace;
 impl Scheduler {
     /// Starts recording a trace (or goes on recording, if it was already on).
     pub fn start_trace(&self) {
-        self.inner.trace().set_on(true);
+        self.shared.inner.trace().set_on(true);
     }
 
     /// Stops recording; what was recorded stays for [`take_trace`](Self::take_trace).
     pub fn stop_trace(&self) {
-        self.inner.trace().set_on(false);
+        self.shared.inner.trace().set_on(false);
     }
 
     /// Takes what was recorded so far, leaving the recorder empty (and still recording if it
@@ -32,6 +32,6 @@ impl Scheduler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn take_trace(&self) -> Trace {
-        self.inner.trace().take()
+        self.shared.inner.trace().take()
     }
 }

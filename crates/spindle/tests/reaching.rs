@@ -1,0 +1,185 @@
+//! Reaching the scheduler from a Rust function (`Scheduler::from_lua`, `WeakScheduler`) and
+//! telling threads and tasks apart (`current_task`, `task_of`, `thread_of`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use spindle::{Scheduler, TaskId, TaskStatus};
+
+fn scheduler(lua: &mlua::Lua) -> Scheduler {
+    let scheduler = Scheduler::new(lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    scheduler
+}
+
+#[test]
+fn a_rust_function_reaches_the_scheduler_from_lua_alone() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let later = lua
+        .create_function(|lua, (f, seconds): (mlua::Function, f64)| {
+            let scheduler = Scheduler::from_lua(lua).expect("attached");
+            let task = scheduler.delay(std::time::Duration::from_secs_f64(seconds), f, ())?;
+            Ok(task.id().to_string())
+        })
+        .unwrap();
+    lua.globals().set("later", later).unwrap();
+    let main = lua
+        .load(
+            r#"
+            local order = {}
+            later(function() table.insert(order, "delayed") end, 0.01)
+            task.wait(0.02)
+            table.insert(order, "main")
+            return table.concat(order, " ")
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let task = scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    let order: String = scheduler
+        .take_result(&task)
+        .unwrap()
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(order, "delayed main");
+}
+
+#[test]
+fn handles_share_one_scheduler_and_the_last_one_ends_it() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let weak = scheduler.downgrade();
+    let clone = scheduler.clone();
+    let task = scheduler
+        .spawn(lua.load("task.wait(1)").into_function().unwrap(), ())
+        .unwrap();
+    drop(scheduler);
+    // The clone is the same scheduler: it still holds the task.
+    assert_eq!(clone.status(&task), TaskStatus::Scheduled);
+    assert_eq!(clone.task_count(), 1);
+    assert!(Scheduler::from_lua(&lua).is_some());
+    assert!(weak.upgrade().is_some());
+    drop(clone);
+    // The last handle is gone: the scheduler ended, and Lua knows no scheduler.
+    assert!(Scheduler::from_lua(&lua).is_none());
+    assert!(weak.upgrade().is_none());
+    assert!(task.is_finished());
+    let error = lua.load("task.defer(print)").exec().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the task scheduler of this Lua state was dropped"),
+        "{error}"
+    );
+    // A new scheduler may attach now.
+    let again = self::scheduler(&lua);
+    assert!(Scheduler::from_lua(&lua).is_some());
+    drop(again);
+}
+
+#[test]
+fn current_task_names_the_task_whose_thread_calls() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let seen: Rc<RefCell<Vec<Option<TaskId>>>> = Rc::default();
+    let whoami = {
+        let seen = seen.clone();
+        lua.create_function(move |lua, ()| {
+            let scheduler = Scheduler::from_lua(lua).unwrap();
+            seen.borrow_mut().push(scheduler.current_task());
+            Ok(())
+        })
+        .unwrap()
+    };
+    lua.globals().set("whoami", whoami).unwrap();
+    let main = lua
+        .load(
+            r#"
+            whoami()                                  -- the host's task
+            task.wait(0)
+            whoami()                                  -- the same task, resumed by the scheduler
+            coroutine.wrap(function() whoami() end)() -- a coroutine resumed by hand: no task
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let task = scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    // From the host, outside any task.
+    lua.load("whoami()").exec().unwrap();
+    assert_eq!(
+        *seen.borrow(),
+        [Some(task.id()), Some(task.id()), None, None]
+    );
+}
+
+#[test]
+fn task_of_and_thread_of_map_between_threads_and_tasks() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let thread = lua
+        .create_thread(lua.load("task.wait(1) return 1").into_function().unwrap())
+        .unwrap();
+    assert_eq!(scheduler.task_of(&thread), None);
+    let task = scheduler.spawn(&thread, ()).unwrap();
+    assert_eq!(scheduler.task_of(&thread), Some(task.id()));
+    assert_eq!(scheduler.thread_of(&task), Some(thread.clone()));
+    let other = lua
+        .create_thread(lua.load("return 2").into_function().unwrap())
+        .unwrap();
+    assert_eq!(scheduler.task_of(&other), None);
+    scheduler.cancel(&task).unwrap();
+    assert_eq!(scheduler.task_of(&thread), None);
+    assert_eq!(scheduler.thread_of(&task), None);
+}
+
+#[test]
+fn thread_of_a_task_of_another_scheduler_is_none() {
+    let lua = mlua::Lua::new();
+    let other_lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let other = self::scheduler(&other_lua);
+    let ours = scheduler
+        .spawn(lua.load("task.wait(1)").into_function().unwrap(), ())
+        .unwrap();
+    let theirs = other
+        .spawn(other_lua.load("task.wait(1)").into_function().unwrap(), ())
+        .unwrap();
+    // The two tasks have the same slot and generation; only the ids' schedulers differ.
+    assert_eq!(ours.id().as_u64(), theirs.id().as_u64());
+    assert_eq!(scheduler.thread_of(&theirs), None);
+    assert!(scheduler.thread_of(&ours).is_some());
+}
+
+#[test]
+fn the_schedulers_errors_convert_to_lua_errors_with_their_message() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let reenter = lua
+        .create_function(|lua, ()| {
+            Scheduler::from_lua(lua).unwrap().cycle()?;
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("reenter", reenter).unwrap();
+    let main = lua
+        .load("local ok, err = pcall(reenter) return tostring(err)")
+        .into_function()
+        .unwrap();
+    let task = scheduler.spawn(main, ()).unwrap();
+    let message: String = scheduler
+        .take_result(&task)
+        .unwrap()
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert!(
+        message.starts_with(
+            "the scheduler is already running; Scheduler::cycle cannot be called from inside a task"
+        ),
+        "{message}"
+    );
+}

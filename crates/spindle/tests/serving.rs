@@ -1,0 +1,361 @@
+//! A driver that serves (`run_until`, `run_forever`) and tasks the host awaits (`join`,
+//! `Task::is_finished`): work the host gives a parked driver is done without another `run`.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_io::Timer;
+use futures_lite::future;
+use spindle::{Clock, Error, Outcome, Scheduler, TaskStatus};
+
+/// A bound on every test's run: a driver that missed a wake-up sleeps for ever, which must
+/// fail the test rather than hang it.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn bounded<T>(run: impl Future<Output = T>) -> T {
+    async_io::block_on(future::or(async { Some(run.await) }, async {
+        Timer::after(LIMIT).await;
+        None
+    }))
+    .expect("the driver missed a wake-up and slept past the test's limit")
+}
+
+fn scheduler(lua: &mlua::Lua) -> Scheduler {
+    let scheduler = Scheduler::new(lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    scheduler
+}
+
+#[test]
+fn run_until_serves_work_the_host_gives_after_the_driver_went_idle() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let record = {
+        let log = log.clone();
+        lua.create_function(move |_, line: String| {
+            log.borrow_mut().push(line);
+            Ok(())
+        })
+        .unwrap()
+    };
+    lua.globals().set("record", record).unwrap();
+    let body = lua
+        .load(
+            r#"
+            local name = ...
+            record(name .. " started")
+            task.defer(function() record(name .. " deferred") end)
+            task.wait(0.005)
+            record(name .. " waited")
+            return name
+            "#,
+        )
+        .into_function()
+        .unwrap();
+    let host = async {
+        // The driver has had nothing to do for a while: it is parked with no deadline.
+        Timer::after(Duration::from_millis(20)).await;
+        let first = scheduler.spawn(&body, "first").unwrap();
+        let first = scheduler.join::<String>(&first).await.unwrap();
+        Timer::after(Duration::from_millis(20)).await;
+        // A deferral from the host, not a spawn: nothing runs until the driver does.
+        let second = scheduler.defer(&body, "second").unwrap();
+        let second = scheduler.join::<String>(&second).await.unwrap();
+        (first.into_result().unwrap(), second.into_result().unwrap())
+    };
+    let names = bounded(scheduler.run_until(Timer::at, host)).unwrap();
+    assert_eq!(names, ("first".to_string(), "second".to_string()));
+    assert_eq!(
+        *log.borrow(),
+        [
+            "first started",
+            "first deferred",
+            "first waited",
+            "second started",
+            "second deferred",
+            "second waited"
+        ]
+    );
+}
+
+#[test]
+fn run_until_serves_lua_that_no_task_runs() {
+    // The host runs Lua itself (not a task), which calls task.delay: the parked driver must wake
+    // for the timer.
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let done = Rc::new(Cell::new(false));
+    let finish = {
+        let done = done.clone();
+        lua.create_function(move |_, ()| {
+            done.set(true);
+            Ok(())
+        })
+        .unwrap()
+    };
+    lua.globals().set("finish", finish).unwrap();
+    let host = async {
+        Timer::after(Duration::from_millis(20)).await;
+        lua.load("task.delay(0.005, finish)").exec().unwrap();
+        future::poll_fn(|cx| {
+            if done.get() {
+                std::task::Poll::Ready(())
+            } else {
+                // Polled again on the driver's every turn: it returns when the driver has run.
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    };
+    bounded(scheduler.run_until(Timer::at, host)).unwrap();
+    assert!(done.get());
+}
+
+#[test]
+fn run_until_returns_when_its_end_comes_and_leaves_the_tasks_scheduled() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = scheduler
+        .spawn(
+            lua.load("task.wait(3600) return 1")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    let stop = Timer::after(Duration::from_millis(10));
+    bounded(scheduler.run_until(Timer::at, stop)).unwrap();
+    assert_eq!(scheduler.status(&task), TaskStatus::Scheduled);
+    assert!(!task.is_finished());
+    // `run` would wait the hour: a shutdown ends it, and the join learns there is no outcome...
+    scheduler.cancel(&task).unwrap();
+    assert!(task.is_finished());
+    // ...except the cancellation, which the handle's claim kept.
+    let outcome = async_io::block_on(scheduler.join::<i64>(&task)).unwrap();
+    assert!(matches!(outcome, Outcome::Cancelled), "{outcome:?}");
+}
+
+#[test]
+fn run_until_with_an_end_that_is_ready_runs_no_cycle() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    scheduler
+        .defer(
+            lua.load("error('must not run')").into_function().unwrap(),
+            (),
+        )
+        .unwrap();
+    let output = bounded(scheduler.run_until(Timer::at, async { 7 })).unwrap();
+    assert_eq!(output, 7);
+    assert_eq!(scheduler.cycle_count(), 0);
+    assert_eq!(scheduler.error_count(), 0);
+}
+
+#[test]
+fn run_forever_goes_on_serving_when_no_work_is_left() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let served = Rc::new(Cell::new(0));
+    let count = {
+        let served = served.clone();
+        lua.create_function(move |_, ()| {
+            served.set(served.get() + 1);
+            Ok(())
+        })
+        .unwrap()
+    };
+    let host = async {
+        for _ in 0..3 {
+            // Between deferrals the scheduler has no work at all.
+            Timer::after(Duration::from_millis(5)).await;
+            scheduler.defer(&count, ()).unwrap();
+        }
+        while served.get() < 3 {
+            Timer::after(Duration::from_millis(1)).await;
+        }
+        "host"
+    };
+    let driver = async {
+        match scheduler.run_forever(Timer::at).await {
+            Ok(never) => match never {},
+            Err(error) => panic!("run_forever ended: {error}"),
+        }
+    };
+    assert_eq!(bounded(future::or(host, driver)), "host");
+    assert_eq!(served.get(), 3);
+    assert_eq!(scheduler.task_count(), 0);
+}
+
+#[test]
+fn run_until_from_inside_a_task_is_refused() {
+    let lua = mlua::Lua::new();
+    let scheduler = Rc::new(scheduler(&lua));
+    let weak = Rc::downgrade(&scheduler);
+    let reenter = lua
+        .create_function(move |_, ()| {
+            let scheduler = weak.upgrade().unwrap();
+            let error = async_io::block_on(scheduler.run_until(Timer::at, async {})).unwrap_err();
+            Ok(error.to_string())
+        })
+        .unwrap();
+    let task = scheduler.spawn(reenter, ()).unwrap();
+    let message = scheduler.take_result::<String>(&task).unwrap().unwrap();
+    assert_eq!(
+        message.into_result().unwrap(),
+        "the scheduler is already running; Scheduler::run_until cannot be called from inside a task"
+    );
+}
+
+#[test]
+fn join_resolves_to_each_outcome_by_variant() {
+    let lua = mlua::Lua::new();
+    let reported = Rc::new(Cell::new(0));
+    let scheduler = {
+        let reported = reported.clone();
+        Scheduler::builder()
+            .clock(Clock::from(spindle::VirtualClock::new()))
+            .on_error(move |_| reported.set(reported.get() + 1))
+            .build(&lua)
+            .unwrap()
+    };
+    scheduler.install_task_library().unwrap();
+    let spawn = |source: &str| {
+        scheduler
+            .spawn(lua.load(source.to_string()).into_function().unwrap(), ())
+            .unwrap()
+    };
+    let finished = spawn("task.wait(1) return 'a', 2");
+    let failed = spawn("task.wait(1) error('broken', 0)");
+    let cancelled = spawn("task.wait(5)");
+    let run = async {
+        scheduler.cancel(&cancelled).unwrap();
+        let finished = scheduler.join::<(String, i64)>(&finished).await.unwrap();
+        let failed = scheduler.join::<()>(&failed).await.unwrap();
+        let cancelled = scheduler.join::<()>(&cancelled).await.unwrap();
+        (finished, failed, cancelled)
+    };
+    let (finished, failed, cancelled) = bounded(scheduler.run_until(Timer::at, run)).unwrap();
+    assert!(
+        matches!(finished, Outcome::Finished((ref a, 2)) if a == "a"),
+        "{finished:?}"
+    );
+    match failed {
+        Outcome::Failed(error) => assert_eq!(error.message, "broken"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(matches!(cancelled, Outcome::Cancelled), "{cancelled:?}");
+    assert_eq!(reported.get(), 1);
+}
+
+#[test]
+fn join_of_a_task_that_left_the_scheduler_has_no_outcome() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let thread = lua
+        .create_thread(
+            lua.load("coroutine.yield() return 1")
+                .into_function()
+                .unwrap(),
+        )
+        .unwrap();
+    let task = scheduler.spawn(&thread, ()).unwrap();
+    // A plain coroutine.yield: the thread is whoever resumes it's, not the scheduler's.
+    assert!(task.is_finished());
+    let joined = async_io::block_on(scheduler.join::<i64>(&task));
+    assert!(
+        matches!(joined, Err(Error::NoOutcome(id)) if id == task.id()),
+        "{joined:?}"
+    );
+    // The outcome read already: the second join says so too.
+    let done = scheduler
+        .spawn(lua.load("return 1").into_function().unwrap(), ())
+        .unwrap();
+    let first = async_io::block_on(scheduler.join::<i64>(&done)).unwrap();
+    assert!(matches!(first, Outcome::Finished(1)), "{first:?}");
+    let second = async_io::block_on(scheduler.join::<i64>(&done));
+    assert!(matches!(second, Err(Error::NoOutcome(_))), "{second:?}");
+}
+
+#[test]
+fn join_refuses_a_task_of_another_scheduler() {
+    let lua = mlua::Lua::new();
+    let other_lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let other = self::scheduler(&other_lua);
+    let task = other
+        .spawn(other_lua.load("task.wait(1)").into_function().unwrap(), ())
+        .unwrap();
+    let joined = async_io::block_on(scheduler.join::<()>(&task));
+    assert!(
+        matches!(joined, Err(Error::ForeignTask(id)) if id == task.id()),
+        "{joined:?}"
+    );
+}
+
+#[test]
+fn join_beside_run_on_one_executor() {
+    // `run` ends when the work does; a join awaited beside it on the same executor sees the end.
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = scheduler
+        .spawn(
+            lua.load("task.wait(0.01) return 'done'")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    let (ran, joined) = bounded(future::zip(
+        scheduler.run(Timer::at),
+        scheduler.join::<String>(&task),
+    ));
+    ran.unwrap();
+    assert_eq!(joined.unwrap().into_result().unwrap(), "done");
+}
+
+#[test]
+fn join_in_a_task_of_its_own_is_woken_when_the_task_ends() {
+    // On an executor with separate tasks (tokio's LocalSet), the join is polled again only when
+    // its own waker fires: the scheduler must wake it when the task ends.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let joined = tokio::task::LocalSet::new().block_on(&runtime, async {
+        let lua = mlua::Lua::new();
+        let scheduler = Rc::new(scheduler(&lua));
+        let task = Rc::new(
+            scheduler
+                .spawn(
+                    lua.load("task.wait(0.01) return 'done'")
+                        .into_function()
+                        .unwrap(),
+                    (),
+                )
+                .unwrap(),
+        );
+        let joiner = tokio::task::spawn_local({
+            let scheduler = scheduler.clone();
+            let task = task.clone();
+            async move {
+                scheduler
+                    .join::<String>(&task)
+                    .await
+                    .map(Outcome::into_result)
+            }
+        });
+        // Lets the joiner run first, to its first `Pending`.
+        tokio::task::yield_now().await;
+        scheduler
+            .run(|deadline: std::time::Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        tokio::time::timeout(LIMIT, joiner).await
+    });
+    let joined = joined.expect("the join was never woken").unwrap();
+    assert_eq!(joined.unwrap().unwrap(), "done");
+}
