@@ -265,7 +265,7 @@ struct Attached;
 /// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
 /// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
 /// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
-/// or one [`cycle`](Scheduler::cycle) per frame.
+/// or one [`cycle`](Scheduler::cycle) or [`frame`](Scheduler::frame) per frame.
 ///
 /// The scheduler holds its `Lua` strongly: do not store it inside that `Lua` (app data,
 /// userdata), which would keep both alive forever.
