@@ -57,7 +57,8 @@ pub struct CycleReport {
     pub wakeups: usize,
     /// Deferred resumptions run while draining the deferred queue.
     pub deferred: usize,
-    /// Tasks that ended with an uncaught error during the cycle.
+    /// Errors reported to the error handler during the cycle: tasks that ended with an
+    /// uncaught error, and errors the scheduler reported itself (such as a refused deferral).
     pub errors: usize,
 }
 

@@ -15,8 +15,9 @@ pub enum Error {
     /// An error from the Lua VM or from mlua.
     #[error(transparent)]
     Lua(#[from] mlua::Error),
-    /// `cycle`, `frame`, `run`, `run_until`, `run_forever`, `run_blocking` or `shutdown` was called while the scheduler was already
-    /// inside a cycle or a resumption, for example from a Rust function that a task called.
+    /// `cycle`, `frame`, `run`, `run_until`, `run_forever`, `run_blocking` or `shutdown` was
+    /// called while the scheduler was already inside a cycle or a resumption, for example from a
+    /// Rust function that a task called. The name is the function that refused.
     #[error("the scheduler is already running; {0} cannot be called from inside a task")]
     Reentrant(&'static str),
     /// The `Lua` already has a scheduler; it has at most one at a time.

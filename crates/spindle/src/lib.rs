@@ -6,7 +6,11 @@
 //! are called from Lua as if they were blocking: the calling task is suspended until the future
 //! completes, and the future's waker puts it back on the scheduler's queue.
 //!
-//! What Lua code may rely on, rule by rule, is in the repository's `docs/contract.md`.
+//! What Lua code may rely on, rule by rule, is in the repository's `docs/contract.md`. How to
+//! embed the scheduler in a Rust host (building it, starting tasks and reading their results,
+//! driving it on a thread, an async runtime or a game loop, signals, async functions, limits,
+//! traces and errors) is in the repository's `docs/host-guide.md`, whose examples run as
+//! doctests.
 //!
 //! ```
 //! use spindle::Scheduler;
@@ -151,3 +155,8 @@ pub use mlua;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExamples;
+
+/// The host guide's Rust examples (`docs/host-guide.md`), compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/host-guide.md")]
+struct HostGuideExamples;

@@ -156,6 +156,7 @@ impl Scheduler {
     }
 
     /// Runs cycles on this thread until no work is left, parking the thread while idle.
+    /// Under a virtual clock, when nothing is ready the clock jumps to the next deadline.
     /// Rust futures that tasks wait on must be driven by something other than this thread's
     /// executor (a reactor thread, as `async-io` has, or a runtime on other threads).
     pub fn run_blocking(&self) -> Result<()> {

@@ -274,7 +274,7 @@ struct Attached(Weak<Shared>);
 /// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
 /// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
 /// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
-/// or one [`cycle`](Scheduler::cycle) per frame.
+/// or one [`cycle`](Scheduler::cycle) or [`frame`](Scheduler::frame) per frame.
 ///
 /// A `Scheduler` is a handle: clones share one scheduler, which ends (as
 /// [`shutdown`](Scheduler::shutdown) ends a run, and detaching from its `Lua`) when the last
