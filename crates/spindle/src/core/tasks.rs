@@ -35,7 +35,7 @@ pub struct TaskId {
 /// Tells schedulers apart: a number no other scheduler of the process got, from a
 /// process-wide counter (a `u64`, so it never wraps around).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SchedulerId(NonZeroU64);
+pub(crate) struct SchedulerId(pub(super) NonZeroU64);
 
 impl SchedulerId {
     pub(crate) fn fresh() -> Self {

@@ -299,3 +299,117 @@ fn shutdown_hands_back_every_queued_argument() {
     let again = core.insert(3).unwrap();
     assert_ne!(again, id, "an id from before the trim never comes back");
 }
+
+#[test]
+fn a_task_id_shows_its_slot_and_generation_and_debug_names_its_scheduler() {
+    let scheduler = SchedulerId::fresh();
+    let mut core = TestCore::new(scheduler);
+    let first = core.insert(1).unwrap();
+    let second = core.insert(2).unwrap();
+    assert_eq!(first.to_string(), "#0.0");
+    assert_eq!(second.to_string(), "#1.0");
+    core.free(first).unwrap();
+    core.recycle(first.slot());
+    let reused = core.insert(3).unwrap();
+    assert_eq!(reused.to_string(), "#0.1");
+    assert_eq!(
+        format!("{reused:?}"),
+        format!("TaskId(#0.1 of scheduler {})", scheduler.0)
+    );
+}
+
+#[test]
+fn only_a_task_blocked_in_a_future_is_awaiting() {
+    let awaiting = [
+        Suspension::LuaFuture { token: 1 },
+        Suspension::OwnedFuture { token: 1 },
+    ];
+    let not_awaiting = [
+        Suspension::None,
+        Suspension::Wait {
+            token: 1,
+            since: secs(0),
+            timed: true,
+        },
+        Suspension::Sliced {
+            token: 1,
+            ran: secs(0),
+        },
+    ];
+    assert!(awaiting.iter().all(Suspension::is_awaiting));
+    assert!(!not_awaiting.iter().any(Suspension::is_awaiting));
+    // And a task so blocked is work (the driver waits for its waker), until it is resumed.
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(core.block_on_future(id, 1, false));
+    assert!(core.has_work());
+    core.start_resumption(id, true).unwrap();
+    assert!(!core.has_work());
+    core.check_counts();
+}
+
+#[test]
+fn a_slot_reports_its_claims_and_whether_it_runs() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    let slot = |core: &TestCore| *core.task(id).unwrap();
+    assert_eq!(slot(&core).claims(), 0);
+    assert!(!slot(&core).is_running());
+    core.claim(id);
+    core.claim(id);
+    assert_eq!(slot(&core).claims(), 2);
+    core.start_resumption(id, false).unwrap();
+    assert!(slot(&core).is_running());
+    assert!(!core.is_idle(id), "a running task is not idle");
+    core.end_resumption(id);
+    assert!(!slot(&core).is_running());
+    assert!(core.is_idle(id));
+}
+
+#[test]
+fn a_task_has_pending_work_while_a_timer_a_deferral_or_a_suspension_names_it() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(!core.task(id).unwrap().has_pending());
+    assert!(core.is_idle(id));
+    // A timer alone.
+    assert!(core.push_timer(secs(1), resume_timer(id)));
+    assert!(core.task(id).unwrap().has_pending());
+    assert!(!core.is_idle(id));
+    assert_eq!(due(&mut core, secs(1)), vec![(id, true)]);
+    assert!(core.fire_resume_timer(id));
+    assert!(!core.task(id).unwrap().has_pending());
+    // A deferral alone.
+    assert!(core.push_deferred(deferred(id, 0)));
+    assert!(core.task(id).unwrap().has_pending());
+    assert!(!core.is_idle(id));
+    core.pop_deferred().unwrap();
+    assert!(!core.task(id).unwrap().has_pending());
+    // A suspension alone (an untimed wait holds no timer).
+    core.file_wait(id, secs(0), None).unwrap();
+    assert!(core.task(id).unwrap().has_pending());
+    assert!(!core.is_idle(id));
+    core.check_counts();
+}
+
+#[test]
+fn the_table_is_idle_only_when_every_slot_is_free_again() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    assert!(!core.is_idle_and_larger_than(0), "no slot was ever made");
+    let a = core.insert(1).unwrap();
+    let b = core.insert(2).unwrap();
+    assert!(!core.is_idle_and_larger_than(0), "two occupied");
+    core.free(a).unwrap();
+    core.recycle(a.slot());
+    assert!(!core.is_idle_and_larger_than(0), "one still occupied");
+    core.free(b).unwrap();
+    assert!(
+        !core.is_idle_and_larger_than(0),
+        "freed but not recycled yet"
+    );
+    core.recycle(b.slot());
+    assert!(core.is_idle_and_larger_than(1));
+    assert!(!core.is_idle_and_larger_than(2), "larger than two slots");
+    core.trim();
+    assert!(!core.is_idle_and_larger_than(0), "trimmed: no slot left");
+}
