@@ -95,7 +95,8 @@ pub fn serve(out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
             writeln!(out, "serving: {} tasks", scheduler.task_count())?;
             let mut responders = Vec::new();
             for (id, path) in (1..).zip(REQUESTS) {
-                tokio::time::sleep(ARRIVAL_GAP).await; // waiting for the next request
+                // Waits for the next request, as a listener would.
+                tokio::time::sleep(ARRIVAL_GAP).await;
                 // Runs the handler up to its first suspension (its call to `lookup`).
                 let task = scheduler.spawn(&handler, (id, path))?;
                 // One local tokio task per request awaits its handler; the scheduler wakes it
