@@ -45,6 +45,29 @@ pub(crate) use signal_wait::WaitStamp;
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
+/// The host's end hook, as the engine calls it (the facade adds the scheduler).
+pub(crate) type EndHook = Rc<dyn Fn(TaskId, TaskEnd<'_>)>;
+
+/// How a task left the scheduler, as
+/// [`SchedulerBuilder::on_task_end`](crate::SchedulerBuilder::on_task_end) tells it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum TaskEnd<'a> {
+    /// The task's function returned.
+    Finished,
+    /// The task ended with an uncaught error, also handed to the error handler (or its results
+    /// could not be kept for the host).
+    Failed(&'a TaskError),
+    /// The task was cancelled: `task.cancel`, `coroutine.close` or [`Scheduler::cancel`](crate::Scheduler::cancel).
+    Cancelled,
+    /// The scheduler let the thread go without its ending: it yielded with a plain
+    /// `coroutine.yield` and belongs to whoever resumes it (contract rule 11), or nothing will
+    /// ever resume it (a `task.delay` of `math.huge` of a thread that is no task otherwise).
+    Released,
+    /// [`Scheduler::shutdown`](crate::Scheduler::shutdown) dropped it (contract rule 18).
+    Dropped,
+}
+
 pub(crate) use crate::vm::resume_mark;
 
 /// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
@@ -129,6 +152,8 @@ pub(crate) struct Inner {
     /// `Lua` clone, which through the library's closures holds this, a cycle that only
     /// dropping the handler breaks.
     on_error: RefCell<Option<ErrorHandler>>,
+    /// The host's end hook, if it set one.
+    end_hook: RefCell<Option<EndHook>>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -275,6 +300,7 @@ impl Inner {
             watchdog,
             general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
+            end_hook: RefCell::new(None),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -391,6 +417,8 @@ impl Inner {
         self.closed.set(true);
         let handler = self.on_error.borrow_mut().take();
         drop(handler);
+        let hook = self.end_hook.borrow_mut().take();
+        drop(hook);
     }
 
     /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
@@ -416,6 +444,21 @@ impl Inner {
         };
         let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
         let _ = std::panic::catch_unwind(handler);
+    }
+
+    pub(crate) fn set_end_hook(&self, hook: EndHook) {
+        *self.end_hook.borrow_mut() = Some(hook);
+    }
+
+    /// Tells the host's end hook that a task left the scheduler. A hook that panics is stopped
+    /// there, as an error handler is: the panic would unwind through the engine's bookkeeping.
+    fn task_ended(&self, id: TaskId, end: TaskEnd<'_>) {
+        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler.
+        let Some(hook) = self.end_hook.borrow().clone() else {
+            return;
+        };
+        let call = std::panic::AssertUnwindSafe(|| hook(id, end));
+        let _ = std::panic::catch_unwind(call);
     }
 
     // --- Tasks in and out -------------------------------------------------------------------
@@ -522,7 +565,14 @@ impl Inner {
     /// thread then belongs to whoever holds it.
     fn release_if_idle(&self, id: TaskId) {
         if self.core(|core| core.is_idle(id)) {
-            self.free_task(id);
+            self.release(id);
+        }
+    }
+
+    /// Frees a task whose thread lives on outside the scheduler.
+    pub(super) fn release(&self, id: TaskId) {
+        if self.free_task(id).is_some() {
+            self.task_ended(id, TaskEnd::Released);
         }
     }
 
@@ -546,29 +596,48 @@ impl Inner {
             Err(_) => TraceEvent::Fail,
         };
         self.record(Some(id), event);
+        let failure = self.settle(lua, id, freed, result);
+        if freed.is_some() {
+            let end = match &failure {
+                Some(error) => TaskEnd::Failed(error),
+                None => TaskEnd::Finished,
+            };
+            self.task_ended(id, end);
+        }
+    }
+
+    /// Keeps an ended task's outcome if a host handle claims it (`freed`: the claims, or
+    /// `None` for a task freed already), and reports its error. Returns the failure, if any.
+    fn settle(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        freed: Option<u32>,
+        result: mlua::Result<MultiValue>,
+    ) -> Option<TaskError> {
         let keep = match freed {
             Some(claims) => claims > 0,
             None => self.core(|core| core.has_outcome(id)),
         };
-        let stored = match result {
-            Ok(_) if !keep => return,
+        let (stored, failure) = match result {
+            Ok(_) if !keep => return None,
             Ok(values) => match self.values.store(lua, values) {
-                Ok(key) => StoredOutcome::Finished(key),
+                Ok(key) => (StoredOutcome::Finished(key), None),
                 Err(error) => {
                     let mut report = TaskError::from_lua(Some(id), &error);
                     report.message =
                         format!("could not keep the task's results: {}", report.message);
                     self.report(report.clone());
-                    StoredOutcome::Failed(report)
+                    (StoredOutcome::Failed(report.clone()), Some(report))
                 }
             },
             Err(error) => {
                 let report = TaskError::from_lua(Some(id), &error);
                 self.report(report.clone());
                 if !keep {
-                    return;
+                    return Some(report);
                 }
-                StoredOutcome::Failed(report)
+                (StoredOutcome::Failed(report.clone()), Some(report))
             }
         };
         self.core(|core| match freed {
@@ -579,6 +648,7 @@ impl Inner {
                 }
             }
         });
+        failure
     }
 
     /// Whether `id` is one of this scheduler's ids (of a live task or not).
@@ -1032,11 +1102,11 @@ impl Inner {
         let task = self.find(thread);
         if let Some(id) = task {
             self.record(Some(id), TraceEvent::Cancel);
-            match self.free_task(id) {
-                Some(claims) if claims > 0 => {
+            if let Some(claims) = self.free_task(id) {
+                if claims > 0 {
                     self.core(|core| core.keep_outcome(id, StoredOutcome::Cancelled, claims));
                 }
-                _ => {}
+                self.task_ended(id, TaskEnd::Cancelled);
             }
         }
         self.compact_timers();

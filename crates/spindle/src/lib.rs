@@ -138,7 +138,7 @@ mod watchdog;
 
 pub use crate::core::TaskId;
 pub use clock::{Clock, VirtualClock};
-pub use engine::{CycleReport, FrameReport, FrameWork, TaskStatus};
+pub use engine::{CycleReport, FrameReport, FrameWork, TaskEnd, TaskStatus};
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{

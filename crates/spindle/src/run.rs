@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::scheduler::Scheduler;
 use crate::waker::WakeQueue;
 
-/// How [`Scheduler::run`] sleeps until the next timer: any function from a deadline to a future,
+/// How the async drivers ([`Scheduler::run`], [`Scheduler::run_until`],
+/// [`Scheduler::run_forever`]) sleep until the next timer: any function from a deadline to a future,
 /// such as `async_io::Timer::at` or `|d: Instant| tokio::time::sleep_until(d.into())`.
 pub trait Sleeper {
     /// The future that completes at the deadline.
@@ -85,20 +86,27 @@ impl Scheduler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn run_until<F: Future>(&self, sleeper: impl Sleeper, until: F) -> Result<F::Output> {
-        let mut until = std::pin::pin!(until);
-        match self
-            .drive("Scheduler::run_until", sleeper, Some(until.as_mut()))
-            .await?
-        {
-            Some(output) => Ok(output),
-            None => unreachable!("a driver with an end runs until the end"),
-        }
+        self.serve("Scheduler::run_until", sleeper, until).await
     }
 
     /// Serves for ever: [`run_until`](Self::run_until) an end that never comes. Returns only
     /// on an error, such as a re-entrant call.
     pub async fn run_forever(&self, sleeper: impl Sleeper) -> Result<std::convert::Infallible> {
-        self.run_until(sleeper, std::future::pending()).await
+        let never = std::future::pending();
+        self.serve("Scheduler::run_forever", sleeper, never).await
+    }
+
+    async fn serve<F: Future>(
+        &self,
+        name: &'static str,
+        sleeper: impl Sleeper,
+        until: F,
+    ) -> Result<F::Output> {
+        let mut until = std::pin::pin!(until);
+        match self.drive(name, sleeper, Some(until.as_mut())).await? {
+            Some(output) => Ok(output),
+            None => unreachable!("a driver with an end runs until the end"),
+        }
     }
 
     /// The drivers' loop. With no `until`, returns `None` when no work is left; with one,
@@ -140,9 +148,12 @@ impl Scheduler {
                 until: until.as_mut().map(|until| until.as_mut()),
                 waited: false,
             };
+            let woke = idle.await;
+            // Awake, whatever woke it: the work of the coming cycles must not wake it again.
+            self.inner().wakes().driver_awake();
             // Only a sleep that really waited gave the executor a turn: one over at once (its
             // deadline passed, or a wake-up came first) counts as a busy cycle.
-            match idle.await {
+            match woke {
                 (_, Some(output)) => return Ok(Some(output)),
                 (true, None) => since_yield = 0,
                 (false, None) => {
@@ -175,6 +186,7 @@ impl Scheduler {
                             ),
                             None => std::thread::park(),
                         }
+                        self.inner().wakes().driver_awake();
                     }
                 }
             }

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::core::TaskId;
 use crate::engine::{
     BudgetCheck, CycleReport, ErrorHandler, FrameWork, Frames, Inner, PhaseFire, StoredOutcome,
-    TaskStatus,
+    TaskEnd, TaskStatus,
 };
 use crate::error::{Error, Result, TaskError};
 use crate::signal::{Signal, SignalBehavior};
@@ -58,6 +58,7 @@ pub struct SchedulerBuilder {
     watchdog: Budget,
     general_path_only: bool,
     on_error: Option<ErrorHandler>,
+    on_task_end: Option<TaskEndHandler>,
     phases: Vec<String>,
     waits_before: Option<String>,
     budget: Option<BudgetCheck>,
@@ -139,6 +140,46 @@ impl SchedulerBuilder {
     /// scheduler goes on.
     pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
         self.on_error = Some(Rc::new(handler));
+        self
+    }
+
+    /// Called each time a task leaves the scheduler, with the scheduler, the task's id and how
+    /// it ended ([`TaskEnd`]): finished, failed, cancelled, released to whoever resumes its
+    /// thread, or dropped by [`Scheduler::shutdown`]. Every task the scheduler held ends once.
+    /// Not called while the last handle on the scheduler is being dropped. The hook may use
+    /// the scheduler (start tasks, read outcomes, cancel), but not drive it (a cycle is
+    /// running: [`Error::Reentrant`]). A hook that panics stops nothing, as an error handler.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use spindle::{Scheduler, TaskEnd};
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let ends = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = ends.clone();
+    /// let scheduler = Scheduler::builder()
+    ///     .on_error(|_| {})
+    ///     .on_task_end(move |_scheduler, id, end| {
+    ///         let end = match end {
+    ///             TaskEnd::Finished => "finished".to_string(),
+    ///             TaskEnd::Failed(error) => format!("failed: {}", error.message),
+    ///             other => format!("{other:?}"),
+    ///         };
+    ///         seen.borrow_mut().push((id, end));
+    ///     })
+    ///     .build(&lua)?;
+    /// scheduler.install_task_library()?;
+    /// let ok = scheduler.spawn(lua.load("return 1").into_function()?, ())?;
+    /// let bad = scheduler.spawn(lua.load("error('no', 0)").into_function()?, ())?;
+    /// assert_eq!(
+    ///     *ends.borrow(),
+    ///     [(ok.id(), "finished".to_string()), (bad.id(), "failed: no".to_string())]
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_task_end(mut self, hook: impl Fn(&Scheduler, TaskId, TaskEnd<'_>) + 'static) -> Self {
+        self.on_task_end = Some(Rc::new(hook));
         self
     }
 
@@ -257,10 +298,21 @@ impl SchedulerBuilder {
         let scheduler = Scheduler {
             shared: Rc::new(shared),
         };
+        if let Some(hook) = self.on_task_end {
+            let weak = Rc::downgrade(&scheduler.shared);
+            scheduler.shared.inner.set_end_hook(Rc::new(move |id, end| {
+                if let Some(shared) = weak.upgrade() {
+                    hook(&Scheduler { shared }, id, end);
+                }
+            }));
+        }
         lua.set_app_data(Attached(Rc::downgrade(&scheduler.shared)));
         Ok(scheduler)
     }
 }
+
+/// The host's end hook, as the builder keeps it.
+type TaskEndHandler = Rc<dyn Fn(&Scheduler, TaskId, TaskEnd<'_>)>;
 
 fn default_error_handler(error: &TaskError) {
     eprintln!("{error}");
@@ -273,8 +325,11 @@ struct Attached(Weak<Shared>);
 ///
 /// The scheduler owns the tasks: threads made by `task.spawn`, `task.defer`, `task.delay`, by
 /// the host's [`spawn`](Scheduler::spawn) family, and threads that called a scheduler function.
-/// Drive it with [`run`](Scheduler::run) (async, any runtime), [`run_blocking`](Scheduler::run_blocking),
-/// or one [`cycle`](Scheduler::cycle) or [`frame`](Scheduler::frame) per frame.
+/// Drive it with [`run`](Scheduler::run) (async, any runtime, until no work is left),
+/// [`run_until`](Scheduler::run_until) or [`run_forever`](Scheduler::run_forever) (async,
+/// serving: the driver sleeps while no work is left), [`run_blocking`](Scheduler::run_blocking),
+/// or one [`cycle`](Scheduler::cycle) or [`frame`](Scheduler::frame) per frame. Await a task
+/// the host started with [`join`](Scheduler::join).
 ///
 /// A `Scheduler` is a handle: clones share one scheduler, which ends (as
 /// [`shutdown`](Scheduler::shutdown) ends a run, and detaching from its `Lua`) when the last
@@ -479,6 +534,7 @@ impl Scheduler {
             watchdog: Budget::default(),
             general_path_only: false,
             on_error: None,
+            on_task_end: None,
             phases: Vec::new(),
             waits_before: None,
             budget: None,

@@ -104,6 +104,19 @@ impl WakeQueue {
         true
     }
 
+    /// The driver woke (on its sleep's end, its end future, a wake-up or a nudge) and runs
+    /// cycles again: nothing needs to wake it until it parks next. Left registered, its waker
+    /// would be woken by the first `nudge` of the coming cycle (any `task.wait`), for a
+    /// needless cycle.
+    /// A nudge that came meanwhile is forgotten too: the coming cycle sees the work it told
+    /// of. (Called only after the driver slept, so the lock costs nothing that matters.)
+    pub(crate) fn driver_awake(&self) {
+        let mut state = self.lock();
+        self.parked.store(false, Ordering::Release);
+        state.driver = None;
+        state.nudged = false;
+    }
+
     /// Wakes a parked driver with no wake-up to hand it: work was queued from outside any cycle
     /// (the host spawned a task, or Lua that no task runs called `task.defer`), which a driver
     /// that serves ([`Scheduler::run_until`](crate::Scheduler::run_until)) must see. One atomic

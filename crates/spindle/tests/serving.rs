@@ -193,11 +193,10 @@ fn run_forever_goes_on_serving_when_no_work_is_left() {
 #[test]
 fn run_until_from_inside_a_task_is_refused() {
     let lua = mlua::Lua::new();
-    let scheduler = Rc::new(scheduler(&lua));
-    let weak = Rc::downgrade(&scheduler);
+    let scheduler = scheduler(&lua);
     let reenter = lua
-        .create_function(move |_, ()| {
-            let scheduler = weak.upgrade().unwrap();
+        .create_function(|lua, ()| {
+            let scheduler = Scheduler::from_lua(lua).unwrap();
             let error = async_io::block_on(scheduler.run_until(Timer::at, async {})).unwrap_err();
             Ok(error.to_string())
         })
@@ -358,4 +357,74 @@ fn join_in_a_task_of_its_own_is_woken_when_the_task_ends() {
     });
     let joined = joined.expect("the join was never woken").unwrap();
     assert_eq!(joined.unwrap().unwrap(), "done");
+}
+
+/// A task that waits `waits` times, a little each time, on the real clock.
+fn waiting_task(lua: &mlua::Lua, scheduler: &Scheduler, waits: u32) -> spindle::Task {
+    let body = lua
+        .load("for _ = 1, ... do task.wait(0.002) end")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(body, waits).unwrap()
+}
+
+#[test]
+fn an_async_driver_runs_one_cycle_per_wake_up_not_more() {
+    // Ten waits in a row need ten cycles that resume the task, and the one that starts the run.
+    // A driver woken again by the waits it resumes ran twice as many.
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = waiting_task(&lua, &scheduler, 10);
+    bounded(scheduler.run(Timer::at)).unwrap();
+    assert!(task.is_finished());
+    assert!(
+        scheduler.cycle_count() <= 11,
+        "{} cycles",
+        scheduler.cycle_count()
+    );
+    let task = waiting_task(&lua, &scheduler, 10);
+    let before = scheduler.cycle_count();
+    bounded(scheduler.run_until(Timer::at, scheduler.join::<()>(&task)))
+        .unwrap()
+        .unwrap();
+    let cycles = scheduler.cycle_count() - before;
+    assert!(cycles <= 11, "{cycles} cycles");
+}
+
+#[test]
+fn a_blocking_driver_runs_one_cycle_per_wake_up_not_more() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = waiting_task(&lua, &scheduler, 10);
+    scheduler.run_blocking().unwrap();
+    assert!(task.is_finished());
+    assert!(
+        scheduler.cycle_count() <= 11,
+        "{} cycles",
+        scheduler.cycle_count()
+    );
+}
+
+#[test]
+fn run_forever_refuses_re_entry_under_its_own_name() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let reenter = lua
+        .create_function(|lua, ()| {
+            let scheduler = Scheduler::from_lua(lua).unwrap();
+            let error = async_io::block_on(scheduler.run_forever(Timer::at)).unwrap_err();
+            Ok(error.to_string())
+        })
+        .unwrap();
+    let task = scheduler.spawn(reenter, ()).unwrap();
+    let message: String = scheduler
+        .take_result(&task)
+        .unwrap()
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(
+        message,
+        "the scheduler is already running; Scheduler::run_forever cannot be called from inside a task"
+    );
 }

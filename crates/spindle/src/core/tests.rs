@@ -413,3 +413,46 @@ fn the_table_is_idle_only_when_every_slot_is_free_again() {
     core.trim();
     assert!(!core.is_idle_and_larger_than(0), "trimmed: no slot left");
 }
+
+#[test]
+fn a_core_knows_no_task_of_another_scheduler_with_the_same_slot() {
+    let mut ours = TestCore::new(SchedulerId::fresh());
+    let mut theirs = TestCore::new(SchedulerId::fresh());
+    let id = ours.insert(1).unwrap();
+    let foreign = theirs.insert(1).unwrap();
+    assert_eq!(id.as_u64(), foreign.as_u64());
+    assert!(ours.owns(id));
+    assert!(!ours.owns(foreign));
+    assert!(ours.task(foreign).is_none());
+    assert_eq!(ours.next_token(foreign), None);
+    ours.claim(foreign);
+    assert_eq!(
+        ours.task(id).unwrap().claims(),
+        0,
+        "a foreign claim touches nothing"
+    );
+    assert!(ours.free(foreign).is_none());
+    assert!(ours.task(id).is_some());
+}
+
+#[test]
+fn a_stale_id_reaches_nothing_once_its_slot_holds_another_task() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let old = core.insert(1).unwrap();
+    core.free(old).unwrap();
+    core.recycle(old.slot());
+    let new = core.insert(2).unwrap();
+    assert_eq!(new.slot(), old.slot());
+    assert_ne!(new, old);
+    assert!(core.task(old).is_none());
+    assert_eq!(core.next_token(old), None);
+    core.claim(old);
+    assert_eq!(
+        core.task(new).unwrap().claims(),
+        0,
+        "the stale claim touches nothing"
+    );
+    assert!(!core.set_suspension(old, Suspension::LuaFuture { token: 1 }));
+    assert_eq!(core.task(new).unwrap().suspension(), Suspension::None);
+    core.check_counts();
+}

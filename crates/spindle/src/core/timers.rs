@@ -164,6 +164,25 @@ mod tests {
     }
 
     #[test]
+    fn pop_due_takes_a_due_timer_from_the_heap_and_leaves_one_not_due() {
+        let mut timers = Timers::default();
+        // The second push is earlier than the first: it goes to the heap, and is the earliest.
+        timers.push(Duration::from_millis(50), "run");
+        timers.push(Duration::from_millis(5), "heap");
+        assert!(timers.pop_due(Duration::from_millis(4)).is_none());
+        assert_eq!(
+            timers.pop_due(Duration::from_millis(5)).map(|t| t.payload),
+            Some("heap")
+        );
+        assert!(timers.pop_due(Duration::from_millis(49)).is_none());
+        assert_eq!(
+            timers.pop_due(Duration::from_millis(50)).map(|t| t.payload),
+            Some("run")
+        );
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
     fn timers_in_order_and_out_of_order_come_out_merged() {
         let mut timers = Timers::default();
         // In order (the run), then earlier ones (the heap), then equal deadlines of both.

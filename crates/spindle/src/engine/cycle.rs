@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
-use super::{CycleReport, Inner, Next, Restore, Suspension, TimerEntry, TimerKind, Wakeup};
+use super::{
+    CycleReport, Inner, Next, Restore, Suspension, TaskEnd, TimerEntry, TimerKind, Wakeup,
+};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 
@@ -235,9 +237,12 @@ impl Inner {
         let mut first_error = None;
         for id in tasks {
             let thread = self.threads.get(id.slot());
-            self.free_task(id);
+            let freed = self.free_task(id).is_some();
             if let Err(error) = thread.and_then(|thread| self.close_thread(lua, &thread)) {
                 first_error.get_or_insert(error);
+            }
+            if freed {
+                self.task_ended(id, TaskEnd::Dropped);
             }
         }
         let mut args = Vec::new();

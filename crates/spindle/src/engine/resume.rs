@@ -379,7 +379,7 @@ impl Inner {
         match returned {
             Returned::Yielded => {
                 if idle {
-                    self.free_task(id);
+                    self.release(id);
                 }
             }
             Returned::Blocked {
