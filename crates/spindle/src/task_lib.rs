@@ -21,7 +21,7 @@ use crate::vm::{self, resume_mark};
 
 const SOURCE: &str = include_str!("task.luau");
 
-/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+/// The chunk name of `task.luau`: the watchdog knows its functions by it (`vm::TASK_LIB_CHUNK`).
 const CHUNK_NAME: &str = vm::TASK_LIB_CHUNK;
 
 /// What `task.luau` builds.

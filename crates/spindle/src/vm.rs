@@ -1,8 +1,9 @@
 //! What Spindle asks of the Lua VM that mlua does not offer: a few raw reads of a thread's
 //! state, and the hot paths of `task.wait` (a C function that files the wait and yields, and a
-//! resumption through `lua_resume`) and of a Spindle future's completion (the same resumption,
-//! with the future's values), where mlua's per-call machinery cost more than the
-//! coroutine work itself. Kept here so that the rest of the crate never touches the C API, and
+//! resumption through `lua_resume`), of a Spindle future's completion (the same resumption,
+//! with the future's values), and of coroutines resumed by hand (Spindle's `coroutine.resume`,
+//! `wrap` and `close`, C functions in [`coroutines`]), where mlua's per-call machinery or Lua
+//! wrappers cost more than the coroutine work itself. Kept here so that the rest of the crate never touches the C API, and
 //! so that the differences between Lua versions stay at this edge.
 //!
 //! Invariant of the raw code: no Rust frame with a destructor is live where the VM may raise a
@@ -949,7 +950,8 @@ fn runs_mlua_poll_loop_at(thread: &Thread, level: std::ffi::c_int) -> bool {
     unsafe { runs_chunk_at(ThreadPtr::of(thread), level, MLUA_POLL_LOOP) }
 }
 
-/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+/// The chunk name of `task.luau`: the watchdog knows its functions by it (it puts slices off
+/// inside them), and its resumes of tasks' threads and of sliced coroutines ([`hand_resumed_by`]).
 pub(crate) const TASK_LIB_CHUNK: &str = "=[spindle task]";
 
 /// The standard functions Spindle builds on, captured the first time a scheduler is attached
