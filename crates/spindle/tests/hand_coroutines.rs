@@ -181,12 +181,27 @@ fn plain_coroutines_resume_wrap_and_close_as_on_plain_luau() {
     assert!(replaced);
     assert_eq!(probe_on(&lua), expected);
     // The probe checks what it means to check.
-    assert!(expected.contains("cannot resume dead coroutine"), "{expected}");
-    assert!(expected.contains("cannot resume running coroutine"), "{expected}");
-    assert!(expected.contains("cannot resume normal coroutine"), "{expected}");
-    assert!(expected.contains("cannot close running coroutine"), "{expected}");
+    assert!(
+        expected.contains("cannot resume dead coroutine"),
+        "{expected}"
+    );
+    assert!(
+        expected.contains("cannot resume running coroutine"),
+        "{expected}"
+    );
+    assert!(
+        expected.contains("cannot resume normal coroutine"),
+        "{expected}"
+    );
+    assert!(
+        expected.contains("cannot close running coroutine"),
+        "{expected}"
+    );
     assert!(expected.contains("probe.luau:"), "{expected}");
-    assert!(expected.contains("missing argument #1 to 'resume'"), "{expected}");
+    assert!(
+        expected.contains("missing argument #1 to 'resume'"),
+        "{expected}"
+    );
 }
 
 /// Runs the probe inside a task of a scheduler built with `configure`, and returns what it
