@@ -9,6 +9,10 @@
 //! - the coroutine yields mlua's pending marker alone (it blocked in an mlua future) or the
 //!   watchdog's [`slice_mark`] alone (a time slice ended inside it): `after_resume` or
 //!   `after_wrapped` gets the resume's results;
+//! - the coroutine failed: `after_resume` or `after_wrapped` gets its error, so that Lua runs in
+//!   the resumer before the error reaches the resume's caller, as when the replacements were Lua
+//!   functions: the watchdog raises its timeout again there, as a plain message, rather than
+//!   letting `wrap` put a position in front of it;
 //! - the coroutine is a task's thread (it carries a slot mark), or a resume carries a slice for
 //!   it (it carries the sliced hint, see [`super::set_sliced_hint`]): the whole resume runs in
 //!   `task.luau` (`resume_task`, `wrap_task`);
@@ -53,9 +57,10 @@ fn resume_identity() -> *mut c_void {
     &IDENTITY as *const u8 as *mut c_void
 }
 
-/// Upvalue 1 of every function that `wrap` makes, as [`resume_identity`].
+/// Upvalue 1 of every function that `wrap` makes, as [`resume_identity`] (another value, so
+/// that no merging of equal statics could make the two one).
 fn wrapped_identity() -> *mut c_void {
-    static IDENTITY: u8 = 0;
+    static IDENTITY: u8 = 1;
     &IDENTITY as *const u8 as *mut c_void
 }
 
