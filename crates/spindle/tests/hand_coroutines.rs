@@ -419,3 +419,58 @@ fn a_runaway_hand_resumed_coroutine_is_stopped_by_the_timeout_with_the_plain_mes
     assert!(run.log().is_empty(), "{:?}", run.log());
     assert_eq!(run.messages(), [spindle::TIMEOUT_MESSAGE]);
 }
+
+#[test]
+fn running_out_of_memory_around_hand_coroutines_is_a_catchable_error_at_every_margin() {
+    // Where the limit falls decides which allocation fails: the wrapped function's thread or
+    // closure, a coroutine's stack for the values passed, or the coroutine's own work.
+    for extra in (0..32).map(|step| step * 512) {
+        let lua = Lua::new();
+        let scheduler = Scheduler::new(&lua).unwrap();
+        scheduler.install_task_library().unwrap();
+        lua.set_memory_limit(lua.used_memory() + (256 << 10) + extra)
+            .unwrap();
+        let out: String = lua
+            .load(
+                r#"
+                local kept = {}
+                local ok, err = pcall(function()
+                    while true do
+                        local w = coroutine.wrap(function(...)
+                            local t = { ... }
+                            while true do t = { coroutine.yield(#t) } end
+                        end)
+                        w(1, 2, 3)
+                        w(table.unpack(kept, 1, math.min(#kept, 40)))
+                        local co = coroutine.create(function(n) coroutine.yield(string.rep("x", n)) end)
+                        coroutine.resume(co, 64)
+                        table.insert(kept, w)
+                        table.insert(kept, co)
+                    end
+                end)
+                kept = nil
+                return tostring(ok) .. " " .. tostring(err)
+                "#,
+            )
+            .set_name("=oom")
+            .eval()
+            .unwrap();
+        lua.set_memory_limit(0).unwrap();
+        // Luau's own resume says "too many arguments to resume" when the coroutine's stack
+        // cannot grow for the values passed, for want of memory too.
+        assert!(
+            out.starts_with("false")
+                && (out.ends_with("not enough memory")
+                    || (out.starts_with("false oom:")
+                        && out.ends_with(": too many arguments to resume"))),
+            "at 256 KB + {extra} bytes: {out}"
+        );
+        // The VM goes on: hand coroutines still work.
+        let after: String = lua
+            .load("return coroutine.wrap(function() coroutine.yield('still') end)()")
+            .eval()
+            .unwrap();
+        assert_eq!(after, "still");
+        drop(scheduler);
+    }
+}
