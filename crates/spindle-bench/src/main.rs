@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Run only these workloads (repeat, or separate with commas): spawn_wait, defer_flat,
-    /// delay_timers, wait_cycles, memory, async_calls.
+    /// delay_timers, wait_cycles, memory, async_calls, hand_coroutines.
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     only: Vec<Workload>,
     /// A tenth of the counts, for a fast look (the targets are for the full counts).

@@ -2,10 +2,10 @@
 //!
 //! It is the same VM as `spindle run`'s (this crate links the same mlua and Luau build, and
 //! `Lua::new()` opens the same libraries), with nothing installed: no `task` library, and the
-//! standard `coroutine` functions. A floor cannot run under `spindle run` itself, because
-//! installing the `task` library replaces `coroutine.resume` and `coroutine.wrap` with Lua
-//! wrappers that watch for hand resumes (contract rule 13), and those cost the floors' every
-//! resume.
+//! standard `coroutine` functions. A floor does not run under `spindle run` itself, because
+//! installing the `task` library replaces `coroutine.resume` and `coroutine.wrap` with versions
+//! that watch for hand resumes (contract rule 13), and those would be measured in the floors'
+//! every resume (the `hand_coroutines` workload measures exactly that cost).
 
 use std::path::Path;
 

@@ -33,17 +33,20 @@ pub enum Workload {
     Memory,
     /// Rust async calls through the library (in-process).
     AsyncCalls,
+    /// Coroutines resumed by hand, which never meet the scheduler.
+    HandCoroutines,
 }
 
 impl Workload {
     /// All of them, in table order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::SpawnWait,
         Workload::DeferFlat,
         Workload::DelayTimers,
         Workload::WaitCycles,
         Workload::Memory,
         Workload::AsyncCalls,
+        Workload::HandCoroutines,
     ];
 
     /// The name `--only` takes.
@@ -55,6 +58,7 @@ impl Workload {
             Workload::WaitCycles => "wait_cycles",
             Workload::Memory => "memory",
             Workload::AsyncCalls => "async_calls",
+            Workload::HandCoroutines => "hand_coroutines",
         }
     }
 
@@ -86,6 +90,8 @@ pub struct Sizes {
     pub memory: u64,
     /// async_calls' calls per run.
     pub async_calls: u64,
+    /// hand_coroutines' wrap calls (and as many resume calls).
+    pub hand_coroutines: u64,
 }
 
 impl Sizes {
@@ -96,6 +102,7 @@ impl Sizes {
         wait_cycles: 10_000,
         memory: 1_000_000,
         async_calls: 1_000_000,
+        hand_coroutines: 1_000_000,
     };
     /// A tenth of each (`--quick`).
     pub const QUICK: Sizes = Sizes {
@@ -104,6 +111,7 @@ impl Sizes {
         wait_cycles: 1_000,
         memory: 100_000,
         async_calls: 100_000,
+        hand_coroutines: 100_000,
     };
 }
 
@@ -162,6 +170,12 @@ pub fn jobs(workloads: &[Workload], sizes: &Sizes, with_lune: bool) -> Vec<Job> 
             Workload::WaitCycles => (&WAIT_CYCLES, vec![&WAIT_CYCLES_FLOOR], sizes.wait_cycles),
             Workload::Memory => (&SPAWN_WAIT, vec![&SPAWN_WAIT_FLOOR], sizes.memory),
             Workload::AsyncCalls => continue,
+            // Its own floor: the same script on the plain VM.
+            Workload::HandCoroutines => (
+                &HAND_COROUTINES,
+                vec![&HAND_COROUTINES],
+                sizes.hand_coroutines,
+            ),
         };
         all.push(job(Spindle, scheduled, count));
         all.extend(floors.into_iter().map(|floor| job(PlainVm, floor, count)));
@@ -430,6 +444,15 @@ pub fn rows(
                 (S, WAIT_CYCLES.file, n),
                 (P, WAIT_CYCLES_FLOOR.file, n),
                 Target::RatioAtMost(1.3),
+            )?]
+        }
+        Workload::HandCoroutines => {
+            let n = sizes.hand_coroutines;
+            vec![time_row(
+                format!("hand_coroutines {} wrap + {} resume", size(n), size(n)),
+                (S, HAND_COROUTINES.file, n),
+                (P, HAND_COROUTINES.file, n),
+                Target::RatioAtMost(1.15),
             )?]
         }
         Workload::Memory => {

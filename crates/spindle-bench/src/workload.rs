@@ -31,6 +31,11 @@ fn tasks_and_waits(tasks: u64) -> String {
     format!("done {tasks} {}", tasks * WAIT_ROUNDS)
 }
 
+/// `done COUNT SUM` with SUM = COUNT * (COUNT + 1): two generators each counted to COUNT.
+fn count_and_two_index_sums(count: u64) -> String {
+    format!("done {count} {}", count * (count + 1))
+}
+
 fn nothing(_: u64) -> String {
     "done".to_owned()
 }
@@ -78,6 +83,12 @@ pub const WAIT_CYCLES_FLOOR: Script = Script {
     file: "wait_cycles.floor.luau",
     expected: tasks_and_waits,
 };
+/// COUNT calls of a `coroutine.wrap` generator and COUNT `coroutine.resume` calls: hand-driven
+/// coroutines. The same script is its own floor on the plain VM.
+pub const HAND_COROUTINES: Script = Script {
+    file: "hand_coroutines.luau",
+    expected: count_and_two_index_sums,
+};
 /// Does nothing: the memory baseline.
 pub const EMPTY: Script = Script {
     file: "empty.luau",
@@ -85,13 +96,20 @@ pub const EMPTY: Script = Script {
 };
 
 /// The scripts written for the scheduler (also valid Lune code).
-pub const SCHEDULER_SCRIPTS: [&Script; 4] = [&SPAWN_WAIT, &DEFER_FLAT, &DELAY_TIMERS, &WAIT_CYCLES];
+pub const SCHEDULER_SCRIPTS: [&Script; 5] = [
+    &SPAWN_WAIT,
+    &DEFER_FLAT,
+    &DELAY_TIMERS,
+    &WAIT_CYCLES,
+    &HAND_COROUTINES,
+];
 /// The floors and the baseline: plain Luau, no `task` library.
-pub const PLAIN_SCRIPTS: [&Script; 5] = [
+pub const PLAIN_SCRIPTS: [&Script; 6] = [
     &SPAWN_WAIT_FLOOR,
     &DEFER_FLAT_FLOOR_EACH,
     &DEFER_FLAT_FLOOR_ALL,
     &WAIT_CYCLES_FLOOR,
+    &HAND_COROUTINES,
     &EMPTY,
 ];
 
@@ -136,6 +154,7 @@ mod tests {
             "done 1000000 500000500000"
         );
         assert_eq!(SPAWN_WAIT.expected_output(3), "done 3 6");
+        assert_eq!(HAND_COROUTINES.expected_output(3), "done 3 12");
     }
 
     #[test]

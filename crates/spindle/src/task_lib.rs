@@ -21,7 +21,7 @@ use crate::vm::{self, resume_mark};
 
 const SOURCE: &str = include_str!("task.luau");
 
-/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+/// The chunk name of `task.luau`: the watchdog knows its functions by it (`vm::TASK_LIB_CHUNK`).
 const CHUNK_NAME: &str = vm::TASK_LIB_CHUNK;
 
 /// What `task.luau` builds.
@@ -32,7 +32,8 @@ pub(crate) struct Library {
     /// Wraps a Spindle async function's `start` into the function scripts call.
     pub make_async: Function,
     /// `coroutine.resume` and `coroutine.wrap` that hand threads blocked in mlua futures over
-    /// to the scheduler, and `coroutine.close` that ends a closed task's pending work.
+    /// to the scheduler, and `coroutine.close` that ends a closed task's pending work: C
+    /// functions (`vm/coroutines.rs`) on `task.luau`'s slow paths.
     pub resume: Function,
     pub wrap: Function,
     pub close: Function,
@@ -189,14 +190,16 @@ pub(crate) fn build(
         "close",
         lua.create_function(move |lua, thread: Thread| sched.close_raw(lua, &thread))?,
     )?;
+    rt.raw_set("sliced_hint", vm::create_sliced_hint(lua)?)?;
     rt.raw_set("yield", &pristine.yield_)?;
     rt.raw_set("status", &pristine.status)?;
 
-    let (task, make_async, resume, wrap, close) = lua
+    let (task, make_async, hand): (Table, Function, Table) = lua
         .load(SOURCE)
         .set_name(CHUNK_NAME)
         .set_mode(mlua::chunk::ChunkMode::Text)
         .call(&rt)?;
+    let (resume, wrap, close) = vm::create_coroutine_functions(lua, &hand)?;
     let signal = crate::signal::build(lua, inner, &rt, signal_behavior)?;
     Ok(Library {
         task,

@@ -1,8 +1,9 @@
 //! What Spindle asks of the Lua VM that mlua does not offer: a few raw reads of a thread's
 //! state, and the hot paths of `task.wait` (a C function that files the wait and yields, and a
-//! resumption through `lua_resume`) and of a Spindle future's completion (the same resumption,
-//! with the future's values), where mlua's per-call machinery cost more than the
-//! coroutine work itself. Kept here so that the rest of the crate never touches the C API, and
+//! resumption through `lua_resume`), of a Spindle future's completion (the same resumption,
+//! with the future's values), and of coroutines resumed by hand (Spindle's `coroutine.resume`,
+//! `wrap` and `close`, C functions in [`coroutines`]), where mlua's per-call machinery or Lua
+//! wrappers cost more than the coroutine work itself. Kept here so that the rest of the crate never touches the C API, and
 //! so that the differences between Lua versions stay at this edge.
 //!
 //! Invariant of the raw code: no Rust frame with a destructor is live where the VM may raise a
@@ -62,6 +63,10 @@
 //!    does not drop the future it polls (the collector does), and a plain `Thread::resume` polls
 //!    with a no-op waker. The engine keeps the futures of tasks it owns (`OwnedFutures`) for
 //!    that reason.
+
+mod coroutines;
+
+pub(crate) use coroutines::{create as create_coroutine_functions, create_sliced_hint};
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
@@ -201,14 +206,19 @@ pub(crate) unsafe fn yield_slice_from_interrupt(state: ThreadPtr) {
     }
 }
 
-/// The coroutine that `thread` is resuming through Spindle's `coroutine.resume` or `wrap` (the
-/// functions of `task.luau`), if that is what it is doing: its running function is a C function
-/// (the standard resume) called from `task.luau`, with the coroutine as its first argument.
+/// The coroutine that `thread` is resuming through Spindle's `coroutine.resume` or `wrap`, if
+/// that is what it is doing: its running function is one of those (C functions, see
+/// [`coroutines`]), or the standard resume called from `task.luau` (which resumes tasks and
+/// carries slices), with the coroutine as its first argument.
 ///
 /// # Safety
-/// `thread` must be alive. Reads its call frames and one stack slot; allocates nothing, so it
-/// may run inside an interrupt.
+/// `thread` must be alive. Reads its call frames, an upvalue and one stack slot; allocates
+/// nothing, so it may run inside an interrupt.
 pub(crate) unsafe fn hand_resumed_by(thread: ThreadPtr) -> Option<ThreadPtr> {
+    // SAFETY: the caller guarantees `thread` is alive, which is all `resuming` asks.
+    if let Some(co) = unsafe { coroutines::resuming(thread) } {
+        return Some(co);
+    }
     let task_lib = TASK_LIB_CHUNK.as_bytes();
     // SAFETY: the caller guarantees `thread` is alive, which is all `runs_chunk_at` asks.
     let resuming =
@@ -876,10 +886,26 @@ pub(crate) fn running_frames(lua: &Lua) -> Vec<Frame> {
 }
 
 /// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,
-/// which Spindle uses for this (`slot + 1`, so that null means none).
+/// which Spindle uses for this (`slot + 1`, so that null means none), and for the sliced hint
+/// (its top bit, see [`set_sliced_hint`]).
 pub(crate) fn slot_mark(thread: &Thread) -> Option<u32> {
     // SAFETY: the state is valid while the handle lives.
     unsafe { slot_mark_raw(ThreadPtr::of(thread)) }
+}
+
+/// The bit of a thread's user data that says that the engine's set of sliced threads may hold
+/// it: Spindle's `coroutine.resume` and `wrap` leave such a thread, as a task's, to `task.luau`,
+/// which knows the set. Set wherever a thread goes into the set; cleared where `task.luau`
+/// takes one out (a bit left set costs a resume its fast path, nothing else).
+const SLICED_HINT: usize = 1 << (usize::BITS - 1);
+
+/// The thread's user data, as an integer.
+///
+/// # Safety
+/// `thread` must be alive.
+unsafe fn thread_data(thread: ThreadPtr) -> usize {
+    // SAFETY: `thread` is alive (the caller's guarantee); this reads one field.
+    unsafe { ffi::lua_getthreaddata(thread.0) as usize }
 }
 
 /// `slot_mark` for a raw state.
@@ -887,16 +913,19 @@ pub(crate) fn slot_mark(thread: &Thread) -> Option<u32> {
 /// # Safety
 /// `thread` must be alive.
 pub(crate) unsafe fn slot_mark_raw(thread: ThreadPtr) -> Option<u32> {
-    // SAFETY: `thread` is alive (the caller's guarantee); this reads one field.
-    let data = unsafe { ffi::lua_getthreaddata(thread.0) } as usize;
+    // SAFETY: `thread` is alive (the caller's guarantee).
+    let data = unsafe { thread_data(thread) } & !SLICED_HINT;
     data.checked_sub(1)
         .and_then(|slot| u32::try_from(slot).ok())
 }
 
 pub(crate) fn set_slot_mark(thread: &Thread, slot: u32) {
-    let data = (slot as usize + 1) as *mut std::ffi::c_void;
+    let ptr = ThreadPtr::of(thread);
+    // SAFETY: the state is valid while the handle lives.
+    let hint = unsafe { thread_data(ptr) } & SLICED_HINT;
+    let data = ((slot as usize + 1) | hint) as *mut std::ffi::c_void;
     // SAFETY: the state is valid while the handle lives; this writes one field.
-    unsafe { ffi::lua_setthreaddata(thread.state(), data) }
+    unsafe { ffi::lua_setthreaddata(ptr.0, data) }
 }
 
 /// Clears a thread's slot mark.
@@ -904,8 +933,36 @@ pub(crate) fn set_slot_mark(thread: &Thread, slot: u32) {
 /// # Safety
 /// The thread must still be alive: something (the task table) must still reference it.
 pub(crate) unsafe fn clear_slot_mark(thread: ThreadPtr) {
-    // SAFETY: the caller keeps the thread alive, so its state is valid; this writes one field.
-    unsafe { ffi::lua_setthreaddata(thread.0, std::ptr::null_mut()) }
+    // SAFETY: the caller keeps the thread alive, so its state is valid; this reads and writes
+    // one field.
+    unsafe {
+        let hint = thread_data(thread) & SLICED_HINT;
+        ffi::lua_setthreaddata(thread.0, hint as *mut std::ffi::c_void)
+    }
+}
+
+/// Marks the thread as one that the engine's set of sliced threads may hold (see
+/// [`SLICED_HINT`]).
+pub(crate) fn set_sliced_hint(thread: &Thread) {
+    // SAFETY: the state is valid while the handle lives.
+    unsafe { set_sliced_hint_raw(ThreadPtr::of(thread), true) }
+}
+
+/// Sets or clears the thread's sliced hint.
+///
+/// # Safety
+/// `thread` must be alive.
+pub(crate) unsafe fn set_sliced_hint_raw(thread: ThreadPtr, on: bool) {
+    // SAFETY: `thread` is alive (the caller's guarantee); this reads and writes one field.
+    unsafe {
+        let data = thread_data(thread);
+        let data = if on {
+            data | SLICED_HINT
+        } else {
+            data & !SLICED_HINT
+        };
+        ffi::lua_setthreaddata(thread.0, data as *mut std::ffi::c_void)
+    }
 }
 
 /// The chunk name of the loop with which mlua polls an async function's future (mlua 0.12).
@@ -927,7 +984,8 @@ fn runs_mlua_poll_loop_at(thread: &Thread, level: std::ffi::c_int) -> bool {
     unsafe { runs_chunk_at(ThreadPtr::of(thread), level, MLUA_POLL_LOOP) }
 }
 
-/// The chunk name of `task.luau`: the watchdog knows Spindle's `coroutine.resume` by it.
+/// The chunk name of `task.luau`: the watchdog knows its functions by it (it puts slices off
+/// inside them), and its resumes of tasks' threads and of sliced coroutines ([`hand_resumed_by`]).
 pub(crate) const TASK_LIB_CHUNK: &str = "=[spindle task]";
 
 /// The standard functions Spindle builds on, captured the first time a scheduler is attached

@@ -425,6 +425,9 @@ impl Inner {
                 };
                 let queued = self.core(|core| core.file_sliced(id, ran, at));
                 let marked = queued && self.sliced.raw_set(&thread, true).is_ok();
+                if marked {
+                    vm::set_sliced_hint(&thread);
+                }
                 if queued && !marked {
                     // Without the mark a hand resume would pass values into the stopped code.
                     self.end_task(
