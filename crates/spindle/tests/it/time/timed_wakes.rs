@@ -4,8 +4,6 @@
 //! under a budget, with panics), the wake-up handed to `wait` through its thread-local, and the
 //! timer queue's choice between its run and its heap. Virtual time unless a test says otherwise.
 
-mod support;
-
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -13,9 +11,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::support::{on_tokio_local_set, Host};
 use spindle::mlua::{self, Lua};
 use spindle::{Outcome, Scheduler};
-use support::{on_tokio_local_set, Host};
 
 fn harness() -> Host {
     Host::builder().chunk_name("test").build()

@@ -5,16 +5,14 @@
 //! future after its wait is polled again with its own waker, and the hand-resume and cancel
 //! rules hold inside one batch of wake-ups. Everything runs under a virtual clock.
 
-mod support;
-
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::support::Host;
 use spindle::mlua::{self, Function};
-use support::Host;
 
 fn harness() -> Host {
     Host::builder().chunk_name("test").build()

@@ -6,8 +6,6 @@
 //! Futures are "gates": a future that stays pending until the test opens its gate from Rust
 //! (or Lua), keeping only the latest waker it was polled with, as ordinary futures do
 //! (channels, timers). A drop guard counts futures dropped before they completed.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -23,63 +21,13 @@ use spindle::{
 };
 
 // ---------------------------------------------------------------------------------------------
-// A per-thread count of live heap bytes (Lua's allocations included: mlua allocates through the
-// global allocator), to see Rust-side memory that the scheduler keeps.
+// Rust-side memory that the scheduler keeps: the binary's allocator counts each thread's heap
+// (support/heap.rs), Lua's allocations included.
 // ---------------------------------------------------------------------------------------------
-
-struct CountingAlloc;
-
-thread_local! {
-    static NET_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    let _ = NET_BYTES.try_with(|n| n.set(n.get() + delta));
-}
-
-// SAFETY: every method forwards to the system allocator with its own arguments, so the
-// allocator's contract holds as `System` keeps it; counting touches no allocation (a const
-// thread-local `Cell`, which allocates nothing).
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: `layout` comes from our caller under `GlobalAlloc::alloc`'s contract.
-        let p = unsafe { std::alloc::System.alloc(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`: the caller's layout, under the same contract.
-        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            count(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`, as the
-        // caller guarantees under `GlobalAlloc::dealloc`'s contract.
-        unsafe { std::alloc::System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        // SAFETY: as in `dealloc`, `ptr` and `layout` are `System`'s; `new` is valid per the
-        // caller, under `GlobalAlloc::realloc`'s contract.
-        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
-        if !p.is_null() {
-            count(new as isize - layout.size() as isize);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Live heap bytes of this thread that are not Lua's.
 fn rust_bytes(lua: &Lua) -> isize {
-    NET_BYTES.with(|n| n.get()) - lua.used_memory() as isize
+    crate::support::heap::thread_bytes() - lua.used_memory() as isize
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,16 +4,14 @@
 //! not the next wait's result, not the deadline the host sleeps to, not the task's next future.
 //! Also the names a host's own userdata gets in argument errors (rule 7).
 
-mod support;
-
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::support::Host;
 use spindle::mlua::{self, UserData};
-use support::Host;
 
 #[test]
 fn a_stale_wait_timer_does_not_end_the_tasks_next_wait_early() {

@@ -1,8 +1,6 @@
 //! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
 //! happens to the future when its task ends early (contract rules 6, 10, 11).
 
-mod support;
-
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,9 +8,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::support::on_tokio_local_set;
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Outcome, Scheduler, VirtualClock};
-use support::on_tokio_local_set;
 
 /// Sets its flag when dropped: proves a future was dropped, and when.
 struct DropGuard(Rc<Cell<bool>>);

@@ -21,7 +21,7 @@
 //!
 //! Every run tries the programs of a fixed list of seeds (`SEEDS`); fresh random seeds run on
 //! demand, with as many cases as `PROPTEST_CASES` says:
-//! `PROPTEST_CASES=5000 cargo test -p spindle --test reference_model -- --ignored`.
+//! `PROPTEST_CASES=5000 cargo test -p spindle --test it -- reference_model --ignored`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -917,14 +917,17 @@ fn cases() -> u32 {
 /// `Core::start_timed_wake`, which seed 1 also catches).
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
-/// Where shrunk failures of either test are saved, and replayed first on every later run.
+/// Where shrunk failures of either test are saved, and replayed first on every later run:
+/// `reference_model.proptest-regressions` beside this file. `WithSource`, not proptest's default
+/// `SourceParallel`: the latter looks for the file under `tests/proptest-regressions/` once the
+/// test binary has a `main.rs`, and would silently replay nothing.
 fn config(cases: u32, rng_seed: proptest::test_runner::RngSeed) -> ProptestConfig {
     ProptestConfig {
         cases,
         max_global_rejects: 100_000,
         rng_seed,
         failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"),
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
         source_file: Some(file!()),
         ..ProptestConfig::default()
@@ -972,7 +975,7 @@ fn programs_of_the_fixed_seeds_log_what_the_reference_model_predicts() {
 }
 
 /// Programs from fresh random seeds, on demand: `PROPTEST_CASES=100000 cargo test --release -p
-/// spindle --test reference_model -- --ignored`. A failure is shrunk and saved beside this file
+/// spindle --test it -- reference_model --ignored`. A failure is shrunk and saved beside this file
 /// (`*.proptest-regressions`), and every later run of either test tries it first.
 #[test]
 #[ignore = "random seeds: run on demand with --ignored"]

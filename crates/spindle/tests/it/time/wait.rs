@@ -4,12 +4,10 @@
 //! wake-up through its thread-local, and the stack room the wake-up relies on. Everything runs
 //! under a virtual clock unless a test says otherwise.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::Host;
 use spindle::mlua::{self, Function, LightUserData, Thread};
-use support::Host;
 
 fn harness() -> Host {
     Host::builder().chunk_name("test").build()

@@ -1,8 +1,10 @@
 //! The host that behaviour tests share: a `Lua` with a scheduler whose reported errors are
 //! kept, and `print` and `log` functions that record what a script says, one line a call.
 //!
-//! Each test file uses the part of it that it needs.
+//! Each test module uses the part of it that it needs.
 #![allow(dead_code)]
+
+pub mod heap;
 
 use std::cell::RefCell;
 use std::rc::Rc;

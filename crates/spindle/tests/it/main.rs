@@ -1,0 +1,20 @@
+//! Spindle's integration tests, one test binary, one module per behaviour users rely on.
+//! `support` is the test host they share (and the binary's counting global allocator).
+//! docs/testing.md says what each module covers; docs/contract.md indexes rules to tests.
+
+mod support;
+
+mod adversarial;
+mod async_fns;
+mod frames;
+mod host_api;
+mod hostile;
+mod memory_limit;
+mod reference_model;
+mod scale;
+mod scripts;
+mod signals;
+mod time;
+mod traces;
+mod watchdog;
+mod yields;
