@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::support::on_tokio_local_set;
+use crate::support::{harness, install_gates, lines};
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Outcome, Scheduler, VirtualClock};
 
@@ -944,4 +945,315 @@ fn a_busy_run_still_lets_the_executors_other_futures_run() {
             "the neighbouring future ran {turns_during_the_run} times during 5,000 busy cycles"
         );
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn owned_async_results_with_nils_keep_their_count_now_and_later() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        task.spawn(function()
+            print("now", select("#", owned_values_now()), owned_values_now())
+            print("later", select("#", owned_values_later("g")))
+        end)
+        "##,
+    );
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["now 3 1 nil 3", "later 3"]));
+}
+
+#[test]
+fn owned_async_thread_resumed_by_hand_stays_blocked_until_future_done() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", owned_wait("g")) end)
+        print("hand", coroutine.resume(t, "bogus"))
+        print("spawn", task.spawn(t, "bogus2") == t)
+        print("status", coroutine.status(t))
+        "##,
+    );
+    assert_eq!(
+        h.take_log(),
+        lines(&["hand true", "spawn true", "status suspended"])
+    );
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    assert!(h.log().is_empty());
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+#[test]
+fn task_spawn_of_thread_blocked_in_mlua_async_repolls_and_keeps_it_scheduled() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", mlua_wait("g")) end)
+        task.spawn(t)
+        task.defer(t)
+        "##,
+    );
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+#[test]
+fn owned_async_in_hand_resumed_coroutine_is_resumed_by_scheduler() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local co = coroutine.create(function() print("co got", owned_wait("g")) end)
+        coroutine.resume(co)
+        print("resume returned, co is", coroutine.status(co))
+        "##,
+    );
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(
+        h.log(),
+        lines(&["resume returned, co is suspended", "co got g"])
+    );
+}
+
+#[test]
+fn mlua_async_in_hand_resumed_coroutine_is_resumed_by_scheduler() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local co = coroutine.create(function() print("co got", mlua_wait("g")) end)
+        coroutine.resume(co)
+        -- The task that resumed co moves on to another suspension.
+        task.wait(1)
+        print("main done")
+        "##,
+    );
+    h.step(1.0);
+    gates.open("g");
+    for _ in 0..10 {
+        h.sched.cycle().unwrap();
+    }
+    assert_eq!(h.log(), lines(&["main done", "co got g"]));
+}
+
+#[test]
+fn mlua_async_thread_resumed_by_hand_is_still_resumed_when_its_future_completes() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", mlua_wait("g")) end)
+        -- A hand resume only polls the future again; t stays the scheduler's.
+        coroutine.resume(t)
+        task.wait(1)
+        "##,
+    );
+    h.step(1.0);
+    gates.open("g");
+    for _ in 0..10 {
+        h.sched.cycle().unwrap();
+    }
+    assert_eq!(h.log(), lines(&["got g"]));
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn mlua_async_completed_by_hand_resume_is_not_resumed_again_by_its_stale_wakeup() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        b = task.spawn(function()
+            print("b got", mlua_wait("g"))
+            print("b yields plainly")
+            coroutine.yield()
+            print("never: b resumed by the scheduler after a plain yield")
+        end)
+        task.delay(1, function()
+            print("a resumes b", coroutine.resume(b))
+        end)
+        "##,
+    );
+    gates.open("g"); // b's wake-up is queued
+    h.step(1.0); // the timer batch (a) runs before the wake-ups
+    h.sched.run_blocking().unwrap();
+    assert_eq!(
+        h.log(),
+        lines(&["b got g", "b yields plainly", "a resumes b true"])
+    );
+}
+
+#[test]
+fn owned_async_completed_while_resumed_by_hand_in_same_cycle_resumes_once() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        b = task.spawn(function()
+            print("b got", owned_wait("g"))
+            coroutine.yield()
+            print("never")
+        end)
+        task.delay(1, function() print("a resumes b", coroutine.resume(b)) end)
+        "##,
+    );
+    gates.open("g");
+    h.step(1.0);
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["a resumes b true", "b got g"]));
+}
+
+#[test]
+fn future_that_wakes_itself_during_first_poll_is_polled_again_next_cycle() {
+    let h = harness();
+    struct YieldOnce(bool);
+    impl Future for YieldOnce {
+        type Output = u32;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            if self.0 {
+                Poll::Ready(7)
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+    let owned = h
+        .sched
+        .create_async_function(|_, ()| async move { Ok(YieldOnce(false).await) })
+        .unwrap();
+    let plain = h
+        .lua
+        .create_async_function(|_, ()| async move { Ok(YieldOnce(false).await) })
+        .unwrap();
+    h.lua.globals().set("owned_once", owned).unwrap();
+    h.lua.globals().set("mlua_once", plain).unwrap();
+    h.spawn(
+        r##"
+        task.spawn(function() print("owned", owned_once()) end)
+        task.spawn(function() print("mlua", mlua_once()) end)
+        "##,
+    );
+    assert!(h.log().is_empty());
+    let report = h.sched.cycle().unwrap();
+    assert_eq!(report.wakeups, 2);
+    assert_eq!(h.log(), lines(&["owned 7", "mlua 7"]));
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn real_timer_futures_of_both_kinds_complete_under_run() {
+    let h = harness();
+    let owned = h
+        .sched
+        .create_async_function(|_, ms: u64| async move {
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .unwrap();
+    let plain = h
+        .lua
+        .create_async_function(|_, ms: u64| async move {
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .unwrap();
+    h.lua.globals().set("owned_sleep", owned).unwrap();
+    h.lua.globals().set("mlua_sleep", plain).unwrap();
+    h.spawn(
+        r##"
+        task.spawn(function() print("owned", owned_sleep(5)) end)
+        task.spawn(function() print("mlua", mlua_sleep(10)) end)
+        "##,
+    );
+    async_io::block_on(h.sched.run(async_io::Timer::at)).unwrap();
+    assert_eq!(h.log(), lines(&["owned 5", "mlua 10"]));
+}
+
+#[test]
+fn coroutine_wrap_around_mlua_async_returns_at_once_and_the_scheduler_finishes_it() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local f = coroutine.wrap(function() print("wrapped got", mlua_wait("g")); return "r" end)
+        print("wrap returned", select("#", f()))
+        "##,
+    );
+    assert_eq!(h.take_log(), lines(&["wrap returned 0"]));
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["wrapped got g"]));
+    assert!(!h.sched.has_work());
+}
+
+/// A future that checks readiness when polled and deregisters its waker when dropped (as
+/// async-io's Timer does) completes on a hand resume without ever waking: the task must stop
+/// counting as blocked, or the run would never end.
+#[test]
+fn a_hand_resume_that_completes_an_mlua_future_without_a_wakeup_ends_the_blocked_state() {
+    let h = harness();
+    let clock = h.clock.clone();
+    let sleep = h
+        .lua
+        .create_async_function(move |_, secs: f64| {
+            let clock = clock.clone();
+            let at = clock.now() + Duration::from_secs_f64(secs);
+            std::future::poll_fn(move |cx| {
+                if clock.now() >= at {
+                    Poll::Ready(Ok(()))
+                } else {
+                    let _registered = cx.waker().clone();
+                    Poll::Pending
+                }
+            })
+        })
+        .unwrap();
+    h.lua.globals().set("sleep", sleep).unwrap();
+    let _task = h.spawn(
+        r#"
+        local t = task.spawn(function() sleep(1); print("t done") end)
+        task.wait(2)
+        print("main resumes t", coroutine.resume(t))
+        "#,
+    );
+    h.step(2.0);
+    assert_eq!(h.log(), lines(&["t done", "main resumes t true"]));
+    assert!(!h.sched.has_work(), "no task can run again");
+    h.sched.run_blocking().unwrap();
+}
+
+#[test]
+fn a_task_blocked_in_a_spindle_future_can_be_poked_any_number_of_times() {
+    let h = harness();
+    let gates = install_gates(&h);
+    let _task = h.spawn(
+        r##"
+        t = task.spawn(function() print("got", owned_wait("g")) end)
+        for i = 1, 25000 do
+            local ok, err = coroutine.resume(t)
+            if not ok then print("resume", i, err) break end
+        end
+        "##,
+    );
+    gates.open("g");
+    h.step(0.1);
+    assert_eq!(h.log(), lines(&["got g"]));
 }

@@ -4,16 +4,19 @@
 
 mod support;
 
-mod adversarial;
 mod async_fns;
+mod cancel;
+mod errors;
 mod frames;
 mod host_api;
 mod hostile;
+mod lifetime;
 mod memory_limit;
 mod reference_model;
 mod scale;
 mod scripts;
 mod signals;
+mod spawn_defer;
 mod time;
 mod traces;
 mod watchdog;

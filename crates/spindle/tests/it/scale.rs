@@ -12,6 +12,7 @@ use spindle::mlua::Lua;
 use spindle::{Clock, Scheduler, VirtualClock};
 
 use crate::support::heap::thread_bytes;
+use crate::support::{harness, lines};
 
 /// Tests in this file build hundreds of thousands of tasks: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -308,4 +309,27 @@ fn cancelled_tasks_blocked_in_futures_of_both_kinds_drop_them_and_leave_memory_w
         grown < 256 * 1024,
         "{grown} bytes still held after {TASKS} blocked tasks were cancelled"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hundred_thousand_tasks_wait_at_once_and_all_resume() {
+    let h = harness();
+    let start = std::time::Instant::now();
+    h.run(
+        r##"
+        local n, done = 100000, 0
+        for i = 1, n do
+            task.spawn(function() task.wait(i % 7) ; done += 1 end)
+        end
+        task.wait(10)
+        print("done", done)
+        "##,
+    );
+    assert_eq!(h.log(), lines(&["done 100000"]));
+    assert_eq!(h.sched.task_count(), 0);
+    eprintln!("100k waiting tasks: {:?}", start.elapsed());
 }

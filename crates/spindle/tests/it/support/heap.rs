@@ -25,6 +25,11 @@ pub fn thread_bytes() -> isize {
     NET_BYTES.with(|n| n.get())
 }
 
+/// Live heap bytes of this thread that are not Lua's: Rust-side memory the scheduler keeps.
+pub fn rust_bytes(lua: &spindle::mlua::Lua) -> isize {
+    thread_bytes() - lua.used_memory() as isize
+}
+
 // SAFETY: every method forwards to the system allocator with its own arguments, so the
 // allocator's contract holds as `System` keeps it; counting touches no allocation (a const
 // thread-local `Cell`, which allocates nothing).
