@@ -1,11 +1,11 @@
 //! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
 //! happens to the future when its task ends early (contract rules 6, 10, 11).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::support::on_tokio_local_set;
@@ -1256,4 +1256,239 @@ fn a_task_blocked_in_a_spindle_future_can_be_poked_any_number_of_times() {
     gates.open("g");
     h.step(0.1);
     assert_eq!(h.log(), lines(&["got g"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `Scheduler::run` beside other futures: its cooperative budget lets the executor run
+// ---------------------------------------------------------------------------------------------
+
+/// A one-slot channel on one thread: the receiver's future is pending until a value is sent.
+#[derive(Default)]
+struct Slot {
+    value: RefCell<Option<i64>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn send(&self, value: i64) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+struct Recv(Rc<Slot>);
+
+impl Future for Recv {
+    type Output = mlua::Result<i64>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.0.value.borrow_mut().take() {
+            Some(value) => Poll::Ready(Ok(value)),
+            None => {
+                *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[test]
+fn a_task_waiting_on_a_channel_fed_by_a_neighbour_future_finishes_while_another_spins() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        let slot = Rc::new(Slot::default());
+        let rx = Rc::clone(&slot);
+        let recv = scheduler
+            .create_async_function(move |_, ()| Recv(Rc::clone(&rx)))
+            .unwrap();
+        lua.globals().set("recv", recv).unwrap();
+        lua.load(
+            r#"
+            got = nil
+            spins = 0
+            task.spawn(function() got = recv() end)
+            task.spawn(function()
+                while got == nil and spins < 200000 do spins += 1 task.wait() end
+            end)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        let feeder = Rc::clone(&slot);
+        let neighbour = tokio::task::spawn_local(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            feeder.send(7);
+        });
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        neighbour.await.unwrap();
+        let got: Option<i64> = lua.globals().get("got").unwrap();
+        let spins: u32 = lua.globals().get("spins").unwrap();
+        assert_eq!(
+            got,
+            Some(7),
+            "the channel's value never arrived ({spins} spins)"
+        );
+        assert!(spins < 1_000, "the feeder waited {spins} busy cycles");
+    });
+}
+
+#[test]
+fn a_tokio_sleep_inside_an_async_function_ends_while_another_task_spins() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        let sleep = scheduler
+            .create_async_function(|_, ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(())
+            })
+            .unwrap();
+        lua.globals().set("sleep", sleep).unwrap();
+        lua.load(
+            r#"
+            slept = false
+            task.spawn(function() sleep(5) slept = true end)
+            task.spawn(function()
+                local started = os.clock()
+                while not slept and os.clock() - started < 5 do task.wait() end
+            end)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        let started = Instant::now();
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        assert!(lua.globals().get::<bool>("slept").unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a 5 ms tokio sleep took {:?} beside a spinning task",
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
+fn under_futures_lite_block_on_a_zipped_neighbour_runs_during_a_busy_run() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    scheduler
+        .spawn(
+            lua.load("for _ = 1, 5000 do task.wait() end")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    let done = Rc::new(Cell::new(false));
+    let turns = Rc::new(Cell::new(0u32));
+    let (d, t) = (Rc::clone(&done), Rc::clone(&turns));
+    let neighbour = async move {
+        while !d.get() {
+            t.set(t.get() + 1);
+            futures_lite::future::yield_now().await;
+        }
+    };
+    let run = async {
+        scheduler.run(async_io::Timer::at).await.unwrap();
+        let turns_during_the_run = turns.get();
+        done.set(true);
+        turns_during_the_run
+    };
+    let (turns_during_the_run, ()) =
+        futures_lite::future::block_on(futures_lite::future::zip(run, neighbour));
+    assert!(
+        turns_during_the_run >= 20,
+        "the neighbour ran {turns_during_the_run} times during 5,000 busy cycles"
+    );
+}
+
+/// A sleep that is already over when first polled: what any sleeper gives for a deadline that
+/// passed between `next_step` and the poll (a very short `task.wait` on the real clock).
+fn already_over(_: Instant) -> std::future::Ready<()> {
+    std::future::ready(())
+}
+
+#[test]
+fn busy_cycles_between_sleeps_that_end_at_once_still_let_the_executor_run() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        // Each turn: one busy cycle (the `task.wait()`), then a sleep of 50 us that the sleeper
+        // reports over at once. 2,000 turns: over 4,000 cycles.
+        scheduler
+            .spawn(
+                lua.load("for _ = 1, 2000 do task.wait() task.wait(0.00005) end")
+                    .into_function()
+                    .unwrap(),
+                (),
+            )
+            .unwrap();
+        let done = Rc::new(Cell::new(false));
+        let turns = Rc::new(Cell::new(0u32));
+        let (d, t) = (Rc::clone(&done), Rc::clone(&turns));
+        let neighbour = tokio::task::spawn_local(async move {
+            while !d.get() {
+                t.set(t.get() + 1);
+                tokio::task::yield_now().await;
+            }
+        });
+        scheduler.run(already_over).await.unwrap();
+        let turns_during_the_run = turns.get();
+        done.set(true);
+        neighbour.await.unwrap();
+        assert!(
+            turns_during_the_run >= 20,
+            "the neighbour ran {turns_during_the_run} times during 2,000 busy cycles"
+        );
+    });
+}
+
+#[test]
+fn run_and_run_blocking_give_the_same_order_for_a_mixed_script() {
+    let script = r#"
+        local out = {}
+        for i = 1, 40 do
+            task.spawn(function()
+                task.wait()
+                table.insert(out, "w" .. i)
+                task.defer(function() table.insert(out, "d" .. i) end)
+                task.wait(0.001 * (i % 3))
+                table.insert(out, "x" .. i)
+            end)
+        end
+        task.wait(0.05)
+        return table.concat(out, " ")
+    "#;
+    let mut orders = Vec::new();
+    for blocking in [false, true] {
+        let lua = Lua::new();
+        let scheduler = Scheduler::builder()
+            .clock(spindle::Clock::from(spindle::VirtualClock::new()))
+            .build(&lua)
+            .unwrap();
+        scheduler.install_task_library().unwrap();
+        let task = scheduler
+            .spawn(lua.load(script).into_function().unwrap(), ())
+            .unwrap();
+        if blocking {
+            scheduler.run_blocking().unwrap();
+        } else {
+            futures_lite::future::block_on(scheduler.run(async_io::Timer::at)).unwrap();
+        }
+        match scheduler.take_result::<String>(&task).unwrap() {
+            Some(Outcome::Finished(order)) => orders.push(order),
+            _ => panic!("the script did not finish"),
+        }
+    }
+    assert_eq!(orders[0], orders[1]);
 }

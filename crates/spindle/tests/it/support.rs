@@ -151,6 +151,17 @@ impl Host {
         drop::<Task>(self.scheduler.spawn(main, ()).unwrap());
     }
 
+    /// Spawns `source` as a task named by the host's chunk name, and returns its handle.
+    pub fn spawn_task(&self, source: &str) -> Task {
+        let main = self
+            .lua
+            .load(source)
+            .set_name(format!("={}", self.name))
+            .into_function()
+            .unwrap();
+        self.scheduler.spawn(main, ()).unwrap()
+    }
+
     /// Spawns `source` and runs until no task is left.
     pub fn script(&self, source: &str) {
         self.spawn(source);
@@ -164,6 +175,13 @@ impl Host {
             .set_name(format!("={}", self.name))
             .exec()
             .unwrap();
+    }
+
+    /// The virtual clock.
+    pub fn virtual_clock(&self) -> &VirtualClock {
+        self.clock
+            .as_ref()
+            .expect("the host runs under virtual time")
     }
 
     /// Moves the virtual clock.
@@ -185,6 +203,11 @@ impl Host {
         self.log.borrow().clone()
     }
 
+    /// The log so far, emptied.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
     pub fn messages(&self) -> Vec<String> {
         self.errors
             .borrow()
@@ -192,6 +215,11 @@ impl Host {
             .map(|error| error.message.clone())
             .collect()
     }
+}
+
+/// The default host with its scripts named `test`.
+pub fn test_host() -> Host {
+    Host::builder().chunk_name("test").build()
 }
 
 /// Runs `body` on a current-thread tokio runtime, inside a `LocalSet` (the scheduler is not
