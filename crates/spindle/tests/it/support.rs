@@ -7,7 +7,7 @@
 pub mod gates;
 pub mod heap;
 
-pub use gates::install_gates;
+pub use gates::{install_gates, Gates};
 pub use heap::rust_bytes;
 
 use std::cell::RefCell;
