@@ -3,7 +3,7 @@
 //! functions reach `pcall` with the Rust message; a panic reaches the host and leaves the
 //! scheduler usable.
 
-use spindle::mlua::{self};
+use spindle::mlua;
 use spindle::{Outcome, TaskStatus};
 
 use crate::support::{harness, install_gates, lines};

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::support::{lines, test_host, Host};
-use spindle::mlua::{self};
+use spindle::mlua;
 use spindle::Outcome;
 
 // ---------------------------------------------------------------------------------------------
