@@ -419,7 +419,7 @@ unsafe extern "C-unwind" fn wait_entry<T>(state: *mut ffi::lua_State) -> c_int {
 /// continuation calls yield (`wait` has one): called from `wait` directly, `task.luau`'s
 /// conversion could be stopped midway by the watchdog at the end of a slice, and once resumed
 /// it returned into `wait`'s continuation, which took the argument left on the stack for a
-/// hand resume's value and returned it at once (wait_lane_review.rs).
+/// hand resume's value and returned it at once (tests/it/time/wait.rs).
 unsafe extern "C-unwind" fn call_unyieldable(state: *mut ffi::lua_State) -> c_int {
     // SAFETY: called by `wait_entry` with the function and its argument; errors raised by the
     // function unwind this frame, which holds nothing with a destructor.

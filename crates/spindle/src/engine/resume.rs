@@ -118,7 +118,7 @@ enum Returned {
     /// again at once with the task's own, as mlua's path would have polled it. Queued for the
     /// next cycle instead (as the wait lane does, which runs before this cycle's wake-ups), it
     /// would be resumed ahead of futures made before it that woke meanwhile (found by
-    /// `reference_model.rs`).
+    /// `tests/it/reference_model.rs`).
     Repoll,
     Ended(mlua::Result<MultiValue>),
     /// Yielded by the watchdog, over its time budget, after running `ran` since it last

@@ -4,20 +4,14 @@
 //! wake-up through its thread-local, and the stack room the wake-up relies on. Everything runs
 //! under a virtual clock unless a test says otherwise.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{test_host, Host};
 use spindle::mlua::{self, Function, LightUserData, Thread};
-use support::Host;
-
-fn harness() -> Host {
-    Host::builder().chunk_name("test").build()
-}
 
 /// Runs `source` as a task, steps the clock `steps` times by `dt`, and returns the log.
 fn run_steps(source: &str, steps: usize, dt: f64) -> Vec<String> {
-    let h = harness();
+    let h = test_host();
     h.spawn(source);
     for _ in 0..steps {
         h.step(dt);
@@ -78,7 +72,7 @@ fn wait_always_yields_even_for_zero_and_bad_looking_numbers() {
         "task.wait(0/0)",
         "task.wait('0')",
     ] {
-        let h = harness();
+        let h = test_host();
         h.spawn(&format!("print('before') {call} print('after')"));
         assert_eq!(h.log(), ["before"], "{call}");
         h.step(0.0);
@@ -88,7 +82,7 @@ fn wait_always_yields_even_for_zero_and_bad_looking_numbers() {
 
 /// The message of a bad call made on line 2 of a task, and of the same call through `pcall`.
 fn wait_error(arg: &str) -> (String, String) {
-    let h = harness();
+    let h = test_host();
     h.spawn(&format!(
         "local ok, err = pcall(function()\n task.wait({arg}) end)\nprint(err)\n\
          local ok2, err2 = pcall(task.wait, {arg})\nprint(err2)"
@@ -133,7 +127,7 @@ fn wait_with_a_bad_argument_names_wait_the_type_and_the_callers_line() {
 
 #[test]
 fn wait_and_spawn_report_a_bad_argument_in_the_same_shape() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local _, a = pcall(function()\n task.spawn('x') end)\n\
          local _, b = pcall(function()\n task.wait('x') end)\n\
@@ -154,7 +148,7 @@ fn wait_and_spawn_report_a_bad_argument_in_the_same_shape() {
 
 #[test]
 fn a_bad_argument_leaves_no_wait_filed_and_the_task_goes_on() {
-    let h = harness();
+    let h = test_host();
     h.spawn("print(pcall(task.wait, 'x')) print(pcall(task.wait, {})) print('done')");
     assert_eq!(h.log().len(), 3);
     assert_eq!(h.log()[2], "done");
@@ -164,7 +158,7 @@ fn a_bad_argument_leaves_no_wait_filed_and_the_task_goes_on() {
 
 #[test]
 fn a_bad_argument_from_a_coroutine_that_is_not_a_task_names_the_callers_line() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local co = coroutine.create(function()\n task.wait('nope') end)\n\
          print(coroutine.resume(co))",
@@ -209,7 +203,7 @@ fn wait_passed_around_as_a_value_still_waits() {
 
 #[test]
 fn wait_as_the_body_of_a_wrapped_coroutine_inside_a_task() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local w = coroutine.wrap(task.wait)\n\
          print('wrap returned', select('#', w(1)))\n\
@@ -232,7 +226,7 @@ fn wait_as_the_body_of_a_wrapped_coroutine_inside_a_task() {
 
 #[test]
 fn wait_inside_coroutine_wrap_inside_a_task_hands_the_coroutine_to_the_scheduler() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local f = coroutine.wrap(function(a)\n\
            print('inner got', a)\n\
@@ -252,7 +246,7 @@ fn wait_inside_coroutine_wrap_inside_a_task_hands_the_coroutine_to_the_scheduler
 
 #[test]
 fn wait_from_the_main_thread_is_an_error_and_files_nothing() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         "print(pcall(task.wait, 1))\n\
          print(pcall(task.wait))\n\
@@ -277,7 +271,7 @@ fn wait_from_the_main_thread_is_an_error_and_files_nothing() {
 
 #[test]
 fn wait_inside_a_sort_comparator_or_metamethod_is_an_error_and_files_nothing() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "print(pcall(table.sort, {3, 2, 1}, function(a, b) task.wait(1) return a < b end))\n\
          local t = setmetatable({}, {__index = function() return task.wait(1) end})\n\
@@ -305,7 +299,7 @@ fn wait_inside_a_sort_comparator_or_metamethod_is_an_error_and_files_nothing() {
 
 #[test]
 fn a_metatable_with_call_set_to_wait_passes_the_table_as_the_duration() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local t = setmetatable({}, {__call = task.wait})\n\
          print(pcall(function() t(1) end))",
@@ -320,7 +314,7 @@ fn a_metatable_with_call_set_to_wait_passes_the_table_as_the_duration() {
 #[test]
 fn hand_resumes_of_a_wait_with_any_number_of_values_return_exactly_those_values() {
     for count in [0usize, 1, 2, 3, 30] {
-        let h = harness();
+        let h = test_host();
         let values: Vec<String> = (1..=count).map(|i| format!("{i}")).collect();
         let args = values.join(", ");
         h.spawn(&format!(
@@ -349,7 +343,7 @@ fn hand_resumes_of_a_wait_with_any_number_of_values_return_exactly_those_values(
 
 #[test]
 fn a_hand_resume_with_one_number_is_not_taken_for_the_wake_up() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local co = task.spawn(function()\n\
            print('got', task.wait(1))\n\
@@ -374,7 +368,7 @@ fn a_hand_resume_with_one_number_is_not_taken_for_the_wake_up() {
 
 #[test]
 fn task_spawn_of_a_waiting_thread_resumes_it_with_its_arguments_once() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local co = task.spawn(function()\n\
            print('got', task.wait(1))\n\
@@ -392,7 +386,7 @@ fn task_spawn_of_a_waiting_thread_resumes_it_with_its_arguments_once() {
 
 #[test]
 fn a_host_resume_with_mlua_passes_its_values_and_drops_the_wake_up() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "waiter = coroutine.running()\n\
          print('got', task.wait(1))\n\
@@ -414,7 +408,7 @@ fn a_host_resume_with_mlua_passes_its_values_and_drops_the_wake_up() {
 
 #[test]
 fn cancel_and_close_of_a_waiting_thread_end_it_for_good() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local a = task.spawn(function() task.wait(1) print('a woke') end)\n\
          local b = task.spawn(function() task.wait(1) print('b woke') end)\n\
@@ -443,7 +437,7 @@ fn cancel_and_close_of_a_waiting_thread_end_it_for_good() {
 
 #[test]
 fn an_error_right_after_the_wake_up_names_its_line() {
-    let h = harness();
+    let h = test_host();
     h.spawn("task.wait(1)\nerror('after wake')");
     h.spawn("local x = task.wait(1) + nil");
     h.step(1.0);
@@ -478,7 +472,7 @@ fn waits_at_the_bottom_of_deep_recursion_wake_with_the_right_value() {
 fn many_arguments_then_many_waits_keep_the_stack_sound() {
     // Each wait is called with a different number of arguments, and the thread's stack grows
     // and shrinks between waits (the collector may shrink a suspended thread's stack).
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local total = 0\n\
          for i = 1, 200 do\n\
@@ -500,7 +494,7 @@ fn many_arguments_then_many_waits_keep_the_stack_sound() {
 
 #[test]
 fn signal_waits_and_task_waits_mix_in_one_task() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local s = Signal.new()\n\
          task.delay(1, function() s:Fire('fired', 2) end)\n\
@@ -524,7 +518,7 @@ fn signal_waits_and_task_waits_mix_in_one_task() {
 
 #[test]
 fn a_waiting_thread_resumed_by_hand_inside_a_batch_of_wake_ups_gets_only_the_hand_values() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local b\n\
          task.spawn(function() task.wait(1) print('a resumes b', coroutine.resume(b, 'hand')) end)\n\
@@ -581,7 +575,7 @@ fn an_old_wait_kept_after_its_scheduler_is_dropped_fails_in_a_new_scheduler() {
 
 #[test]
 fn wait_as_the_body_of_spawned_deferred_and_delayed_tasks_returns_and_ends_them() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "task.spawn(task.wait, 1)\n\
          task.defer(task.wait, 1)\n\
@@ -602,7 +596,7 @@ fn wait_as_the_body_of_spawned_deferred_and_delayed_tasks_returns_and_ends_them(
 
 #[test]
 fn a_host_task_whose_function_is_wait_finishes_with_the_elapsed_time() {
-    let h = harness();
+    let h = test_host();
     let task_table: mlua::Table = h.lua.globals().get("task").unwrap();
     let wait: Function = task_table.get("wait").unwrap();
     let claimed = h.scheduler.spawn(wait.clone(), 0.75).unwrap();
@@ -619,7 +613,7 @@ fn a_host_task_whose_function_is_wait_finishes_with_the_elapsed_time() {
 
 #[test]
 fn integers_buffers_and_vectors_are_argument_errors_as_before() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local function try(v)\n\
            local ok, err = pcall(function() return task.wait(v) end)\n\
@@ -719,7 +713,7 @@ fn under_tiny_time_slices_every_kind_of_wait_returns_and_counts_right() {
 
 #[test]
 fn running_out_of_memory_around_waits_fails_only_that_task() {
-    let h = harness();
+    let h = test_host();
     let floor = h.lua.used_memory();
     h.lua.set_memory_limit(floor + 4 * 1024 * 1024).unwrap();
     h.spawn(
@@ -761,7 +755,7 @@ fn running_out_of_memory_around_waits_fails_only_that_task() {
 fn a_wait_hand_resumed_from_inside_another_tasks_wake_up_by_the_host_returns_the_hosts_values() {
     // The host resumes a waiting thread with mlua from a Rust function that a woken task calls:
     // the wake-up of the caller is in flight when the other thread is resumed with one value.
-    let h = harness();
+    let h = test_host();
     let poke = h
         .lua
         .create_function(|_, (thread, value): (Thread, f64)| thread.resume::<()>(value))
@@ -843,7 +837,7 @@ fn a_bad_argument_still_raises_its_error_when_a_slice_ends_inside_the_check() {
 
 #[test]
 fn wait_as_the_iterator_of_a_generic_for_loop_yields_each_turn() {
-    let h = harness();
+    let h = test_host();
     h.spawn(
         "local n = 0\n\
          for dt in task.wait do\n\
@@ -871,8 +865,8 @@ fn wake_ups_of_two_lua_states_on_one_os_thread_do_not_mix() {
     // A task of the first state, woken by its timer, runs a cycle of a second state whose
     // woken task hand-resumes one of its own waits with one number: each wait returns what its
     // own resumer gave it.
-    let outer = harness();
-    let inner = std::rc::Rc::new(harness());
+    let outer = test_host();
+    let inner = std::rc::Rc::new(test_host());
     inner.spawn(
         "local waiter = task.spawn(function() print('inner waiter got', task.wait(5)) end)\n\
          task.spawn(function() print('inner got', task.wait(1)) coroutine.resume(waiter, 7) end)",

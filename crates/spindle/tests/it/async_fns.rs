@@ -1,18 +1,17 @@
 //! Rust async functions called from Lua: who owns a suspended task, who wakes it, and what
 //! happens to the future when its task ends early (contract rules 6, 10, 11).
 
-mod support;
-
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::support::on_tokio_local_set;
+use crate::support::{harness, install_gates, lines};
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Outcome, Scheduler, VirtualClock};
-use support::on_tokio_local_set;
 
 /// Sets its flag when dropped: proves a future was dropped, and when.
 struct DropGuard(Rc<Cell<bool>>);
@@ -946,4 +945,550 @@ fn a_busy_run_still_lets_the_executors_other_futures_run() {
             "the neighbouring future ran {turns_during_the_run} times during 5,000 busy cycles"
         );
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn owned_async_results_with_nils_keep_their_count_now_and_later() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        task.spawn(function()
+            print("now", select("#", owned_values_now()), owned_values_now())
+            print("later", select("#", owned_values_later("g")))
+        end)
+        "##,
+    );
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["now 3 1 nil 3", "later 3"]));
+}
+
+#[test]
+fn owned_async_thread_resumed_by_hand_stays_blocked_until_future_done() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", owned_wait("g")) end)
+        print("hand", coroutine.resume(t, "bogus"))
+        print("spawn", task.spawn(t, "bogus2") == t)
+        print("status", coroutine.status(t))
+        "##,
+    );
+    assert_eq!(
+        h.take_log(),
+        lines(&["hand true", "spawn true", "status suspended"])
+    );
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    assert!(h.log().is_empty());
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+#[test]
+fn task_spawn_of_thread_blocked_in_mlua_async_repolls_and_keeps_it_scheduled() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", mlua_wait("g")) end)
+        task.spawn(t)
+        task.defer(t)
+        "##,
+    );
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+#[test]
+fn owned_async_in_hand_resumed_coroutine_is_resumed_by_scheduler() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local co = coroutine.create(function() print("co got", owned_wait("g")) end)
+        coroutine.resume(co)
+        print("resume returned, co is", coroutine.status(co))
+        "##,
+    );
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(
+        h.log(),
+        lines(&["resume returned, co is suspended", "co got g"])
+    );
+}
+
+#[test]
+fn mlua_async_in_hand_resumed_coroutine_is_resumed_by_scheduler() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local co = coroutine.create(function() print("co got", mlua_wait("g")) end)
+        coroutine.resume(co)
+        -- The task that resumed co moves on to another suspension.
+        task.wait(1)
+        print("main done")
+        "##,
+    );
+    h.step(1.0);
+    gates.open("g");
+    for _ in 0..10 {
+        h.sched.cycle().unwrap();
+    }
+    assert_eq!(h.log(), lines(&["main done", "co got g"]));
+}
+
+#[test]
+fn mlua_async_thread_resumed_by_hand_is_still_resumed_when_its_future_completes() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        t = task.spawn(function() print("got", mlua_wait("g")) end)
+        -- A hand resume only polls the future again; t stays the scheduler's.
+        coroutine.resume(t)
+        task.wait(1)
+        "##,
+    );
+    h.step(1.0);
+    gates.open("g");
+    for _ in 0..10 {
+        h.sched.cycle().unwrap();
+    }
+    assert_eq!(h.log(), lines(&["got g"]));
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn mlua_async_completed_by_hand_resume_is_not_resumed_again_by_its_stale_wakeup() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        b = task.spawn(function()
+            print("b got", mlua_wait("g"))
+            print("b yields plainly")
+            coroutine.yield()
+            print("never: b resumed by the scheduler after a plain yield")
+        end)
+        task.delay(1, function()
+            print("a resumes b", coroutine.resume(b))
+        end)
+        "##,
+    );
+    gates.open("g"); // b's wake-up is queued
+    h.step(1.0); // the timer batch (a) runs before the wake-ups
+    h.sched.run_blocking().unwrap();
+    assert_eq!(
+        h.log(),
+        lines(&["b got g", "b yields plainly", "a resumes b true"])
+    );
+}
+
+#[test]
+fn owned_async_completed_while_resumed_by_hand_in_same_cycle_resumes_once() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        b = task.spawn(function()
+            print("b got", owned_wait("g"))
+            coroutine.yield()
+            print("never")
+        end)
+        task.delay(1, function() print("a resumes b", coroutine.resume(b)) end)
+        "##,
+    );
+    gates.open("g");
+    h.step(1.0);
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["a resumes b true", "b got g"]));
+}
+
+#[test]
+fn future_that_wakes_itself_during_first_poll_is_polled_again_next_cycle() {
+    let h = harness();
+    struct YieldOnce(bool);
+    impl Future for YieldOnce {
+        type Output = u32;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            if self.0 {
+                Poll::Ready(7)
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+    let owned = h
+        .sched
+        .create_async_function(|_, ()| async move { Ok(YieldOnce(false).await) })
+        .unwrap();
+    let plain = h
+        .lua
+        .create_async_function(|_, ()| async move { Ok(YieldOnce(false).await) })
+        .unwrap();
+    h.lua.globals().set("owned_once", owned).unwrap();
+    h.lua.globals().set("mlua_once", plain).unwrap();
+    h.spawn(
+        r##"
+        task.spawn(function() print("owned", owned_once()) end)
+        task.spawn(function() print("mlua", mlua_once()) end)
+        "##,
+    );
+    assert!(h.log().is_empty());
+    let report = h.sched.cycle().unwrap();
+    assert_eq!(report.wakeups, 2);
+    assert_eq!(h.log(), lines(&["owned 7", "mlua 7"]));
+    assert!(!h.sched.has_work());
+}
+
+#[test]
+fn real_timer_futures_of_both_kinds_complete_under_run() {
+    let h = harness();
+    let owned = h
+        .sched
+        .create_async_function(|_, ms: u64| async move {
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .unwrap();
+    let plain = h
+        .lua
+        .create_async_function(|_, ms: u64| async move {
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .unwrap();
+    h.lua.globals().set("owned_sleep", owned).unwrap();
+    h.lua.globals().set("mlua_sleep", plain).unwrap();
+    h.spawn(
+        r##"
+        task.spawn(function() print("owned", owned_sleep(5)) end)
+        task.spawn(function() print("mlua", mlua_sleep(10)) end)
+        "##,
+    );
+    async_io::block_on(h.sched.run(async_io::Timer::at)).unwrap();
+    assert_eq!(h.log(), lines(&["owned 5", "mlua 10"]));
+}
+
+#[test]
+fn coroutine_wrap_around_mlua_async_returns_at_once_and_the_scheduler_finishes_it() {
+    let h = harness();
+    let gates = install_gates(&h);
+    h.spawn(
+        r##"
+        local f = coroutine.wrap(function() print("wrapped got", mlua_wait("g")); return "r" end)
+        print("wrap returned", select("#", f()))
+        "##,
+    );
+    assert_eq!(h.take_log(), lines(&["wrap returned 0"]));
+    assert!(h.sched.has_work());
+    h.sched.cycle().unwrap();
+    gates.open("g");
+    h.sched.run_blocking().unwrap();
+    assert_eq!(h.log(), lines(&["wrapped got g"]));
+    assert!(!h.sched.has_work());
+}
+
+/// A future that checks readiness when polled and deregisters its waker when dropped (as
+/// async-io's Timer does) completes on a hand resume without ever waking: the task must stop
+/// counting as blocked, or the run would never end.
+#[test]
+fn a_hand_resume_that_completes_an_mlua_future_without_a_wakeup_ends_the_blocked_state() {
+    let h = harness();
+    let clock = h.clock.clone();
+    let sleep = h
+        .lua
+        .create_async_function(move |_, secs: f64| {
+            let clock = clock.clone();
+            let at = clock.now() + Duration::from_secs_f64(secs);
+            std::future::poll_fn(move |cx| {
+                if clock.now() >= at {
+                    Poll::Ready(Ok(()))
+                } else {
+                    let _registered = cx.waker().clone();
+                    Poll::Pending
+                }
+            })
+        })
+        .unwrap();
+    h.lua.globals().set("sleep", sleep).unwrap();
+    let _task = h.spawn(
+        r#"
+        local t = task.spawn(function() sleep(1); print("t done") end)
+        task.wait(2)
+        print("main resumes t", coroutine.resume(t))
+        "#,
+    );
+    h.step(2.0);
+    assert_eq!(h.log(), lines(&["t done", "main resumes t true"]));
+    assert!(!h.sched.has_work(), "no task can run again");
+    h.sched.run_blocking().unwrap();
+}
+
+#[test]
+fn a_task_blocked_in_a_spindle_future_can_be_poked_any_number_of_times() {
+    let h = harness();
+    let gates = install_gates(&h);
+    let _task = h.spawn(
+        r##"
+        t = task.spawn(function() print("got", owned_wait("g")) end)
+        for i = 1, 25000 do
+            local ok, err = coroutine.resume(t)
+            if not ok then print("resume", i, err) break end
+        end
+        "##,
+    );
+    gates.open("g");
+    h.step(0.1);
+    assert_eq!(h.log(), lines(&["got g"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `Scheduler::run` beside other futures: its cooperative budget lets the executor run
+// ---------------------------------------------------------------------------------------------
+
+/// A one-slot channel on one thread: the receiver's future is pending until a value is sent.
+#[derive(Default)]
+struct Slot {
+    value: RefCell<Option<i64>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn send(&self, value: i64) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+struct Recv(Rc<Slot>);
+
+impl Future for Recv {
+    type Output = mlua::Result<i64>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.0.value.borrow_mut().take() {
+            Some(value) => Poll::Ready(Ok(value)),
+            None => {
+                *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[test]
+fn a_task_waiting_on_a_channel_fed_by_a_neighbour_future_finishes_while_another_spins() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        let slot = Rc::new(Slot::default());
+        let rx = Rc::clone(&slot);
+        let recv = scheduler
+            .create_async_function(move |_, ()| Recv(Rc::clone(&rx)))
+            .unwrap();
+        lua.globals().set("recv", recv).unwrap();
+        lua.load(
+            r#"
+            got = nil
+            spins = 0
+            task.spawn(function() got = recv() end)
+            task.spawn(function()
+                while got == nil and spins < 200000 do spins += 1 task.wait() end
+            end)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        let feeder = Rc::clone(&slot);
+        let neighbour = tokio::task::spawn_local(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            feeder.send(7);
+        });
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        neighbour.await.unwrap();
+        let got: Option<i64> = lua.globals().get("got").unwrap();
+        let spins: u32 = lua.globals().get("spins").unwrap();
+        assert_eq!(
+            got,
+            Some(7),
+            "the channel's value never arrived ({spins} spins)"
+        );
+        assert!(spins < 1_000, "the feeder waited {spins} busy cycles");
+    });
+}
+
+#[test]
+fn a_tokio_sleep_inside_an_async_function_ends_while_another_task_spins() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        let sleep = scheduler
+            .create_async_function(|_, ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(())
+            })
+            .unwrap();
+        lua.globals().set("sleep", sleep).unwrap();
+        lua.load(
+            r#"
+            slept = false
+            task.spawn(function() sleep(5) slept = true end)
+            task.spawn(function()
+                local started = os.clock()
+                while not slept and os.clock() - started < 5 do task.wait() end
+            end)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        let started = Instant::now();
+        scheduler
+            .run(|deadline: Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        assert!(lua.globals().get::<bool>("slept").unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a 5 ms tokio sleep took {:?} beside a spinning task",
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
+fn under_futures_lite_block_on_a_zipped_neighbour_runs_during_a_busy_run() {
+    let lua = Lua::new();
+    let scheduler = scheduler(&lua);
+    scheduler
+        .spawn(
+            lua.load("for _ = 1, 5000 do task.wait() end")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    let done = Rc::new(Cell::new(false));
+    let turns = Rc::new(Cell::new(0u32));
+    let (d, t) = (Rc::clone(&done), Rc::clone(&turns));
+    let neighbour = async move {
+        while !d.get() {
+            t.set(t.get() + 1);
+            futures_lite::future::yield_now().await;
+        }
+    };
+    let run = async {
+        scheduler.run(async_io::Timer::at).await.unwrap();
+        let turns_during_the_run = turns.get();
+        done.set(true);
+        turns_during_the_run
+    };
+    let (turns_during_the_run, ()) =
+        futures_lite::future::block_on(futures_lite::future::zip(run, neighbour));
+    assert!(
+        turns_during_the_run >= 20,
+        "the neighbour ran {turns_during_the_run} times during 5,000 busy cycles"
+    );
+}
+
+/// A sleep that is already over when first polled: what any sleeper gives for a deadline that
+/// passed between `next_step` and the poll (a very short `task.wait` on the real clock).
+fn already_over(_: Instant) -> std::future::Ready<()> {
+    std::future::ready(())
+}
+
+#[test]
+fn busy_cycles_between_sleeps_that_end_at_once_still_let_the_executor_run() {
+    on_tokio_local_set(async {
+        let lua = Lua::new();
+        let scheduler = scheduler(&lua);
+        // Each turn: one busy cycle (the `task.wait()`), then a sleep of 50 us that the sleeper
+        // reports over at once. 2,000 turns: over 4,000 cycles.
+        scheduler
+            .spawn(
+                lua.load("for _ = 1, 2000 do task.wait() task.wait(0.00005) end")
+                    .into_function()
+                    .unwrap(),
+                (),
+            )
+            .unwrap();
+        let done = Rc::new(Cell::new(false));
+        let turns = Rc::new(Cell::new(0u32));
+        let (d, t) = (Rc::clone(&done), Rc::clone(&turns));
+        let neighbour = tokio::task::spawn_local(async move {
+            while !d.get() {
+                t.set(t.get() + 1);
+                tokio::task::yield_now().await;
+            }
+        });
+        scheduler.run(already_over).await.unwrap();
+        let turns_during_the_run = turns.get();
+        done.set(true);
+        neighbour.await.unwrap();
+        assert!(
+            turns_during_the_run >= 20,
+            "the neighbour ran {turns_during_the_run} times during 2,000 busy cycles"
+        );
+    });
+}
+
+#[test]
+fn run_and_run_blocking_give_the_same_order_for_a_mixed_script() {
+    let script = r#"
+        local out = {}
+        for i = 1, 40 do
+            task.spawn(function()
+                task.wait()
+                table.insert(out, "w" .. i)
+                task.defer(function() table.insert(out, "d" .. i) end)
+                task.wait(0.001 * (i % 3))
+                table.insert(out, "x" .. i)
+            end)
+        end
+        task.wait(0.05)
+        return table.concat(out, " ")
+    "#;
+    let mut orders = Vec::new();
+    for blocking in [false, true] {
+        let lua = Lua::new();
+        let scheduler = Scheduler::builder()
+            .clock(spindle::Clock::from(spindle::VirtualClock::new()))
+            .build(&lua)
+            .unwrap();
+        scheduler.install_task_library().unwrap();
+        let task = scheduler
+            .spawn(lua.load(script).into_function().unwrap(), ())
+            .unwrap();
+        if blocking {
+            scheduler.run_blocking().unwrap();
+        } else {
+            futures_lite::future::block_on(scheduler.run(async_io::Timer::at)).unwrap();
+        }
+        match scheduler.take_result::<String>(&task).unwrap() {
+            Some(Outcome::Finished(order)) => orders.push(order),
+            _ => panic!("the script did not finish"),
+        }
+    }
+    assert_eq!(orders[0], orders[1]);
 }

@@ -2,9 +2,7 @@
 //! fails ends alone; the scheduler collects garbage before any other task runs, so what the
 //! failed task held comes back and a task that then allocates modestly is not harmed.
 
-mod support;
-
-use support::Host;
+use crate::support::Host;
 
 /// Limits the VM to what it uses now plus `headroom` bytes.
 fn limited(headroom: usize) -> Host {

@@ -3,13 +3,11 @@
 //! `task.wait`, `task.delay` and the host's `delay`. A duration of `Clock::MAX_DELAY` (2^62 s)
 //! or more is such a duration, whatever the clock reads.
 
-mod support;
-
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::Host;
 use spindle::Clock;
-use support::Host;
 
 /// Durations around the limit that never fire, as Lua writes them.
 const NEVER: [&str; 6] = ["4.62e18", "9.2e18", "1e19", "2e19", "1e300", "math.huge"];

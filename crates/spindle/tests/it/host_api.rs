@@ -3,10 +3,18 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::rc::Weak;
 use std::time::Duration;
 
 use spindle::mlua::{Function, Lua};
 use spindle::{Clock, Error, Outcome, Scheduler, TaskError, TaskStatus, VirtualClock};
+
+use crate::support::{harness, harness_with, lines};
+
+// Serving drivers and awaited tasks; reaching the scheduler from Lua; the end hook.
+mod reaching;
+mod serving;
+mod task_end;
 
 fn virtual_scheduler(lua: &Lua) -> (Scheduler, VirtualClock) {
     let clock = VirtualClock::new();
@@ -589,4 +597,123 @@ fn an_error_reports_an_id_that_this_scheduler_accepts() {
     assert_eq!(*ids.borrow(), [task.id()]);
     assert_eq!(scheduler.status(ids.borrow()[0]), TaskStatus::Done);
     assert!(matches!(scheduler.cancel(ids.borrow()[0]), Ok(false)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cycle_run_and_shutdown_called_from_inside_a_task_are_errors_not_panics() {
+    let h = harness();
+    let weak: Weak<Scheduler> = Rc::downgrade(&h.sched);
+    let f = h
+        .lua
+        .create_function(move |_, what: String| {
+            let sched = weak.upgrade().unwrap();
+            let result = match what.as_str() {
+                "cycle" => sched.cycle().map(|_| ()),
+                "run_blocking" => sched.run_blocking(),
+                "shutdown" => sched.shutdown(),
+                "run" => async_io::block_on(sched.run(async_io::Timer::at)),
+                _ => unreachable!(),
+            };
+            Ok(match result {
+                Err(Error::Reentrant(_)) => "reentrant".to_string(),
+                Err(e) => format!("other error: {e}"),
+                Ok(()) => "ok".to_string(),
+            })
+        })
+        .unwrap();
+    h.lua.globals().set("reenter", f).unwrap();
+    h.run(
+        r##"
+        print(reenter("cycle"), reenter("run_blocking"), reenter("shutdown"), reenter("run"))
+        task.defer(function() print("deferred", reenter("cycle")) end)
+        task.delay(1, function() print("timer", reenter("cycle")) end)
+        print("main", task.wait(2))
+        "##,
+    );
+    assert_eq!(
+        h.log(),
+        lines(&[
+            "reentrant reentrant reentrant reentrant",
+            "deferred reentrant",
+            "timer reentrant",
+            "main 2"
+        ])
+    );
+}
+
+#[test]
+fn cycle_from_the_error_handler_is_an_error_not_a_panic() {
+    let slot: Rc<RefCell<Option<Weak<Scheduler>>>> = Rc::default();
+    let results: Rc<RefCell<Vec<String>>> = Rc::default();
+    let (s, r) = (Rc::clone(&slot), Rc::clone(&results));
+    let h = harness_with(move |b| {
+        b.on_error(move |_| {
+            let sched = s.borrow().as_ref().unwrap().upgrade().unwrap();
+            r.borrow_mut().push(match sched.cycle() {
+                Err(Error::Reentrant(_)) => "reentrant".into(),
+                Err(e) => format!("error {e}"),
+                Ok(_) => "ok".into(),
+            });
+        })
+    });
+    *slot.borrow_mut() = Some(Rc::downgrade(&h.sched));
+    h.run(
+        r##"
+        task.delay(1, error, "in timer")
+        task.defer(error, "in drain")
+        "##,
+    );
+    // The deferred error comes first, from the drain at the end of the host's `spawn`: no cycle
+    // runs there, so one may start. The timer's comes from inside a cycle, where none may.
+    assert_eq!(*results.borrow(), ["ok", "reentrant"]);
+}
+
+#[test]
+fn an_outcome_that_does_not_convert_stays_for_another_read() {
+    let h = harness();
+    let task = h.run("return 'not a number'");
+    let refused = h.sched.take_result::<i64>(&task);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Lua(
+                spindle::mlua::Error::FromLuaConversionError { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(h.sched.status(&task), TaskStatus::Done);
+    assert_eq!(h.result::<String>(&task), "not a number");
+}
+
+#[test]
+fn two_handles_to_one_task_share_its_outcome() {
+    let h = harness();
+    let thread: mlua::Thread = h
+        .lua
+        .create_thread(h.func("task.wait(1) return 42"))
+        .unwrap();
+    let first = h.sched.spawn(&thread, ()).unwrap();
+    let second = h.sched.defer(&thread, ()).unwrap();
+    assert_eq!(first.id(), second.id());
+    drop(first);
+    h.step(2.0);
+    h.step(2.0);
+    assert_eq!(h.sched.status(&second), TaskStatus::Done);
+    assert_eq!(h.result::<i64>(&second), 42);
+}
+
+#[test]
+fn a_task_handle_from_another_scheduler_is_refused() {
+    let (a, b) = (harness(), harness());
+    let from_a = a.run("return 1");
+    assert!(matches!(
+        b.sched.take_result::<i64>(&from_a),
+        Err(Error::ForeignTask(_))
+    ));
+    assert_eq!(a.result::<i64>(&from_a), 1);
 }

@@ -4,13 +4,11 @@
 //! blocks in an mlua future, a time slice that ends inside one, a task's thread) must still
 //! reach the scheduler.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::Host;
 use spindle::mlua::{Lua, Value};
 use spindle::{Scheduler, SchedulerBuilder};
-use support::Host;
 
 /// Resume, wrap and close of plain coroutines, every case printed: values and nil holes in and
 /// out, errors of every type, positions of wrap's errors, dead, running and normal coroutines,

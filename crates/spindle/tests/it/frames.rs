@@ -3,69 +3,29 @@
 //! Everything runs under a virtual clock; budgets are given in tasks (`frame_budget_fn`) or as
 //! a zero wall-time budget, so no test depends on how fast the machine is.
 
+mod carried_timers;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use spindle::mlua::{Function, Lua, MultiValue};
+use crate::support::Host;
+use spindle::mlua::Lua;
 use spindle::{Clock, Error, Scheduler, SchedulerBuilder, VirtualClock};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
 
-struct Host {
-    lua: Lua,
-    clock: VirtualClock,
-    scheduler: Scheduler,
-    log: Rc<RefCell<Vec<String>>>,
-}
-
-impl Host {
-    fn new(configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder) -> Host {
-        let lua = Lua::new();
-        let clock = VirtualClock::new();
-        let log: Rc<RefCell<Vec<String>>> = Rc::default();
-        let errors = Rc::clone(&log);
-        let builder = Scheduler::builder()
-            .clock(Clock::from(clock.clone()))
-            .on_error(move |e| errors.borrow_mut().push(format!("error: {}", e.message)));
-        let scheduler = configure(builder).build(&lua).unwrap();
-        scheduler.install_task_library().unwrap();
-        let run_service = lua.create_table().unwrap();
-        for name in scheduler.phase_names() {
-            run_service
-                .set(name.as_str(), scheduler.phase(name).unwrap())
-                .unwrap();
-        }
-        lua.globals().set("RunService", run_service).unwrap();
-        let tostring: Function = lua.globals().get("tostring").unwrap();
-        let printed = Rc::clone(&log);
-        let print = lua
-            .create_function(move |_, values: MultiValue| {
-                let line: Vec<String> = values
-                    .into_iter()
-                    .map(|v| tostring.call::<String>(v))
-                    .collect::<Result<_, _>>()?;
-                printed.borrow_mut().push(line.join(" "));
-                Ok(())
-            })
+/// The shared host, its errors in the log, with the scheduler's phases as `RunService`.
+fn phase_host(configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static) -> Host {
+    let host = Host::builder().errors_in_log().scheduler(configure).build();
+    let run_service = host.lua.create_table().unwrap();
+    for name in host.scheduler.phase_names() {
+        run_service
+            .set(name.as_str(), host.scheduler.phase(name).unwrap())
             .unwrap();
-        lua.globals().set("print", print).unwrap();
-        Host {
-            lua,
-            clock,
-            scheduler,
-            log,
-        }
     }
-
-    fn spawn(&self, source: &str) -> spindle::Task {
-        let f = self.lua.load(source).into_function().unwrap();
-        self.scheduler.spawn(f, ()).unwrap()
-    }
-
-    fn take_log(&self) -> Vec<String> {
-        std::mem::take(&mut *self.log.borrow_mut())
-    }
+    host.lua.globals().set("RunService", run_service).unwrap();
+    host
 }
 
 fn roblox_phases(builder: SchedulerBuilder) -> SchedulerBuilder {
@@ -76,7 +36,7 @@ fn roblox_phases(builder: SchedulerBuilder) -> SchedulerBuilder {
 
 #[test]
 fn phases_run_in_order_and_waits_resume_before_the_designated_phase() {
-    let host = Host::new(roblox_phases);
+    let host = phase_host(roblox_phases);
     host.spawn(
         r#"
         for _, name in { "PreSimulation", "PostSimulation", "Heartbeat" } do
@@ -111,7 +71,7 @@ fn phases_run_in_order_and_waits_resume_before_the_designated_phase() {
 
 #[test]
 fn each_phase_is_a_resumption_point() {
-    let host = Host::new(|b| roblox_phases(b).signal_behavior(spindle::SignalBehavior::Immediate));
+    let host = phase_host(|b| roblox_phases(b).signal_behavior(spindle::SignalBehavior::Immediate));
     host.spawn(
         r#"
         RunService.PreSimulation:Connect(function()
@@ -136,7 +96,7 @@ fn each_phase_is_a_resumption_point() {
 
 #[test]
 fn phase_signals_receive_dt_and_the_virtual_clock_moves_by_it() {
-    let host = Host::new(roblox_phases);
+    let host = phase_host(roblox_phases);
     host.spawn(
         r#"
         RunService.Heartbeat:Connect(function(dt) print("dt", dt) end)
@@ -146,7 +106,7 @@ fn phase_signals_receive_dt_and_the_virtual_clock_moves_by_it() {
     for _ in 0..2 {
         host.scheduler.frame(DT).unwrap();
     }
-    assert_eq!(host.clock.now(), DT * 2);
+    assert_eq!(host.virtual_clock().now(), DT * 2);
     let dt = DT.as_secs_f64();
     assert_eq!(
         host.take_log(),
@@ -160,7 +120,7 @@ fn phase_signals_receive_dt_and_the_virtual_clock_moves_by_it() {
 
 #[test]
 fn without_phases_a_frame_is_a_cycle_that_first_moves_the_clock() {
-    let host = Host::new(|b| b);
+    let host = phase_host(|b| b);
     host.spawn("print('waited', task.wait(1))");
     let report = host.scheduler.frame(Duration::from_secs(1)).unwrap();
     assert_eq!(host.take_log(), ["waited 1"]);
@@ -228,8 +188,8 @@ fn a_frame_called_from_inside_a_task_is_refused() {
 
 #[test]
 fn six_waits_of_600_virtual_seconds_take_six_jumps_and_return_exactly_600() {
-    let host = Host::new(|b| b);
-    let task = host.spawn(
+    let host = phase_host(|b| b);
+    let task = host.spawn_task(
         r#"
         local waits = {}
         for i = 1, 6 do
@@ -247,7 +207,7 @@ fn six_waits_of_600_virtual_seconds_take_six_jumps_and_return_exactly_600() {
         .into_result()
         .unwrap();
     assert_eq!(waits, [600.0; 6]);
-    assert_eq!(host.clock.now(), Duration::from_secs(3600));
+    assert_eq!(host.virtual_clock().now(), Duration::from_secs(3600));
     // One cycle per wait, plus the last: the clock jumped, it was not stepped.
     assert!(
         host.scheduler.cycle_count() <= 7,
@@ -269,7 +229,7 @@ const STAGGERED: &str = r#"
 
 #[test]
 fn the_frame_budget_carries_ready_tasks_over_in_order() {
-    let host = Host::new(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 2));
+    let host = phase_host(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 2));
     host.spawn(STAGGERED);
     let mut carried = Vec::new();
     let mut frames = Vec::new();
@@ -292,7 +252,7 @@ fn the_frame_budget_carries_ready_tasks_over_in_order() {
 
 #[test]
 fn a_spent_wall_time_budget_still_resumes_one_task_per_frame() {
-    let host = Host::new(|b| roblox_phases(b).frame_budget(Duration::ZERO));
+    let host = phase_host(|b| roblox_phases(b).frame_budget(Duration::ZERO));
     host.spawn(STAGGERED);
     let mut timers = Vec::new();
     while host.scheduler.has_work() {
@@ -310,7 +270,7 @@ fn a_spent_wall_time_budget_still_resumes_one_task_per_frame() {
 
 #[test]
 fn carried_tasks_keep_the_run_alive_and_a_cycle_runs_them() {
-    let host = Host::new(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 1));
+    let host = phase_host(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 1));
     host.spawn(STAGGERED);
     assert_eq!(host.scheduler.frame(DT).unwrap().carried, 4);
     host.take_log();
@@ -328,7 +288,7 @@ fn carried_tasks_keep_the_run_alive_and_a_cycle_runs_them() {
 
 #[test]
 fn a_cancelled_task_leaves_the_carry_and_shutdown_empties_it() {
-    let host = Host::new(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 1));
+    let host = phase_host(|b| roblox_phases(b).frame_budget_fn(|work| work.resumed < 1));
     host.spawn(
         r#"
         threads = {}

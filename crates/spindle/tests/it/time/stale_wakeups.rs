@@ -4,16 +4,15 @@
 //! not the next wait's result, not the deadline the host sleeps to, not the task's next future.
 //! Also the names a host's own userdata gets in argument errors (rule 7).
 
-mod support;
-
 use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::support::Host;
+use crate::support::{harness, lines};
 use spindle::mlua::{self, UserData};
-use support::Host;
 
 #[test]
 fn a_stale_wait_timer_does_not_end_the_tasks_next_wait_early() {
@@ -216,4 +215,89 @@ fn argument_errors_name_a_host_userdata_by_its_type_name() {
             "invalid argument #1 to 'wait' (number expected, got <type name>)",
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn waiting_thread_resumed_by_hand_then_plain_yield_is_not_resumed_by_the_stale_timer() {
+    let h = harness();
+    h.run(
+        r##"
+        t = task.spawn(function()
+            print("wait returned", task.wait(1))
+            print("yield returned", coroutine.yield())
+        end)
+        coroutine.resume(t, "early")
+        task.wait(5)
+        print("status", coroutine.status(t))
+        "##,
+    );
+    assert_eq!(h.log(), lines(&["wait returned early", "status suspended"]));
+}
+
+#[test]
+fn thread_resumed_by_hand_in_same_timer_batch_before_its_timer_is_resumed_once() {
+    let h = harness();
+    h.run(
+        r##"
+        local b
+        task.delay(1, function() coroutine.resume(b, "by hand") end)
+        b = task.spawn(function()
+            print("first", task.wait(1))   -- due at 1 too, but after the delay above
+            -- Durations a stale second resumption could not return: it would end them early.
+            print("second", task.wait(0.25))
+            print("third", task.wait(0.5))
+        end)
+        "##,
+    );
+    assert_eq!(
+        h.log(),
+        lines(&["first by hand", "second 0.25", "third 0.5"])
+    );
+}
+
+#[test]
+fn wait_resumed_by_task_spawn_then_longer_wait_is_not_cut_short() {
+    let h = harness();
+    h.run(
+        r##"
+        local t = task.spawn(function()
+            print("first", task.wait(1))
+            local start = now()
+            print("second", task.wait(3))
+            print("at", now() - start)
+        end)
+        task.wait(0.5)
+        task.spawn(t, "spawned")
+        "##,
+    );
+    assert_eq!(h.log(), lines(&["first spawned", "second 3", "at 3"]));
+}
+
+/// Each `task.delay` of an existing thread is a request of its own, even when an earlier entry
+/// of the same timer batch resumes that thread first.
+#[test]
+fn a_delay_of_an_existing_thread_survives_an_earlier_resume_in_the_same_batch() {
+    let h = harness();
+    let _task = h.spawn(
+        r##"
+        local B = coroutine.create(function(...)
+            print("B", ...)
+            while true do print("B got", coroutine.yield()) end
+        end)
+        coroutine.resume(B, "start")
+        task.delay(1, function() task.spawn(B, "spawned") end)
+        task.delay(1, B, "delayed")
+        "##,
+    );
+    h.step(1.0);
+    h.step(1.0);
+    assert_eq!(
+        h.log(),
+        lines(&["B start", "B got spawned", "B got delayed"])
+    );
+    assert!(!h.sched.has_work());
 }

@@ -1,58 +1,26 @@
 //! Tasks in their hundreds of thousands: bounded by memory alone, and leaving nothing behind
 //! once they end (contract rules 16 and 17).
 //!
-//! A counting global allocator measures the heap: mlua allocates the Lua VM's memory through
-//! Rust's allocator, so the count covers Lua objects and the scheduler's own tables alike.
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
+//! The binary's counting global allocator (support/heap.rs) measures the heap of the test's
+//! thread: mlua allocates the Lua VM's memory through Rust's allocator, so the count covers Lua
+//! objects and the scheduler's own tables alike.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use spindle::mlua::Lua;
 use spindle::{Clock, Scheduler, VirtualClock};
 
-struct Counting;
+use crate::support::heap::thread_bytes;
+use crate::support::{harness, lines};
 
-static IN_USE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged and only counts sizes, in an atomic
-// that allocates nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        IN_USE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's layout, under `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        IN_USE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `System` through this allocator with `layout`, as the
-        // caller guarantees under `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        IN_USE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as in `dealloc`, `ptr` and `layout` are `System`'s; `new_size` is valid per
-        // the caller, under `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Tests in this file measure one process-wide counter: run them one at a time.
+/// Tests in this file build hundreds of thousands of tasks: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn heap_in_use(lua: &Lua) -> isize {
     lua.gc_collect().unwrap();
     lua.gc_collect().unwrap();
-    IN_USE.load(Ordering::Relaxed)
+    thread_bytes()
 }
 
 fn virtual_scheduler(lua: &Lua) -> Scheduler {
@@ -316,7 +284,7 @@ fn cancelled_tasks_blocked_in_futures_of_both_kinds_drop_them_and_leave_memory_w
     const TASKS: usize = 100_000;
     scheduler.spawn(main, TASKS).unwrap();
     assert_eq!(scheduler.task_count(), TASKS + 1);
-    let peak = IN_USE.load(Ordering::Relaxed);
+    let peak = thread_bytes();
     scheduler.cycle().unwrap();
     // Spindle's futures are dropped before `task.cancel` returns (rule 6).
     assert_eq!(owned_dropped.get() - 500, TASKS / 2);
@@ -341,4 +309,27 @@ fn cancelled_tasks_blocked_in_futures_of_both_kinds_drop_them_and_leave_memory_w
         grown < 256 * 1024,
         "{grown} bytes still held after {TASKS} blocked tasks were cancelled"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corners of the contract, on the shared corner-case host (`support::H`)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hundred_thousand_tasks_wait_at_once_and_all_resume() {
+    let h = harness();
+    let start = std::time::Instant::now();
+    h.run(
+        r##"
+        local n, done = 100000, 0
+        for i = 1, n do
+            task.spawn(function() task.wait(i % 7) ; done += 1 end)
+        end
+        task.wait(10)
+        print("done", done)
+        "##,
+    );
+    assert_eq!(h.log(), lines(&["done 100000"]));
+    assert_eq!(h.sched.task_count(), 0);
+    eprintln!("100k waiting tasks: {:?}", start.elapsed());
 }

@@ -5,8 +5,6 @@
 //! that reaches them), so the outcomes do not depend on how fast the machine is. The watchdog
 //! measures real time, so these hosts run on the real clock.
 
-mod support;
-
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,9 +12,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::support::Host;
 use spindle::mlua::Lua;
 use spindle::{Scheduler, SchedulerBuilder, TIMEOUT_MESSAGE};
-use support::Host;
 
 fn run_with(configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static) -> Host {
     Host::builder().real_time().scheduler(configure).build()

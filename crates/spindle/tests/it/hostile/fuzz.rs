@@ -4,8 +4,8 @@
 //! time slices and clocks. A run must end, must not crash or panic, and must report every
 //! uncaught error exactly once (rule 8 of the task contract).
 //!
-//! Each program runs in a child process (this test binary, re-run on the `fuzz_child` entry
-//! point), so that a segfault or an abort fails the test with the program and its seed instead
+//! Each program runs in a child process (this test binary, re-run on the `hostile::fuzz::fuzz_child`
+//! entry point), so that a segfault or an abort fails the test with the program and its seed instead
 //! of taking the test binary down.
 //!
 //! How lost and repeated errors are told: every `error(...)` the generator writes raises a value
@@ -23,7 +23,7 @@
 //!   place; a slice could suspend a task between `note` and its raise, where a cancellation can
 //!   then end it, so runs with slices check only the first point).
 //!
-//! `cargo test --test fuzz` runs the seeds below [`FIXED_SEEDS`]. On demand:
+//! `cargo test -p spindle --test it -- hostile::fuzz` runs the seeds below [`FIXED_SEEDS`]. On demand:
 //! - `SPINDLE_FUZZ_CASES=N` runs N more seeds after the fixed ones, from `SPINDLE_FUZZ_START`
 //!   (default 1,000,000); `SPINDLE_FUZZ_SECONDS=T` runs more seeds until T seconds have passed;
 //! - `SPINDLE_FUZZ_SEED=S` runs one seed and prints its program;
@@ -218,7 +218,7 @@ fn run_case(case: &Case, path: &Path) -> Verdict {
     std::fs::write(path, case.text()).expect("the case file is written");
     let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
         .args([
-            "fuzz_child",
+            "hostile::fuzz::fuzz_child",
             "--exact",
             "--ignored",
             "--nocapture",

@@ -21,20 +21,19 @@
 //!
 //! Every run tries the programs of a fixed list of seeds (`SEEDS`); fresh random seeds run on
 //! demand, with as many cases as `PROPTEST_CASES` says:
-//! `PROPTEST_CASES=5000 cargo test -p spindle --test reference_model -- --ignored`.
+//! `PROPTEST_CASES=5000 cargo test -p spindle --test it -- reference_model --ignored`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use spindle::mlua::{self, Lua, MultiValue, Value};
 use spindle::{Clock, Scheduler, TraceEntry, VirtualClock};
+
+use crate::support::Gates;
 
 /// Number of gates, and of `T[j]` slots that ops may name (some never hold a thread).
 const GATES: u8 = 3;
@@ -706,69 +705,6 @@ impl<'p> Model<'p> {
 // The real scheduler
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct GateState {
-    open: bool,
-    /// The latest waker of each pending future, by the order the futures were made.
-    wakers: BTreeMap<u64, Waker>,
-}
-
-#[derive(Clone, Default)]
-struct Gates {
-    gates: Rc<RefCell<HashMap<String, Rc<RefCell<GateState>>>>>,
-    next: Rc<Cell<u64>>,
-}
-
-impl Gates {
-    fn gate(&self, name: &str) -> Rc<RefCell<GateState>> {
-        Rc::clone(self.gates.borrow_mut().entry(name.to_owned()).or_default())
-    }
-
-    fn open(&self, name: &str) {
-        let gate = self.gate(name);
-        let wakers: Vec<Waker> = {
-            let mut g = gate.borrow_mut();
-            g.open = true;
-            std::mem::take(&mut g.wakers).into_values().collect()
-        };
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    fn wait(&self, name: &str) -> GateWait {
-        let id = self.next.get();
-        self.next.set(id + 1);
-        GateWait {
-            gate: self.gate(name),
-            id,
-        }
-    }
-}
-
-/// Pending until its gate opens.
-struct GateWait {
-    gate: Rc<RefCell<GateState>>,
-    id: u64,
-}
-
-impl Future for GateWait {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut g = self.gate.borrow_mut();
-        if g.open {
-            Poll::Ready(())
-        } else {
-            g.wakers.insert(self.id, cx.waker().clone());
-            Poll::Pending
-        }
-    }
-}
-
-impl Drop for GateWait {
-    fn drop(&mut self) {
-        self.gate.borrow_mut().wakers.remove(&self.id);
-    }
-}
-
 fn format_value(value: &Value) -> String {
     match value {
         Value::Nil => "nil".into(),
@@ -917,14 +853,17 @@ fn cases() -> u32 {
 /// `Core::start_timed_wake`, which seed 1 also catches).
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
-/// Where shrunk failures of either test are saved, and replayed first on every later run.
+/// Where shrunk failures of either test are saved, and replayed first on every later run:
+/// `reference_model.proptest-regressions` beside this file. `WithSource`, not proptest's default
+/// `SourceParallel`: the latter looks for the file under `tests/proptest-regressions/` once the
+/// test binary has a `main.rs`, and would silently replay nothing.
 fn config(cases: u32, rng_seed: proptest::test_runner::RngSeed) -> ProptestConfig {
     ProptestConfig {
         cases,
         max_global_rejects: 100_000,
         rng_seed,
         failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"),
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
         )),
         source_file: Some(file!()),
         ..ProptestConfig::default()
@@ -972,7 +911,7 @@ fn programs_of_the_fixed_seeds_log_what_the_reference_model_predicts() {
 }
 
 /// Programs from fresh random seeds, on demand: `PROPTEST_CASES=100000 cargo test --release -p
-/// spindle --test reference_model -- --ignored`. A failure is shrunk and saved beside this file
+/// spindle --test it -- reference_model --ignored`. A failure is shrunk and saved beside this file
 /// (`*.proptest-regressions`), and every later run of either test tries it first.
 #[test]
 #[ignore = "random seeds: run on demand with --ignored"]

@@ -5,20 +5,14 @@
 //! future after its wait is polled again with its own waker, and the hand-resume and cancel
 //! rules hold inside one batch of wake-ups. Everything runs under a virtual clock.
 
-mod support;
-
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::support::{test_host, Host};
 use spindle::mlua::{self, Function};
-use support::Host;
-
-fn harness() -> Host {
-    Host::builder().chunk_name("test").build()
-}
 
 /// A future that stays pending until opened, keeping only the latest waker it was polled with,
 /// as channels and timers do.
@@ -57,7 +51,7 @@ type Reports = Vec<(String, String)>;
 /// gives it for a host task and as the lane gives it for a task started by `task.spawn`, each
 /// with the task id left out.
 fn reports_of(body: &str) -> (Reports, Reports) {
-    let h = harness();
+    let h = test_host();
     let rust_fail = h
         .lua
         .create_function(|_, ()| -> mlua::Result<()> { Err(mlua::Error::runtime("from rust")) })
@@ -117,7 +111,7 @@ fn the_traceback_of_an_error_after_a_wait_names_the_failing_function() {
 
 #[test]
 fn a_panic_after_a_wait_reaches_the_host_and_leaves_the_scheduler_usable() {
-    let h = harness();
+    let h = test_host();
     let boom = h
         .lua
         .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })
@@ -135,7 +129,7 @@ fn a_panic_after_a_wait_reaches_the_host_and_leaves_the_scheduler_usable() {
 
 #[test]
 fn a_task_blocked_in_an_mlua_future_after_its_wait_is_polled_again_with_its_own_waker() {
-    let h = harness();
+    let h = test_host();
     let gate = Gate::default();
     let g = gate.clone();
     let wait_gate = h
@@ -168,7 +162,7 @@ fn a_task_blocked_in_an_mlua_future_after_its_wait_is_polled_again_with_its_own_
 
 #[test]
 fn within_one_batch_a_cancelled_or_hand_resumed_task_is_not_woken_by_its_timer() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r#"
         local victim, poked
@@ -194,7 +188,7 @@ fn within_one_batch_a_cancelled_or_hand_resumed_task_is_not_woken_by_its_timer()
 
 #[test]
 fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
-    let h = harness();
+    let h = test_host();
     let f: Function = h
         .lua
         .load("return function() task.wait(1) return 'kept', 2 end")
@@ -214,7 +208,7 @@ fn a_host_task_keeps_its_results_after_a_wait_and_a_lane_task_is_freed() {
 
 #[test]
 fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r##"
         local function show(...)
@@ -245,7 +239,7 @@ fn a_hand_resume_of_a_wait_returns_exactly_its_values_and_drops_the_wake_up() {
 
 #[test]
 fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r#"
         local co = coroutine.create(function()
@@ -269,7 +263,7 @@ fn a_coroutine_that_is_not_a_task_yet_waits_through_the_full_path() {
 /// value, returned the scheduler's private mark to the script.
 #[test]
 fn a_stale_signal_fire_does_not_wake_a_task_wait_forever() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r#"
         local sig = Signal.new()
@@ -295,7 +289,7 @@ fn a_stale_signal_fire_does_not_wake_a_task_wait_forever() {
 
 #[test]
 fn a_stale_signal_fire_does_not_wake_a_wait_on_another_signal() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r#"
         local first, second = Signal.new(), Signal.new()
@@ -318,7 +312,7 @@ fn a_stale_signal_fire_does_not_wake_a_wait_on_another_signal() {
 /// suspension, at an unrelated `coroutine.yield` (rule 12).
 #[test]
 fn a_script_never_holds_the_wake_mark_and_cannot_forge_a_timer_wake_up() {
-    let h = harness();
+    let h = test_host();
     h.exec(
         r#"
         local sig = Signal.new()
@@ -355,7 +349,7 @@ fn a_script_never_holds_the_wake_mark_and_cannot_forge_a_timer_wake_up() {
 /// dead, is freed (rule 16): neither the lane nor the mlua path may leave it in the store.
 #[test]
 fn a_task_whose_rust_callback_panicked_after_a_wait_is_freed() {
-    let h = harness();
+    let h = test_host();
     let boom = h
         .lua
         .create_function(|_, ()| -> mlua::Result<()> { panic!("boom") })

@@ -1,15 +1,21 @@
 //! The host that behaviour tests share: a `Lua` with a scheduler whose reported errors are
 //! kept, and `print` and `log` functions that record what a script says, one line a call.
 //!
-//! Each test file uses the part of it that it needs.
+//! Each test module uses the part of it that it needs.
 #![allow(dead_code)]
+
+pub mod gates;
+pub mod heap;
+
+pub use gates::{install_gates, Gates};
+pub use heap::rust_bytes;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use spindle::mlua::{Function, Lua, MultiValue};
-use spindle::{Clock, Scheduler, SchedulerBuilder, Task, TaskError, VirtualClock};
+use spindle::mlua::{self, Function, Lua, MultiValue};
+use spindle::{Clock, Outcome, Scheduler, SchedulerBuilder, Task, TaskError, VirtualClock};
 
 pub struct Host {
     pub lua: Lua,
@@ -59,7 +65,8 @@ impl HostBuilder {
         self
     }
 
-    /// Sets the scheduler's other options.
+    /// Sets the scheduler's other options; set last, so it may replace the host's error handler
+    /// (then the host keeps no errors) or its clock.
     pub fn scheduler(
         mut self,
         configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static,
@@ -75,7 +82,7 @@ impl HostBuilder {
         let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
         let (kept, logged) = (Rc::clone(&errors), Rc::clone(&log));
         let (errors_in_log, extra) = (self.errors_in_log, self.on_error);
-        let mut builder = (self.configure)(Scheduler::builder()).on_error(move |error| {
+        let mut builder = Scheduler::builder().on_error(move |error| {
             if errors_in_log {
                 logged
                     .borrow_mut()
@@ -89,7 +96,8 @@ impl HostBuilder {
         if let Some(clock) = &clock {
             builder = builder.clock(Clock::from(clock.clone()));
         }
-        let scheduler = builder.build(&lua).unwrap();
+        // Last, so that a test may replace the error handler or the clock.
+        let scheduler = (self.configure)(builder).build(&lua).unwrap();
         scheduler.install_task_library().unwrap();
         let printed = Rc::clone(&log);
         let tostring: Function = lua.globals().get("tostring").unwrap();
@@ -143,6 +151,17 @@ impl Host {
         drop::<Task>(self.scheduler.spawn(main, ()).unwrap());
     }
 
+    /// Spawns `source` as a task named by the host's chunk name, and returns its handle.
+    pub fn spawn_task(&self, source: &str) -> Task {
+        let main = self
+            .lua
+            .load(source)
+            .set_name(format!("={}", self.name))
+            .into_function()
+            .unwrap();
+        self.scheduler.spawn(main, ()).unwrap()
+    }
+
     /// Spawns `source` and runs until no task is left.
     pub fn script(&self, source: &str) {
         self.spawn(source);
@@ -156,6 +175,13 @@ impl Host {
             .set_name(format!("={}", self.name))
             .exec()
             .unwrap();
+    }
+
+    /// The virtual clock.
+    pub fn virtual_clock(&self) -> &VirtualClock {
+        self.clock
+            .as_ref()
+            .expect("the host runs under virtual time")
     }
 
     /// Moves the virtual clock.
@@ -177,6 +203,11 @@ impl Host {
         self.log.borrow().clone()
     }
 
+    /// The log so far, emptied.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
     pub fn messages(&self) -> Vec<String> {
         self.errors
             .borrow()
@@ -184,6 +215,11 @@ impl Host {
             .map(|error| error.message.clone())
             .collect()
     }
+}
+
+/// The default host with its scripts named `test`.
+pub fn test_host() -> Host {
+    Host::builder().chunk_name("test").build()
 }
 
 /// Runs `body` on a current-thread tokio runtime, inside a `LocalSet` (the scheduler is not
@@ -194,4 +230,95 @@ pub fn on_tokio_local_set<F: std::future::Future>(body: F) -> F::Output {
         .build()
         .unwrap();
     tokio::task::LocalSet::new().block_on(&runtime, body)
+}
+
+/// The host as the contract's corner-case tests use it: a [`Host`] under virtual time whose
+/// errors are also logged (`error: <message>`), scripts named `test`, a `now()` global that
+/// reads the virtual clock, and the scheduler behind an `Rc` (tests downgrade it to reach it
+/// from inside callbacks).
+pub struct H {
+    pub lua: Lua,
+    pub clock: VirtualClock,
+    pub sched: Rc<Scheduler>,
+    pub log: Rc<RefCell<Vec<String>>>,
+    pub errors: Rc<RefCell<Vec<TaskError>>>,
+}
+
+pub fn harness() -> H {
+    harness_with(|b| b)
+}
+
+pub fn harness_with(configure: impl FnOnce(SchedulerBuilder) -> SchedulerBuilder + 'static) -> H {
+    let host = Host::builder()
+        .errors_in_log()
+        .chunk_name("test")
+        .scheduler(configure)
+        .build();
+    let clock = host.clock.expect("virtual time");
+    let c = clock.clone();
+    let now = host
+        .lua
+        .create_function(move |_, ()| Ok(c.now().as_secs_f64()))
+        .unwrap();
+    host.lua.globals().set("now", now).unwrap();
+    H {
+        lua: host.lua,
+        clock,
+        sched: Rc::new(host.scheduler),
+        log: host.log,
+        errors: host.errors,
+    }
+}
+
+impl H {
+    pub fn func(&self, src: &str) -> Function {
+        self.lua
+            .load(src)
+            .set_name("=test")
+            .into_function()
+            .unwrap()
+    }
+
+    /// Spawns `src` as a host task (resumed at once, deferred queue drained).
+    pub fn spawn(&self, src: &str) -> Task {
+        self.sched.spawn(self.func(src), ()).unwrap()
+    }
+
+    /// Spawns `src` and runs the scheduler to completion.
+    pub fn run(&self, src: &str) -> Task {
+        let id = self.spawn(src);
+        self.sched.run_blocking().unwrap();
+        id
+    }
+
+    pub fn step(&self, seconds: f64) -> spindle::CycleReport {
+        self.clock.advance(Duration::from_secs_f64(seconds));
+        self.sched.cycle().unwrap()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
+    pub fn global<T: mlua::FromLua>(&self, name: &str) -> T {
+        self.lua.globals().get(name).unwrap()
+    }
+
+    pub fn result<R: mlua::FromLuaMulti>(&self, id: &Task) -> R {
+        match self.sched.take_result::<R>(id).unwrap() {
+            Some(Outcome::Finished(v)) => v,
+            Some(Outcome::Failed(e)) => panic!("task failed: {e}"),
+            Some(_) => panic!("task was cancelled"),
+            None => panic!("task has no outcome yet"),
+        }
+    }
+}
+
+/// The lines a test expects in a log.
+pub fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }

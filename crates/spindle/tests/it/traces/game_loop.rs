@@ -6,7 +6,7 @@ use std::time::Duration;
 use spindle::mlua::Lua;
 use spindle::{Clock, Scheduler, VirtualClock, FINGERPRINT_SEED};
 
-const ENTITY: &str = include_str!("../examples/game_loop.luau");
+const ENTITY: &str = include_str!("../../../examples/game_loop.luau");
 const DT: Duration = Duration::from_nanos(16_666_667);
 
 struct Outcome {

@@ -1,6 +1,8 @@
 //! Deterministic virtual time (contract rule 14): the same script with the same frames gives
 //! the same trace, event for event, on every run; and the trace says what happened.
 
+mod game_loop;
+
 use std::time::Duration;
 
 use spindle::mlua::Lua;

@@ -3,12 +3,12 @@
 //!
 //! Everything runs under a virtual clock, stepped by `cycle()` or run with `run_blocking()`.
 
-mod support;
+mod fuzz;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use support::{Host, HostBuilder};
+use crate::support::{Host, HostBuilder};
 
 fn run() -> Host {
     hostile(Host::builder())
@@ -288,7 +288,7 @@ fn task_functions_kept_after_the_scheduler_is_dropped_raise_plain_strings_naming
         .create_async_function(|_, ()| std::future::pending::<spindle::mlua::Result<()>>())
         .unwrap();
     run.lua.globals().set("forever", forever).unwrap();
-    let support::Host { lua, scheduler, .. } = run;
+    let crate::support::Host { lua, scheduler, .. } = run;
     drop(scheduler);
     let results: String = lua
         .load(
@@ -599,7 +599,7 @@ fn dropping_the_scheduler_runs_no_script_code_through_replaced_globals() {
         })
         "#,
     );
-    let support::Host { lua, scheduler, .. } = host;
+    let crate::support::Host { lua, scheduler, .. } = host;
     drop(scheduler);
     let ran: Vec<String> = lua.load("return ran").eval().unwrap();
     assert!(ran.is_empty(), "{ran:?}");
@@ -613,7 +613,7 @@ fn dropping_the_scheduler_runs_no_script_code_through_replaced_globals() {
         setmetatable(_G, {__index = function(_, key) table.insert(ran, "global " .. key) end})
         "#,
     );
-    let support::Host { lua, scheduler, .. } = host;
+    let crate::support::Host { lua, scheduler, .. } = host;
     drop(scheduler);
     let ran: Vec<String> = lua.load("return rawget(_G, 'ran')").eval().unwrap();
     assert!(ran.is_empty(), "{ran:?}");
