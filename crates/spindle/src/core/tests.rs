@@ -456,3 +456,148 @@ fn a_stale_id_reaches_nothing_once_its_slot_holds_another_task() {
     assert_eq!(core.task(new).unwrap().suspension(), Suspension::None);
     core.check_counts();
 }
+
+#[test]
+fn find_takes_the_slot_and_the_thread_both() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let a = core.insert(10).unwrap();
+    let b = core.insert(20).unwrap();
+    assert_eq!(core.find(a.slot(), 10), Some(a));
+    assert_eq!(core.find(b.slot(), 20), Some(b));
+    // Another embedder's mark on a thread names a slot that holds another thread.
+    assert_eq!(core.find(a.slot(), 20), None);
+    assert_eq!(core.find(7, 10), None);
+    assert_eq!(core.task_count(), 2);
+    assert_eq!(core.task_ids(), vec![a, b]);
+    core.free(a).unwrap();
+    assert_eq!(core.find(a.slot(), 10), None);
+    assert_eq!(core.task_count(), 1);
+    assert_eq!(core.task_ids(), vec![b]);
+}
+
+#[test]
+fn the_blocked_set_mark_reports_what_it_was() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert_eq!(core.set_in_blocked_set(id, true), Some(false));
+    assert_eq!(core.set_in_blocked_set(id, true), Some(true));
+    assert_eq!(core.set_in_blocked_set(id, false), Some(true));
+    core.free(id).unwrap();
+    assert_eq!(core.set_in_blocked_set(id, true), None, "a freed task");
+}
+
+#[test]
+fn stale_timers_are_compacted_only_once_they_outnumber_live_ones_by_the_margin() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    assert!(!core.has_timers());
+    let id = core.insert(1).unwrap();
+    // One live wait; each new wait makes the previous one's timer stale.
+    for _ in 0..67 {
+        core.file_wait(id, secs(0), Some(secs(100))).unwrap();
+    }
+    assert!(core.has_timers());
+    assert!(core.has_work());
+    let mut stale = 0;
+    // 67 timers, 1 live: past the margin (2 * 1 live + 64 = 66 timers), so compacted.
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 66);
+    assert_eq!(due(&mut core, secs(100)).len(), 1);
+    // Exactly at the margin (66 timers, 1 live) nothing is compacted.
+    for _ in 0..66 {
+        core.file_wait(id, secs(0), Some(secs(200))).unwrap();
+    }
+    let mut stale = 0;
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 0);
+    core.file_wait(id, secs(0), Some(secs(200))).unwrap();
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 66);
+    core.check_counts();
+}
+
+#[test]
+fn trim_keeps_queued_timers_and_deferrals() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(core.push_timer(secs(5), resume_timer(id)));
+    assert!(core.push_deferred(deferred(id, 1)));
+    // The task goes (trim needs none left); its entries stay queued, stale, until they surface.
+    core.free(id).unwrap();
+    core.recycle(id.slot());
+    core.trim();
+    assert!(core.has_timers(), "a timer outlives the trim");
+    assert_eq!(due(&mut core, secs(5)), vec![(id, false)]);
+    assert!(core.pop_deferred().is_some(), "a deferral outlives the trim");
+}
+
+#[test]
+fn a_core_is_in_a_cycle_only_between_enter_and_leave() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    assert!(!core.in_cycle());
+    assert!(core.enter_cycle());
+    assert!(core.in_cycle());
+    core.leave_cycle();
+    assert!(!core.in_cycle());
+}
+
+#[test]
+fn counts_agree_with_the_slots_in_every_kind_of_pending_work() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let waiting = core.insert(1).unwrap();
+    let queued = core.insert(2).unwrap();
+    let blocked = core.insert(3).unwrap();
+    core.file_wait(waiting, secs(0), Some(secs(1))).unwrap();
+    assert!(core.push_deferred(deferred(queued, 1)));
+    assert!(core.block_on_future(blocked, 1, true));
+    assert!(core.has_work());
+    core.check_counts();
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "live timers")]
+fn check_counts_catches_a_wrong_timer_count() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    core.file_wait(id, secs(0), Some(secs(1))).unwrap();
+    core.live_timers += 1;
+    core.check_counts();
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "live deferrals")]
+fn check_counts_catches_a_wrong_deferral_count() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(core.push_deferred(deferred(id, 1)));
+    core.live_deferred += 1;
+    core.check_counts();
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "awaiting tasks")]
+fn check_counts_catches_a_wrong_awaiting_count() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(core.block_on_future(id, 1, false));
+    core.awaiting += 1;
+    core.check_counts();
+}
+
+#[test]
+fn each_kind_of_pending_work_alone_is_work() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let id = core.insert(1).unwrap();
+    assert!(core.push_deferred(deferred(id, 1)));
+    assert!(core.has_work(), "a deferral alone");
+    core.pop_deferred().unwrap();
+    assert!(!core.has_work());
+    assert!(core.block_on_future(id, 1, true));
+    assert!(core.has_work(), "a future alone");
+    core.set_suspension(id, Suspension::None);
+    assert!(!core.has_work());
+    core.file_wait(id, secs(0), Some(secs(1))).unwrap();
+    assert!(core.has_work(), "a timer alone");
+}
