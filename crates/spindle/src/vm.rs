@@ -59,7 +59,7 @@
 //! 7. **Stack room.** A C function gets `LUA_MINSTACK` (20) free slots above its arguments
 //!    (Luau's guarantee, which mlua's callbacks also rely on): `wait` yields without
 //!    `lua_checkstack` because of it.
-//! 8. **mlua's `AsyncThread`** is the general path ([`crate::engine`]'s resumer): dropping one
+//! 8. **mlua's `AsyncThread`** is the general path (the engine's resumer, `engine/resume.rs`): dropping one
 //!    does not drop the future it polls (the collector does), and a plain `Thread::resume` polls
 //!    with a no-op waker. The engine keeps the futures of tasks it owns (`OwnedFutures`) for
 //!    that reason.

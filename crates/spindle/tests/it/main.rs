@@ -4,6 +4,7 @@
 
 mod support;
 
+mod architecture;
 mod async_fns;
 mod cancel;
 mod errors;
