@@ -527,7 +527,10 @@ fn trim_keeps_queued_timers_and_deferrals() {
     core.trim();
     assert!(core.has_timers(), "a timer outlives the trim");
     assert_eq!(due(&mut core, secs(5)), vec![(id, false)]);
-    assert!(core.pop_deferred().is_some(), "a deferral outlives the trim");
+    assert!(
+        core.pop_deferred().is_some(),
+        "a deferral outlives the trim"
+    );
 }
 
 #[test]

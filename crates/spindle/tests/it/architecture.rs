@@ -22,7 +22,12 @@ fn src() -> PathBuf {
 /// The first-level module a source file belongs to (`engine/cycle.rs` is `engine`).
 fn top_module(src: &Path, file: &Path) -> String {
     let relative = file.strip_prefix(src).unwrap();
-    let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = relative
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -67,7 +72,10 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         for name in named {
             if name != here && modules.contains(name) {
-                edges.entry(here.clone()).or_default().insert(name.to_string());
+                edges
+                    .entry(here.clone())
+                    .or_default()
+                    .insert(name.to_string());
             }
         }
     }
@@ -124,7 +132,10 @@ fn the_circle_check_finds_a_circle_when_there_is_one() {
     let found = circle(&graph, "a", &mut Vec::new(), &mut BTreeSet::new());
     assert_eq!(found.unwrap(), ["a", "b", "c", "a"]);
     graph.get_mut("c").unwrap().remove("a");
-    assert_eq!(circle(&graph, "a", &mut Vec::new(), &mut BTreeSet::new()), None);
+    assert_eq!(
+        circle(&graph, "a", &mut Vec::new(), &mut BTreeSet::new()),
+        None
+    );
 }
 
 #[test]
@@ -134,7 +145,13 @@ fn the_core_uses_nothing_of_mlua() {
     assert!(files.len() >= 3, "{files:?}");
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for forbidden in ["mlua::", "use mlua", "crate::vm", "crate::engine", "crate::scheduler"] {
+        for forbidden in [
+            "mlua::",
+            "use mlua",
+            "crate::vm",
+            "crate::engine",
+            "crate::scheduler",
+        ] {
             assert!(
                 !text.contains(forbidden),
                 "{} names {forbidden}",
