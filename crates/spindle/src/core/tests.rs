@@ -604,3 +604,22 @@ fn each_kind_of_pending_work_alone_is_work() {
     core.file_wait(id, secs(0), Some(secs(1))).unwrap();
     assert!(core.has_work(), "a timer alone");
 }
+
+#[test]
+fn the_compaction_margin_grows_with_the_live_timers() {
+    // Two live waits: compaction starts past 2 * 2 + 64 = 68 timers.
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let a = core.insert(1).unwrap();
+    let b = core.insert(2).unwrap();
+    core.file_wait(b, secs(0), Some(secs(100))).unwrap();
+    for _ in 0..67 {
+        core.file_wait(a, secs(0), Some(secs(100))).unwrap();
+    }
+    let mut stale = 0;
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 0, "68 timers, 2 live: within the margin");
+    core.file_wait(a, secs(0), Some(secs(100))).unwrap();
+    core.compact_timers(|_| stale += 1);
+    assert_eq!(stale, 67, "69 timers, 2 live: compacted");
+    core.check_counts();
+}
