@@ -117,6 +117,25 @@
 //! assert_eq!(lua.globals().get::<u32>("ticks")?, 60);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Serving, and awaiting tasks
+//!
+//! A server or an async framework drives the scheduler with
+//! [`run_until`](Scheduler::run_until) (or [`run_forever`](Scheduler::run_forever)), which
+//! sleeps without using the CPU while no work is left and wakes when the host spawns, defers,
+//! fires a signal or a Rust future completes. The host awaits one task with
+//! [`join`](Scheduler::join), hears of every task's end through
+//! [`on_task_end`](SchedulerBuilder::on_task_end), and reaches the scheduler from a Rust
+//! function that Lua calls with [`Scheduler::from_lua`].
+//!
+//! # Limits
+//!
+//! Untrusted scripts get bounds: [`timeout`](SchedulerBuilder::timeout) stops a task that runs
+//! too long without yielding, [`time_slice`](SchedulerBuilder::time_slice) suspends a busy
+//! task so the others run, [`max_defer_depth`](SchedulerBuilder::max_defer_depth) bounds
+//! deferrals from deferred tasks, and mlua's `Lua::set_memory_limit` bounds the heap: a task
+//! that runs out of memory fails with `not enough memory` and its traceback, and the memory
+//! goes back before any other task runs (contract rule 23). No script can crash the host.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]

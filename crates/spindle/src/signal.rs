@@ -1,44 +1,5 @@
-//! Signals: Roblox's `RBXScriptSignal` for scripts and for the host.
-//!
-//! A signal is a Lua object (`signal.luau`) that scripts make with `Signal.new(behavior?)` and
-//! the host with [`Scheduler::create_signal`](crate::Scheduler::create_signal); [`Signal`] is the host's handle on one, through
-//! which it fires Rust values and hands the signal to scripts. Handlers and waiting tasks are
-//! kept Lua-side, so a signal costs one mlua handle per [`Signal`] the host holds, however many
-//! handlers scripts connect.
-//!
-//! Each handler call is a task of its own: an error in it goes to the error handler (rule 8
-//! of the task contract) and a handler may wait or yield. An [`Immediate`](SignalBehavior::Immediate) signal
-//! spawns each call at once inside `Fire`; a [`Deferred`](SignalBehavior::Deferred) one defers
-//! each call to the next resumption point, and a call whose connection is disconnected before it
-//! runs is dropped. `Signal:Wait()` is a wake-token suspension (rule 12): a task resumed by
-//! anything else first, or cancelled, is not woken by the fire.
-//!
-//! Handler calls run on reused threads: a thread whose handler returned without yielding runs
-//! the next call, so `coroutine.running()` inside a handler names a thread that later calls may
-//! share (as with the usual Lua signal libraries). A deferred fire queues one task that calls,
-//! in order, each handler still connected when it runs, so [`FrameReport::deferred`] counts
-//! one resumption per fire with more than one handler.
-//!
-//! [`FrameReport::deferred`]: crate::FrameReport::deferred
-//!
-//! ```
-//! use spindle::{Scheduler, SignalBehavior};
-//!
-//! let lua = mlua::Lua::new();
-//! let scheduler = Scheduler::new(&lua)?;
-//! scheduler.install_task_library()?;
-//! let damaged = scheduler.create_signal_with(SignalBehavior::Immediate)?;
-//! lua.globals().set("Damaged", &damaged)?;
-//! scheduler.spawn(lua.load(r#"
-//!     health = 100
-//!     Damaged:Connect(function(amount) health -= amount end)
-//!     local once = Damaged:Once(function() print("first hit") end)
-//! "#).into_function()?, ())?;
-//! damaged.fire(30)?;
-//! damaged.fire(20)?;
-//! assert_eq!(lua.globals().get::<i64>("health")?, 50);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Signals: Roblox's `RBXScriptSignal` for scripts and for the host. The guide is on
+//! [`Signal`], where `cargo doc` shows it.
 
 use std::fmt;
 use std::rc::{Rc, Weak};
@@ -209,6 +170,46 @@ fn waiter(
 /// Hand it to scripts as a Lua value (it converts with `IntoLua`), for example as a field of a
 /// global; fire it with Rust values. Cloning the handle does not copy the signal. Like the
 /// [`Scheduler`](crate::Scheduler), do not store it inside its own `Lua` (app data, userdata).
+///
+/// A signal is a Lua object (`signal.luau`) that scripts make with `Signal.new(behavior?)` and
+/// the host with [`Scheduler::create_signal`](crate::Scheduler::create_signal); [`Signal`] is the host's handle on one, through
+/// which it fires Rust values and hands the signal to scripts. Handlers and waiting tasks are
+/// kept Lua-side, so a signal costs one mlua handle per [`Signal`] the host holds, however many
+/// handlers scripts connect.
+///
+/// Each handler call is a task of its own: an error in it goes to the error handler (rule 8
+/// of the task contract) and a handler may wait or yield. An [`Immediate`](SignalBehavior::Immediate) signal
+/// spawns each call at once inside `Fire`; a [`Deferred`](SignalBehavior::Deferred) one defers
+/// each call to the next resumption point, and a call whose connection is disconnected before it
+/// runs is dropped. `Signal:Wait()` is a wake-token suspension (rule 12): a task resumed by
+/// anything else first, or cancelled, is not woken by the fire.
+///
+/// Handler calls run on reused threads: a thread whose handler returned without yielding runs
+/// the next call, so `coroutine.running()` inside a handler names a thread that later calls may
+/// share (as with the usual Lua signal libraries). A deferred fire queues one task that calls,
+/// in order, each handler still connected when it runs, so [`FrameReport::deferred`] counts
+/// one resumption per fire with more than one handler.
+///
+/// [`FrameReport::deferred`]: crate::FrameReport::deferred
+///
+/// ```
+/// use spindle::{Scheduler, SignalBehavior};
+///
+/// let lua = mlua::Lua::new();
+/// let scheduler = Scheduler::new(&lua)?;
+/// scheduler.install_task_library()?;
+/// let damaged = scheduler.create_signal_with(SignalBehavior::Immediate)?;
+/// lua.globals().set("Damaged", &damaged)?;
+/// scheduler.spawn(lua.load(r#"
+///     health = 100
+///     Damaged:Connect(function(amount) health -= amount end)
+///     local once = Damaged:Once(function() print("first hit") end)
+/// "#).into_function()?, ())?;
+/// damaged.fire(30)?;
+/// damaged.fire(20)?;
+/// assert_eq!(lua.globals().get::<i64>("health")?, 50);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Signal {
     object: Table,

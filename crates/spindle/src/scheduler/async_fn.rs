@@ -14,6 +14,15 @@ impl Scheduler {
     /// a task that calls it is suspended until the future completes, and cancelling the task
     /// drops the future at once. Errors surface in the task as Lua errors with the Rust message.
     ///
+    /// Compared with mlua's own `Lua::create_async_function`, which works under the scheduler
+    /// too: mlua keeps a call's future inside the Lua thread, so the scheduler resumes the
+    /// thread to poll it, and a cancelled task's future lives on until the collector frees the
+    /// thread; here the scheduler holds the future, polls it with the task's waker and drops it
+    /// the moment the task is cancelled or the run ends. Either kind suspends only the calling
+    /// task, and only while the future is pending: a future ready at its first poll returns
+    /// its values at once. Called from a coroutine that is no task (one a script resumes by
+    /// hand), the call makes the coroutine a task for its duration.
+    ///
     /// ```
     /// # let lua = mlua::Lua::new();
     /// # let scheduler = spindle::Scheduler::new(&lua)?;

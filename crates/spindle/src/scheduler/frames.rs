@@ -1,24 +1,6 @@
 //! Game-engine hosting: one call runs a whole frame, through the phases the host declared.
-//!
-//! The host declares its phases on the builder ([`SchedulerBuilder::phases`]) and which of them
-//! the timers resume before ([`SchedulerBuilder::resume_waits_before`]; as in Roblox, where
-//! `task.wait` and `task.delay` resume between PostSimulation and Heartbeat). Each phase has a
-//! [`Signal`] that the host hands to scripts ([`Scheduler::phase`]) and that the frame fires
-//! with `dt` in seconds. Each phase is a resumption point: its handlers, and the tasks they
-//! defer, run before the next phase begins.
-//!
-//! A frame budget ([`SchedulerBuilder::frame_budget`]) caps the wall time a frame spends
-//! resuming ready tasks (due timers and woken futures): once it is spent, the ready tasks left
-//! over are carried to the next frame, where they run first, in order, and
-//! [`FrameReport::carried`] counts them. Phase handlers and the deferred queue are not capped:
-//! each phase still drains the deferred queue (contract rules 2-3), since a deferred task
-//! must run at the resumption point it was deferred to.
-//!
-//! [`SchedulerBuilder::phases`]: crate::SchedulerBuilder::phases
-//! [`SchedulerBuilder::resume_waits_before`]: crate::SchedulerBuilder::resume_waits_before
-//! [`SchedulerBuilder::frame_budget`]: crate::SchedulerBuilder::frame_budget
-//!
-//! The engine's side is `engine/frame.rs`.
+//! The guide is on [`Scheduler::frame`], where `cargo doc` shows it; the engine's side is
+//! `engine/frame.rs`.
 
 use std::time::Duration;
 
@@ -29,6 +11,24 @@ use crate::signal::Signal;
 
 impl Scheduler {
     /// Runs one frame of `dt`.
+    ///
+    /// The host declares its phases on the builder ([`SchedulerBuilder::phases`]) and which of them
+    /// the timers resume before ([`SchedulerBuilder::resume_waits_before`]; as in Roblox, where
+    /// `task.wait` and `task.delay` resume between PostSimulation and Heartbeat). Each phase has a
+    /// [`Signal`] that the host hands to scripts ([`Scheduler::phase`]) and that the frame fires
+    /// with `dt` in seconds. Each phase is a resumption point: its handlers, and the tasks they
+    /// defer, run before the next phase begins.
+    ///
+    /// A frame budget ([`SchedulerBuilder::frame_budget`]) caps the wall time a frame spends
+    /// resuming ready tasks (due timers and woken futures): once it is spent, the ready tasks left
+    /// over are carried to the next frame, where they run first, in order, and
+    /// [`FrameReport::carried`] counts them. Phase handlers and the deferred queue are not capped:
+    /// each phase still drains the deferred queue (contract rules 2-3), since a deferred task
+    /// must run at the resumption point it was deferred to.
+    ///
+    /// [`SchedulerBuilder::phases`]: crate::SchedulerBuilder::phases
+    /// [`SchedulerBuilder::resume_waits_before`]: crate::SchedulerBuilder::resume_waits_before
+    /// [`SchedulerBuilder::frame_budget`]: crate::SchedulerBuilder::frame_budget
     ///
     /// Under a virtual clock the clock first moves forward by `dt`; under the real clock time
     /// moves by itself and `dt` is only what the phase signals receive. Then, for each phase
