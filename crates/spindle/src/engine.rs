@@ -45,6 +45,12 @@ pub(crate) use signal_wait::WaitStamp;
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
+/// The key of a released task's thread in [`Inner::released`]: its number within this
+/// scheduler (a float only past 2^53 tasks, still unique among the few kept).
+fn released_key(id: TaskId) -> f64 {
+    id.as_u64() as f64
+}
+
 /// The host's end hook, as the engine calls it (the facade adds the scheduler).
 pub(crate) type EndHook = Rc<dyn Fn(TaskId, TaskEnd<'_>)>;
 
@@ -100,8 +106,13 @@ pub enum TaskStatus {
     Scheduled,
     /// The task ended and its outcome waits for [`Scheduler::take_result`](crate::Scheduler::take_result).
     Done,
+    /// The scheduler let the task go without its ending, and a host handle still claims it: it
+    /// yielded with a plain `coroutine.yield` and its thread belongs to whoever resumes it
+    /// (contract rule 11), or nothing will ever resume it. [`Scheduler::take_result`](crate::Scheduler::take_result) reads
+    /// [`Outcome::Released`](crate::Outcome::Released).
+    Released,
     /// Not known: never a task of this scheduler, its outcome already taken or its handle
-    /// dropped, or it yielded with a plain `coroutine.yield` and now belongs to whoever resumes it.
+    /// dropped, or dropped by [`Scheduler::shutdown`](crate::Scheduler::shutdown).
     Unknown,
 }
 
@@ -122,6 +133,10 @@ pub(crate) struct Inner {
     /// comes back unblocked. The set is replaced by a fresh one once no task is left, since a
     /// Luau table keeps the capacity of its peak (4 MB after 100,000 blocked threads).
     blocked: Table,
+    /// The threads of released tasks whose outcome a host handle still claims
+    /// ([`StoredOutcome::Released`]), by the task's number: the host may cancel them, or get
+    /// them back with `thread_of`.
+    released: Table,
     /// `blocked.threads`, at hand: fetching it by name cost 1,100 of the 9,500 instructions of
     /// a pend-once call of an mlua async function (callgrind). Replaced with it.
     blocked_threads: RefCell<Table>,
@@ -169,6 +184,8 @@ pub(crate) enum StoredOutcome {
     Finished(Option<ValuesKey>),
     Failed(TaskError),
     Cancelled,
+    /// Let go without ending ([`TaskEnd::Released`]).
+    Released,
 }
 
 /// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
@@ -289,6 +306,7 @@ impl Inner {
             threads: ThreadStore::new(lua)?,
             values: ValueStore::new(lua)?,
             blocked,
+            released: lua.create_table()?,
             blocked_threads: RefCell::new(blocked_threads),
             woken_threads: RefCell::default(),
             sliced,
@@ -571,9 +589,40 @@ impl Inner {
 
     /// Frees a task whose thread lives on outside the scheduler.
     pub(super) fn release(&self, id: TaskId) {
-        if self.free_task(id).is_some() {
-            self.task_ended(id, TaskEnd::Released);
+        let claimed = self.core(|core| core.task(id).is_some_and(|slot| slot.claims() > 0));
+        // Kept for a host that claims the task; a failure to keep it (no memory) only costs
+        // the host the thread, not the outcome.
+        if claimed {
+            if let Ok(thread) = self.threads.get(id.slot()) {
+                let _ = self.released.raw_set(released_key(id), thread);
+            }
         }
+        let Some(claims) = self.free_task(id) else {
+            return;
+        };
+        if claims > 0 {
+            self.core(|core| core.keep_outcome(id, StoredOutcome::Released, claims));
+        }
+        self.task_ended(id, TaskEnd::Released);
+    }
+
+    /// The thread of a released task that a host handle claims.
+    pub(crate) fn released_thread(&self, id: TaskId) -> Option<Thread> {
+        let released =
+            self.core(|core| matches!(core.outcome_mut(id), Some(StoredOutcome::Released)));
+        released
+            .then(|| {
+                self.released
+                    .raw_get::<Option<Thread>>(released_key(id))
+                    .ok()
+            })
+            .flatten()
+            .flatten()
+    }
+
+    /// Lets go of a released task's thread, once its outcome is read or unclaimed.
+    pub(crate) fn forget_released(&self, id: TaskId) {
+        let _ = self.released.raw_set(released_key(id), mlua::Nil);
     }
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
@@ -660,10 +709,12 @@ impl Inner {
         self.core(|core| {
             if core.task(id).is_some() {
                 TaskStatus::Scheduled
-            } else if core.has_outcome(id) {
-                TaskStatus::Done
             } else {
-                TaskStatus::Unknown
+                match core.outcome_mut(id) {
+                    Some(StoredOutcome::Released) => TaskStatus::Released,
+                    Some(_) => TaskStatus::Done,
+                    None => TaskStatus::Unknown,
+                }
             }
         })
     }
@@ -695,6 +746,9 @@ impl Inner {
     pub(crate) fn forget_outcome(&self, id: TaskId) {
         let unclaimed = self.core(|core| core.unclaim(id));
         if let Some(outcome) = unclaimed {
+            if let StoredOutcome::Released = outcome {
+                self.forget_released(id);
+            }
             self.discard_outcome(outcome);
         }
     }
@@ -730,7 +784,7 @@ impl Inner {
     /// The host's cancel, by id. Returns whether the task was still scheduled.
     pub(crate) fn cancel_task(&self, lua: &Lua, id: TaskId) -> Result<bool> {
         let Some(running) = self.core(|core| core.task(id).map(|slot| slot.is_running())) else {
-            return Ok(false);
+            return self.cancel_released(lua, id);
         };
         let thread = self.threads.get(id.slot())?;
         if running
@@ -742,6 +796,33 @@ impl Inner {
             return Err(Error::TaskRunning(id));
         }
         self.cancel(lua, &thread)?;
+        Ok(true)
+    }
+
+    /// The host's cancel of a task it claims that left the scheduler with a plain
+    /// `coroutine.yield`: its thread is closed, as `task.cancel` would, unless something is
+    /// running it; its outcome becomes `Cancelled`. False for any other task, or a thread that
+    /// is dead already.
+    fn cancel_released(&self, lua: &Lua, id: TaskId) -> Result<bool> {
+        let Some(thread) = self.released_thread(id) else {
+            return Ok(false);
+        };
+        match thread.status() {
+            ThreadStatus::Running | ThreadStatus::Normal => return Err(Error::TaskRunning(id)),
+            ThreadStatus::Finished | ThreadStatus::Error => return Ok(false),
+            ThreadStatus::Resumable => {}
+        }
+        // A thread that became a task again (spawned anew) is that task's to cancel.
+        if self.find(&thread).is_some() {
+            return Ok(false);
+        }
+        self.close_thread(lua, &thread)?;
+        self.forget_released(id);
+        self.core(|core| {
+            if let Some(outcome) = core.outcome_mut(id) {
+                *outcome = StoredOutcome::Cancelled;
+            }
+        });
         Ok(true)
     }
 

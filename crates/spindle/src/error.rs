@@ -35,9 +35,8 @@ pub enum Error {
     #[error("task {0} belongs to another scheduler")]
     ForeignTask(TaskId),
     /// [`Scheduler::join`](crate::Scheduler::join) found no outcome to wait for: it was taken
-    /// already, or the task yielded with a plain `coroutine.yield` and belongs to whoever resumes
-    /// it (contract rule 11).
-    #[error("task {0} has no outcome to wait for (taken already, or the task left the scheduler with a plain coroutine.yield)")]
+    /// already, or [`Scheduler::shutdown`](crate::Scheduler::shutdown) dropped the task.
+    #[error("task {0} has no outcome to wait for (taken already, or dropped by a shutdown)")]
     NoOutcome(TaskId),
     /// A deferral from the host, made while the deferred queue drains, went past the defer
     /// depth limit (contract rule 3).

@@ -392,8 +392,8 @@ pub(crate) struct Shared {
 ///
 /// The scheduler records an outcome only when it sees the task end. A task that yields with a
 /// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
-/// belongs to whoever resumes it from then on (contract rule 11); if it ends under such a
-/// resume, no outcome is kept and its status becomes [`TaskStatus::Unknown`].
+/// belongs to whoever resumes it from then on (contract rule 11): its outcome is
+/// [`Outcome::Released`] (status [`TaskStatus::Released`]), whatever the thread does later.
 pub struct Task {
     id: TaskId,
     scheduler: Weak<Inner>,
@@ -469,6 +469,9 @@ pub enum Outcome<R> {
     Failed(TaskError),
     /// The task was cancelled.
     Cancelled,
+    /// The scheduler let the task go without its ending: it yielded with a plain
+    /// `coroutine.yield`, and its thread belongs to whoever resumes it (contract rule 11).
+    Released,
 }
 
 impl<R> Outcome<R> {
@@ -480,6 +483,11 @@ impl<R> Outcome<R> {
             Outcome::Cancelled => Err(TaskError::new(
                 None,
                 "task was cancelled".into(),
+                String::new(),
+            )),
+            Outcome::Released => Err(TaskError::new(
+                None,
+                "task left the scheduler with a plain coroutine.yield".into(),
                 String::new(),
             )),
         }
@@ -640,7 +648,11 @@ impl Scheduler {
     }
 
     /// Cancels a task as `task.cancel` does. Returns whether the task was still scheduled.
-    /// A task that is running (the caller is inside it) cannot be cancelled.
+    /// A task that is running (the caller is inside it) cannot be cancelled. A task that left
+    /// the scheduler with a plain `coroutine.yield` while a handle claims it
+    /// ([`TaskStatus::Released`]) is cancelled by closing its thread, unless something runs the
+    /// thread ([`Error::TaskRunning`]) or it became a task again; its outcome becomes
+    /// [`Outcome::Cancelled`].
     ///
     /// Takes a [`Task`] handle or a [`TaskId`] (from a handle, or from [`TaskError::task`]).
     /// A task of another scheduler is refused with [`Error::ForeignTask`], whether named by its
@@ -702,6 +714,10 @@ impl Scheduler {
             }
             StoredOutcome::Failed(error) => Outcome::Failed(error),
             StoredOutcome::Cancelled => Outcome::Cancelled,
+            StoredOutcome::Released => {
+                self.shared.inner.forget_released(task);
+                Outcome::Released
+            }
         }))
     }
 
@@ -710,9 +726,10 @@ impl Scheduler {
     /// the scheduler meanwhile: await it inside [`run_until`](Self::run_until), or beside a
     /// [`run`](Self::run) on the same executor.
     ///
-    /// Fails with [`Error::NoOutcome`] when no outcome will come: it was taken already, or the
-    /// task yielded with a plain `coroutine.yield` and now belongs to whoever resumes it
-    /// (contract rule 11).
+    /// A task that yielded with a plain `coroutine.yield` resolves to [`Outcome::Released`]
+    /// (its thread belongs to whoever resumes it, contract rule 11). Fails with
+    /// [`Error::NoOutcome`] when no outcome will come: it was taken already (by `take_result` or
+    /// another join), or `shutdown` dropped the task.
     pub fn join<'a, R: FromLuaMulti>(&'a self, task: &'a Task) -> Join<'a, R> {
         Join {
             scheduler: self,

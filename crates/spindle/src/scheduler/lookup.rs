@@ -59,16 +59,21 @@ impl Scheduler {
         self.shared.inner.find(thread)
     }
 
-    /// The thread of a task the scheduler holds; `None` for an ended task, a task of another
-    /// scheduler, or one that left the scheduler with a plain `coroutine.yield`.
+    /// The thread of a task the scheduler holds, or of a task that left it with a plain
+    /// `coroutine.yield` while a host handle claims it ([`TaskStatus::Released`](crate::TaskStatus::Released)): the
+    /// host may resume that one itself, as whoever resumes it owns it. `None` for an ended
+    /// task, a task of another scheduler, or one whose outcome nobody claims.
     ///
-    /// Resume it only through the scheduler: see [`Scheduler`].
+    /// Resume a task the scheduler holds only through the scheduler: see [`Scheduler`].
     pub fn thread_of(&self, task: impl Into<TaskId>) -> Option<Thread> {
         let task = task.into();
         if !self.shared.inner.owns(task) {
             return None;
         }
-        self.shared.inner.thread_of(task)
+        let inner = &self.shared.inner;
+        inner
+            .thread_of(task)
+            .or_else(|| inner.released_thread(task))
     }
 }
 

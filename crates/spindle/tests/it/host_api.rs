@@ -423,7 +423,7 @@ fn a_host_task_that_yields_plainly_is_released_to_whoever_resumes_it() {
             (),
         )
         .unwrap();
-    assert_eq!(scheduler.status(&id), TaskStatus::Unknown);
+    assert_eq!(scheduler.status(&id), TaskStatus::Released);
     assert_eq!(
         scheduler.task_count(),
         0,
@@ -431,7 +431,15 @@ fn a_host_task_that_yields_plainly_is_released_to_whoever_resumes_it() {
     );
     assert!(!scheduler.has_work());
     let parked: spindle::mlua::Thread = lua.globals().get("parked").unwrap();
+    // The handle reaches the thread, which is the host's to resume now.
+    assert_eq!(scheduler.thread_of(&id), Some(parked.clone()));
     assert_eq!(parked.resume::<String>(()).unwrap(), "resumed");
+    assert!(matches!(
+        scheduler.take_result::<()>(&id).unwrap(),
+        Some(Outcome::Released)
+    ));
+    assert_eq!(scheduler.status(&id), TaskStatus::Unknown);
+    assert_eq!(scheduler.thread_of(&id), None);
 }
 
 #[test]

@@ -1155,7 +1155,7 @@ fn a_task_that_a_chained_host_interrupt_yields_is_released_as_after_a_plain_yiel
         resumable,
         (
             spindle::mlua::thread::ThreadStatus::Resumable,
-            spindle::TaskStatus::Unknown
+            spindle::TaskStatus::Released
         )
     );
     assert_eq!(log_after, ["after 1000"]);

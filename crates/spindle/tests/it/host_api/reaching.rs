@@ -183,3 +183,98 @@ fn the_schedulers_errors_convert_to_lua_errors_with_their_message() {
         "{message}"
     );
 }
+
+#[test]
+fn the_host_cancels_a_task_that_left_with_a_plain_yield_by_closing_its_thread() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = scheduler
+        .spawn(
+            lua.load("coroutine.yield() error('never')")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    assert_eq!(scheduler.status(&task), TaskStatus::Released);
+    let thread = scheduler.thread_of(&task).unwrap();
+    assert_eq!(thread.status(), mlua::thread::ThreadStatus::Resumable);
+    assert!(scheduler.cancel(&task).unwrap());
+    assert_eq!(
+        thread.status(),
+        mlua::thread::ThreadStatus::Finished,
+        "closed: never resumes"
+    );
+    assert!(!scheduler.cancel(&task).unwrap(), "once");
+    let outcome = scheduler.take_result::<()>(&task).unwrap();
+    assert!(
+        matches!(outcome, Some(spindle::Outcome::Cancelled)),
+        "{outcome:?}"
+    );
+    assert_eq!(scheduler.error_count(), 0);
+}
+
+#[test]
+fn a_released_task_running_under_its_new_owner_is_not_cancelled() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let attempt = lua
+        .create_function(|lua, ()| {
+            let scheduler = Scheduler::from_lua(lua).unwrap();
+            let id: TaskId = lua
+                .globals()
+                .get::<mlua::AnyUserData>("handle")?
+                .take::<Handle>()?
+                .0;
+            Ok(match scheduler.cancel(id) {
+                Err(spindle::Error::TaskRunning(refused)) if refused == id => "refused".to_string(),
+                other => format!("{other:?}"),
+            })
+        })
+        .unwrap();
+    lua.globals().set("attempt", attempt).unwrap();
+    let task = scheduler
+        .spawn(
+            lua.load("coroutine.yield() return attempt()")
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    lua.globals()
+        .set(
+            "handle",
+            lua.create_any_userdata(Handle(task.id())).unwrap(),
+        )
+        .unwrap();
+    // The host resumes the released thread by hand; from inside it, the cancel is refused.
+    let thread = scheduler.thread_of(&task).unwrap();
+    assert_eq!(thread.resume::<String>(()).unwrap(), "refused");
+}
+
+/// A task id a script carries to a Rust function.
+struct Handle(TaskId);
+
+#[test]
+fn a_released_thread_spawned_again_is_the_new_tasks_to_cancel() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let thread = lua
+        .create_thread(
+            lua.load("coroutine.yield() task.wait(1)")
+                .into_function()
+                .unwrap(),
+        )
+        .unwrap();
+    let first = scheduler.spawn(&thread, ()).unwrap();
+    assert_eq!(scheduler.status(&first), TaskStatus::Released);
+    let second = scheduler.spawn(&thread, ()).unwrap();
+    assert_ne!(first.id(), second.id());
+    assert_eq!(scheduler.status(&second), TaskStatus::Scheduled);
+    assert!(
+        !scheduler.cancel(&first).unwrap(),
+        "the old handle no longer owns it"
+    );
+    assert_eq!(scheduler.status(&second), TaskStatus::Scheduled);
+    assert!(scheduler.cancel(&second).unwrap());
+}

@@ -251,7 +251,7 @@ fn join_resolves_to_each_outcome_by_variant() {
 }
 
 #[test]
-fn join_of_a_task_that_left_the_scheduler_has_no_outcome() {
+fn join_of_a_task_that_left_the_scheduler_is_released_and_of_a_read_one_has_no_outcome() {
     let lua = mlua::Lua::new();
     let scheduler = scheduler(&lua);
     let thread = lua
@@ -265,9 +265,12 @@ fn join_of_a_task_that_left_the_scheduler_has_no_outcome() {
     // A plain coroutine.yield: the thread is whoever resumes it's, not the scheduler's.
     assert!(task.is_finished());
     let joined = async_io::block_on(scheduler.join::<i64>(&task));
+    assert!(matches!(joined, Ok(Outcome::Released)), "{joined:?}");
+    // Read: a second join has nothing to wait for.
+    let again = async_io::block_on(scheduler.join::<i64>(&task));
     assert!(
-        matches!(joined, Err(Error::NoOutcome(id)) if id == task.id()),
-        "{joined:?}"
+        matches!(again, Err(Error::NoOutcome(id)) if id == task.id()),
+        "{again:?}"
     );
     // The outcome read already: the second join says so too.
     let done = scheduler
