@@ -56,7 +56,8 @@ pub enum TaskEnd<'a> {
     /// The task's function returned.
     Finished,
     /// The task ended with an uncaught error, also handed to the error handler (or its results
-    /// could not be kept for the host).
+    /// could not be kept for the host), or a Rust panic unwound through it (the panic goes on
+    /// to the host, and is not handed to the error handler).
     Failed(&'a TaskError),
     /// The task was cancelled: `task.cancel`, `coroutine.close` or [`Scheduler::cancel`](crate::Scheduler::cancel).
     Cancelled,
@@ -136,9 +137,12 @@ pub(crate) struct Inner {
     /// `coroutine.resume` goes on with one of them without passing values.
     sliced: Table,
     wakes: Arc<WakeQueue>,
-    /// The wakers of the host's `join`s, by task: woken when the task is freed, however it
-    /// ended. Empty unless the host awaits a task.
-    end_wakers: RefCell<Vec<(TaskId, Waker)>>,
+    /// The wakers of the host's `join`s, by task and by join: woken when the task is freed,
+    /// however it ended, and forgotten when the join is dropped. Empty unless the host awaits
+    /// a task.
+    end_wakers: RefCell<std::collections::HashMap<TaskId, Vec<(u64, Waker)>>>,
+    /// The key of the next join that registers a waker.
+    next_join: Cell<u64>,
     /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see
     /// `wake_self`).
     own_wakes: RefCell<Vec<WakeTarget>>,
@@ -293,7 +297,8 @@ impl Inner {
             woken_threads: RefCell::default(),
             sliced,
             wakes: Arc::new(WakeQueue::default()),
-            end_wakers: RefCell::new(Vec::new()),
+            end_wakers: RefCell::default(),
+            next_join: Cell::new(0),
             own_wakes: RefCell::default(),
             clock,
             max_defer_depth,
@@ -538,27 +543,67 @@ impl Inner {
         if wakers.is_empty() {
             return;
         }
-        let mut woken = Vec::new();
-        wakers.retain(|(task, waker)| {
-            let ends = *task == id;
-            if ends {
-                woken.push(waker.clone());
-            }
-            !ends
-        });
+        let woken = wakers.remove(&id);
         drop(wakers);
-        woken.into_iter().for_each(Waker::wake);
+        woken
+            .into_iter()
+            .flatten()
+            .for_each(|(_, waker)| waker.wake());
     }
 
-    /// Registers the waker of a host's `join` of a task the scheduler still holds.
-    pub(crate) fn wait_for_end(&self, id: TaskId, waker: &Waker) {
+    /// Registers the waker of a host's `join` of a task the scheduler still holds, under the
+    /// join's key (a fresh one on its first poll), which it returns.
+    pub(crate) fn wait_for_end(&self, id: TaskId, key: Option<u64>, waker: &Waker) -> u64 {
         let mut wakers = self.end_wakers.borrow_mut();
-        if !wakers
-            .iter()
-            .any(|(task, known)| *task == id && known.will_wake(waker))
-        {
-            wakers.push((id, waker.clone()));
+        let joins = wakers.entry(id).or_default();
+        if let Some(key) = key {
+            if let Some((_, known)) = joins.iter_mut().find(|(k, _)| *k == key) {
+                if !known.will_wake(waker) {
+                    known.clone_from(waker);
+                }
+                return key;
+            }
         }
+        let key = key.unwrap_or_else(|| {
+            let key = self.next_join.get();
+            self.next_join.set(key + 1);
+            key
+        });
+        joins.push((key, waker.clone()));
+        key
+    }
+
+    /// A join was dropped: its waker goes.
+    pub(crate) fn forget_join(&self, id: TaskId, key: u64) {
+        let Ok(mut wakers) = self.end_wakers.try_borrow_mut() else {
+            return;
+        };
+        if let Some(joins) = wakers.get_mut(&id) {
+            joins.retain(|(k, _)| *k != key);
+            if joins.is_empty() {
+                wakers.remove(&id);
+            }
+        }
+    }
+
+    /// Frees a task that a Rust panic unwinds through (mlua made its thread dead by raising
+    /// the panic in it). It ended as far as the host is concerned: a handle's outcome and
+    /// the end hook say it failed. The panic itself goes on to the host; the error handler
+    /// is not called for it.
+    pub(crate) fn free_unwinding(&self, id: TaskId) {
+        let Some(claims) = self.free_task(id) else {
+            return;
+        };
+        let error = TaskError::new(
+            Some(id),
+            "a Rust panic unwound through the task".into(),
+            String::new(),
+        );
+        if claims > 0 {
+            let kept = StoredOutcome::Failed(error.clone());
+            self.try_core(|core| core.keep_outcome(id, kept, claims));
+        }
+        self.task_ended(id, TaskEnd::Failed(&error));
     }
 
     /// Frees the task if nothing will resume it and the scheduler is not resuming it: the

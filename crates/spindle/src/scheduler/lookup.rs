@@ -49,7 +49,8 @@ impl Scheduler {
     /// The task running now: the one whose thread called the Rust function asking, if that
     /// thread is a task of this scheduler. `None` from the host's own code, from a coroutine
     /// that is no task (one a script resumes by hand), and while a Spindle async function's
-    /// future is polled (it runs in no thread).
+    /// future is polled by a cycle (it runs in no thread); its first poll, inside the call,
+    /// runs in the calling thread, and sees its task.
     pub fn current_task(&self) -> Option<TaskId> {
         self.task_of(&self.shared.lua.current_thread())
     }
