@@ -71,6 +71,37 @@ pub enum TaskEnd<'a> {
 
 pub(crate) use crate::vm::resume_mark;
 
+/// A [`TaskEnd`] kept for later.
+enum OwnedEnd {
+    Finished,
+    Failed(TaskError),
+    Cancelled,
+    Released,
+    Dropped,
+}
+
+impl OwnedEnd {
+    fn of(end: TaskEnd<'_>) -> Self {
+        match end {
+            TaskEnd::Finished => OwnedEnd::Finished,
+            TaskEnd::Failed(error) => OwnedEnd::Failed(error.clone()),
+            TaskEnd::Cancelled => OwnedEnd::Cancelled,
+            TaskEnd::Released => OwnedEnd::Released,
+            TaskEnd::Dropped => OwnedEnd::Dropped,
+        }
+    }
+
+    fn as_end(&self) -> TaskEnd<'_> {
+        match self {
+            OwnedEnd::Finished => TaskEnd::Finished,
+            OwnedEnd::Failed(error) => TaskEnd::Failed(error),
+            OwnedEnd::Cancelled => TaskEnd::Cancelled,
+            OwnedEnd::Released => TaskEnd::Released,
+            OwnedEnd::Dropped => TaskEnd::Dropped,
+        }
+    }
+}
+
 /// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,6 +189,12 @@ pub(crate) struct Inner {
     on_error: RefCell<Option<ErrorHandler>>,
     /// The host's end hook, if it set one.
     end_hook: RefCell<Option<EndHook>>,
+    /// Whether the end hook is running; ends that come meanwhile wait in `pending_ends`.
+    in_end_hook: Cell<bool>,
+    /// Ends that came while the end hook was running (a task it started ended at once), told
+    /// once it returns: a hook that starts a task at each end would otherwise nest one level
+    /// deeper each time, and a few hundred levels overflow the stack.
+    pending_ends: RefCell<std::collections::VecDeque<(TaskId, OwnedEnd)>>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -306,6 +343,8 @@ impl Inner {
             general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
             end_hook: RefCell::new(None),
+            in_end_hook: Cell::new(false),
+            pending_ends: RefCell::default(),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -457,8 +496,32 @@ impl Inner {
 
     /// Tells the host's end hook that a task left the scheduler. A hook that panics is stopped
     /// there, as an error handler is: the panic would unwind through the engine's bookkeeping.
+    /// An end that comes while the hook runs is told after it returns, in order.
     fn task_ended(&self, id: TaskId, end: TaskEnd<'_>) {
-        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler.
+        if self.end_hook.borrow().is_none() {
+            return;
+        }
+        if self.in_end_hook.get() {
+            self.pending_ends
+                .borrow_mut()
+                .push_back((id, OwnedEnd::of(end)));
+            return;
+        }
+        self.in_end_hook.set(true);
+        self.call_end_hook(id, end);
+        loop {
+            let next = self.pending_ends.borrow_mut().pop_front();
+            let Some((id, end)) = next else {
+                break;
+            };
+            self.call_end_hook(id, end.as_end());
+        }
+        self.in_end_hook.set(false);
+    }
+
+    fn call_end_hook(&self, id: TaskId, end: TaskEnd<'_>) {
+        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler
+        // (which takes the hook away: the ends still pending are not told).
         let Some(hook) = self.end_hook.borrow().clone() else {
             return;
         };

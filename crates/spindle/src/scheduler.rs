@@ -146,9 +146,13 @@ impl SchedulerBuilder {
     /// Called each time a task leaves the scheduler, with the scheduler, the task's id and how
     /// it ended ([`TaskEnd`]): finished, failed, cancelled, released to whoever resumes its
     /// thread, or dropped by [`Scheduler::shutdown`]. Every task the scheduler held ends once.
-    /// Not called while the last handle on the scheduler is being dropped. The hook may use
-    /// the scheduler (start tasks, read outcomes, cancel), but not drive it (a cycle is
-    /// running: [`Error::Reentrant`]). A hook that panics stops nothing, as an error handler.
+    /// Not called while the last handle on the scheduler is being dropped, nor after. The hook
+    /// may use the scheduler (start tasks, read outcomes, cancel); driving it or shutting it
+    /// down from the hook is refused with [`Error::Reentrant`] inside a cycle or a
+    /// [`shutdown`](Scheduler::shutdown) (tasks the hook starts during a shutdown are not
+    /// dropped by it). An end that comes while the hook runs (a task it started ended at once)
+    /// is told once the hook returns, so the hook never nests. A hook that panics stops
+    /// nothing, as an error handler.
     ///
     /// ```
     /// use std::cell::RefCell;
@@ -800,7 +804,9 @@ impl Scheduler {
     }
 
     /// Ends the run: every task is dropped without error, every pending future dropped and every
-    /// timer forgotten (contract rule 18). The scheduler stays usable.
+    /// timer forgotten (contract rule 18). The scheduler stays usable. Refused with
+    /// [`Error::Reentrant`] inside a cycle, a resumption or another shutdown (from the end
+    /// hook).
     pub fn shutdown(&self) -> Result<()> {
         self.shared.inner.shutdown(&self.shared.lua)
     }
