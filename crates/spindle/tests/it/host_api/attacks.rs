@@ -765,3 +765,58 @@ fn current_task_inside_a_signal_handler_and_an_async_future() {
     // in none.
     assert_eq!(f, format!("Some({:?}) None", task.id().to_string()));
 }
+
+// --- Work the end future gives while the driver is about to sleep --------------------------------
+
+/// An end future that, on its second poll (the driver idle by then), gives the scheduler work
+/// with `give` and awaits it.
+fn late_work<'a, F>(scheduler: &'a Scheduler, give: F) -> impl Future<Output = Outcome<i64>> + 'a
+where
+    F: FnOnce(&Scheduler) -> spindle::Task + 'a,
+{
+    async move {
+        future::yield_now().await;
+        let task = give(scheduler);
+        scheduler.join::<i64>(&task).await.unwrap()
+    }
+}
+
+#[test]
+fn a_deferral_the_end_future_makes_as_the_driver_goes_idle_is_run() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let f = function(&lua, "return 1");
+    let end = late_work(&scheduler, move |s| s.defer(f, ()).unwrap());
+    let r = bounded(scheduler.run_until(Timer::at, end)).unwrap();
+    assert!(matches!(r, Outcome::Finished(1)), "{r:?}");
+}
+
+#[test]
+fn a_wait_the_end_future_starts_as_the_driver_goes_idle_is_timed() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let f = function(&lua, "task.wait(0.01) return 2");
+    let end = late_work(&scheduler, move |s| s.spawn(f, ()).unwrap());
+    let r = bounded(scheduler.run_until(Timer::at, end)).unwrap();
+    assert!(matches!(r, Outcome::Finished(2)), "{r:?}");
+}
+
+#[test]
+fn a_future_that_wakes_in_its_first_poll_as_the_driver_goes_idle_is_polled_again() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let again = scheduler
+        .create_async_function(|_, ()| async {
+            future::yield_now().await;
+            Ok(3)
+        })
+        .unwrap();
+    lua.globals().set("again", again).unwrap();
+    let f = function(&lua, "return again()");
+    let end = late_work(&scheduler, move |s| s.spawn(f, ()).unwrap());
+    let r = bounded(scheduler.run_until(Timer::at, end)).unwrap();
+    assert!(matches!(r, Outcome::Finished(3)), "{r:?}");
+}
