@@ -770,15 +770,13 @@ fn current_task_inside_a_signal_handler_and_an_async_future() {
 
 /// An end future that, on its second poll (the driver idle by then), gives the scheduler work
 /// with `give` and awaits it.
-fn late_work<'a, F>(scheduler: &'a Scheduler, give: F) -> impl Future<Output = Outcome<i64>> + 'a
-where
-    F: FnOnce(&Scheduler) -> spindle::Task + 'a,
-{
-    async move {
-        future::yield_now().await;
-        let task = give(scheduler);
-        scheduler.join::<i64>(&task).await.unwrap()
-    }
+async fn late_work(
+    scheduler: &Scheduler,
+    give: impl FnOnce(&Scheduler) -> spindle::Task,
+) -> Outcome<i64> {
+    future::yield_now().await;
+    let task = give(scheduler);
+    scheduler.join::<i64>(&task).await.unwrap()
 }
 
 #[test]
