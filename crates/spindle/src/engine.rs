@@ -187,6 +187,10 @@ pub(crate) struct Inner {
     /// `Lua` clone, which through the library's closures holds this, a cycle that only
     /// dropping the handler breaks.
     on_error: RefCell<Option<ErrorHandler>>,
+    /// Whether the error handler is running; errors reported meanwhile wait in
+    /// `pending_errors`, and are handed to it once it returns (as `pending_ends`).
+    in_error_handler: Cell<bool>,
+    pending_errors: RefCell<std::collections::VecDeque<TaskError>>,
     /// The host's end hook, if it set one.
     end_hook: RefCell<Option<EndHook>>,
     /// Whether the end hook is running; ends that come meanwhile wait in `pending_ends`.
@@ -342,6 +346,8 @@ impl Inner {
             watchdog,
             general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
+            in_error_handler: Cell::new(false),
+            pending_errors: RefCell::default(),
             end_hook: RefCell::new(None),
             in_end_hook: Cell::new(false),
             pending_ends: RefCell::default(),
@@ -480,14 +486,33 @@ impl Inner {
     /// panic would otherwise unwind out of the cycle and lose the rest of its batch, leaving
     /// tasks that are counted as waiting but are never resumed (a run that never ends).
     /// The panic hook has already written the panic's message.
+    ///
+    /// An error reported while the handler runs (a task it started failed at once) is handed
+    /// to it once it returns, in order: a handler that restarts a task failing at once would
+    /// otherwise nest one level deeper each time, and a few hundred levels overflow the stack.
     fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
-        // Cloned out, so that a handler may report again (or drop the scheduler) from inside.
-        let Some(on_error) = self.on_error.borrow().clone() else {
+        if self.on_error.borrow().is_none() {
             return;
-        };
-        let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
-        let _ = std::panic::catch_unwind(handler);
+        }
+        if self.in_error_handler.get() {
+            self.pending_errors.borrow_mut().push_back(error);
+            return;
+        }
+        self.in_error_handler.set(true);
+        let mut next = Some(error);
+        while let Some(error) = next {
+            // Cloned out, so that a handler may report again (or drop the scheduler, which
+            // takes the handler away: the errors still pending then go unreported).
+            let Some(on_error) = self.on_error.borrow().clone() else {
+                self.pending_errors.borrow_mut().clear();
+                break;
+            };
+            let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
+            let _ = std::panic::catch_unwind(handler);
+            next = self.pending_errors.borrow_mut().pop_front();
+        }
+        self.in_error_handler.set(false);
     }
 
     pub(crate) fn set_end_hook(&self, hook: EndHook) {

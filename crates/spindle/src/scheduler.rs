@@ -137,7 +137,8 @@ impl SchedulerBuilder {
     /// Receives every task that ends with an uncaught error, and every error the scheduler
     /// reports itself. The default writes the message and traceback to stderr. A handler that
     /// panics stops nothing: the panic is caught (after the panic hook has printed it) and the
-    /// scheduler goes on.
+    /// scheduler goes on. An error that comes while the handler runs (a task it started failed
+    /// at once) is handed to it once it returns, so the handler never nests.
     pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
         self.on_error = Some(Rc::new(handler));
         self

@@ -818,3 +818,36 @@ fn a_future_that_wakes_in_its_first_poll_as_the_driver_goes_idle_is_polled_again
     let r = bounded(scheduler.run_until(Timer::at, end)).unwrap();
     assert!(matches!(r, Outcome::Finished(3)), "{r:?}");
 }
+
+#[test]
+fn an_error_handler_that_restarts_a_task_failing_at_once_does_not_nest() {
+    let lua = mlua::Lua::new();
+    let weak: Rc<RefCell<Option<spindle::WeakScheduler>>> = Rc::default();
+    let left = Rc::new(Cell::new(5000_u32));
+    let (handler_weak, handler_left) = (weak.clone(), left.clone());
+    let scheduler = Scheduler::builder()
+        .on_error(move |_| {
+            if handler_left.get() == 0 {
+                return;
+            }
+            handler_left.set(handler_left.get() - 1);
+            let scheduler = handler_weak.borrow().as_ref().unwrap().upgrade().unwrap();
+            let f = scheduler
+                .lua()
+                .load("error('again')")
+                .into_function()
+                .unwrap();
+            drop(scheduler.spawn(f, ()).unwrap());
+        })
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    *weak.borrow_mut() = Some(scheduler.downgrade());
+    drop(
+        scheduler
+            .spawn(function(&lua, "error('first')"), ())
+            .unwrap(),
+    );
+    assert_eq!(left.get(), 0);
+    assert_eq!(scheduler.error_count(), 5001);
+}
