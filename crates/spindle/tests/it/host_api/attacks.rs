@@ -851,3 +851,47 @@ fn an_error_handler_that_restarts_a_task_failing_at_once_does_not_nest() {
     assert_eq!(left.get(), 0);
     assert_eq!(scheduler.error_count(), 5001);
 }
+
+#[test]
+fn a_task_may_join_another_from_inside_an_async_function() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let await_task = scheduler
+        .create_async_function(|lua, f: mlua::Function| async move {
+            let scheduler = Scheduler::from_lua(&lua).unwrap();
+            let task = scheduler.defer(f, ())?;
+            match scheduler.join::<i64>(&task).await? {
+                Outcome::Finished(value) => Ok(format!("finished {value}")),
+                Outcome::Failed(error) => Ok(format!("failed {}", error.message)),
+                Outcome::Cancelled => Ok("cancelled".to_string()),
+                _ => Ok("other".to_string()),
+            }
+        })
+        .unwrap();
+    lua.globals().set("await_task", await_task).unwrap();
+    let main = scheduler
+        .spawn(
+            function(
+                &lua,
+                r#"
+                local a = await_task(function() task.wait(0.01) return 4 end)
+                local b = await_task(function() error("no", 0) end)
+                local c = await_task(function()
+                    task.defer(task.cancel, coroutine.running())
+                    task.wait(1)
+                end)
+                return a .. ", " .. b .. ", " .. c
+                "#,
+            ),
+            (),
+        )
+        .unwrap();
+    bounded(scheduler.run(Timer::at)).unwrap();
+    let r = scheduler.take_result::<String>(&main).unwrap();
+    assert!(
+        matches!(&r, Some(Outcome::Finished(s)) if s == "finished 4, failed no, cancelled"),
+        "{r:?}"
+    );
+    assert_eq!(scheduler.task_count(), 0);
+}
