@@ -895,3 +895,42 @@ fn a_task_may_join_another_from_inside_an_async_function() {
     );
     assert_eq!(scheduler.task_count(), 0);
 }
+
+#[test]
+fn a_join_of_a_task_started_by_one_that_then_runs_out_of_memory_completes() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let started: Rc<RefCell<Option<spindle::Task>>> = Rc::default();
+    let keep = started.clone();
+    let start = lua
+        .create_function(move |lua, f: mlua::Function| {
+            let scheduler = Scheduler::from_lua(lua).unwrap();
+            *keep.borrow_mut() = Some(scheduler.defer(f, ())?);
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("start", start).unwrap();
+    lua.gc_collect().unwrap();
+    lua.set_memory_limit(lua.used_memory() + (4 << 20)).unwrap();
+    let hog = scheduler
+        .spawn(
+            function(
+                &lua,
+                r#"
+                start(function() task.wait(0.01) return 8 end)
+                local t = {}
+                for i = 1, 1e8 do t[i] = string.rep("x", 64) .. i end
+                "#,
+            ),
+            (),
+        )
+        .unwrap();
+    assert!(matches!(
+        scheduler.take_result::<()>(&hog).unwrap(),
+        Some(Outcome::Failed(_))
+    ));
+    let child = started.borrow_mut().take().expect("the child was started");
+    let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<i64>(&child))).unwrap();
+    assert!(matches!(r, Ok(Outcome::Finished(8))), "{r:?}");
+}
