@@ -934,3 +934,56 @@ fn a_join_of_a_task_started_by_one_that_then_runs_out_of_memory_completes() {
     let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<i64>(&child))).unwrap();
     assert!(matches!(r, Ok(Outcome::Finished(8))), "{r:?}");
 }
+
+#[test]
+fn building_while_the_host_borrows_app_data_is_an_error_not_a_panic() {
+    let lua = mlua::Lua::new();
+    lua.set_app_data(7_u32);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _borrowed = lua.app_data_ref::<u32>().unwrap();
+        Scheduler::new(&lua).map(drop)
+    }));
+    let built = built.expect("building panicked");
+    assert!(
+        matches!(&built, Err(Error::Lua(e)) if e.to_string().contains("app data is borrowed")),
+        "{built:?}"
+    );
+    // Once the borrow is over, the Lua takes a scheduler.
+    let scheduler = Scheduler::new(&lua).unwrap();
+    assert!(Scheduler::from_lua(&lua).is_some());
+    drop(scheduler);
+}
+
+#[test]
+fn an_end_hook_that_panics_while_told_of_a_task_a_panic_freed_does_not_abort() {
+    let lua = mlua::Lua::new();
+    let told = Rc::new(Cell::new(0));
+    let seen = told.clone();
+    let scheduler = Scheduler::builder()
+        .on_error(|_| {})
+        .on_task_end(move |_, _, _| {
+            seen.set(seen.get() + 1);
+            panic!("the hook panics too");
+        })
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let boom = lua
+        .create_function(|_, ()| -> mlua::Result<()> { panic!("host bug") })
+        .unwrap();
+    lua.globals().set("boom", boom).unwrap();
+    let task = scheduler
+        .spawn(function(&lua, "task.wait(0.01) boom()"), ())
+        .unwrap();
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scheduler.run_blocking()));
+    assert!(panicked.is_err());
+    assert_eq!(told.get(), 1);
+    assert!(task.is_finished());
+    // The scheduler goes on.
+    let again = scheduler.spawn(function(&lua, "return 1"), ()).unwrap();
+    assert!(matches!(
+        scheduler.take_result::<i64>(&again).unwrap(),
+        Some(Outcome::Finished(1))
+    ));
+}
