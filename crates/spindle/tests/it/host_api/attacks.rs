@@ -987,3 +987,81 @@ fn an_end_hook_that_panics_while_told_of_a_task_a_panic_freed_does_not_abort() {
         Some(Outcome::Finished(1))
     ));
 }
+
+#[test]
+fn run_until_under_a_virtual_clock_needs_no_sleeper() {
+    let lua = mlua::Lua::new();
+    let clock = VirtualClock::new();
+    let scheduler = Scheduler::builder()
+        .clock(Clock::from(clock.clone()))
+        .on_error(|_| {})
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let task = scheduler
+        .spawn(function(&lua, "task.wait(3600) return 6"), ())
+        .unwrap();
+    let never = |_: std::time::Instant| std::future::pending::<()>();
+    let r = bounded(scheduler.run_until(never, scheduler.join::<i64>(&task))).unwrap();
+    assert!(matches!(r, Ok(Outcome::Finished(6))), "{r:?}");
+    assert_eq!(clock.now(), Duration::from_secs(3600));
+}
+
+#[test]
+fn a_serving_driver_dropped_while_parked_leaves_the_scheduler_drivable() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    // Given up on while parked with nothing to do.
+    let gave_up = async_io::block_on(future::or(
+        async { scheduler.run_forever(Timer::at).await.map(|_| ()) },
+        async {
+            Timer::after(Duration::from_millis(10)).await;
+            Ok(())
+        },
+    ));
+    assert!(gave_up.is_ok());
+    let task = scheduler
+        .spawn(function(&lua, "task.wait(0.01) return 1"), ())
+        .unwrap();
+    let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<i64>(&task))).unwrap();
+    assert!(matches!(r, Ok(Outcome::Finished(1))), "{r:?}");
+    let t2 = scheduler
+        .spawn(function(&lua, "task.wait(0.01) return 2"), ())
+        .unwrap();
+    scheduler.run_blocking().unwrap();
+    assert!(matches!(
+        scheduler.take_result::<i64>(&t2).unwrap(),
+        Some(Outcome::Finished(2))
+    ));
+}
+
+#[test]
+fn a_thread_lua_closed_is_no_task_any_more() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let task = scheduler
+        .spawn(
+            function(&lua, "victim = coroutine.running() task.wait(60)"),
+            (),
+        )
+        .unwrap();
+    let thread = scheduler
+        .thread_of(&task)
+        .expect("a waiting task has its thread");
+    assert_eq!(scheduler.task_of(&thread), Some(task.id()));
+    lua.load("coroutine.close(victim)").exec().unwrap();
+    assert_eq!(scheduler.thread_of(&task), None);
+    assert_eq!(scheduler.task_of(&thread), None);
+    assert!(task.is_finished());
+    assert!(matches!(
+        scheduler.take_result::<()>(&task).unwrap(),
+        Some(Outcome::Cancelled)
+    ));
+    // Spawning the dead thread again is refused.
+    assert!(matches!(
+        scheduler.spawn(&thread, ()),
+        Err(Error::NotResumable(_))
+    ));
+}
