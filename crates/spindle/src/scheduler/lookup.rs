@@ -12,7 +12,10 @@ use crate::core::TaskId;
 impl Scheduler {
     /// The scheduler attached to `lua`, if it has one: how a Rust function that a script calls
     /// reaches it, with no handle captured. The result is another handle on the same scheduler
-    /// (see [`Scheduler`] on clones); keep it on the Rust side only, as any handle.
+    /// (see [`Scheduler`] on clones); keep it on the Rust side only, as any handle. One that
+    /// an async function's future holds across an `await` is held by the scheduler itself
+    /// (which owns the future): until the future ends, it keeps the scheduler and the `Lua`
+    /// alive even once the host has dropped every handle of its own.
     ///
     /// ```
     /// use spindle::Scheduler;

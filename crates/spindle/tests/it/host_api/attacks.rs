@@ -1065,3 +1065,41 @@ fn a_thread_lua_closed_is_no_task_any_more() {
         Err(Error::NotResumable(_))
     ));
 }
+
+#[test]
+#[ignore = "bug: a handle that a pending future holds (from_lua in an async function, awaiting a \
+            join) keeps the scheduler alive through its own futures: dropping the host's last \
+            handle then ends nothing, and the Lua is never freed"]
+fn a_handle_held_by_a_pending_future_does_not_keep_the_scheduler_alive() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let flag = dropped.clone();
+    let await_task = scheduler
+        .create_async_function(move |lua, f: mlua::Function| {
+            let guard = Guard(flag.clone());
+            async move {
+                let _guard = guard;
+                let scheduler = Scheduler::from_lua(&lua).unwrap();
+                let task = scheduler.defer(f, ())?;
+                scheduler.join::<()>(&task).await?;
+                Ok(())
+            }
+        })
+        .unwrap();
+    lua.globals().set("await_task", await_task).unwrap();
+    let weak = scheduler.downgrade();
+    scheduler
+        .spawn(
+            function(&lua, "await_task(function() task.wait(3600) end)"),
+            (),
+        )
+        .unwrap();
+    drop(scheduler);
+    assert!(
+        weak.upgrade().is_none(),
+        "the scheduler outlived its host's last handle"
+    );
+    assert!(dropped.get());
+}
