@@ -1103,3 +1103,21 @@ fn a_handle_held_by_a_pending_future_does_not_keep_the_scheduler_alive() {
     );
     assert!(dropped.get());
 }
+
+#[test]
+fn dropping_the_scheduler_of_a_sandboxed_lua_does_not_crash() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    lua.sandbox(true).unwrap();
+    scheduler
+        .spawn(function(&lua, "task.wait(60)"), ())
+        .unwrap();
+    drop(scheduler);
+    // The Lua goes on; its coroutine library is read-only, and still the scheduler's.
+    let r = lua
+        .load("return select('#', pcall(task.wait))")
+        .eval::<i64>();
+    assert!(r.is_ok(), "{r:?}");
+    assert!(Scheduler::new(&lua).is_ok());
+}
