@@ -1121,3 +1121,33 @@ fn dropping_the_scheduler_of_a_sandboxed_lua_does_not_crash() {
     assert!(r.is_ok(), "{r:?}");
     assert!(Scheduler::new(&lua).is_ok());
 }
+
+#[test]
+fn a_driver_started_from_an_async_functions_future_is_refused() {
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let drive = scheduler
+        .create_async_function(|lua, ()| async move {
+            let scheduler = Scheduler::from_lua(&lua).unwrap();
+            let describe = |r: Result<(), Error>| match r {
+                Err(Error::Reentrant(_)) => "reentrant".to_string(),
+                other => format!("{other:?}"),
+            };
+            // In the first poll, inside the call; then in a later poll, from a cycle.
+            let first = describe(scheduler.run_until(Timer::at, async {}).await);
+            future::yield_now().await;
+            let later = describe(scheduler.run_forever(Timer::at).await.map(|_| ()));
+            Ok(format!("{first} {later}"))
+        })
+        .unwrap();
+    lua.globals().set("drive", drive).unwrap();
+    let task = scheduler
+        .spawn(function(&lua, "return drive()"), ())
+        .unwrap();
+    let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<String>(&task))).unwrap();
+    assert!(
+        matches!(&r, Ok(Outcome::Finished(s)) if s == "reentrant reentrant"),
+        "{r:?}"
+    );
+}
