@@ -62,7 +62,8 @@ pub enum TaskEnd<'a> {
     /// The task's function returned.
     Finished,
     /// The task ended with an uncaught error, also handed to the error handler (or its results
-    /// could not be kept for the host).
+    /// could not be kept for the host), or a Rust panic unwound through it (the panic goes on
+    /// to the host, and is not handed to the error handler).
     Failed(&'a TaskError),
     /// The task was cancelled: `task.cancel`, `coroutine.close` or [`Scheduler::cancel`](crate::Scheduler::cancel).
     Cancelled,
@@ -75,6 +76,37 @@ pub enum TaskEnd<'a> {
 }
 
 pub(crate) use crate::vm::resume_mark;
+
+/// A [`TaskEnd`] kept for later.
+enum OwnedEnd {
+    Finished,
+    Failed(TaskError),
+    Cancelled,
+    Released,
+    Dropped,
+}
+
+impl OwnedEnd {
+    fn of(end: TaskEnd<'_>) -> Self {
+        match end {
+            TaskEnd::Finished => OwnedEnd::Finished,
+            TaskEnd::Failed(error) => OwnedEnd::Failed(error.clone()),
+            TaskEnd::Cancelled => OwnedEnd::Cancelled,
+            TaskEnd::Released => OwnedEnd::Released,
+            TaskEnd::Dropped => OwnedEnd::Dropped,
+        }
+    }
+
+    fn as_end(&self) -> TaskEnd<'_> {
+        match self {
+            OwnedEnd::Finished => TaskEnd::Finished,
+            OwnedEnd::Failed(error) => TaskEnd::Failed(error),
+            OwnedEnd::Cancelled => TaskEnd::Cancelled,
+            OwnedEnd::Released => TaskEnd::Released,
+            OwnedEnd::Dropped => TaskEnd::Dropped,
+        }
+    }
+}
 
 /// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,9 +183,12 @@ pub(crate) struct Inner {
     /// `coroutine.resume` goes on with one of them without passing values.
     sliced: Table,
     wakes: Arc<WakeQueue>,
-    /// The wakers of the host's `join`s, by task: woken when the task is freed, however it
-    /// ended. Empty unless the host awaits a task.
-    end_wakers: RefCell<Vec<(TaskId, Waker)>>,
+    /// The wakers of the host's `join`s, by task and by join: woken when the task is freed,
+    /// however it ended, and forgotten when the join is dropped. Empty unless the host awaits
+    /// a task.
+    end_wakers: RefCell<std::collections::HashMap<TaskId, Vec<(u64, Waker)>>>,
+    /// The key of the next join that registers a waker.
+    next_join: Cell<u64>,
     /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see
     /// `wake_self`).
     own_wakes: RefCell<Vec<WakeTarget>>,
@@ -167,8 +202,18 @@ pub(crate) struct Inner {
     /// `Lua` clone, which through the library's closures holds this, a cycle that only
     /// dropping the handler breaks.
     on_error: RefCell<Option<ErrorHandler>>,
+    /// Whether the error handler is running; errors reported meanwhile wait in
+    /// `pending_errors`, and are handed to it once it returns (as `pending_ends`).
+    in_error_handler: Cell<bool>,
+    pending_errors: RefCell<std::collections::VecDeque<TaskError>>,
     /// The host's end hook, if it set one.
     end_hook: RefCell<Option<EndHook>>,
+    /// Whether the end hook is running; ends that come meanwhile wait in `pending_ends`.
+    in_end_hook: Cell<bool>,
+    /// Ends that came while the end hook was running (a task it started ended at once), told
+    /// once it returns: a hook that starts a task at each end would otherwise nest one level
+    /// deeper each time, and a few hundred levels overflow the stack.
+    pending_ends: RefCell<std::collections::VecDeque<(TaskId, OwnedEnd)>>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -311,14 +356,19 @@ impl Inner {
             woken_threads: RefCell::default(),
             sliced,
             wakes: Arc::new(WakeQueue::default()),
-            end_wakers: RefCell::new(Vec::new()),
+            end_wakers: RefCell::default(),
+            next_join: Cell::new(0),
             own_wakes: RefCell::default(),
             clock,
             max_defer_depth,
             watchdog,
             general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
+            in_error_handler: Cell::new(false),
+            pending_errors: RefCell::default(),
             end_hook: RefCell::new(None),
+            in_end_hook: Cell::new(false),
+            pending_ends: RefCell::default(),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -454,14 +504,33 @@ impl Inner {
     /// panic would otherwise unwind out of the cycle and lose the rest of its batch, leaving
     /// tasks that are counted as waiting but are never resumed (a run that never ends).
     /// The panic hook has already written the panic's message.
+    ///
+    /// An error reported while the handler runs (a task it started failed at once) is handed
+    /// to it once it returns, in order: a handler that restarts a task failing at once would
+    /// otherwise nest one level deeper each time, and a few hundred levels overflow the stack.
     fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
-        // Cloned out, so that a handler may report again (or drop the scheduler) from inside.
-        let Some(on_error) = self.on_error.borrow().clone() else {
+        if self.on_error.borrow().is_none() {
             return;
-        };
-        let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
-        let _ = std::panic::catch_unwind(handler);
+        }
+        if self.in_error_handler.get() {
+            self.pending_errors.borrow_mut().push_back(error);
+            return;
+        }
+        self.in_error_handler.set(true);
+        let mut next = Some(error);
+        while let Some(error) = next {
+            // Cloned out, so that a handler may report again (or drop the scheduler, which
+            // takes the handler away: the errors still pending then go unreported).
+            let Some(on_error) = self.on_error.borrow().clone() else {
+                self.pending_errors.borrow_mut().clear();
+                break;
+            };
+            let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
+            let _ = std::panic::catch_unwind(handler);
+            next = self.pending_errors.borrow_mut().pop_front();
+        }
+        self.in_error_handler.set(false);
     }
 
     pub(crate) fn set_end_hook(&self, hook: EndHook) {
@@ -470,8 +539,32 @@ impl Inner {
 
     /// Tells the host's end hook that a task left the scheduler. A hook that panics is stopped
     /// there, as an error handler is: the panic would unwind through the engine's bookkeeping.
+    /// An end that comes while the hook runs is told after it returns, in order.
     fn task_ended(&self, id: TaskId, end: TaskEnd<'_>) {
-        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler.
+        if self.end_hook.borrow().is_none() {
+            return;
+        }
+        if self.in_end_hook.get() {
+            self.pending_ends
+                .borrow_mut()
+                .push_back((id, OwnedEnd::of(end)));
+            return;
+        }
+        self.in_end_hook.set(true);
+        self.call_end_hook(id, end);
+        loop {
+            let next = self.pending_ends.borrow_mut().pop_front();
+            let Some((id, end)) = next else {
+                break;
+            };
+            self.call_end_hook(id, end.as_end());
+        }
+        self.in_end_hook.set(false);
+    }
+
+    fn call_end_hook(&self, id: TaskId, end: TaskEnd<'_>) {
+        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler
+        // (which takes the hook away: the ends still pending are not told).
         let Some(hook) = self.end_hook.borrow().clone() else {
             return;
         };
@@ -556,27 +649,67 @@ impl Inner {
         if wakers.is_empty() {
             return;
         }
-        let mut woken = Vec::new();
-        wakers.retain(|(task, waker)| {
-            let ends = *task == id;
-            if ends {
-                woken.push(waker.clone());
-            }
-            !ends
-        });
+        let woken = wakers.remove(&id);
         drop(wakers);
-        woken.into_iter().for_each(Waker::wake);
+        woken
+            .into_iter()
+            .flatten()
+            .for_each(|(_, waker)| waker.wake());
     }
 
-    /// Registers the waker of a host's `join` of a task the scheduler still holds.
-    pub(crate) fn wait_for_end(&self, id: TaskId, waker: &Waker) {
+    /// Registers the waker of a host's `join` of a task the scheduler still holds, under the
+    /// join's key (a fresh one on its first poll), which it returns.
+    pub(crate) fn wait_for_end(&self, id: TaskId, key: Option<u64>, waker: &Waker) -> u64 {
         let mut wakers = self.end_wakers.borrow_mut();
-        if !wakers
-            .iter()
-            .any(|(task, known)| *task == id && known.will_wake(waker))
-        {
-            wakers.push((id, waker.clone()));
+        let joins = wakers.entry(id).or_default();
+        if let Some(key) = key {
+            if let Some((_, known)) = joins.iter_mut().find(|(k, _)| *k == key) {
+                if !known.will_wake(waker) {
+                    known.clone_from(waker);
+                }
+                return key;
+            }
         }
+        let key = key.unwrap_or_else(|| {
+            let key = self.next_join.get();
+            self.next_join.set(key + 1);
+            key
+        });
+        joins.push((key, waker.clone()));
+        key
+    }
+
+    /// A join was dropped: its waker goes.
+    pub(crate) fn forget_join(&self, id: TaskId, key: u64) {
+        let Ok(mut wakers) = self.end_wakers.try_borrow_mut() else {
+            return;
+        };
+        if let Some(joins) = wakers.get_mut(&id) {
+            joins.retain(|(k, _)| *k != key);
+            if joins.is_empty() {
+                wakers.remove(&id);
+            }
+        }
+    }
+
+    /// Frees a task that a Rust panic unwinds through (mlua made its thread dead by raising
+    /// the panic in it). It ended as far as the host is concerned: a handle's outcome and
+    /// the end hook say it failed. The panic itself goes on to the host; the error handler
+    /// is not called for it.
+    pub(crate) fn free_unwinding(&self, id: TaskId) {
+        let Some(claims) = self.free_task(id) else {
+            return;
+        };
+        let error = TaskError::new(
+            Some(id),
+            "a Rust panic unwound through the task".into(),
+            String::new(),
+        );
+        if claims > 0 {
+            let kept = StoredOutcome::Failed(error.clone());
+            self.try_core(|core| core.keep_outcome(id, kept, claims));
+        }
+        self.task_ended(id, TaskEnd::Failed(&error));
     }
 
     /// Frees the task if nothing will resume it and the scheduler is not resuming it: the

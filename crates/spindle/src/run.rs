@@ -245,13 +245,19 @@ impl<S: Future, U: Future> Future for Idle<'_, '_, S, U> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is Unpin: the sleep is boxed, the end is a pinned reference.
         let this = &mut *self;
+        if !this.wakes.park_driver(cx.waker()) {
+            return Poll::Ready((this.waited, None));
+        }
+        // Polled with the driver parked, so that work the end gives the scheduler (a host
+        // `defer`, a task that starts waiting, a future woken in its first poll) nudges it:
+        // polled before, that work went unseen, and the driver slept on it for ever.
         if let Some(until) = &mut this.until {
             if let Poll::Ready(output) = until.as_mut().poll(cx) {
                 return Poll::Ready((this.waited, Some(output)));
             }
-        }
-        if !this.wakes.park_driver(cx.waker()) {
-            return Poll::Ready((this.waited, None));
+            if !this.wakes.park_driver(cx.waker()) {
+                return Poll::Ready((this.waited, None));
+            }
         }
         let over = match &mut this.sleep {
             Some(sleep) => sleep.as_mut().poll(cx).is_ready(),

@@ -137,7 +137,8 @@ impl SchedulerBuilder {
     /// Receives every task that ends with an uncaught error, and every error the scheduler
     /// reports itself. The default writes the message and traceback to stderr. A handler that
     /// panics stops nothing: the panic is caught (after the panic hook has printed it) and the
-    /// scheduler goes on.
+    /// scheduler goes on. An error that comes while the handler runs (a task it started failed
+    /// at once) is handed to it once it returns, so the handler never nests.
     pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
         self.on_error = Some(Rc::new(handler));
         self
@@ -146,9 +147,13 @@ impl SchedulerBuilder {
     /// Called each time a task leaves the scheduler, with the scheduler, the task's id and how
     /// it ended ([`TaskEnd`]): finished, failed, cancelled, released to whoever resumes its
     /// thread, or dropped by [`Scheduler::shutdown`]. Every task the scheduler held ends once.
-    /// Not called while the last handle on the scheduler is being dropped. The hook may use
-    /// the scheduler (start tasks, read outcomes, cancel), but not drive it (a cycle is
-    /// running: [`Error::Reentrant`]). A hook that panics stops nothing, as an error handler.
+    /// Not called while the last handle on the scheduler is being dropped, nor after. The hook
+    /// may use the scheduler (start tasks, read outcomes, cancel); driving it or shutting it
+    /// down from the hook is refused with [`Error::Reentrant`] inside a cycle or a
+    /// [`shutdown`](Scheduler::shutdown) (tasks the hook starts during a shutdown are not
+    /// dropped by it). An end that comes while the hook runs (a task it started ended at once)
+    /// is told once the hook returns, so the hook never nests. A hook that panics stops
+    /// nothing, as an error handler.
     ///
     /// ```
     /// use std::cell::RefCell;
@@ -237,7 +242,12 @@ impl SchedulerBuilder {
 
     /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
     pub fn build(self, lua: &Lua) -> Result<Scheduler> {
-        if lua.app_data_ref::<Attached>().is_some() {
+        // A dropped scheduler may leave its mark behind (see `Shared::drop`): only a live one
+        // counts.
+        if lua
+            .app_data_ref::<Attached>()
+            .is_some_and(|attached| attached.0.strong_count() > 0)
+        {
             return Err(Error::AlreadyAttached);
         }
         for (i, name) in self.phases.iter().enumerate() {
@@ -306,7 +316,16 @@ impl SchedulerBuilder {
                 }
             }));
         }
-        lua.set_app_data(Attached(Rc::downgrade(&scheduler.shared)));
+        if lua
+            .try_set_app_data(Attached(Rc::downgrade(&scheduler.shared)))
+            .is_err()
+        {
+            // The host holds a borrow of the `Lua`'s app data: the mark cannot be set, and a
+            // scheduler that `from_lua` cannot find (nor a second `build` see) is refused.
+            return Err(Error::Lua(mlua::Error::runtime(
+                "cannot attach a scheduler while the Lua's app data is borrowed",
+            )));
+        }
         Ok(scheduler)
     }
 }
@@ -423,13 +442,26 @@ pub struct Join<'a, R> {
     scheduler: &'a Scheduler,
     /// Borrowed, so that the handle's claim on the outcome lasts as long as the join.
     task: &'a Task,
+    /// The key its waker is registered under, once it waited.
+    key: Option<u64>,
     values: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: FromLuaMulti> Future for Join<'_, R> {
     type Output = Result<Outcome<R>>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.scheduler.poll_join(self.task.id, cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        this.scheduler.poll_join(this.task.id, &mut this.key, cx)
+    }
+}
+
+impl<R> Drop for Join<'_, R> {
+    fn drop(&mut self) {
+        // A join given up on (a timeout, a `select`) leaves no waker behind for as long as
+        // the task lives.
+        if let Some(key) = self.key.take() {
+            self.scheduler.shared.inner.forget_join(self.task.id, key);
+        }
     }
 }
 
@@ -734,6 +766,7 @@ impl Scheduler {
         Join {
             scheduler: self,
             task,
+            key: None,
             values: std::marker::PhantomData,
         }
     }
@@ -741,6 +774,7 @@ impl Scheduler {
     fn poll_join<R: FromLuaMulti>(
         &self,
         task: TaskId,
+        key: &mut Option<u64>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Outcome<R>>> {
         self.own(task)?;
@@ -750,7 +784,7 @@ impl Scheduler {
         if self.shared.inner.status(task) != TaskStatus::Scheduled {
             return Poll::Ready(Err(Error::NoOutcome(task)));
         }
-        self.shared.inner.wait_for_end(task, cx.waker());
+        *key = Some(self.shared.inner.wait_for_end(task, *key, cx.waker()));
         Poll::Pending
     }
 
@@ -788,7 +822,9 @@ impl Scheduler {
     }
 
     /// Ends the run: every task is dropped without error, every pending future dropped and every
-    /// timer forgotten (contract rule 18). The scheduler stays usable.
+    /// timer forgotten (contract rule 18). The scheduler stays usable. Refused with
+    /// [`Error::Reentrant`] inside a cycle, a resumption or another shutdown (from the end
+    /// hook).
     pub fn shutdown(&self) -> Result<()> {
         self.shared.inner.shutdown(&self.shared.lua)
     }
@@ -837,6 +873,9 @@ impl Drop for Shared {
         if !self.inner.watchdog().is_unlimited() {
             watchdog::uninstall(&self.lua);
         }
-        let _ = self.lua.remove_app_data::<Attached>();
+        // The mark is replaced rather than removed: mlua panics on a removal while the host
+        // borrows any app data (a Rust function holding `app_data_ref` may drop the last
+        // handle). Left in place, the mark's weak reference upgrades to nothing anyway.
+        let _ = self.lua.try_set_app_data(Attached(Weak::new()));
     }
 }

@@ -1028,7 +1028,12 @@ impl Pristine {
             yield_: native("yield")?,
             status: native("status")?,
         };
-        lua.set_app_data(pristine.clone());
+        // `set_app_data` panics while the host borrows any app data.
+        if lua.try_set_app_data(pristine.clone()).is_err() {
+            return Err(mlua::Error::runtime(
+                "cannot attach a scheduler while the Lua's app data is borrowed",
+            ));
+        }
         Ok(pristine)
     }
 }

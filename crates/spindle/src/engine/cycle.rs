@@ -228,14 +228,23 @@ impl Inner {
     }
 
     /// Drops every task without error, every pending future and every timer (contract rule 18).
+    ///
+    /// The host's end hook runs for each task dropped, and may start tasks: those are not
+    /// dropped, and keep what they queued. The shutdown counts as a cycle while it runs, so
+    /// that the hook cannot drive the scheduler, nor shut it down again, from inside it.
     pub(crate) fn shutdown(&self, lua: &Lua) -> Result<()> {
-        let tasks =
-            self.core(|core| (!core.is_resuming() && !core.in_cycle()).then(|| core.task_ids()));
+        let tasks = self.core(|core| core.enter_cycle().then(|| core.task_ids()));
         let Some(tasks) = tasks else {
             return Err(Error::Reentrant("Scheduler::shutdown"));
         };
+        let _shutting_down = Restore(self, |core| core.leave_cycle());
         let mut first_error = None;
         for id in tasks {
+            // The hook of a task dropped earlier may have ended this one, and started another
+            // in its slot: only a task the scheduler still holds is closed.
+            if !self.core(|core| core.task(id).is_some()) {
+                continue;
+            }
             let thread = self.threads.get(id.slot());
             let freed = self.free_task(id).is_some();
             if let Err(error) = thread.and_then(|thread| self.close_thread(lua, &thread)) {
@@ -245,13 +254,19 @@ impl Inner {
                 self.task_ended(id, TaskEnd::Dropped);
             }
         }
-        let mut args = Vec::new();
-        self.core(|core| core.clear_queues(|key| args.push(key)));
-        args.extend(self.frames.forget_carried());
-        args.into_iter().for_each(|key| self.values.discard(key));
-        self.wakes.clear();
-        self.own_wakes.borrow_mut().clear();
-        self.woken_threads.borrow_mut().clear();
+        if self.core(|core| core.task_count()) > 0 {
+            // The hook started tasks: what they queued stays; the dropped tasks' entries are
+            // stale, and go as they surface.
+            self.compact_timers();
+        } else {
+            let mut args = Vec::new();
+            self.core(|core| core.clear_queues(|key| args.push(key)));
+            args.extend(self.frames.forget_carried());
+            args.into_iter().for_each(|key| self.values.discard(key));
+            self.wakes.clear();
+            self.own_wakes.borrow_mut().clear();
+            self.woken_threads.borrow_mut().clear();
+        }
         first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 }

@@ -36,7 +36,7 @@ impl Drop for Resuming<'_> {
         let Resuming(inner, id) = *self;
         inner.try_core(|core| core.end_resumption(id));
         if std::thread::panicking() {
-            inner.free_task(id);
+            inner.free_unwinding(id);
         }
     }
 }
@@ -58,7 +58,7 @@ struct FreeIfUnwinding<'a>(&'a Inner, TaskId);
 impl Drop for FreeIfUnwinding<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.free_task(self.1);
+            self.0.free_unwinding(self.1);
         }
     }
 }
@@ -333,6 +333,13 @@ impl Inner {
             Came::Back(returned) => returned,
         };
         self.file(lua, id, token, returned, idle);
+        if self.closed.get() {
+            // The host's last handle was dropped during the resumption (from a Rust function
+            // the task called, an error handler or the end hook), where its shutdown was
+            // refused: the run ends once the outermost resumption is over, or the other tasks'
+            // futures, which may hold the `Lua`, would live for ever.
+            let _ = self.shutdown(lua);
+        }
     }
 
     /// How a thread came back from a raw lane, in the general path's terms.

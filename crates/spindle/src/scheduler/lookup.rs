@@ -12,7 +12,10 @@ use crate::core::TaskId;
 impl Scheduler {
     /// The scheduler attached to `lua`, if it has one: how a Rust function that a script calls
     /// reaches it, with no handle captured. The result is another handle on the same scheduler
-    /// (see [`Scheduler`] on clones); keep it on the Rust side only, as any handle.
+    /// (see [`Scheduler`] on clones); keep it on the Rust side only, as any handle. One that
+    /// an async function's future holds across an `await` is held by the scheduler itself
+    /// (which owns the future): until the future ends, it keeps the scheduler and the `Lua`
+    /// alive even once the host has dropped every handle of its own.
     ///
     /// ```
     /// use spindle::Scheduler;
@@ -49,7 +52,8 @@ impl Scheduler {
     /// The task running now: the one whose thread called the Rust function asking, if that
     /// thread is a task of this scheduler. `None` from the host's own code, from a coroutine
     /// that is no task (one a script resumes by hand), and while a Spindle async function's
-    /// future is polled (it runs in no thread).
+    /// future is polled by a cycle (it runs in no thread); its first poll, inside the call,
+    /// runs in the calling thread, and sees its task.
     pub fn current_task(&self) -> Option<TaskId> {
         self.task_of(&self.shared.lua.current_thread())
     }

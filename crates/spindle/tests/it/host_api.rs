@@ -12,6 +12,7 @@ use spindle::{Clock, Error, Outcome, Scheduler, TaskError, TaskStatus, VirtualCl
 use crate::support::{harness, harness_with, lines};
 
 // Serving drivers and awaited tasks; reaching the scheduler from Lua; the end hook.
+mod attacks;
 mod reaching;
 mod serving;
 mod task_end;
