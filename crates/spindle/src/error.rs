@@ -81,7 +81,7 @@ impl TaskError {
         TaskError {
             task,
             message,
-            traceback: shortened(traceback),
+            traceback: shortened(without_internal_frames(traceback)),
         }
     }
 
@@ -109,6 +109,20 @@ const TRACEBACK_HEADER: &str = "stack traceback:";
 /// Levels kept from the top and from the bottom of a deep traceback (Lua 5.4's figures).
 const TOP_LEVELS: usize = 10;
 const BOTTOM_LEVELS: usize = 11;
+
+/// Leaves out the levels that run Spindle's own Lua (the task and signal libraries, whose
+/// chunks are named `[spindle ...]`): a script's author cannot act on them, and a signal
+/// handler's traceback would otherwise end in the library's dispatch loop.
+fn without_internal_frames(traceback: String) -> String {
+    if !traceback.contains("\t[spindle ") {
+        return traceback;
+    }
+    let kept: Vec<&str> = traceback
+        .lines()
+        .filter(|line| !line.starts_with("\t[spindle "))
+        .collect();
+    kept.join("\n")
+}
 
 /// Cuts the middle out of a deep traceback: mlua's tracebacks on Luau list every level, and a
 /// stack overflow has about 20,000 (660 KB of text for one error).
@@ -218,6 +232,22 @@ pub(crate) const CANNOT_YIELD: &str = "attempt to yield across metamethod/C-call
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spindles_own_levels_are_left_out_of_a_traceback() {
+        let traceback = "stack traceback:\n\t[C]: in function 'error'\n\tmain:3: in function <main:2>\n\t[spindle signal]:225: in function 'call_one'\n\t[spindle task]:80: in function 'resume'\n\tmain:9: in main chunk".to_string();
+        let error = TaskError::new(None, "main:3: no".into(), traceback);
+        assert_eq!(
+            error.traceback,
+            "stack traceback:\n\t[C]: in function 'error'\n\tmain:3: in function <main:2>\n\tmain:9: in main chunk"
+        );
+        // A traceback with none of them is kept as it is, trailing newline and all.
+        let plain = "stack traceback:\n\tmain:1: in main chunk\n".to_string();
+        assert_eq!(
+            TaskError::new(None, String::new(), plain.clone()).traceback,
+            plain
+        );
+    }
 
     #[test]
     fn runtime_error_is_split_at_the_traceback() {

@@ -212,3 +212,36 @@ fn disconnect_all_from_the_host_drops_every_handler() {
     assert_eq!(lua.globals().get::<i64>("last").unwrap(), 1);
     assert!(!connection.get::<bool>("Connected").unwrap());
 }
+
+#[test]
+fn a_handlers_error_names_the_handler_and_none_of_the_signal_librarys_own_levels() {
+    let lua = spindle::mlua::Lua::new();
+    let errors = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = errors.clone();
+    let scheduler = spindle::Scheduler::builder()
+        .on_error(move |error| seen.borrow_mut().push(error.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    lua.load(
+        r#"
+        local s = Signal.new()
+        s:Connect(function(x)
+            error("handler failed with " .. tostring(x))
+        end)
+        s:Fire(1)
+        "#,
+    )
+    .set_name("=handlers")
+    .exec()
+    .unwrap();
+    // Deferred by default: the handler runs at the next resumption point.
+    scheduler.cycle().unwrap();
+    let errors = errors.borrow();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].message, "handlers:4: handler failed with 1");
+    assert_eq!(
+        errors[0].traceback,
+        "stack traceback:\n\t[C]: in function 'error'\n\thandlers:4: in function <handlers:3>"
+    );
+}
