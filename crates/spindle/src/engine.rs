@@ -108,6 +108,45 @@ impl OwnedEnd {
     }
 }
 
+/// Hands items to a host handler (the error handler, the end hook) one at a time: an item
+/// that comes while the handler runs (a task it started ended at once) waits, and is handed
+/// over once it returns, in order. Nested instead, a handler that restarts a task failing at
+/// once would go one level deeper each time, and a few hundred levels overflow the stack.
+struct OneAtATime<T> {
+    busy: Cell<bool>,
+    waiting: RefCell<std::collections::VecDeque<T>>,
+}
+
+impl<T> Default for OneAtATime<T> {
+    fn default() -> Self {
+        OneAtATime {
+            busy: Cell::new(false),
+            waiting: RefCell::default(),
+        }
+    }
+}
+
+impl<T> OneAtATime<T> {
+    /// Hands `item`, then each item that came meanwhile, to `call`, which returns false once
+    /// there is no handler any more (the items still waiting are dropped then); while a call
+    /// runs, `item` waits its turn instead. `call` must not unwind.
+    fn tell(&self, item: T, mut call: impl FnMut(T) -> bool) {
+        if self.busy.replace(true) {
+            self.waiting.borrow_mut().push_back(item);
+            return;
+        }
+        let mut next = Some(item);
+        while let Some(item) = next {
+            if !call(item) {
+                self.waiting.borrow_mut().clear();
+                break;
+            }
+            next = self.waiting.borrow_mut().pop_front();
+        }
+        self.busy.set(false);
+    }
+}
+
 /// What one [`Scheduler::cycle`](crate::Scheduler::cycle) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -202,18 +241,12 @@ pub(crate) struct Inner {
     /// `Lua` clone, which through the library's closures holds this, a cycle that only
     /// dropping the handler breaks.
     on_error: RefCell<Option<ErrorHandler>>,
-    /// Whether the error handler is running; errors reported meanwhile wait in
-    /// `pending_errors`, and are handed to it once it returns (as `pending_ends`).
-    in_error_handler: Cell<bool>,
-    pending_errors: RefCell<std::collections::VecDeque<TaskError>>,
+    /// The errors for the handler, one at a time.
+    errors_told: OneAtATime<TaskError>,
     /// The host's end hook, if it set one.
     end_hook: RefCell<Option<EndHook>>,
-    /// Whether the end hook is running; ends that come meanwhile wait in `pending_ends`.
-    in_end_hook: Cell<bool>,
-    /// Ends that came while the end hook was running (a task it started ended at once), told
-    /// once it returns: a hook that starts a task at each end would otherwise nest one level
-    /// deeper each time, and a few hundred levels overflow the stack.
-    pending_ends: RefCell<std::collections::VecDeque<(TaskId, OwnedEnd)>>,
+    /// The ends for the hook, one at a time.
+    ends_told: OneAtATime<(TaskId, OwnedEnd)>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -364,11 +397,9 @@ impl Inner {
             watchdog,
             general_only: Cell::new(false),
             on_error: RefCell::new(Some(on_error)),
-            in_error_handler: Cell::new(false),
-            pending_errors: RefCell::default(),
+            errors_told: OneAtATime::default(),
             end_hook: RefCell::new(None),
-            in_end_hook: Cell::new(false),
-            pending_ends: RefCell::default(),
+            ends_told: OneAtATime::default(),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -513,24 +544,16 @@ impl Inner {
         if self.on_error.borrow().is_none() {
             return;
         }
-        if self.in_error_handler.get() {
-            self.pending_errors.borrow_mut().push_back(error);
-            return;
-        }
-        self.in_error_handler.set(true);
-        let mut next = Some(error);
-        while let Some(error) = next {
+        self.errors_told.tell(error, |error| {
             // Cloned out, so that a handler may report again (or drop the scheduler, which
-            // takes the handler away: the errors still pending then go unreported).
+            // takes the handler away: the errors still waiting then go unreported).
             let Some(on_error) = self.on_error.borrow().clone() else {
-                self.pending_errors.borrow_mut().clear();
-                break;
+                return false;
             };
             let handler = std::panic::AssertUnwindSafe(|| on_error(&error));
             let _ = std::panic::catch_unwind(handler);
-            next = self.pending_errors.borrow_mut().pop_front();
-        }
-        self.in_error_handler.set(false);
+            true
+        });
     }
 
     pub(crate) fn set_end_hook(&self, hook: EndHook) {
@@ -544,32 +567,16 @@ impl Inner {
         if self.end_hook.borrow().is_none() {
             return;
         }
-        if self.in_end_hook.get() {
-            self.pending_ends
-                .borrow_mut()
-                .push_back((id, OwnedEnd::of(end)));
-            return;
-        }
-        self.in_end_hook.set(true);
-        self.call_end_hook(id, end);
-        loop {
-            let next = self.pending_ends.borrow_mut().pop_front();
-            let Some((id, end)) = next else {
-                break;
+        self.ends_told.tell((id, OwnedEnd::of(end)), |(id, end)| {
+            // Cloned out, so that the hook may start tasks, cancel them or end the scheduler
+            // (which takes the hook away: the ends still waiting are not told).
+            let Some(hook) = self.end_hook.borrow().clone() else {
+                return false;
             };
-            self.call_end_hook(id, end.as_end());
-        }
-        self.in_end_hook.set(false);
-    }
-
-    fn call_end_hook(&self, id: TaskId, end: TaskEnd<'_>) {
-        // Cloned out, so that the hook may start tasks, cancel them or end the scheduler
-        // (which takes the hook away: the ends still pending are not told).
-        let Some(hook) = self.end_hook.borrow().clone() else {
-            return;
-        };
-        let call = std::panic::AssertUnwindSafe(|| hook(id, end));
-        let _ = std::panic::catch_unwind(call);
+            let call = std::panic::AssertUnwindSafe(|| hook(id, end.as_end()));
+            let _ = std::panic::catch_unwind(call);
+            true
+        });
     }
 
     // --- Tasks in and out -------------------------------------------------------------------
@@ -754,7 +761,7 @@ impl Inner {
     }
 
     /// Lets go of a released task's thread, once its outcome is read or unclaimed.
-    pub(crate) fn forget_released(&self, id: TaskId) {
+    fn forget_released(&self, id: TaskId) {
         let _ = self.released.raw_set(released_key(id), mlua::Nil);
     }
 
@@ -854,7 +861,11 @@ impl Inner {
 
     /// Takes the outcome out, for whichever handle reads it first.
     pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
-        self.core(|core| core.take_outcome(id))
+        let taken = self.core(|core| core.take_outcome(id));
+        if let Some((StoredOutcome::Released, _)) = taken {
+            self.forget_released(id);
+        }
+        taken
     }
 
     /// Puts back an outcome that the host could not read (its values did not convert).

@@ -130,38 +130,36 @@ impl Scheduler {
             // A cooperative budget, as tokio's: yielding after every short cycle (one resumed
             // task) cost 4% of the time of pend-once async calls (perf).
             since_yield += 1 + report.timers + report.wakeups + report.deferred;
-            let deadline = match self.inner().next_step() {
+            // `Some(deadline)` to sleep until the deadline (`None`: until woken); `None` when
+            // work is ready.
+            let sleep = match self.inner().next_step() {
                 Next::Done if until.is_none() => return Ok(None),
-                Next::Done => None,
-                Next::Busy => {
-                    if since_yield >= YIELD_BUDGET {
-                        since_yield = 0;
-                        YieldNow(false).await;
-                    }
-                    continue;
-                }
-                Next::Sleep(deadline) => deadline,
+                Next::Done => Some(None),
+                Next::Busy => None,
+                Next::Sleep(deadline) => Some(deadline),
             };
-            let idle = Idle {
-                wakes: self.inner().wakes(),
-                sleep: deadline.map(|d| Box::pin(sleeper.sleep_until(d))),
-                until: until.as_mut().map(|until| until.as_mut()),
-                waited: false,
-            };
-            let woke = idle.await;
-            // Awake, whatever woke it: the work of the coming cycles must not wake it again.
-            self.inner().wakes().driver_awake();
-            // Only a sleep that really waited gave the executor a turn: one over at once (its
-            // deadline passed, or a wake-up came first) counts as a busy cycle.
-            match woke {
-                (_, Some(output)) => return Ok(Some(output)),
-                (true, None) => since_yield = 0,
-                (false, None) => {
-                    if since_yield >= YIELD_BUDGET {
-                        since_yield = 0;
-                        YieldNow(false).await;
-                    }
+            if let Some(deadline) = sleep {
+                let idle = Idle {
+                    wakes: self.inner().wakes(),
+                    sleep: deadline.map(|d| Box::pin(sleeper.sleep_until(d))),
+                    until: until.as_mut().map(|until| until.as_mut()),
+                    waited: false,
+                };
+                let (waited, end) = idle.await;
+                // Awake, whatever woke it: the work of the coming cycles must not wake it again.
+                self.inner().wakes().driver_awake();
+                if let Some(output) = end {
+                    return Ok(Some(output));
                 }
+                // Only a sleep that really waited gave the executor a turn: one over at once
+                // (its deadline passed, or a wake-up came first) counts as a busy cycle.
+                if waited {
+                    since_yield = 0;
+                }
+            }
+            if since_yield >= YIELD_BUDGET {
+                since_yield = 0;
+                YieldNow(false).await;
             }
         }
     }
@@ -222,12 +220,8 @@ impl Future for YieldNow {
 }
 
 /// Polls a future once, in the caller's context.
-fn poll_once<F: Future>(future: Pin<&mut F>) -> impl Future<Output = Poll<F::Output>> + '_ {
-    let mut future = Some(future);
-    std::future::poll_fn(move |cx| {
-        let future = future.as_mut().expect("polled once");
-        Poll::Ready(future.as_mut().poll(cx))
-    })
+fn poll_once<F: Future>(mut future: Pin<&mut F>) -> impl Future<Output = Poll<F::Output>> + '_ {
+    std::future::poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx)))
 }
 
 /// Waits for a wake-up from a task's future or a nudge from the host, for the sleep to end,

@@ -746,10 +746,7 @@ impl Scheduler {
             }
             StoredOutcome::Failed(error) => Outcome::Failed(error),
             StoredOutcome::Cancelled => Outcome::Cancelled,
-            StoredOutcome::Released => {
-                self.shared.inner.forget_released(task);
-                Outcome::Released
-            }
+            StoredOutcome::Released => Outcome::Released,
         }))
     }
 
