@@ -17,6 +17,26 @@ mod reaching;
 mod serving;
 mod task_end;
 
+/// A bound on the runs of the driver tests: a driver that missed a wake-up sleeps for ever,
+/// which must fail the test rather than hang it.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn bounded<T>(run: impl std::future::Future<Output = T>) -> T {
+    use futures_lite::future;
+    async_io::block_on(future::or(async { Some(run.await) }, async {
+        async_io::Timer::after(LIMIT).await;
+        None
+    }))
+    .expect("the driver missed a wake-up (or spun) past the test's limit")
+}
+
+/// A scheduler with the default settings and the task library installed.
+fn scheduler(lua: &Lua) -> Scheduler {
+    let scheduler = Scheduler::new(lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    scheduler
+}
+
 fn virtual_scheduler(lua: &Lua) -> (Scheduler, VirtualClock) {
     let clock = VirtualClock::new();
     let scheduler = Scheduler::builder()

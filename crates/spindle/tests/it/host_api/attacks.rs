@@ -11,19 +11,7 @@ use async_io::Timer;
 use futures_lite::future;
 use spindle::{Clock, Error, Outcome, Scheduler, TaskEnd, TaskStatus, VirtualClock};
 
-const LIMIT: Duration = Duration::from_secs(10);
-
-fn bounded<T>(run: impl Future<Output = T>) -> T {
-    async_io::block_on(future::or(async { Some(run.await) }, async {
-        Timer::after(LIMIT).await;
-        None
-    }))
-    .expect("the driver missed a wake-up (or spun) past the test's limit")
-}
-
-fn function(lua: &mlua::Lua, source: &str) -> mlua::Function {
-    lua.load(source.to_string()).into_function().unwrap()
-}
+use super::{bounded, function};
 
 /// Sets its flag when dropped.
 struct Guard(Rc<Cell<bool>>);

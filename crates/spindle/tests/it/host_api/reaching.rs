@@ -6,11 +6,7 @@ use std::rc::Rc;
 
 use spindle::{Scheduler, TaskId, TaskStatus};
 
-fn scheduler(lua: &mlua::Lua) -> Scheduler {
-    let scheduler = Scheduler::new(lua).unwrap();
-    scheduler.install_task_library().unwrap();
-    scheduler
-}
+use super::scheduler;
 
 #[test]
 fn a_rust_function_reaches_the_scheduler_from_lua_alone() {

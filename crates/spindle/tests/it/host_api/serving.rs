@@ -2,7 +2,6 @@
 //! `Task::is_finished`): work the host gives a parked driver is done without another `run`.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,23 +9,7 @@ use async_io::Timer;
 use futures_lite::future;
 use spindle::{Clock, Error, Outcome, Scheduler, TaskStatus};
 
-/// A bound on every test's run: a driver that missed a wake-up sleeps for ever, which must
-/// fail the test rather than hang it.
-const LIMIT: Duration = Duration::from_secs(10);
-
-fn bounded<T>(run: impl Future<Output = T>) -> T {
-    async_io::block_on(future::or(async { Some(run.await) }, async {
-        Timer::after(LIMIT).await;
-        None
-    }))
-    .expect("the driver missed a wake-up and slept past the test's limit")
-}
-
-fn scheduler(lua: &mlua::Lua) -> Scheduler {
-    let scheduler = Scheduler::new(lua).unwrap();
-    scheduler.install_task_library().unwrap();
-    scheduler
-}
+use super::{bounded, scheduler, LIMIT};
 
 #[test]
 fn run_until_serves_work_the_host_gives_after_the_driver_went_idle() {
