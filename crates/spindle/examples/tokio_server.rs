@@ -62,7 +62,7 @@ pub fn serve(out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
         let lua = Lua::new();
         let scheduler = Scheduler::builder()
             // Handler errors become 500 responses below; keep stderr quiet.
-            .on_error(|_| {})
+            .on_error(|_, _| {})
             .build(&lua)?;
         scheduler.install_task_library()?;
 
@@ -100,10 +100,10 @@ pub fn serve(out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
                 // Runs the handler up to its first suspension (its call to `lookup`).
                 let task = scheduler.spawn(&handler, (id, path))?;
                 // One local tokio task per request awaits its handler; the scheduler wakes it
-                // when the handler ends. Clones of the scheduler are handles on the same one.
-                let scheduler = scheduler.clone();
+                // when the handler ends. The join owns what it needs: it moves into the task.
+                let joined = scheduler.join::<(u16, String)>(&task);
                 responders.push(tokio::task::spawn_local(async move {
-                    let response = match scheduler.join::<(u16, String)>(&task).await? {
+                    let response = match joined.await? {
                         Outcome::Finished(response) => response,
                         Outcome::Failed(error) => (500, error.message),
                         _ => (503, "cancelled".to_string()),

@@ -556,6 +556,11 @@ impl Inner {
         });
     }
 
+    /// Puts the host's error handler in place of the one given at build.
+    pub(crate) fn set_error_handler(&self, handler: ErrorHandler) {
+        *self.on_error.borrow_mut() = Some(handler);
+    }
+
     pub(crate) fn set_end_hook(&self, hook: EndHook) {
         *self.end_hook.borrow_mut() = Some(hook);
     }
@@ -709,7 +714,7 @@ impl Inner {
         };
         let error = TaskError::new(
             Some(id),
-            "a Rust panic unwound through the task".into(),
+            "a Rust panic unwound through the task",
             String::new(),
         );
         if claims > 0 {
@@ -883,6 +888,11 @@ impl Inner {
         if let StoredOutcome::Finished(key) = outcome {
             self.values.discard(key);
         }
+    }
+
+    /// A `Task` handle was cloned: one claim more on the task or the outcome it left.
+    pub(crate) fn claim(&self, id: TaskId) {
+        self.core(|core| core.claim(id));
     }
 
     /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored

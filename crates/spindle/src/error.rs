@@ -46,6 +46,22 @@ pub enum Error {
     /// `resume_waits_before` phase that was not declared); the message says which.
     #[error("{0}")]
     InvalidPhases(String),
+    /// A task ended with an error, or was cancelled: never returned by the scheduler itself,
+    /// but the conversion that lets [`Outcome::into_result`](crate::Outcome::into_result)'s
+    /// error go up with `?` in a function that returns [`Result`].
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// [`SchedulerBuilder::memory_limit`](crate::SchedulerBuilder::memory_limit) asked for a
+    /// limit the VM is at or past already.
+    #[error(
+        "the memory limit of {limit} bytes is not more than the {used} bytes the VM uses already"
+    )]
+    MemoryLimit {
+        /// The limit asked for, in bytes.
+        limit: usize,
+        /// What the VM held when the scheduler was built, in bytes.
+        used: usize,
+    },
 }
 
 /// So that a Rust function called from Lua can use `?` on the scheduler's results: an error
@@ -77,11 +93,23 @@ pub struct TaskError {
 }
 
 impl TaskError {
-    pub(crate) fn new(task: Option<TaskId>, message: String, traceback: String) -> Self {
+    /// A report as the scheduler makes one, for a host that reports errors of its own through
+    /// the same handler, or tests one: the traceback is shortened as the scheduler's are (the
+    /// levels of Spindle's own Lua left out, the middle of a deep one cut).
+    ///
+    /// ```
+    /// let error = spindle::TaskError::new(None, "request failed", "stack traceback:\n\tmain:3");
+    /// assert_eq!(error.to_string(), "request failed\nstack traceback:\n\tmain:3");
+    /// ```
+    pub fn new(
+        task: Option<TaskId>,
+        message: impl Into<String>,
+        traceback: impl Into<String>,
+    ) -> Self {
         TaskError {
             task,
-            message,
-            traceback: shortened(without_internal_frames(traceback)),
+            message: message.into(),
+            traceback: shortened(without_internal_frames(traceback.into())),
         }
     }
 

@@ -47,7 +47,7 @@ pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;
 /// let scheduler = Scheduler::builder()
 ///     .clock(Clock::from(VirtualClock::new()))
 ///     .max_defer_depth(10)
-///     .on_error(|error| eprintln!("task failed: {error}"))
+///     .on_error(|_scheduler, error| eprintln!("task failed: {error}"))
 ///     .build(&lua)?;
 /// # Ok::<(), spindle::Error>(())
 /// ```
@@ -57,12 +57,13 @@ pub struct SchedulerBuilder {
     max_defer_depth: u32,
     watchdog: Budget,
     general_path_only: bool,
-    on_error: Option<ErrorHandler>,
+    on_error: Option<HostErrorHandler>,
     on_task_end: Option<TaskEndHandler>,
     phases: Vec<String>,
     waits_before: Option<String>,
     budget: Option<BudgetCheck>,
     signal_behavior: SignalBehavior,
+    memory_limit: Option<usize>,
 }
 
 impl SchedulerBuilder {
@@ -109,7 +110,7 @@ impl SchedulerBuilder {
     /// let seen = errors.clone();
     /// let scheduler = Scheduler::builder()
     ///     .timeout(Duration::from_millis(50))
-    ///     .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+    ///     .on_error(move |_, error| seen.borrow_mut().push(error.message.clone()))
     ///     .build(&lua)?;
     /// scheduler.install_task_library()?;
     /// let hang = lua.load("pcall(function() while true do end end)").into_function()?;
@@ -134,12 +135,15 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Receives every task that ends with an uncaught error, and every error the scheduler
-    /// reports itself. The default writes the message and traceback to stderr. A handler that
-    /// panics stops nothing: the panic is caught (after the panic hook has printed it) and the
-    /// scheduler goes on. An error that comes while the handler runs (a task it started failed
-    /// at once) is handed to it once it returns, so the handler never nests.
-    pub fn on_error(mut self, handler: impl Fn(&TaskError) + 'static) -> Self {
+    /// Receives, with the scheduler, every task that ends with an uncaught error, and every
+    /// error the scheduler reports itself. The default writes the message and traceback to
+    /// stderr. The handler may use the scheduler as the end hook may
+    /// ([`on_task_end`](Self::on_task_end)): restart a task, cancel another, read a handle's
+    /// outcome. It is not called while the last handle on the scheduler is being dropped, nor
+    /// after. A handler that panics stops nothing: the panic is caught (after the panic hook has
+    /// printed it) and the scheduler goes on. An error that comes while the handler runs (a task
+    /// it started failed at once) is handed to it once it returns, so the handler never nests.
+    pub fn on_error(mut self, handler: impl Fn(&Scheduler, &TaskError) + 'static) -> Self {
         self.on_error = Some(Rc::new(handler));
         self
     }
@@ -164,7 +168,7 @@ impl SchedulerBuilder {
     /// let ends = Rc::new(RefCell::new(Vec::new()));
     /// let seen = ends.clone();
     /// let scheduler = Scheduler::builder()
-    ///     .on_error(|_| {})
+    ///     .on_error(|_, _| {})
     ///     .on_task_end(move |_scheduler, id, end| {
     ///         let end = match end {
     ///             TaskEnd::Finished => "finished".to_string(),
@@ -211,6 +215,8 @@ impl SchedulerBuilder {
     /// Caps the wall time one [`Scheduler::frame`] spends resuming ready tasks: once `budget`
     /// has passed since the frame began, the ready tasks left over wait for the next frame,
     /// where they run first, in order. A frame always resumes at least one ready task.
+    /// A frame has one budget: this replaces a [`frame_budget_fn`](Self::frame_budget_fn)
+    /// given before, and the last one given is the one kept.
     pub fn frame_budget(self, budget: Duration) -> Self {
         self.frame_budget_fn(move |work| work.elapsed < budget)
     }
@@ -218,7 +224,8 @@ impl SchedulerBuilder {
     /// A frame budget decided by `check`, asked before each ready task after the first:
     /// `true` lets the frame resume it, `false` carries it and the rest to the next frame.
     /// [`frame_budget`](Self::frame_budget) is `check(work) = work.elapsed < budget`; a check on
-    /// [`FrameWork::resumed`] gives a budget in tasks, which is deterministic.
+    /// [`FrameWork::resumed`] gives a budget in tasks, which is deterministic. Like
+    /// `frame_budget`, it replaces the budget given before.
     pub fn frame_budget_fn(mut self, check: impl FnMut(&FrameWork) -> bool + 'static) -> Self {
         self.budget = Some(Box::new(check));
         self
@@ -230,6 +237,17 @@ impl SchedulerBuilder {
     #[doc(hidden)]
     pub fn general_path_only(mut self) -> Self {
         self.general_path_only = true;
+        self
+    }
+
+    /// Caps the memory of the whole Lua VM at `bytes` (as `Lua::set_memory_limit`), from the
+    /// end of [`build`](Self::build): a task whose allocation fails gets a `not enough memory`
+    /// error and ends, the others go on, and the scheduler's own bookkeeping (closing threads,
+    /// reporting errors) works past the limit (contract rule 23). What the VM holds already
+    /// counts: `build` fails with [`Error::MemoryLimit`] if it holds `bytes` or more. The
+    /// host may change the limit later with `Lua::set_memory_limit`.
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -267,9 +285,9 @@ impl SchedulerBuilder {
                 ))
             })?,
         };
-        let on_error = self
-            .on_error
-            .unwrap_or_else(|| Rc::new(default_error_handler));
+        // The host's handler needs the scheduler, which does not exist yet: it is put in its
+        // place below, before anything can fail.
+        let on_error: ErrorHandler = Rc::new(default_error_handler);
         let frames = Frames::new(self.phases, timer_phase, self.budget);
         let inner = Rc::new(Inner::new(
             lua,
@@ -308,6 +326,17 @@ impl SchedulerBuilder {
         let scheduler = Scheduler {
             shared: Rc::new(shared),
         };
+        if let Some(handler) = self.on_error {
+            let weak = Rc::downgrade(&scheduler.shared);
+            scheduler
+                .shared
+                .inner
+                .set_error_handler(Rc::new(move |error| {
+                    if let Some(shared) = weak.upgrade() {
+                        handler(&Scheduler { shared }, error);
+                    }
+                }));
+        }
         if let Some(hook) = self.on_task_end {
             let weak = Rc::downgrade(&scheduler.shared);
             scheduler.shared.inner.set_end_hook(Rc::new(move |id, end| {
@@ -326,9 +355,20 @@ impl SchedulerBuilder {
                 "cannot attach a scheduler while the Lua's app data is borrowed",
             )));
         }
+        // Last, so that the limit does not fail the build half-way.
+        if let Some(limit) = self.memory_limit {
+            let used = lua.used_memory();
+            if limit <= used {
+                return Err(Error::MemoryLimit { limit, used });
+            }
+            lua.set_memory_limit(limit)?;
+        }
         Ok(scheduler)
     }
 }
+
+/// The host's error handler, as the builder keeps it.
+type HostErrorHandler = Rc<dyn Fn(&Scheduler, &TaskError)>;
 
 /// The host's end hook, as the builder keeps it.
 type TaskEndHandler = Rc<dyn Fn(&Scheduler, TaskId, TaskEnd<'_>)>;
@@ -406,8 +446,8 @@ pub(crate) struct Shared {
 ///
 /// The handle is not the task: dropping it detaches the task, which runs on. While a handle
 /// lives, the outcome (values, error or cancellation) is kept for [`Scheduler::take_result`];
-/// the first read takes it. Starting the same thread twice gives two handles to one task, and
-/// the outcome is kept until both are dropped or it is read.
+/// the first read takes it. Cloning the handle, or starting the same thread twice, gives two
+/// handles to one task, and the outcome is kept until both are dropped or it is read.
 ///
 /// The scheduler records an outcome only when it sees the task end. A task that yields with a
 /// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
@@ -437,37 +477,70 @@ impl Task {
 }
 
 /// The future of [`Scheduler::join`]: the task's outcome, once it ends.
+///
+/// It owns what it needs (a claim on the outcome, as a [`Task`] handle has, and a weak hold on
+/// the scheduler), so it is `'static` and can be moved into a spawned future or a
+/// `select`. It does not keep the scheduler alive: if every [`Scheduler`] handle is dropped
+/// first, it resolves to [`Error::NoOutcome`].
 #[must_use = "a join does nothing unless awaited"]
-pub struct Join<'a, R> {
-    scheduler: &'a Scheduler,
-    /// Borrowed, so that the handle's claim on the outcome lasts as long as the join.
-    task: &'a Task,
+pub struct Join<R> {
+    scheduler: Weak<Shared>,
+    /// A claim of its own, so that the outcome is kept for the join even if the caller drops
+    /// its handle meanwhile.
+    task: Task,
     /// The key its waker is registered under, once it waited.
     key: Option<u64>,
     values: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<R: FromLuaMulti> Future for Join<'_, R> {
+impl<R: FromLuaMulti> Future for Join<R> {
     type Output = Result<Outcome<R>>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        this.scheduler.poll_join(this.task.id, &mut this.key, cx)
+        let Some(shared) = this.scheduler.upgrade() else {
+            return Poll::Ready(Err(Error::NoOutcome(this.task.id)));
+        };
+        Scheduler { shared }.poll_join(this.task.id, &mut this.key, cx)
     }
 }
 
-impl<R> Drop for Join<'_, R> {
+impl<R> Drop for Join<R> {
     fn drop(&mut self) {
         // A join given up on (a timeout, a `select`) leaves no waker behind for as long as
         // the task lives.
-        if let Some(key) = self.key.take() {
-            self.scheduler.shared.inner.forget_join(self.task.id, key);
+        if let (Some(key), Some(shared)) = (self.key.take(), self.scheduler.upgrade()) {
+            shared.inner.forget_join(self.task.id, key);
         }
     }
 }
 
-impl<R> fmt::Debug for Join<'_, R> {
+impl<R> fmt::Debug for Join<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Join").field(&self.task.id).finish()
+    }
+}
+
+/// Another handle on the same task, with a claim of its own: the outcome is kept until every
+/// handle is dropped or one of them reads it.
+impl Clone for Task {
+    fn clone(&self) -> Task {
+        if let Some(scheduler) = self.scheduler.upgrade() {
+            scheduler.claim(self.id);
+        }
+        Task {
+            id: self.id,
+            scheduler: self.scheduler.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("tasks", &self.task_count())
+            .field("cycles", &self.cycle_count())
+            .field("errors", &self.error_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -512,15 +585,11 @@ impl<R> Outcome<R> {
         match self {
             Outcome::Finished(values) => Ok(values),
             Outcome::Failed(error) => Err(error),
-            Outcome::Cancelled => Err(TaskError::new(
-                None,
-                "task was cancelled".into(),
-                String::new(),
-            )),
+            Outcome::Cancelled => Err(TaskError::new(None, "task was cancelled", "")),
             Outcome::Released => Err(TaskError::new(
                 None,
-                "task left the scheduler with a plain coroutine.yield".into(),
-                String::new(),
+                "task left the scheduler with a plain coroutine.yield",
+                "",
             )),
         }
     }
@@ -579,6 +648,7 @@ impl Scheduler {
             waits_before: None,
             budget: None,
             signal_behavior: SignalBehavior::default(),
+            memory_limit: None,
         }
     }
 
@@ -758,11 +828,14 @@ impl Scheduler {
     /// A task that yielded with a plain `coroutine.yield` resolves to [`Outcome::Released`]
     /// (its thread belongs to whoever resumes it, contract rule 11). Fails with
     /// [`Error::NoOutcome`] when no outcome will come: it was taken already (by `take_result` or
-    /// another join), or `shutdown` dropped the task.
-    pub fn join<'a, R: FromLuaMulti>(&'a self, task: &'a Task) -> Join<'a, R> {
+    /// another join), or `shutdown` dropped the task, or every `Scheduler` handle was dropped.
+    ///
+    /// The join is `'static`: it holds a claim of its own on the outcome (as a cloned [`Task`]
+    /// does) and only a weak hold on the scheduler, so it can move into a future of its own.
+    pub fn join<R: FromLuaMulti>(&self, task: &Task) -> Join<R> {
         Join {
-            scheduler: self,
-            task,
+            scheduler: Rc::downgrade(&self.shared),
+            task: task.clone(),
             key: None,
             values: std::marker::PhantomData,
         }

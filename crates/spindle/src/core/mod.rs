@@ -208,10 +208,19 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         matches!(self.tasks.get(id), Some(slot) if !slot.running && !slot.has_pending())
     }
 
-    /// One more host handle claims the task's outcome.
-    pub(crate) fn claim(&mut self, id: TaskId) {
+    /// One more host handle claims the task's outcome, or the outcome it left. Returns
+    /// whether there was either to claim.
+    pub(crate) fn claim(&mut self, id: TaskId) -> bool {
         if let Some(slot) = self.tasks.get_mut(id) {
             slot.claims += 1;
+            return true;
+        }
+        match self.outcomes.get_mut(&id) {
+            Some((_, claims)) => {
+                *claims += 1;
+                true
+            }
+            None => false,
         }
     }
 

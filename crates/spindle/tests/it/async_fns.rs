@@ -254,7 +254,7 @@ fn a_task_resumed_by_its_settled_future_ends_with_its_results_kept_or_its_error_
     let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
     let seen = Rc::clone(&reports);
     let scheduler = Scheduler::builder()
-        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .on_error(move |_, e| seen.borrow_mut().push(e.clone()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -477,7 +477,7 @@ fn uncaught_rust_error_is_reported_with_its_message_and_a_traceback() {
     let reports = Rc::new(std::cell::RefCell::new(Vec::new()));
     let seen = Rc::clone(&reports);
     let scheduler = Scheduler::builder()
-        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .on_error(move |_, e| seen.borrow_mut().push(e.clone()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();

@@ -41,7 +41,7 @@ fn virtual_scheduler(lua: &Lua) -> (Scheduler, VirtualClock) {
     let clock = VirtualClock::new();
     let scheduler = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .build(lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -83,7 +83,7 @@ fn failed_task_reports_to_the_handler_and_keeps_the_error_as_its_outcome() {
     let reports: Rc<RefCell<Vec<TaskError>>> = Rc::default();
     let seen = Rc::clone(&reports);
     let scheduler = Scheduler::builder()
-        .on_error(move |e| seen.borrow_mut().push(e.clone()))
+        .on_error(move |_, e| seen.borrow_mut().push(e.clone()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -183,7 +183,7 @@ fn defer_depth_limit_is_configurable() {
     let seen = Rc::clone(&reports);
     let scheduler = Scheduler::builder()
         .max_defer_depth(5)
-        .on_error(move |e| seen.borrow_mut().push(e.message.clone()))
+        .on_error(move |_, e| seen.borrow_mut().push(e.message.clone()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -504,7 +504,7 @@ fn an_error_handler_holding_the_lua_does_not_keep_the_vm_alive_once_both_are_dro
     let reports = Rc::new(Cell::new(0));
     let counted = Rc::clone(&reports);
     let scheduler = Scheduler::builder()
-        .on_error(move |_| {
+        .on_error(move |_, _| {
             let _ = kept.used_memory();
             counted.set(counted.get() + 1);
         })
@@ -615,7 +615,7 @@ fn an_error_reports_an_id_that_this_scheduler_accepts() {
     let ids: Rc<RefCell<Vec<spindle::TaskId>>> = Rc::default();
     let seen = Rc::clone(&ids);
     let scheduler = Scheduler::builder()
-        .on_error(move |e| seen.borrow_mut().extend(e.task))
+        .on_error(move |_, e| seen.borrow_mut().extend(e.task))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -680,7 +680,7 @@ fn cycle_from_the_error_handler_is_an_error_not_a_panic() {
     let results: Rc<RefCell<Vec<String>>> = Rc::default();
     let (s, r) = (Rc::clone(&slot), Rc::clone(&results));
     let h = harness_with(move |b| {
-        b.on_error(move |_| {
+        b.on_error(move |_, _| {
             let sched = s.borrow().as_ref().unwrap().upgrade().unwrap();
             r.borrow_mut().push(match sched.cycle() {
                 Err(Error::Reentrant(_)) => "reentrant".into(),

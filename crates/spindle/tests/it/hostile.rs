@@ -118,8 +118,9 @@ fn error_values_that_do_not_turn_into_strings_are_reported_and_harm_nothing() {
 fn an_error_handler_that_panics_stops_nothing() {
     // Without the scheduler catching it, the panic unwound out of the cycle and lost the rest
     // of the timer batch: those tasks never ran, and stayed counted, so the run never ended.
-    let run =
-        hostile(Host::builder().on_error(|error| panic!("the handler broke on {}", error.message)));
+    let run = hostile(
+        Host::builder().on_error(|_, error| panic!("the handler broke on {}", error.message)),
+    );
     run.spawn(
         r#"
         task.delay(1, function() error("first", 0) end)

@@ -139,3 +139,49 @@ fn rule23_the_words_not_enough_memory_alone_cost_no_collection() {
         );
     }
 }
+
+#[test]
+fn rule23_the_builders_memory_limit_caps_the_vm_and_a_limit_already_passed_is_refused() {
+    use spindle::{Error, Outcome, Scheduler};
+    let lua = mlua::Lua::new();
+    let used = lua.used_memory();
+    let refused = Scheduler::builder().memory_limit(used / 2).build(&lua);
+    assert!(
+        matches!(refused, Err(Error::MemoryLimit { limit, used: at }) if limit == used / 2 && at >= used),
+        "{refused:?}"
+    );
+    // Refused, the scheduler did not stay attached: a second build is not `AlreadyAttached`.
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .memory_limit(used + (4 << 20))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let greedy = scheduler
+        .spawn(
+            lua.load(format!("({GREEDY})()")).into_function().unwrap(),
+            (),
+        )
+        .unwrap();
+    let modest = scheduler
+        .spawn(
+            lua.load(MODEST.replace("log(", "return ("))
+                .into_function()
+                .unwrap(),
+            (),
+        )
+        .unwrap();
+    match scheduler.take_result::<()>(&greedy).unwrap() {
+        Some(Outcome::Failed(error)) => {
+            assert!(error.message.contains("not enough memory"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let built: String = scheduler
+        .take_result(&modest)
+        .unwrap()
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(built, "built 1000");
+}

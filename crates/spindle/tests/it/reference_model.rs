@@ -725,7 +725,7 @@ fn observed(program: &Program, general: bool) -> (Vec<String>, Vec<TraceEntry>) 
     let errors = Rc::clone(&log);
     let mut builder = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
-        .on_error(move |error| {
+        .on_error(move |_, error| {
             errors
                 .borrow_mut()
                 .push(format!("error: {}", error.message))

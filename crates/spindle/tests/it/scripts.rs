@@ -25,7 +25,9 @@ fn run_script(path: &Path, general: bool) -> (String, Trace) {
     let errors = Rc::clone(&output);
     let mut builder = Scheduler::builder()
         .clock(Clock::from(VirtualClock::new()))
-        .on_error(move |error| writeln!(errors.borrow_mut(), "error: {}", error.message).unwrap());
+        .on_error(move |_, error| {
+            writeln!(errors.borrow_mut(), "error: {}", error.message).unwrap()
+        });
     if general {
         builder = builder.general_path_only();
     }

@@ -16,7 +16,7 @@ fn scheduler(lua: &Lua, behavior: SignalBehavior) -> (Scheduler, Rc<RefCell<Vec<
         .clock(Clock::from(VirtualClock::new()))
         .signal_behavior(behavior)
         .phases(["Heartbeat"])
-        .on_error(move |e| seen.borrow_mut().push(e.message.clone()))
+        .on_error(move |_, e| seen.borrow_mut().push(e.message.clone()))
         .build(lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -219,7 +219,7 @@ fn a_handlers_error_names_the_handler_and_none_of_the_signal_librarys_own_levels
     let errors = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let seen = errors.clone();
     let scheduler = spindle::Scheduler::builder()
-        .on_error(move |error| seen.borrow_mut().push(error.clone()))
+        .on_error(move |_, error| seen.borrow_mut().push(error.clone()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();

@@ -29,7 +29,7 @@ pub struct Host {
     name: &'static str,
 }
 
-type ErrorHook = Box<dyn Fn(&TaskError)>;
+type ErrorHook = Box<dyn Fn(&Scheduler, &TaskError)>;
 
 /// How a [`Host`] is set up: virtual time by default.
 pub struct HostBuilder {
@@ -60,7 +60,7 @@ impl HostBuilder {
     }
 
     /// Runs after an error is kept (and logged).
-    pub fn on_error(mut self, extra: impl Fn(&TaskError) + 'static) -> Self {
+    pub fn on_error(mut self, extra: impl Fn(&Scheduler, &TaskError) + 'static) -> Self {
         self.on_error = Some(Box::new(extra));
         self
     }
@@ -82,7 +82,7 @@ impl HostBuilder {
         let errors: Rc<RefCell<Vec<TaskError>>> = Rc::default();
         let (kept, logged) = (Rc::clone(&errors), Rc::clone(&log));
         let (errors_in_log, extra) = (self.errors_in_log, self.on_error);
-        let mut builder = Scheduler::builder().on_error(move |error| {
+        let mut builder = Scheduler::builder().on_error(move |scheduler, error| {
             if errors_in_log {
                 logged
                     .borrow_mut()
@@ -90,7 +90,7 @@ impl HostBuilder {
             }
             kept.borrow_mut().push(error.clone());
             if let Some(extra) = &extra {
-                extra(error);
+                extra(scheduler, error);
             }
         });
         if let Some(clock) = &clock {

@@ -44,7 +44,7 @@ fn traced_run(source: &str, frames: usize, dt: Duration) -> Trace {
         .clock(Clock::from(VirtualClock::new()))
         .phases(["Stepped", "Heartbeat"])
         .resume_waits_before("Heartbeat")
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();

@@ -511,7 +511,7 @@ fn a_timed_out_task_is_dead_when_the_error_handler_hears_of_it() {
     let handler_lua = lua.clone();
     let scheduler = Scheduler::builder()
         .timeout(Duration::from_millis(50))
-        .on_error(move |_| {
+        .on_error(move |_, _| {
             let status: String = handler_lua
                 .load("return coroutine.status(current)")
                 .eval()
@@ -1039,7 +1039,7 @@ fn a_host_interrupt_set_before_building_is_called_while_the_scheduler_lives_and_
         let seen = Rc::clone(&errors);
         let scheduler = Scheduler::builder()
             .timeout(Duration::from_millis(100))
-            .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+            .on_error(move |_, error| seen.borrow_mut().push(error.message.clone()))
             .build(&lua)
             .unwrap();
         scheduler.install_task_library().unwrap();
@@ -1093,7 +1093,7 @@ fn an_error_from_a_host_interrupt_set_before_building_fails_the_task_as_without_
         let seen = Rc::clone(&errors);
         let scheduler = Scheduler::builder()
             .timeout(Duration::from_secs(2))
-            .on_error(move |error| seen.borrow_mut().push(error.message.clone()))
+            .on_error(move |_, error| seen.borrow_mut().push(error.message.clone()))
             .build(&lua)
             .unwrap();
         scheduler.install_task_library().unwrap();

@@ -46,7 +46,7 @@ fn a_task_the_end_hook_defers_during_shutdown_still_runs() {
     let once = Rc::new(Cell::new(false));
     let hook_once = once.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, end| {
             if matches!(end, TaskEnd::Dropped) && !hook_once.replace(true) {
                 let f = scheduler
@@ -76,7 +76,7 @@ fn a_task_the_end_hook_starts_waiting_during_shutdown_still_wakes() {
     let once = Rc::new(Cell::new(false));
     let hook_once = once.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, end| {
             if matches!(end, TaskEnd::Dropped) && !hook_once.replace(true) {
                 let f = scheduler
@@ -107,7 +107,7 @@ fn a_hook_that_cancels_and_reuses_a_slot_during_shutdown_does_not_close_the_new_
     let (hook_second, hook_started) = (second.clone(), started.clone());
     let scheduler = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, end| {
             if !matches!(end, TaskEnd::Dropped) {
                 return;
@@ -158,7 +158,7 @@ fn shutdown_from_the_end_hook_during_shutdown_is_harmless() {
     let results: Rc<RefCell<Vec<String>>> = Rc::default();
     let seen = results.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, _| {
             let nested = format!("{:?}", scheduler.shutdown());
             seen.borrow_mut().push(nested);
@@ -190,7 +190,10 @@ type Slot = Rc<RefCell<Option<Scheduler>>>;
 /// (a Rust function) empties; `forever` is an async function that never completes.
 fn dropped_from_lua() -> (mlua::Lua, Slot, Rc<Cell<bool>>) {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let dropped = Rc::new(Cell::new(false));
     install_forever(&lua, &scheduler, &dropped);
@@ -246,7 +249,7 @@ fn dropping_the_last_handle_from_the_error_handler_inside_a_task() {
     let slot: Rc<RefCell<Option<Scheduler>>> = Rc::default();
     let held = slot.clone();
     let scheduler = Scheduler::builder()
-        .on_error(move |_| drop(held.borrow_mut().take()))
+        .on_error(move |_, _| drop(held.borrow_mut().take()))
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -274,7 +277,7 @@ fn dropping_the_last_handle_from_the_end_hook() {
     let slot: Rc<RefCell<Option<Scheduler>>> = Rc::default();
     let held = slot.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |_, _, _| drop(held.borrow_mut().take()))
         .build(&lua)
         .unwrap();
@@ -352,7 +355,10 @@ fn task_handles_and_weak_handles_outlive_a_scheduler_dropped_from_inside() {
 #[test]
 fn join_of_a_task_that_lua_closes_sees_the_cancellation() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(
@@ -372,7 +378,10 @@ fn join_of_a_task_that_lua_closes_sees_the_cancellation() {
 #[test]
 fn two_joins_of_one_task_both_complete() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(function(&lua, "task.wait(0.01) return 3"), ())
@@ -393,7 +402,10 @@ fn two_joins_of_one_task_both_complete() {
 #[test]
 fn join_of_a_task_released_by_a_plain_yield_after_a_wait_resolves_to_released() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(
@@ -408,7 +420,10 @@ fn join_of_a_task_released_by_a_plain_yield_after_a_wait_resolves_to_released() 
 #[test]
 fn join_pending_while_the_host_shuts_down_fails_with_no_outcome() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(function(&lua, "task.wait(60)"), ())
@@ -432,7 +447,7 @@ fn a_task_freed_by_a_panic_is_reported_to_the_end_hook_and_wakes_its_join() {
     let ends: Rc<RefCell<Vec<String>>> = Rc::default();
     let seen = ends.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |_, _, end| seen.borrow_mut().push(format!("{end:?}")))
         .build(&lua)
         .unwrap();
@@ -474,7 +489,10 @@ fn abandoned_joins_of_a_long_task_leave_no_waker_behind() {
     // executor task (a fresh waker): the wakers must not pile up for the task's lifetime
     // (they did, and each poll scanned every earlier one: 20,000 such polls took seconds).
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(function(&lua, "task.wait(60)"), ())
@@ -525,7 +543,7 @@ fn an_end_hook_that_starts_a_task_on_every_end_is_bounded_by_the_host_alone() {
     let left = Rc::new(Cell::new(5000_u32));
     let hook_left = left.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, _| {
             if hook_left.get() > 0 {
                 hook_left.set(hook_left.get() - 1);
@@ -548,7 +566,7 @@ fn an_end_hook_may_drive_the_scheduler_outside_a_cycle_and_is_refused_inside_one
     let results: Rc<RefCell<Vec<String>>> = Rc::default();
     let seen = results.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, _| {
             let r = match scheduler.cycle() {
                 Ok(_) => "ok".to_string(),
@@ -572,7 +590,10 @@ fn an_end_hook_may_drive_the_scheduler_outside_a_cycle_and_is_refused_inside_one
 #[test]
 fn dropping_the_last_handle_from_a_deferred_signal_handler_the_host_fired() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let dropped = Rc::new(Cell::new(false));
     install_forever(&lua, &scheduler, &dropped);
@@ -606,7 +627,10 @@ fn dropping_the_last_handle_from_a_deferred_signal_handler_the_host_fired() {
 #[test]
 fn an_end_future_that_panics_leaves_the_scheduler_usable() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     scheduler
         .spawn(function(&lua, "task.wait(0.01) first = true"), ())
@@ -626,7 +650,10 @@ fn an_end_future_that_panics_leaves_the_scheduler_usable() {
 #[test]
 fn an_end_future_that_drives_the_scheduler_itself() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let end = async {
         let task = scheduler
@@ -647,7 +674,10 @@ fn an_end_future_that_drives_the_scheduler_itself() {
 #[test]
 fn a_waker_from_another_thread_wakes_a_parked_serving_driver() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let remote = scheduler
         .create_async_function(|_, ()| async {
@@ -692,7 +722,10 @@ fn a_waker_from_another_thread_wakes_a_parked_serving_driver() {
 #[test]
 fn current_task_inside_a_signal_handler_and_an_async_future() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let here = lua
         .create_function(|lua, ()| {
@@ -770,7 +803,10 @@ async fn late_work(
 #[test]
 fn a_deferral_the_end_future_makes_as_the_driver_goes_idle_is_run() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let f = function(&lua, "return 1");
     let end = late_work(&scheduler, move |s| s.defer(f, ()).unwrap());
@@ -781,7 +817,10 @@ fn a_deferral_the_end_future_makes_as_the_driver_goes_idle_is_run() {
 #[test]
 fn a_wait_the_end_future_starts_as_the_driver_goes_idle_is_timed() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let f = function(&lua, "task.wait(0.01) return 2");
     let end = late_work(&scheduler, move |s| s.spawn(f, ()).unwrap());
@@ -792,7 +831,10 @@ fn a_wait_the_end_future_starts_as_the_driver_goes_idle_is_timed() {
 #[test]
 fn a_future_that_wakes_in_its_first_poll_as_the_driver_goes_idle_is_polled_again() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let again = scheduler
         .create_async_function(|_, ()| async {
@@ -814,7 +856,7 @@ fn an_error_handler_that_restarts_a_task_failing_at_once_does_not_nest() {
     let left = Rc::new(Cell::new(5000_u32));
     let (handler_weak, handler_left) = (weak.clone(), left.clone());
     let scheduler = Scheduler::builder()
-        .on_error(move |_| {
+        .on_error(move |_, _| {
             if handler_left.get() == 0 {
                 return;
             }
@@ -843,7 +885,10 @@ fn an_error_handler_that_restarts_a_task_failing_at_once_does_not_nest() {
 #[test]
 fn a_task_may_join_another_from_inside_an_async_function() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let await_task = scheduler
         .create_async_function(|lua, f: mlua::Function| async move {
@@ -887,7 +932,10 @@ fn a_task_may_join_another_from_inside_an_async_function() {
 #[test]
 fn a_join_of_a_task_started_by_one_that_then_runs_out_of_memory_completes() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let started: Rc<RefCell<Option<spindle::Task>>> = Rc::default();
     let keep = started.clone();
@@ -948,7 +996,7 @@ fn an_end_hook_that_panics_while_told_of_a_task_a_panic_freed_does_not_abort() {
     let told = Rc::new(Cell::new(0));
     let seen = told.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |_, _, _| {
             seen.set(seen.get() + 1);
             panic!("the hook panics too");
@@ -982,7 +1030,7 @@ fn run_until_under_a_virtual_clock_needs_no_sleeper() {
     let clock = VirtualClock::new();
     let scheduler = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .build(&lua)
         .unwrap();
     scheduler.install_task_library().unwrap();
@@ -998,7 +1046,10 @@ fn run_until_under_a_virtual_clock_needs_no_sleeper() {
 #[test]
 fn a_serving_driver_dropped_while_parked_leaves_the_scheduler_drivable() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     // Given up on while parked with nothing to do.
     let gave_up = async_io::block_on(future::or(
@@ -1027,7 +1078,10 @@ fn a_serving_driver_dropped_while_parked_leaves_the_scheduler_drivable() {
 #[test]
 fn a_thread_lua_closed_is_no_task_any_more() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let task = scheduler
         .spawn(
@@ -1060,7 +1114,10 @@ fn a_thread_lua_closed_is_no_task_any_more() {
             handle then ends nothing, and the Lua is never freed"]
 fn a_handle_held_by_a_pending_future_does_not_keep_the_scheduler_alive() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let dropped = Rc::new(Cell::new(false));
     let flag = dropped.clone();
@@ -1095,7 +1152,10 @@ fn a_handle_held_by_a_pending_future_does_not_keep_the_scheduler_alive() {
 #[test]
 fn dropping_the_scheduler_of_a_sandboxed_lua_does_not_crash() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     lua.sandbox(true).unwrap();
     scheduler
@@ -1113,7 +1173,10 @@ fn dropping_the_scheduler_of_a_sandboxed_lua_does_not_crash() {
 #[test]
 fn a_driver_started_from_an_async_functions_future_is_refused() {
     let lua = mlua::Lua::new();
-    let scheduler = Scheduler::builder().on_error(|_| {}).build(&lua).unwrap();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
     scheduler.install_task_library().unwrap();
     let drive = scheduler
         .create_async_function(|lua, ()| async move {

@@ -274,3 +274,39 @@ fn a_released_thread_spawned_again_is_the_new_tasks_to_cancel() {
     assert_eq!(scheduler.status(&second), TaskStatus::Scheduled);
     assert!(scheduler.cancel(&second).unwrap());
 }
+
+#[test]
+fn the_error_handler_receives_the_scheduler_and_may_restart_the_task() {
+    // A supervisor written in the handler alone: no handle on the scheduler kept by hand.
+    let lua = mlua::Lua::new();
+    let restarts = Rc::new(RefCell::new(Vec::new()));
+    let seen = restarts.clone();
+    let scheduler = Scheduler::builder()
+        .on_error(move |scheduler, error| {
+            let tries: i64 = scheduler.lua().globals().get("tries").unwrap();
+            seen.borrow_mut().push((error.task, tries));
+            if tries < 3 {
+                let again: mlua::Function = scheduler.lua().globals().get("flaky").unwrap();
+                scheduler.spawn(again, ()).unwrap();
+            }
+        })
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    lua.load(
+        "tries = 0
+         function flaky() tries += 1; error('try ' .. tries, 0) end",
+    )
+    .exec()
+    .unwrap();
+    let flaky: mlua::Function = lua.globals().get("flaky").unwrap();
+    let first = scheduler.spawn(flaky, ()).unwrap().id();
+    let restarts = restarts.borrow();
+    assert_eq!(restarts.len(), 3, "{restarts:?}");
+    assert_eq!(restarts[0], (Some(first), 1));
+    assert_eq!(
+        restarts.iter().map(|&(_, tries)| tries).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(scheduler.error_count(), 3);
+}

@@ -200,7 +200,7 @@ fn join_resolves_to_each_outcome_by_variant() {
         let reported = reported.clone();
         Scheduler::builder()
             .clock(Clock::from(spindle::VirtualClock::new()))
-            .on_error(move |_| reported.set(reported.get() + 1))
+            .on_error(move |_, _| reported.set(reported.get() + 1))
             .build(&lua)
             .unwrap()
     };
@@ -412,5 +412,116 @@ fn run_forever_refuses_re_entry_under_its_own_name() {
     assert_eq!(
         message,
         "the scheduler is already running; Scheduler::run_forever cannot be called from inside a task"
+    );
+}
+
+#[test]
+fn a_join_owns_its_claim_and_outlives_the_handle_it_was_made_from() {
+    // A server hands the join to a future of its own and lets the handle go: the outcome is
+    // kept for the join all the same.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let joined = tokio::task::LocalSet::new().block_on(&runtime, async {
+        let lua = mlua::Lua::new();
+        let scheduler = scheduler(&lua);
+        let task = scheduler
+            .spawn(
+                lua.load("task.wait(0.01) return 'done'")
+                    .into_function()
+                    .unwrap(),
+                (),
+            )
+            .unwrap();
+        // `'static`: the join borrows neither the scheduler nor the handle.
+        let joiner = tokio::task::spawn_local(scheduler.join::<String>(&task));
+        drop(task);
+        scheduler
+            .run(|deadline: std::time::Instant| tokio::time::sleep_until(deadline.into()))
+            .await
+            .unwrap();
+        tokio::time::timeout(LIMIT, joiner).await
+    });
+    let joined = joined.expect("the join was never woken").unwrap();
+    assert_eq!(joined.unwrap().into_result().unwrap(), "done");
+}
+
+#[test]
+fn a_join_does_not_keep_the_scheduler_alive() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let task = scheduler
+        .spawn(lua.load("task.wait(3600)").into_function().unwrap(), ())
+        .unwrap();
+    let join = scheduler.join::<()>(&task);
+    drop(scheduler);
+    // The last handle ended the scheduler (the join held it only weakly), and the join says
+    // no outcome will come rather than waiting for ever.
+    assert!(Scheduler::from_lua(&lua).is_none());
+    assert!(task.is_finished());
+    let joined = bounded(join);
+    assert!(
+        matches!(joined, Err(Error::NoOutcome(id)) if id == task.id()),
+        "{joined:?}"
+    );
+}
+
+#[test]
+fn a_cloned_handle_keeps_the_outcome_until_every_clone_is_dropped_or_one_reads_it() {
+    let lua = mlua::Lua::new();
+    let scheduler = scheduler(&lua);
+    let body = lua
+        .load("task.wait(0.01) return 7")
+        .into_function()
+        .unwrap();
+    let first = scheduler.spawn(body, ()).unwrap();
+    let second = first.clone();
+    assert_eq!(second.id(), first.id());
+    drop(first);
+    bounded(scheduler.run(Timer::at)).unwrap();
+    // One handle is left: the outcome waited for it.
+    let outcome = scheduler.take_result::<i64>(&second).unwrap();
+    assert_eq!(outcome.unwrap().into_result().unwrap(), 7);
+    // A clone made after the end claims the kept outcome too; dropping it leaves the other's.
+    let body = lua.load("return 8").into_function().unwrap();
+    let ended = scheduler.spawn(body, ()).unwrap();
+    let late = ended.clone();
+    drop(late);
+    let outcome = scheduler.take_result::<i64>(&ended).unwrap();
+    assert_eq!(outcome.unwrap().into_result().unwrap(), 8);
+    let late = ended.clone();
+    assert!(
+        scheduler.take_result::<i64>(&late).unwrap().is_none(),
+        "read once"
+    );
+}
+
+#[test]
+fn a_tasks_error_goes_up_with_question_marks_as_the_schedulers_error() {
+    // The awaiting code of a host is one `?` per layer: the driver, the join, the task.
+    fn answer(scheduler: &Scheduler, source: &str) -> spindle::Result<i64> {
+        let body = scheduler.lua().load(source).into_function()?;
+        let task = scheduler.spawn(body, ())?;
+        let outcome = bounded(scheduler.run_until(Timer::at, scheduler.join::<i64>(&task)))??;
+        Ok(outcome.into_result()?)
+    }
+    let lua = mlua::Lua::new();
+    let scheduler = Scheduler::builder()
+        .on_error(|_, _| {})
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    assert_eq!(answer(&scheduler, "task.wait() return 42").unwrap(), 42);
+    let failed = answer(&scheduler, "task.wait() error('no answer', 0)");
+    assert!(
+        matches!(&failed, Err(Error::Task(error)) if error.message == "no answer"),
+        "{failed:?}"
+    );
+    // Shown as the report is: message, then traceback.
+    let shown = failed.unwrap_err().to_string();
+    assert!(
+        shown.starts_with("no answer\nstack traceback:\n\t[C]: in function 'error'"),
+        "{shown}"
     );
 }

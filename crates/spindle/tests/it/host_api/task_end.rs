@@ -24,7 +24,7 @@ fn scheduler(lua: &mlua::Lua, clock: &VirtualClock) -> (Scheduler, Ends) {
     let seen = ends.clone();
     let scheduler = Scheduler::builder()
         .clock(Clock::from(clock.clone()))
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |_, id, end| seen.borrow_mut().push((id, describe(end))))
         .build(lua)
         .unwrap();
@@ -112,7 +112,7 @@ fn the_hook_may_use_the_scheduler() {
         .unwrap();
     let again = body.clone();
     let scheduler = Scheduler::builder()
-        .on_error(|_| {})
+        .on_error(|_, _| {})
         .on_task_end(move |scheduler, _, end| {
             if let TaskEnd::Failed(_) = end {
                 scheduler.defer(&again, ()).unwrap();

@@ -463,7 +463,7 @@ fn run_program(config: &Config, text: &str) -> Vec<String> {
     let notes: Rc<RefCell<Vec<(String, u8)>>> = Rc::default();
     let mut builder = Scheduler::builder().on_error({
         let reports = reports.clone();
-        move |error| reports.borrow_mut().push(error.clone())
+        move |_, error: &TaskError| reports.borrow_mut().push(error.clone())
     });
     if config.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));

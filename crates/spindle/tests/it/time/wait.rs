@@ -543,7 +543,7 @@ fn an_old_wait_kept_after_its_scheduler_is_dropped_fails_in_a_new_scheduler() {
     let kept = std::rc::Rc::clone(&errors);
     let second = spindle::Scheduler::builder()
         .clock(spindle::Clock::from(clock.clone()))
-        .on_error(move |e| kept.borrow_mut().push(e.message.clone()))
+        .on_error(move |_, e| kept.borrow_mut().push(e.message.clone()))
         .build(&lua)
         .unwrap();
     second.install_task_library().unwrap();
