@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn spindles_own_levels_are_left_out_of_a_traceback() {
         let traceback = "stack traceback:\n\t[C]: in function 'error'\n\tmain:3: in function <main:2>\n\t[spindle signal]:225: in function 'call_one'\n\t[spindle task]:80: in function 'resume'\n\tmain:9: in main chunk".to_string();
-        let error = TaskError::new(None, "main:3: no".into(), traceback);
+        let error = TaskError::new(None, "main:3: no", traceback);
         assert_eq!(
             error.traceback,
             "stack traceback:\n\t[C]: in function 'error'\n\tmain:3: in function <main:2>\n\tmain:9: in main chunk"
