@@ -30,11 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .resume_waits_before("Heartbeat")
         .build(&lua)?;
     scheduler.install_task_library()?;
-    let run_service = lua.create_table()?;
-    for name in scheduler.phase_names() {
-        run_service.set(name.as_str(), scheduler.phase(name))?;
-    }
-    lua.globals().set("RunService", run_service)?;
+    lua.globals().set("RunService", scheduler.phases_table()?)?;
     lua.globals().set("Entities", lua.create_table()?)?;
     lua.globals().set("Respawns", 0)?;
     lua.globals().set("Blocked", 0)?;

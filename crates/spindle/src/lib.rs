@@ -63,11 +63,7 @@
 //!     .frame_budget(Duration::from_millis(4))
 //!     .build(&lua)?;
 //! scheduler.install_task_library()?;
-//! let run_service = lua.create_table()?;
-//! for name in scheduler.phase_names() {
-//!     run_service.set(name.as_str(), scheduler.phase(name))?;
-//! }
-//! lua.globals().set("RunService", run_service)?;
+//! lua.globals().set("RunService", scheduler.phases_table()?)?;
 //! // The engine's own events are signals too, fired with Rust values.
 //! let touched = scheduler.create_signal()?;
 //! lua.globals().set("Touched", &touched)?;

@@ -8,6 +8,7 @@ use super::Scheduler;
 use crate::engine::FrameReport;
 use crate::error::Result;
 use crate::signal::Signal;
+use mlua::Table;
 
 impl Scheduler {
     /// Runs one frame of `dt`.
@@ -48,11 +49,7 @@ impl Scheduler {
     ///     .resume_waits_before("Heartbeat")
     ///     .build(&lua)?;
     /// scheduler.install_task_library()?;
-    /// let run_service = lua.create_table()?;
-    /// for name in scheduler.phase_names() {
-    ///     run_service.set(name.as_str(), scheduler.phase(name).unwrap())?;
-    /// }
-    /// lua.globals().set("RunService", run_service)?;
+    /// lua.globals().set("RunService", scheduler.phases_table()?)?;
     /// scheduler.spawn(lua.load(r#"
     ///     log = {}
     ///     RunService.Stepped:Connect(function() table.insert(log, "stepped") end)
@@ -78,5 +75,28 @@ impl Scheduler {
     /// The phases, in the order a frame runs them.
     pub fn phase_names(&self) -> &[String] {
         self.shared.inner.frames().names()
+    }
+
+    /// A new Lua table of the phases' signals by name, to hand to scripts as a service
+    /// (Roblox's `RunService`): `RunService.Heartbeat:Connect(f)`.
+    ///
+    /// ```
+    /// use spindle::Scheduler;
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let scheduler = Scheduler::builder().phases(["Stepped", "Heartbeat"]).build(&lua)?;
+    /// lua.globals().set("RunService", scheduler.phases_table()?)?;
+    /// let connected: bool = lua
+    ///     .load("return RunService.Heartbeat:Connect(function() end).Connected")
+    ///     .eval()?;
+    /// assert!(connected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn phases_table(&self) -> Result<Table> {
+        let table = self.shared.lua.create_table()?;
+        for (name, signal) in self.phase_names().iter().zip(&self.shared.phases) {
+            table.set(name.as_str(), signal.clone())?;
+        }
+        Ok(table)
     }
 }
