@@ -69,6 +69,12 @@ impl Scheduler {
     /// `until` is polled before each cycle and while the scheduler sleeps: a server's shutdown
     /// signal, a `tokio::sync::oneshot`, or a [`join`](Self::join) of its main task.
     ///
+    /// Under a virtual clock, time jumps to the next timer whenever no task is ready, whatever
+    /// `until` or the tasks' Rust futures are waiting for (as tokio's paused clock
+    /// auto-advances): virtual time measures the script's waits, not the world's. A task that
+    /// races a Rust future against `task.delay` sees the delay win at once; run such work on
+    /// the real clock.
+    ///
     /// ```
     /// # let lua = mlua::Lua::new();
     /// # let scheduler = spindle::Scheduler::new(&lua)?;

@@ -525,3 +525,36 @@ fn a_tasks_error_goes_up_with_question_marks_as_the_schedulers_error() {
         "{shown}"
     );
 }
+
+#[test]
+fn under_a_virtual_clock_time_jumps_while_a_rust_future_is_pending() {
+    // Virtual time measures the script's waits: a Rust future that takes 20 real milliseconds
+    // loses a race against a 5-second `task.delay`, which fires at once.
+    let lua = mlua::Lua::new();
+    let clock = spindle::VirtualClock::new();
+    let scheduler = Scheduler::builder()
+        .clock(Clock::from(clock.clone()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    let slow = scheduler
+        .create_async_function(|_, ()| async {
+            Timer::after(Duration::from_millis(20)).await;
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("slow", slow).unwrap();
+    let body = lua
+        .load(
+            "local timedOut = false
+             task.delay(5, function() timedOut = true end)
+             slow()
+             return timedOut",
+        )
+        .into_function()
+        .unwrap();
+    let task = scheduler.spawn(body, ()).unwrap();
+    let outcome = bounded(scheduler.run_until(Timer::at, scheduler.join::<bool>(&task)));
+    assert!(outcome.unwrap().unwrap().into_result().unwrap());
+    assert_eq!(clock.now(), Duration::from_secs(5));
+}
