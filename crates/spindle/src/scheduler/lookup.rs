@@ -15,7 +15,9 @@ impl Scheduler {
     /// (see [`Scheduler`] on clones); keep it on the Rust side only, as any handle. One that
     /// an async function's future holds across an `await` is held by the scheduler itself
     /// (which owns the future): until the future ends, it keeps the scheduler and the `Lua`
-    /// alive even once the host has dropped every handle of its own.
+    /// alive even once the host has dropped every handle of its own. Let go of it before the
+    /// `await`: a [`join`](Scheduler::join) holds the scheduler weakly, and a
+    /// [`WeakScheduler`] can be upgraded again after the await.
     ///
     /// ```
     /// use spindle::Scheduler;
