@@ -20,5 +20,6 @@ mod signals;
 mod spawn_defer;
 mod time;
 mod traces;
+mod types;
 mod watchdog;
 mod yields;
