@@ -91,7 +91,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
         )?;
     let build = lua
         .load(JSON_LUAU)
-        .set_name("=@spindle/json")
+        .set_name("=[spindle json]")
         .into_function()?;
     build.call((encode, decode, mark, NULL))
 }

@@ -30,6 +30,7 @@ pub const EXIT_MESSAGE: &str = "process.exit: the run is ending";
 const PROCESS_LUAU: &str = include_str!("process.luau");
 
 /// What `@spindle/process` tells the script about its process.
+#[derive(Clone)]
 pub struct ProcessInfo {
     /// The script's arguments, as the bytes they are (`process.args`).
     pub args: Vec<Vec<u8>>,
@@ -195,7 +196,7 @@ pub fn module(lua: &Lua, info: ProcessInfo) -> mlua::Result<Table> {
     primitives.raw_set("EXIT_MESSAGE", EXIT_MESSAGE)?;
     let build = lua
         .load(PROCESS_LUAU)
-        .set_name("=@spindle/process")
+        .set_name("=[spindle process]")
         .into_function()?;
     build.call(primitives)
 }

@@ -27,7 +27,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
     let ewrite = lua.create_function(|_, value: Value| write_to(Stream::Err, &value))?;
     let build = lua
         .load(STDIO_LUAU)
-        .set_name("=@spindle/stdio")
+        .set_name("=[spindle stdio]")
         .into_function()?;
     build.call((write, ewrite))
 }
