@@ -48,6 +48,11 @@ return function(path)
 end
 "#;
 
+/// How many module loads may nest. Each takes four C calls of Luau's 200 (Rust `require`, its
+/// call of mlua's, the loader, the module's call); past about 95, Luau's C stack overflow turned
+/// into `error in error handling`.
+const MAX_NESTING: usize = 64;
+
 /// The chunk name of [`REQUIRE_LUAU`], which [`caller`] skips.
 const REQUIRE_CHUNK: &str = "=[spindle require]";
 
@@ -305,6 +310,12 @@ fn load_module(lua: &Lua, shared: &Shared, file: &Path) -> mlua::Result<Value> {
             chain.push(&name);
             return Err(refusal(format!("require cycle: {}", chain.join(" -> "))));
         }
+    }
+    if shared.loading.borrow().len() >= MAX_NESTING {
+        return Err(refusal(format!(
+            "modules nested more than {MAX_NESTING} deep (each require of a loading module \
+             takes C stack, which Luau bounds)"
+        )));
     }
     let source = std::fs::read(file).map_err(|e| refusal(format!("cannot read '{name}': {e}")))?;
     let chunk_name = format!("@{name}");

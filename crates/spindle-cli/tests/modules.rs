@@ -31,8 +31,14 @@ fn tree(test: &str, files: &[(&str, &str)]) -> PathBuf {
 }
 
 fn run_in(dir: &Path, main: &str, args: &[&str]) -> Output {
+    run_with_options(dir, &[], main, args)
+}
+
+/// Runs `spindle run OPTIONS MAIN ARGS` from `dir`, failing the test after a minute.
+fn run_with_options(dir: &Path, options: &[&str], main: &str, args: &[&str]) -> Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spindle"))
         .arg("run")
+        .args(options)
         .arg(main)
         .args(args)
         .current_dir(dir)
@@ -182,6 +188,37 @@ fn a_require_cycle_is_refused_with_its_chain() {
         first_line(&out.stderr),
         "b.luau:2: cannot require './a': require cycle: a.luau -> b.luau -> a.luau"
     );
+}
+
+#[test]
+fn modules_nested_too_deep_are_refused_with_a_clear_error() {
+    let mut files: Vec<(String, String)> =
+        vec![("main.luau".into(), "print(require('./m1'))".into())];
+    for i in 1..=70 {
+        files.push((
+            format!("m{i}.luau"),
+            format!("return require('./m{}')", i + 1),
+        ));
+    }
+    files.push(("m71.luau".into(), "return 'bottom'".into()));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, s)| (p.as_str(), s.as_str()))
+        .collect();
+    let out = run_tree("deep", &files, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        first_line(&out.stderr),
+        "m64.luau:1: cannot require './m65': modules nested more than 64 deep (each require of a loading module takes C stack, which Luau bounds)"
+    );
+    // 64 levels load.
+    let out = run_tree(
+        "deep_ok",
+        &[&[("main.luau", "print(require('./m8'))")], &files[1..]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "bottom\n");
 }
 
 #[test]
@@ -344,4 +381,24 @@ fn json_errors_name_the_scripts_line() {
         first_line(&out.stderr),
         "main.luau:3: json.decode: EOF while parsing a value at line 1 column 3"
     );
+}
+
+#[test]
+fn exit_ends_a_run_whose_other_task_is_a_sliced_busy_loop() {
+    let dir = tree(
+        "exit_sliced",
+        &[(
+            "main.luau",
+            r#"
+local process = require("@spindle/process")
+task.spawn(function() while true do end end)
+task.wait(0.05)
+print("main goes on between slices")
+process.exit(2)
+"#,
+        )],
+    );
+    let out = run_with_options(&dir, &["--time-slice", "0.01"], "main.luau", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "main goes on between slices\n");
 }

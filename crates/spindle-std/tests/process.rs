@@ -270,3 +270,29 @@ fn a_run_with_no_exit_ends_when_its_work_does() {
     assert_eq!(host.exit.requested(), None);
     let _: Value = host.global("process");
 }
+
+#[test]
+fn exit_from_a_metamethod_or_a_sort_comparator_ends_the_run() {
+    let host = host(&[]);
+    let status = host.run(
+        r#"
+        log = {}
+        local t = setmetatable({}, {__index = function() process.exit(4) end})
+        local _ = t.x
+        table.insert(log, "after the metamethod")
+    "#,
+    );
+    assert_eq!(status, 4);
+    assert!(host.global::<Vec<String>>("log").is_empty());
+
+    let host = self::host(&[]);
+    let status = host.run(
+        r#"
+        log = {}
+        table.sort({3, 2, 1}, function(a, b) process.exit(6) return a < b end)
+        table.insert(log, "after sort")
+    "#,
+    );
+    assert_eq!(status, 6);
+    assert!(host.global::<Vec<String>>("log").is_empty());
+}
