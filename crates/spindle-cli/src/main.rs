@@ -11,8 +11,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Scheduler, VirtualClock};
+use spindle_std::process::{Exit, ProcessInfo};
 
+mod builtins;
 mod limits;
+mod require;
 
 #[derive(Parser)]
 #[command(
@@ -86,7 +89,14 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     let source = std::fs::read(file)
         .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
     let lua = Lua::new();
-    let mut builder = Scheduler::builder();
+    let exit = Exit::new();
+    let ending = exit.clone();
+    // The errors `process.exit` raises in the code still running are the run's end, not failures.
+    let mut builder = Scheduler::builder().on_error(move |error| {
+        if ending.requested().is_none() {
+            eprintln!("{error}");
+        }
+    });
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
@@ -100,6 +110,8 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     scheduler
         .install_task_library()
         .map_err(|e| LoadError(e.to_string()))?;
+    require::install(&scheduler).map_err(|e| LoadError(e.to_string()))?;
+    lua.set_app_data(ProcessInfo::with_os_args(args.to_vec(), exit.clone()));
     let main = lua
         .load(&source[..])
         .set_name(format!("@{}", file.display()))
@@ -126,16 +138,13 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
 
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, args);
-    let finished = started.and_then(|_| async_io::block_on(scheduler.run(async_io::Timer::at)));
+    let finished =
+        started.and_then(|_| async_io::block_on(exit.run(&scheduler, async_io::Timer::at)));
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
         return Ok(ExitCode::from(1));
     }
-    Ok(if failed(&scheduler) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(exit.status(failed(&scheduler))))
 }
 
 /// An argument as the bytes of a Lua string: on unix the bytes the process was given, UTF-8 or
