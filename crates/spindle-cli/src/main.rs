@@ -92,7 +92,7 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     let exit = Exit::new();
     let ending = exit.clone();
     // The errors `process.exit` raises in the code still running are the run's end, not failures.
-    let mut builder = Scheduler::builder().on_error(move |error| {
+    let mut builder = Scheduler::builder().on_error(move |_, error| {
         if ending.requested().is_none() {
             eprintln!("{error}");
         }

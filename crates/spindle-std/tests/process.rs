@@ -24,7 +24,7 @@ fn host(args: &[&str]) -> Host {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let (seen, ending) = (errors.clone(), exit.clone());
     let scheduler = Scheduler::builder()
-        .on_error(move |error| {
+        .on_error(move |_, error| {
             if ending.requested().is_none() {
                 seen.borrow_mut().push(error.message.clone());
             }
