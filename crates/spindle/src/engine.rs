@@ -54,6 +54,9 @@ fn released_key(id: TaskId) -> f64 {
 /// The host's end hook, as the engine calls it (the facade adds the scheduler).
 pub(crate) type EndHook = Rc<dyn Fn(TaskId, TaskEnd<'_>)>;
 
+/// The host's adoption hook, as the engine calls it (the facade adds the scheduler).
+pub(crate) type AdoptHook = Rc<dyn Fn(TaskId, &Thread)>;
+
 /// How a task left the scheduler, as
 /// [`SchedulerBuilder::on_task_end`](crate::SchedulerBuilder::on_task_end) tells it.
 #[derive(Clone, Copy, Debug)]
@@ -247,6 +250,10 @@ pub(crate) struct Inner {
     end_hook: RefCell<Option<EndHook>>,
     /// The ends for the hook, one at a time.
     ends_told: OneAtATime<(TaskId, OwnedEnd)>,
+    /// The host's adoption hook, if it set one.
+    adopt_hook: RefCell<Option<AdoptHook>>,
+    /// The adoptions for the hook, one at a time.
+    adoptions_told: OneAtATime<(TaskId, Thread)>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -262,12 +269,25 @@ pub(crate) enum StoredOutcome {
     Finished(Option<ValuesKey>),
     Failed(TaskError),
     Cancelled,
-    /// Let go without ending ([`TaskEnd::Released`]).
-    Released,
+    /// Let go without ending ([`TaskEnd::Released`]), with the values of its plain
+    /// `coroutine.yield` when it left through one.
+    Released(Option<ValuesKey>),
 }
 
 /// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
 type LuaStream = mlua::thread::AsyncThread<MultiValue>;
+
+/// What one resumption of a thread the host drives ([`Inner::drive`]) gave.
+pub(crate) enum Driven {
+    /// A plain `coroutine.yield` of these values: the thread is the host's again.
+    Yielded(MultiValue),
+    /// It waits on the scheduler, which holds it as this task from now on.
+    Pending(TaskId),
+    /// It returned these values.
+    Finished(MultiValue),
+    /// It failed with this error (not handed to the error handler).
+    Failed(TaskError),
+}
 
 /// What a resumption passes to the thread.
 enum Wakeup {
@@ -293,8 +313,8 @@ enum Resumed {
         woken: bool,
         stream: LuaStream,
     },
-    /// Yielded: a scheduler function set a suspension, or it is a plain yield.
-    Yielded,
+    /// Yielded these values: a scheduler function set a suspension, or it is a plain yield.
+    Yielded(MultiValue),
     Finished(MultiValue),
     /// Not resumable (dead, or started by someone else and now running).
     NotResumable,
@@ -400,6 +420,8 @@ impl Inner {
             errors_told: OneAtATime::default(),
             end_hook: RefCell::new(None),
             ends_told: OneAtATime::default(),
+            adopt_hook: RefCell::new(None),
+            adoptions_told: OneAtATime::default(),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -518,6 +540,8 @@ impl Inner {
         drop(handler);
         let hook = self.end_hook.borrow_mut().take();
         drop(hook);
+        let hook = self.adopt_hook.borrow_mut().take();
+        drop(hook);
     }
 
     /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
@@ -579,7 +603,41 @@ impl Inner {
         });
     }
 
+    pub(crate) fn set_adopt_hook(&self, hook: AdoptHook) {
+        *self.adopt_hook.borrow_mut() = Some(hook);
+    }
+
+    /// Tells the host's adoption hook that a thread became a task by calling a scheduler
+    /// function, as `task_ended` tells the end hook: one at a time, a panic stopped there.
+    fn adopted(&self, id: TaskId, thread: &Thread) {
+        if self.adopt_hook.borrow().is_none() {
+            return;
+        }
+        self.adoptions_told
+            .tell((id, thread.clone()), |(id, thread)| {
+                let Some(hook) = self.adopt_hook.borrow().clone() else {
+                    return false;
+                };
+                let call = std::panic::AssertUnwindSafe(|| hook(id, &thread));
+                let _ = std::panic::catch_unwind(call);
+                true
+            });
+    }
+
     // --- Tasks in and out -------------------------------------------------------------------
+
+    /// The task of a thread that waits on the scheduler, making it one first if it is not: a
+    /// thread that calls a scheduler function (`task.wait`, an async function,
+    /// `Signal:Wait`) becomes a task without being spawned, and the host's adoption hook is
+    /// told.
+    pub(crate) fn adopt_waiting(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        if let Some(id) = self.find(thread) {
+            return Ok(id);
+        }
+        let id = self.adopt(thread)?;
+        self.adopted(id, thread);
+        Ok(id)
+    }
 
     /// The thread's task, making it one first if it is not.
     pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
@@ -723,25 +781,32 @@ impl Inner {
     /// thread then belongs to whoever holds it.
     fn release_if_idle(&self, id: TaskId) {
         if self.core(|core| core.is_idle(id)) {
-            self.release(id);
+            self.release(id, None);
         }
     }
 
-    /// Frees a task whose thread lives on outside the scheduler.
-    pub(super) fn release(&self, id: TaskId) {
+    /// Frees a task whose thread lives on outside the scheduler; `yielded`: the values of the
+    /// plain `coroutine.yield` it left through, kept Lua-side for a host that claims the task.
+    pub(super) fn release(&self, id: TaskId, yielded: Option<(&Lua, MultiValue)>) {
         let claimed = self.core(|core| core.task(id).is_some_and(|slot| slot.claims() > 0));
-        // Kept for a host that claims the task; a failure to keep it (no memory) only costs
-        // the host the thread, not the outcome.
+        // Kept for a host that claims the task; a failure to keep them (no memory) only costs
+        // the host the thread or the values, not the outcome.
+        let mut values = None;
         if claimed {
             if let Ok(thread) = self.threads.get(id.slot()) {
                 let _ = self.released.raw_set(released_key(id), thread);
             }
+            values =
+                yielded.and_then(|(lua, yielded)| self.values.store(lua, yielded).ok().flatten());
         }
         let Some(claims) = self.free_task(id) else {
+            self.values.discard(values);
             return;
         };
         if claims > 0 {
-            self.core(|core| core.keep_outcome(id, StoredOutcome::Released, claims));
+            self.core(|core| core.keep_outcome(id, StoredOutcome::Released(values), claims));
+        } else {
+            self.values.discard(values);
         }
         self.task_ended(id, TaskEnd::Released);
     }
@@ -749,7 +814,7 @@ impl Inner {
     /// The thread of a released task that a host handle claims.
     pub(crate) fn released_thread(&self, id: TaskId) -> Option<Thread> {
         let released =
-            self.core(|core| matches!(core.outcome_mut(id), Some(StoredOutcome::Released)));
+            self.core(|core| matches!(core.outcome_mut(id), Some(StoredOutcome::Released(_))));
         released
             .then(|| {
                 self.released
@@ -851,7 +916,7 @@ impl Inner {
                 TaskStatus::Scheduled
             } else {
                 match core.outcome_mut(id) {
-                    Some(StoredOutcome::Released) => TaskStatus::Released,
+                    Some(StoredOutcome::Released(_)) => TaskStatus::Released,
                     Some(_) => TaskStatus::Done,
                     None => TaskStatus::Unknown,
                 }
@@ -862,7 +927,7 @@ impl Inner {
     /// Takes the outcome out, for whichever handle reads it first.
     pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
         let taken = self.core(|core| core.take_outcome(id));
-        if let Some((StoredOutcome::Released, _)) = taken {
+        if let Some((StoredOutcome::Released(_), _)) = taken {
             self.forget_released(id);
         }
         taken
@@ -880,9 +945,14 @@ impl Inner {
 
     /// Frees the values of an outcome that was read or is no longer wanted.
     pub(crate) fn discard_outcome(&self, outcome: StoredOutcome) {
-        if let StoredOutcome::Finished(key) = outcome {
+        if let StoredOutcome::Finished(key) | StoredOutcome::Released(key) = outcome {
             self.values.discard(key);
         }
+    }
+
+    /// Frees the values of an outcome, once read.
+    pub(crate) fn discard_values(&self, key: Option<ValuesKey>) {
+        self.values.discard(key);
     }
 
     /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
@@ -890,7 +960,7 @@ impl Inner {
     pub(crate) fn forget_outcome(&self, id: TaskId) {
         let unclaimed = self.core(|core| core.unclaim(id));
         if let Some(outcome) = unclaimed {
-            if let StoredOutcome::Released = outcome {
+            if let StoredOutcome::Released(_) = outcome {
                 self.forget_released(id);
             }
             self.discard_outcome(outcome);
@@ -962,11 +1032,13 @@ impl Inner {
         }
         self.close_thread(lua, &thread)?;
         self.forget_released(id);
-        self.core(|core| {
-            if let Some(outcome) = core.outcome_mut(id) {
-                *outcome = StoredOutcome::Cancelled;
-            }
+        let yielded = self.core(|core| {
+            let outcome = core.outcome_mut(id)?;
+            Some(std::mem::replace(outcome, StoredOutcome::Cancelled))
         });
+        if let Some(yielded) = yielded {
+            self.discard_outcome(yielded);
+        }
         Ok(true)
     }
 
@@ -1069,7 +1141,7 @@ impl Inner {
         if !vm::can_yield(&thread) {
             return Err(mlua::Error::runtime(CANNOT_YIELD));
         }
-        let id = self.adopt(&thread)?;
+        let id = self.adopt_waiting(&thread)?;
         self.suspend_waiting(id, seconds);
         Ok(())
     }
@@ -1137,7 +1209,7 @@ impl Inner {
     /// future. The future holds the resumer's waker, so it is polled again on the next cycle
     /// with the thread's own.
     pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
-        let id = self.adopt(thread)?;
+        let id = self.adopt_waiting(thread)?;
         let Some(token) = self.next_token(id) else {
             return Ok(());
         };
@@ -1237,7 +1309,7 @@ impl Inner {
                 return Ok(target(id, token));
             }
         }
-        let id = self.adopt(&lua.current_thread())?;
+        let id = self.adopt_waiting(&lua.current_thread())?;
         match self.next_token(id) {
             Some(token) => Ok(target(id, token)),
             None => Err(mlua::Error::runtime(

@@ -161,6 +161,18 @@ pub(crate) unsafe fn vm_key_raw(state: ThreadPtr) -> VmKey {
     VmKey(unsafe { ffi::lua_callbacks(state.0) })
 }
 
+/// Whether `thread` is a thread of `lua`'s VM, and not its main thread: one that the host
+/// may resume. A handle keeps its thread alive, whichever VM it belongs to.
+pub(crate) fn is_coroutine_of(lua: &Lua, thread: &Thread) -> bool {
+    let running = running_thread(lua);
+    // SAFETY: both threads are alive (the running one runs, the handle holds the other); these
+    // read the addresses of their VMs' global fields, and nothing else.
+    unsafe {
+        ffi::lua_mainthread(thread.state()) == ffi::lua_mainthread(running.0)
+            && ffi::lua_mainthread(thread.state()) != thread.state()
+    }
+}
+
 /// `can_yield` for a raw state, from inside an interrupt.
 ///
 /// # Safety
@@ -582,7 +594,8 @@ pub(crate) unsafe fn resume_with_values(
 }
 
 /// `lua_resume` of a thread with its `nargs` resumption values pushed; with `keep`, the
-/// results of a thread that returns stay on its stack.
+/// results of a thread that returns, or the values of one that yields (not for an mlua
+/// future), stay on its stack, for [`take_results`] or [`drop_results`].
 ///
 /// # Safety
 /// `co` must be alive, suspended in a yield, with its `nargs` values on top of its stack.
@@ -602,7 +615,7 @@ unsafe fn resume_pushed(
                 // empty stack's `lua_settop` saved 50 instructions a wait (callgrind).
                 let top = ffi::lua_gettop(co);
                 let pending = top == 1 && ffi::lua_tolightuserdata(co, -1) == Lua::poll_pending().0;
-                if top != 0 {
+                if top != 0 && (pending || !keep) {
                     ffi::lua_settop(co, 0);
                 }
                 RawResumed::Yielded { pending }
@@ -618,7 +631,18 @@ unsafe fn resume_pushed(
     }
 }
 
-/// The results a thread returned with, left on its stack by [`resume_with_values`].
+/// Drops the values a thread yielded, left on its stack by [`resume_with_values`].
+///
+/// # Safety
+/// `thread` must be alive and suspended in a yield.
+pub(crate) unsafe fn drop_results(thread: ThreadPtr) {
+    // SAFETY: per the caller; shrinking the stack of a suspended thread neither allocates nor
+    // raises.
+    unsafe { ffi::lua_settop(thread.0, 0) }
+}
+
+/// The results a thread returned with (or the values it yielded), left on its stack by
+/// [`resume_with_values`].
 ///
 /// # Safety
 /// `thread` must be alive, finished, with its results (and nothing else) on its stack.
