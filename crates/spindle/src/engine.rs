@@ -23,8 +23,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
 use crate::core::{
-    Core, Deferred, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry, TimerKind,
-    ValuesKey,
+    Core, Deferred, Freed, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry,
+    TimerKind, ValuesKey,
 };
 use crate::error::{Error, Result, TaskError, CANNOT_YIELD};
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
@@ -640,10 +640,25 @@ impl Inner {
     }
 
     /// The thread's task, making it one first if it is not.
+    ///
+    /// A thread whose task left the scheduler with a plain yield while a host handle claims
+    /// it (the slot is reserved for it) becomes that task again, under its old id.
     pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
-        if let Some(id) = self.find(thread) {
-            return Ok(id);
+        // A new thread carries no mark: nothing to look up.
+        if let Some(slot) = vm::slot_mark(thread) {
+            let ptr = ThreadPtr::of(thread);
+            if let Some(id) = self.core(move |core| core.find(slot, ptr)) {
+                return Ok(id);
+            }
+            if let Some(id) = self.reclaim(slot, thread)? {
+                return Ok(id);
+            }
         }
+        self.adopt_new(thread)
+    }
+
+    /// Makes the thread a new task; it is none.
+    pub(crate) fn adopt_new(&self, thread: &Thread) -> mlua::Result<TaskId> {
         let ptr = ThreadPtr::of(thread);
         let id = self
             .core(move |core| core.insert(ptr))
@@ -660,6 +675,31 @@ impl Inner {
             return Err(error);
         }
         Ok(id)
+    }
+
+    /// The released task whose slot is reserved for `thread`, made a task again under its id:
+    /// the handles' claims come back from its `Released` outcome, which goes (with its values
+    /// and the thread's place in `released`). `None` if the slot is not reserved for it.
+    fn reclaim(&self, slot: u32, thread: &Thread) -> mlua::Result<Option<TaskId>> {
+        let ptr = ThreadPtr::of(thread);
+        let Some((id, outcome)) = self.core(move |core| core.reclaim(slot, ptr)) else {
+            return Ok(None);
+        };
+        if let Err(error) = self.threads.set(id.slot(), thread) {
+            // Put back as it was: released, with its outcome.
+            self.core(move |core| {
+                let claims = core.reserve(id).map_or(0, |freed| freed.claims);
+                if let Some(outcome) = outcome {
+                    core.keep_outcome(id, outcome, claims);
+                }
+            });
+            return Err(error);
+        }
+        self.forget_released(id);
+        if let Some(outcome) = outcome {
+            self.discard_outcome(outcome);
+        }
+        Ok(Some(id))
     }
 
     /// The task of `thread`, if it is one: found through the slot mark the thread carries,
@@ -695,6 +735,21 @@ impl Inner {
             // SAFETY: the thread store still holds the thread; it lets go just below.
             unsafe { vm::clear_slot_mark(thread) };
         }
+        Some(self.vacate(id, freed, true))
+    }
+
+    /// [`free_task`](Self::free_task) for an idle task whose slot stays reserved for its
+    /// thread ([`Core::reserve`]); the thread keeps its mark, by which `adopt` finds the slot.
+    fn reserve_task(&self, id: TaskId) -> Option<u32> {
+        let freed = self.core(|core| core.reserve(id))?;
+        Some(self.vacate(id, freed, false))
+    }
+
+    /// What freeing a task's slot leaves to do outside the core: its future, its thread in the
+    /// store, the slot's recycling (unless it is reserved) and the joins to wake. Returns the
+    /// claims on the task.
+    #[inline(always)]
+    fn vacate(&self, id: TaskId, freed: Freed<ThreadPtr>, recycle: bool) -> u32 {
         // Only a task blocked on a Spindle future has one here (one borrow fewer a task).
         let future = matches!(freed.suspension, Suspension::OwnedFuture { .. })
             .then(|| self.futures.borrow_mut().remove(id.slot()))
@@ -702,10 +757,12 @@ impl Inner {
         let woken = self.woken_threads.borrow_mut().take(id);
         drop(woken);
         self.threads.clear(freed.slot);
-        self.core(|core| core.recycle(freed.slot));
+        if recycle {
+            self.core(|core| core.recycle(freed.slot));
+        }
         drop(future);
         self.wake_joins(id);
-        Some(freed.claims)
+        freed.claims
     }
 
     /// Wakes the host's `join`s of a task that was freed.
@@ -792,14 +849,20 @@ impl Inner {
         // Kept for a host that claims the task; a failure to keep them (no memory) only costs
         // the host the thread or the values, not the outcome.
         let mut values = None;
+        let mut kept = false;
         if claimed {
             if let Ok(thread) = self.threads.get(id.slot()) {
-                let _ = self.released.raw_set(released_key(id), thread);
+                kept = self.released.raw_set(released_key(id), thread).is_ok();
             }
             values =
                 yielded.and_then(|(lua, yielded)| self.values.store(lua, yielded).ok().flatten());
         }
-        let Some(claims) = self.free_task(id) else {
+        // A kept thread keeps its id too, should it become a task again.
+        let freed = match kept {
+            true => self.reserve_task(id).or_else(|| self.free_task(id)),
+            false => self.free_task(id),
+        };
+        let Some(claims) = freed else {
             self.values.discard(values);
             return;
         };
@@ -825,9 +888,26 @@ impl Inner {
             .flatten()
     }
 
-    /// Lets go of a released task's thread, once its outcome is read or unclaimed.
+    /// Lets go of a released task's thread, once it became a task again.
     fn forget_released(&self, id: TaskId) {
         let _ = self.released.raw_set(released_key(id), mlua::Nil);
+    }
+
+    /// Lets go of a released task for good, once its outcome is read, unclaimed or
+    /// cancelled: its thread, and the slot reserved for it, whose mark the thread sheds.
+    fn end_release(&self, id: TaskId) {
+        let thread = self
+            .released
+            .raw_get::<Option<Thread>>(released_key(id))
+            .ok()
+            .flatten();
+        self.forget_released(id);
+        if self.core(|core| core.unreserve(id)) {
+            if let Some(thread) = thread.filter(|t| vm::slot_mark(t) == Some(id.slot())) {
+                // SAFETY: the handle keeps the thread alive.
+                unsafe { vm::clear_slot_mark(ThreadPtr::of(&thread)) };
+            }
+        }
     }
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
@@ -926,11 +1006,7 @@ impl Inner {
 
     /// Takes the outcome out, for whichever handle reads it first.
     pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
-        let taken = self.core(|core| core.take_outcome(id));
-        if let Some((StoredOutcome::Released(_), _)) = taken {
-            self.forget_released(id);
-        }
-        taken
+        self.core(|core| core.take_outcome(id))
     }
 
     /// Puts back an outcome that the host could not read (its values did not convert).
@@ -950,9 +1026,13 @@ impl Inner {
         }
     }
 
-    /// Frees the values of an outcome, once read.
-    pub(crate) fn discard_values(&self, key: Option<ValuesKey>) {
+    /// Frees an outcome once the host read it (`released`: it was `Released`, whose thread
+    /// and reserved slot go too).
+    pub(crate) fn outcome_read(&self, id: TaskId, key: Option<ValuesKey>, released: bool) {
         self.values.discard(key);
+        if released {
+            self.end_release(id);
+        }
     }
 
     /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
@@ -961,7 +1041,7 @@ impl Inner {
         let unclaimed = self.core(|core| core.unclaim(id));
         if let Some(outcome) = unclaimed {
             if let StoredOutcome::Released(_) = outcome {
-                self.forget_released(id);
+                self.end_release(id);
             }
             self.discard_outcome(outcome);
         }
@@ -1031,7 +1111,7 @@ impl Inner {
             return Ok(false);
         }
         self.close_thread(lua, &thread)?;
-        self.forget_released(id);
+        self.end_release(id);
         let yielded = self.core(|core| {
             let outcome = core.outcome_mut(id)?;
             Some(std::mem::replace(outcome, StoredOutcome::Cancelled))

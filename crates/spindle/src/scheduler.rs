@@ -794,7 +794,7 @@ impl Scheduler {
             .and_then(|values| R::from_lua_multi(values, &self.shared.lua));
         match values {
             Ok(values) => {
-                self.shared.inner.discard_values(key);
+                self.shared.inner.outcome_read(task, key, released);
                 Ok(Some(match released {
                     false => Outcome::Finished(values),
                     true => Outcome::Released(values),

@@ -521,7 +521,9 @@ impl Inner {
         if let Some(id) = self.find(thread) {
             return Err(Error::AlreadyScheduled(id));
         }
-        let id = self.adopt(thread)?;
+        // A new task even for a released task's thread: the host drives it now, and the
+        // handle on the released task keeps its outcome.
+        let id = self.adopt_new(thread)?;
         let Some(token) = self.core(|core| core.start_resumption(id, true)) else {
             return Err(Error::Lua(mlua::Error::runtime(
                 "the thread's task ended before it could be resumed",

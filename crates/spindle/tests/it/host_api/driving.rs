@@ -632,3 +632,135 @@ fn the_values_of_a_released_task_go_when_it_is_cancelled_or_its_handle_dropped()
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// One identity per thread: a released task's thread spawned again is that task again
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_released_thread_spawned_again_from_lua_gets_its_id_back() {
+    both_ways(|configure| {
+        for how in [
+            "task.spawn(parked, 'again')",
+            "task.defer(parked, 'again')",
+            "task.delay(0, parked, 'again')",
+        ] {
+            let lua = Lua::new();
+            let (scheduler, log) = logged(&lua, configure);
+            let task = scheduler
+                .spawn(
+                    function(
+                        &lua,
+                        "parked = coroutine.running() local v = coroutine.yield('first') \
+                         task.wait(0) return v",
+                    ),
+                    (),
+                )
+                .unwrap();
+            let id = task.id();
+            assert_eq!(scheduler.status(id), TaskStatus::Released, "{how}");
+            lua.load(how).exec().unwrap();
+            assert_eq!(scheduler.status(id), TaskStatus::Scheduled, "{how}");
+            scheduler.run_blocking().unwrap();
+            let outcome = scheduler.take_result::<String>(&task).unwrap();
+            assert!(
+                matches!(&outcome, Some(Outcome::Finished(v)) if v == "again"),
+                "{how}: {outcome:?}"
+            );
+            assert_eq!(
+                *log.borrow(),
+                [format!("end {id}: Released"), format!("end {id}: Finished")],
+                "{how}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_join_resolves_at_the_release_and_a_read_release_lets_the_thread_go() {
+    let lua = Lua::new();
+    let (scheduler, _) = logged(&lua, &|b| b);
+    let task = scheduler
+        .spawn(
+            function(
+                &lua,
+                "parked = coroutine.running() task.wait(0.01) coroutine.yield(1) \
+                 task.wait(0.01) return 2",
+            ),
+            (),
+        )
+        .unwrap();
+    let first =
+        super::bounded(scheduler.run_until(async_io::Timer::at, scheduler.join::<i64>(&task)))
+            .unwrap()
+            .unwrap();
+    assert!(matches!(first, Outcome::Released(1)), "{first:?}");
+    // Read: the handle's claim is spent, as with any outcome, and the thread is let go.
+    assert_eq!(scheduler.status(&task), TaskStatus::Unknown);
+    let parked: Thread = lua.globals().get("parked").unwrap();
+    let again = scheduler.spawn(&parked, ()).unwrap();
+    assert_ne!(again.id(), task.id());
+    assert_eq!(scheduler.status(&task), TaskStatus::Unknown);
+}
+
+#[test]
+fn a_join_made_after_the_respawn_waits_for_the_tasks_next_end() {
+    both_ways(|configure| {
+        let lua = Lua::new();
+        let (scheduler, _) = logged(&lua, configure);
+        let task = scheduler
+            .spawn(
+                function(
+                    &lua,
+                    "parked = coroutine.running() coroutine.yield(1) task.wait(0.01) return 2",
+                ),
+                (),
+            )
+            .unwrap();
+        assert_eq!(scheduler.status(&task), TaskStatus::Released);
+        // Resumed by hand, the thread waits: it is the same task again (and it is no new
+        // adoption for the host's handle: the id is the handle's).
+        lua.load("coroutine.resume(parked)").exec().unwrap();
+        assert_eq!(scheduler.status(&task), TaskStatus::Scheduled);
+        let end =
+            super::bounded(scheduler.run_until(async_io::Timer::at, scheduler.join::<i64>(&task)))
+                .unwrap()
+                .unwrap();
+        assert!(matches!(end, Outcome::Finished(2)), "{end:?}");
+    });
+}
+
+#[test]
+fn a_dropped_handle_lets_a_released_thread_go_and_a_respawn_is_a_new_task() {
+    let lua = Lua::new();
+    let (scheduler, _) = logged(&lua, &|b| b);
+    let thread = coroutine(&lua, "coroutine.yield() coroutine.yield()");
+    let first = scheduler.spawn(&thread, ()).unwrap();
+    let id = first.id();
+    drop(first);
+    assert_eq!(scheduler.status(id), TaskStatus::Unknown);
+    let second = scheduler.spawn(&thread, ()).unwrap();
+    assert_ne!(second.id(), id);
+    // The reserved slot was given back: the new task took it, under a new generation.
+    assert_eq!(
+        second.id().to_string().split('.').next(),
+        id.to_string().split('.').next()
+    );
+}
+
+#[test]
+fn a_released_thread_driven_by_the_host_is_the_hosts_and_the_handle_keeps_its_release() {
+    let lua = Lua::new();
+    let (scheduler, _) = logged(&lua, &|b| b);
+    let thread = coroutine(&lua, "coroutine.yield('a') return 'b'");
+    let task = scheduler.spawn(&thread, ()).unwrap();
+    assert!(matches!(
+        scheduler.resume::<String>(&thread, ()).unwrap(),
+        Resumed::Finished(b) if b == "b"
+    ));
+    assert!(matches!(
+        scheduler.take_result::<String>(&task).unwrap(),
+        Some(Outcome::Released(a)) if a == "a"
+    ));
+    assert_eq!(scheduler.task_count(), 0);
+}
