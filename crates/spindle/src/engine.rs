@@ -183,7 +183,9 @@ pub enum TaskStatus {
     /// The scheduler let the task go without its ending, and a host handle still claims it: it
     /// yielded with a plain `coroutine.yield` and its thread belongs to whoever resumes it
     /// (contract rule 11), or nothing will ever resume it. [`Scheduler::take_result`](crate::Scheduler::take_result) reads
-    /// [`Outcome::Released`](crate::Outcome::Released).
+    /// [`Outcome::Released`](crate::Outcome::Released). Until then the thread keeps the task's
+    /// id: if it becomes a task again (spawned, deferred or delayed again, or waiting after a
+    /// hand resume), it is this task again, [`Scheduled`](Self::Scheduled).
     Released,
     /// Not known: never a task of this scheduler, its outcome already taken or its handle
     /// dropped, or dropped by [`Scheduler::shutdown`](crate::Scheduler::shutdown).

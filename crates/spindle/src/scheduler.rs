@@ -468,7 +468,13 @@ pub(crate) struct Shared {
 /// The scheduler records an outcome only when it sees the task end. A task that yields with a
 /// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
 /// belongs to whoever resumes it from then on (contract rule 11): its outcome is
-/// [`Outcome::Released`] (status [`TaskStatus::Released`]), whatever the thread does later.
+/// [`Outcome::Released`] with the values it yielded (status [`TaskStatus::Released`]).
+///
+/// One identity per thread: until that release is read or every handle dropped, the thread
+/// keeps the task's id. Spawned again (by a script's `task.spawn`, `defer` or `delay`, or the
+/// host's [`spawn`](Scheduler::spawn) family), or waiting on the scheduler after a hand resume,
+/// it is the same task again, status [`TaskStatus::Scheduled`], and this handle reads how it
+/// ends next. Once the release is read, a later spawn makes a new task.
 pub struct Task {
     id: TaskId,
     scheduler: Weak<Inner>,
@@ -817,7 +823,8 @@ impl Scheduler {
     /// [`run`](Self::run) on the same executor.
     ///
     /// A task that yielded with a plain `coroutine.yield` resolves to [`Outcome::Released`]
-    /// (its thread belongs to whoever resumes it, contract rule 11). Fails with
+    /// (its thread belongs to whoever resumes it, contract rule 11); a join made after its
+    /// thread became the same task again waits for its next end ([`Task`]). Fails with
     /// [`Error::NoOutcome`] when no outcome will come: it was taken already (by `take_result` or
     /// another join), or `shutdown` dropped the task.
     pub fn join<'a, R: FromLuaMulti>(&'a self, task: &'a Task) -> Join<'a, R> {

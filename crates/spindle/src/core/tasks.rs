@@ -452,4 +452,36 @@ mod tests {
             "a stale wake-up's token never matches"
         );
     }
+
+    #[test]
+    fn a_reserved_slot_gives_its_id_back_to_its_thread_alone_until_unreserved() {
+        let mut table = TaskTable::new(SchedulerId::fresh());
+        let id = table.insert('a').unwrap();
+        table.get_mut(id).unwrap().next_token();
+        assert!(table.reserve(id).is_some());
+        assert!(table.get(id).is_none(), "reserved is not occupied");
+        assert_eq!(table.find(id.slot(), 'a'), None);
+        assert_eq!(table.len(), 0);
+        assert!(!table.is_idle(), "a reserved slot is not free");
+        let other = table.insert('b').unwrap();
+        assert_ne!(other.slot(), id.slot(), "a reserved slot is not reused");
+        assert_eq!(
+            table.reclaim(id.slot(), 'b'),
+            None,
+            "reserved for its own thread only"
+        );
+        assert_eq!(table.reclaim(id.slot(), 'a'), Some(id));
+        assert!(table.get(id).is_some());
+        assert!(
+            table.get_mut(id).unwrap().next_token() > 1,
+            "tokens go on counting"
+        );
+        assert!(!table.unreserve(id), "reclaimed: nothing to unreserve");
+        assert!(table.reserve(id).is_some());
+        assert!(table.unreserve(id));
+        assert_eq!(table.reclaim(id.slot(), 'a'), None);
+        let next = table.insert('c').unwrap();
+        assert_eq!(next.slot(), id.slot(), "unreserved, the slot is recycled");
+        assert_ne!(next, id, "under a new generation");
+    }
 }
