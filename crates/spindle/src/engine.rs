@@ -767,14 +767,19 @@ impl Inner {
         freed.claims
     }
 
-    /// Wakes the host's `join`s of a task that was freed.
+    /// Wakes the host's `join`s of a task that was freed. The check stays inline in
+    /// `free_task`: called, it cost 19 instructions a spawned task (callgrind, spawn_wait).
+    #[inline(always)]
     fn wake_joins(&self, id: TaskId) {
-        let mut wakers = self.end_wakers.borrow_mut();
-        if wakers.is_empty() {
-            return;
+        if !self.end_wakers.borrow().is_empty() {
+            self.wake_joins_of(id);
         }
-        let woken = wakers.remove(&id);
-        drop(wakers);
+    }
+
+    /// Wakes the joins of the task, once some join waits.
+    #[cold]
+    fn wake_joins_of(&self, id: TaskId) {
+        let woken = self.end_wakers.borrow_mut().remove(&id);
         woken
             .into_iter()
             .flatten()
