@@ -25,7 +25,7 @@
 //! `resume_with_values`) use it before any Lua runs, and while it runs nothing can free it:
 //! `task.cancel` and `coroutine.close` refuse a running or normal thread, the host's cancel a
 //! task marked running, and `shutdown` a scheduler inside a resumption. After the resumption,
-//! `take_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
+//! `take_results`, `drop_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
 //! which Lua runs (turning the error value into a string), so it takes a handle on the thread
 //! and its traceback first. The slot's pointer and the watchdog's are identities, compared
 //! while the slot is occupied or while the resumption's handle holds the thread.
