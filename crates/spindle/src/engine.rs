@@ -23,8 +23,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
 use crate::core::{
-    Core, Deferred, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry, TimerKind,
-    ValuesKey,
+    Core, Deferred, Freed, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry,
+    TimerKind, ValuesKey,
 };
 use crate::error::{Error, Result, TaskError, CANNOT_YIELD};
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
@@ -53,6 +53,9 @@ fn released_key(id: TaskId) -> f64 {
 
 /// The host's end hook, as the engine calls it (the facade adds the scheduler).
 pub(crate) type EndHook = Rc<dyn Fn(TaskId, TaskEnd<'_>)>;
+
+/// The host's adoption hook, as the engine calls it (the facade adds the scheduler).
+pub(crate) type AdoptHook = Rc<dyn Fn(TaskId, &Thread)>;
 
 /// How a task left the scheduler, as
 /// [`SchedulerBuilder::on_task_end`](crate::SchedulerBuilder::on_task_end) tells it.
@@ -180,7 +183,9 @@ pub enum TaskStatus {
     /// The scheduler let the task go without its ending, and a host handle still claims it: it
     /// yielded with a plain `coroutine.yield` and its thread belongs to whoever resumes it
     /// (contract rule 11), or nothing will ever resume it. [`Scheduler::take_result`](crate::Scheduler::take_result) reads
-    /// [`Outcome::Released`](crate::Outcome::Released).
+    /// [`Outcome::Released`](crate::Outcome::Released). Until then the thread keeps the task's
+    /// id: if it becomes a task again (spawned, deferred or delayed again, or waiting after a
+    /// hand resume), it is this task again, [`Scheduled`](Self::Scheduled).
     Released,
     /// Not known: never a task of this scheduler, its outcome already taken or its handle
     /// dropped, or dropped by [`Scheduler::shutdown`](crate::Scheduler::shutdown).
@@ -247,6 +252,10 @@ pub(crate) struct Inner {
     end_hook: RefCell<Option<EndHook>>,
     /// The ends for the hook, one at a time.
     ends_told: OneAtATime<(TaskId, OwnedEnd)>,
+    /// The host's adoption hook, if it set one.
+    adopt_hook: RefCell<Option<AdoptHook>>,
+    /// The adoptions for the hook, one at a time.
+    adoptions_told: OneAtATime<(TaskId, Thread)>,
     errors: Cell<u64>,
     cycles: Cell<u64>,
     /// Set when the host's `Scheduler` is dropped; the `task` functions then refuse to work.
@@ -262,12 +271,25 @@ pub(crate) enum StoredOutcome {
     Finished(Option<ValuesKey>),
     Failed(TaskError),
     Cancelled,
-    /// Let go without ending ([`TaskEnd::Released`]).
-    Released,
+    /// Let go without ending ([`TaskEnd::Released`]), with the values of its plain
+    /// `coroutine.yield` when it left through one.
+    Released(Option<ValuesKey>),
 }
 
 /// A resumption of a thread through mlua, which polls the mlua future it is blocked in.
 type LuaStream = mlua::thread::AsyncThread<MultiValue>;
+
+/// What one resumption of a thread the host drives ([`Inner::drive`]) gave.
+pub(crate) enum Driven {
+    /// A plain `coroutine.yield` of these values: the thread is the host's again.
+    Yielded(MultiValue),
+    /// It waits on the scheduler, which holds it as this task from now on.
+    Pending(TaskId),
+    /// It returned these values.
+    Finished(MultiValue),
+    /// It failed with this error (not handed to the error handler).
+    Failed(TaskError),
+}
 
 /// What a resumption passes to the thread.
 enum Wakeup {
@@ -293,8 +315,8 @@ enum Resumed {
         woken: bool,
         stream: LuaStream,
     },
-    /// Yielded: a scheduler function set a suspension, or it is a plain yield.
-    Yielded,
+    /// Yielded these values: a scheduler function set a suspension, or it is a plain yield.
+    Yielded(MultiValue),
     Finished(MultiValue),
     /// Not resumable (dead, or started by someone else and now running).
     NotResumable,
@@ -400,6 +422,8 @@ impl Inner {
             errors_told: OneAtATime::default(),
             end_hook: RefCell::new(None),
             ends_told: OneAtATime::default(),
+            adopt_hook: RefCell::new(None),
+            adoptions_told: OneAtATime::default(),
             errors: Cell::new(0),
             cycles: Cell::new(0),
             closed: Cell::new(false),
@@ -518,6 +542,8 @@ impl Inner {
         drop(handler);
         let hook = self.end_hook.borrow_mut().take();
         drop(hook);
+        let hook = self.adopt_hook.borrow_mut().take();
+        drop(hook);
     }
 
     /// Fails when the host's `Scheduler` is gone, so that a `task` function kept by a script
@@ -584,13 +610,64 @@ impl Inner {
         });
     }
 
+    pub(crate) fn set_adopt_hook(&self, hook: AdoptHook) {
+        *self.adopt_hook.borrow_mut() = Some(hook);
+    }
+
+    /// Tells the host's adoption hook that a thread became a task by calling a scheduler
+    /// function, as `task_ended` tells the end hook: one at a time, a panic stopped there.
+    fn adopted(&self, id: TaskId, thread: &Thread) {
+        if self.adopt_hook.borrow().is_none() {
+            return;
+        }
+        self.adoptions_told
+            .tell((id, thread.clone()), |(id, thread)| {
+                let Some(hook) = self.adopt_hook.borrow().clone() else {
+                    return false;
+                };
+                let call = std::panic::AssertUnwindSafe(|| hook(id, &thread));
+                let _ = std::panic::catch_unwind(call);
+                true
+            });
+    }
+
     // --- Tasks in and out -------------------------------------------------------------------
 
-    /// The thread's task, making it one first if it is not.
-    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+    /// The task of a thread that waits on the scheduler, making it one first if it is not: a
+    /// thread that calls a scheduler function (`task.wait`, an async function,
+    /// `Signal:Wait`) becomes a task without being spawned, and the host's adoption hook is
+    /// told.
+    pub(crate) fn adopt_waiting(&self, thread: &Thread) -> mlua::Result<TaskId> {
         if let Some(id) = self.find(thread) {
             return Ok(id);
         }
+        let id = self.adopt(thread)?;
+        self.adopted(id, thread);
+        Ok(id)
+    }
+
+    /// The thread's task, making it one first if it is not.
+    ///
+    /// A thread whose task left the scheduler with a plain yield while a host handle claims
+    /// it (the slot is reserved for it) becomes that task again, under its old id.
+    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        // A new thread carries no mark: nothing to look up.
+        if let Some(slot) = vm::slot_mark(thread) {
+            let ptr = ThreadPtr::of(thread);
+            if let Some(id) = self.core(move |core| core.find(slot, ptr)) {
+                return Ok(id);
+            }
+            if let Some(id) = self.reclaim(slot, thread)? {
+                return Ok(id);
+            }
+        }
+        self.adopt_new(thread)
+    }
+
+    /// Makes the thread a new task; it is none. Inlined into `adopt`: as a call of its own,
+    /// it cost 23 instructions a spawned task (callgrind, spawn_wait).
+    #[inline(always)]
+    pub(crate) fn adopt_new(&self, thread: &Thread) -> mlua::Result<TaskId> {
         let ptr = ThreadPtr::of(thread);
         let id = self
             .core(move |core| core.insert(ptr))
@@ -607,6 +684,31 @@ impl Inner {
             return Err(error);
         }
         Ok(id)
+    }
+
+    /// The released task whose slot is reserved for `thread`, made a task again under its id:
+    /// the handles' claims come back from its `Released` outcome, which goes (with its values
+    /// and the thread's place in `released`). `None` if the slot is not reserved for it.
+    fn reclaim(&self, slot: u32, thread: &Thread) -> mlua::Result<Option<TaskId>> {
+        let ptr = ThreadPtr::of(thread);
+        let Some((id, outcome)) = self.core(move |core| core.reclaim(slot, ptr)) else {
+            return Ok(None);
+        };
+        if let Err(error) = self.threads.set(id.slot(), thread) {
+            // Put back as it was: released, with its outcome.
+            self.core(move |core| {
+                let claims = core.reserve(id).map_or(0, |freed| freed.claims);
+                if let Some(outcome) = outcome {
+                    core.keep_outcome(id, outcome, claims);
+                }
+            });
+            return Err(error);
+        }
+        self.forget_released(id);
+        if let Some(outcome) = outcome {
+            self.discard_outcome(outcome);
+        }
+        Ok(Some(id))
     }
 
     /// The task of `thread`, if it is one: found through the slot mark the thread carries,
@@ -642,6 +744,21 @@ impl Inner {
             // SAFETY: the thread store still holds the thread; it lets go just below.
             unsafe { vm::clear_slot_mark(thread) };
         }
+        Some(self.vacate(id, freed, true))
+    }
+
+    /// [`free_task`](Self::free_task) for an idle task whose slot stays reserved for its
+    /// thread ([`Core::reserve`]); the thread keeps its mark, by which `adopt` finds the slot.
+    fn reserve_task(&self, id: TaskId) -> Option<u32> {
+        let freed = self.core(|core| core.reserve(id))?;
+        Some(self.vacate(id, freed, false))
+    }
+
+    /// What freeing a task's slot leaves to do outside the core: its future, its thread in the
+    /// store, the slot's recycling (unless it is reserved) and the joins to wake. Returns the
+    /// claims on the task.
+    #[inline(always)]
+    fn vacate(&self, id: TaskId, freed: Freed<ThreadPtr>, recycle: bool) -> u32 {
         // Only a task blocked on a Spindle future has one here (one borrow fewer a task).
         let future = matches!(freed.suspension, Suspension::OwnedFuture { .. })
             .then(|| self.futures.borrow_mut().remove(id.slot()))
@@ -649,20 +766,27 @@ impl Inner {
         let woken = self.woken_threads.borrow_mut().take(id);
         drop(woken);
         self.threads.clear(freed.slot);
-        self.core(|core| core.recycle(freed.slot));
+        if recycle {
+            self.core(|core| core.recycle(freed.slot));
+        }
         drop(future);
         self.wake_joins(id);
-        Some(freed.claims)
+        freed.claims
     }
 
-    /// Wakes the host's `join`s of a task that was freed.
+    /// Wakes the host's `join`s of a task that was freed. The check stays inline in
+    /// `free_task`: called, it cost 19 instructions a spawned task (callgrind, spawn_wait).
+    #[inline(always)]
     fn wake_joins(&self, id: TaskId) {
-        let mut wakers = self.end_wakers.borrow_mut();
-        if wakers.is_empty() {
-            return;
+        if !self.end_wakers.borrow().is_empty() {
+            self.wake_joins_of(id);
         }
-        let woken = wakers.remove(&id);
-        drop(wakers);
+    }
+
+    /// Wakes the joins of the task, once some join waits.
+    #[cold]
+    fn wake_joins_of(&self, id: TaskId) {
+        let woken = self.end_wakers.borrow_mut().remove(&id);
         woken
             .into_iter()
             .flatten()
@@ -728,25 +852,38 @@ impl Inner {
     /// thread then belongs to whoever holds it.
     fn release_if_idle(&self, id: TaskId) {
         if self.core(|core| core.is_idle(id)) {
-            self.release(id);
+            self.release(id, None);
         }
     }
 
-    /// Frees a task whose thread lives on outside the scheduler.
-    pub(super) fn release(&self, id: TaskId) {
+    /// Frees a task whose thread lives on outside the scheduler; `yielded`: the values of the
+    /// plain `coroutine.yield` it left through, kept Lua-side for a host that claims the task.
+    pub(super) fn release(&self, id: TaskId, yielded: Option<(&Lua, MultiValue)>) {
         let claimed = self.core(|core| core.task(id).is_some_and(|slot| slot.claims() > 0));
-        // Kept for a host that claims the task; a failure to keep it (no memory) only costs
-        // the host the thread, not the outcome.
+        // Kept for a host that claims the task; a failure to keep them (no memory) only costs
+        // the host the thread or the values, not the outcome.
+        let mut values = None;
+        let mut kept = false;
         if claimed {
             if let Ok(thread) = self.threads.get(id.slot()) {
-                let _ = self.released.raw_set(released_key(id), thread);
+                kept = self.released.raw_set(released_key(id), thread).is_ok();
             }
+            values =
+                yielded.and_then(|(lua, yielded)| self.values.store(lua, yielded).ok().flatten());
         }
-        let Some(claims) = self.free_task(id) else {
+        // A kept thread keeps its id too, should it become a task again.
+        let freed = match kept {
+            true => self.reserve_task(id).or_else(|| self.free_task(id)),
+            false => self.free_task(id),
+        };
+        let Some(claims) = freed else {
+            self.values.discard(values);
             return;
         };
         if claims > 0 {
-            self.core(|core| core.keep_outcome(id, StoredOutcome::Released, claims));
+            self.core(|core| core.keep_outcome(id, StoredOutcome::Released(values), claims));
+        } else {
+            self.values.discard(values);
         }
         self.task_ended(id, TaskEnd::Released);
     }
@@ -754,7 +891,7 @@ impl Inner {
     /// The thread of a released task that a host handle claims.
     pub(crate) fn released_thread(&self, id: TaskId) -> Option<Thread> {
         let released =
-            self.core(|core| matches!(core.outcome_mut(id), Some(StoredOutcome::Released)));
+            self.core(|core| matches!(core.outcome_mut(id), Some(StoredOutcome::Released(_))));
         released
             .then(|| {
                 self.released
@@ -765,9 +902,26 @@ impl Inner {
             .flatten()
     }
 
-    /// Lets go of a released task's thread, once its outcome is read or unclaimed.
+    /// Lets go of a released task's thread, once it became a task again.
     fn forget_released(&self, id: TaskId) {
         let _ = self.released.raw_set(released_key(id), mlua::Nil);
+    }
+
+    /// Lets go of a released task for good, once its outcome is read, unclaimed or
+    /// cancelled: its thread, and the slot reserved for it, whose mark the thread sheds.
+    fn end_release(&self, id: TaskId) {
+        let thread = self
+            .released
+            .raw_get::<Option<Thread>>(released_key(id))
+            .ok()
+            .flatten();
+        self.forget_released(id);
+        if self.core(|core| core.unreserve(id)) {
+            if let Some(thread) = thread.filter(|t| vm::slot_mark(t) == Some(id.slot())) {
+                // SAFETY: the handle keeps the thread alive.
+                unsafe { vm::clear_slot_mark(ThreadPtr::of(&thread)) };
+            }
+        }
     }
 
     /// The task ended: free it, keep its outcome if the host asked, report an error.
@@ -856,7 +1010,7 @@ impl Inner {
                 TaskStatus::Scheduled
             } else {
                 match core.outcome_mut(id) {
-                    Some(StoredOutcome::Released) => TaskStatus::Released,
+                    Some(StoredOutcome::Released(_)) => TaskStatus::Released,
                     Some(_) => TaskStatus::Done,
                     None => TaskStatus::Unknown,
                 }
@@ -866,11 +1020,7 @@ impl Inner {
 
     /// Takes the outcome out, for whichever handle reads it first.
     pub(crate) fn take_outcome(&self, id: TaskId) -> Option<(StoredOutcome, u32)> {
-        let taken = self.core(|core| core.take_outcome(id));
-        if let Some((StoredOutcome::Released, _)) = taken {
-            self.forget_released(id);
-        }
-        taken
+        self.core(|core| core.take_outcome(id))
     }
 
     /// Puts back an outcome that the host could not read (its values did not convert).
@@ -885,7 +1035,7 @@ impl Inner {
 
     /// Frees the values of an outcome that was read or is no longer wanted.
     pub(crate) fn discard_outcome(&self, outcome: StoredOutcome) {
-        if let StoredOutcome::Finished(key) = outcome {
+        if let StoredOutcome::Finished(key) | StoredOutcome::Released(key) = outcome {
             self.values.discard(key);
         }
     }
@@ -895,13 +1045,22 @@ impl Inner {
         self.core(|core| core.claim(id));
     }
 
+    /// Frees an outcome once the host read it (`released`: it was `Released`, whose thread
+    /// and reserved slot go too).
+    pub(crate) fn outcome_read(&self, id: TaskId, key: Option<ValuesKey>, released: bool) {
+        self.values.discard(key);
+        if released {
+            self.end_release(id);
+        }
+    }
+
     /// A `Task` handle was dropped: one claim fewer on the outcome. With none left, a stored
     /// outcome is freed and none is kept later.
     pub(crate) fn forget_outcome(&self, id: TaskId) {
         let unclaimed = self.core(|core| core.unclaim(id));
         if let Some(outcome) = unclaimed {
-            if let StoredOutcome::Released = outcome {
-                self.forget_released(id);
+            if let StoredOutcome::Released(_) = outcome {
+                self.end_release(id);
             }
             self.discard_outcome(outcome);
         }
@@ -971,12 +1130,14 @@ impl Inner {
             return Ok(false);
         }
         self.close_thread(lua, &thread)?;
-        self.forget_released(id);
-        self.core(|core| {
-            if let Some(outcome) = core.outcome_mut(id) {
-                *outcome = StoredOutcome::Cancelled;
-            }
+        self.end_release(id);
+        let yielded = self.core(|core| {
+            let outcome = core.outcome_mut(id)?;
+            Some(std::mem::replace(outcome, StoredOutcome::Cancelled))
         });
+        if let Some(yielded) = yielded {
+            self.discard_outcome(yielded);
+        }
         Ok(true)
     }
 
@@ -1079,7 +1240,7 @@ impl Inner {
         if !vm::can_yield(&thread) {
             return Err(mlua::Error::runtime(CANNOT_YIELD));
         }
-        let id = self.adopt(&thread)?;
+        let id = self.adopt_waiting(&thread)?;
         self.suspend_waiting(id, seconds);
         Ok(())
     }
@@ -1147,7 +1308,7 @@ impl Inner {
     /// future. The future holds the resumer's waker, so it is polled again on the next cycle
     /// with the thread's own.
     pub(crate) fn adopt_pending(&self, thread: &Thread) -> mlua::Result<()> {
-        let id = self.adopt(thread)?;
+        let id = self.adopt_waiting(thread)?;
         let Some(token) = self.next_token(id) else {
             return Ok(());
         };
@@ -1247,7 +1408,7 @@ impl Inner {
                 return Ok(target(id, token));
             }
         }
-        let id = self.adopt(&lua.current_thread())?;
+        let id = self.adopt_waiting(&lua.current_thread())?;
         match self.next_token(id) {
             Some(token) => Ok(target(id, token)),
             None => Err(mlua::Error::runtime(

@@ -27,6 +27,16 @@ pub enum Error {
     /// another thread).
     #[error("the thread cannot be resumed (its status is {0:?})")]
     NotResumable(mlua::thread::ThreadStatus),
+    /// [`Scheduler::resume`](crate::Scheduler::resume) was given a thread that the scheduler
+    /// holds as this task already: the scheduler resumes it, not the host.
+    #[error("the thread is task {0}, which the scheduler resumes")]
+    AlreadyScheduled(TaskId),
+    /// [`Scheduler::resume`](crate::Scheduler::resume) was given the main thread, or a thread
+    /// of another `Lua`.
+    #[error(
+        "the thread is not a coroutine of this scheduler's Lua (a main thread, or another Lua's)"
+    )]
+    NotACoroutine,
     /// The host asked to cancel a task that is running, or resuming another thread.
     #[error("task {0} is running and cannot be cancelled from inside itself")]
     TaskRunning(TaskId),

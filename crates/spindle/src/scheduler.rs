@@ -28,11 +28,13 @@ use crate::task_lib::Library;
 use crate::watchdog::{self, Budget};
 
 mod async_fn;
+mod drive;
 mod frames;
 mod lookup;
 mod signals;
 mod trace;
 
+pub use drive::Resumed;
 pub use lookup::WeakScheduler;
 
 /// Roblox's limit on nested deferrals (contract rule 3).
@@ -59,6 +61,7 @@ pub struct SchedulerBuilder {
     general_path_only: bool,
     on_error: Option<HostErrorHandler>,
     on_task_end: Option<TaskEndHandler>,
+    on_adopt: Option<AdoptHandler>,
     phases: Vec<String>,
     waits_before: Option<String>,
     budget: Option<BudgetCheck>,
@@ -189,6 +192,45 @@ impl SchedulerBuilder {
     /// ```
     pub fn on_task_end(mut self, hook: impl Fn(&Scheduler, TaskId, TaskEnd<'_>) + 'static) -> Self {
         self.on_task_end = Some(Rc::new(hook));
+        self
+    }
+
+    /// Called each time a thread that is no task becomes one by waiting on the scheduler: a
+    /// coroutine that calls `task.wait`, `Signal:Wait` or a Rust async function (Spindle's or
+    /// mlua's) without having been spawned. A script's `coroutine.resume` of such a coroutine
+    /// is one way (the scheduler resumes it when its wait ends, as Roblox does); mlua's
+    /// `Thread::resume` from Rust is another, which a host may not expect, and which this hook
+    /// makes seen: the thread is a task from then on ([`Scheduler::task_of`] finds it, the
+    /// scheduler resumes it, [`Scheduler::cancel`] ends it). [`Scheduler::resume`] tells the
+    /// same through [`Resumed::Pending`](crate::Resumed::Pending).
+    ///
+    /// The hook gets the scheduler, the new task's id and its thread, which is running (or,
+    /// for an mlua async function, suspended in it) at that point: it cannot be cancelled
+    /// from the hook. Adoptions that come while the hook runs are told once it returns, and a
+    /// hook that panics stops nothing, as with [`on_task_end`](Self::on_task_end).
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use spindle::Scheduler;
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let adopted = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = adopted.clone();
+    /// let scheduler = Scheduler::builder()
+    ///     .on_adopt(move |_scheduler, id, _thread| seen.borrow_mut().push(id))
+    ///     .build(&lua)?;
+    /// scheduler.install_task_library()?;
+    /// // Resumed behind the scheduler's back, the coroutine waits: it becomes a task.
+    /// let co = lua.create_thread(lua.load("task.wait(0.01) return 'done'").into_function()?)?;
+    /// co.resume::<()>(())?;
+    /// assert_eq!(*adopted.borrow(), [scheduler.task_of(&co).unwrap()]);
+    /// scheduler.run_blocking()?;
+    /// assert_eq!(co.status(), mlua::thread::ThreadStatus::Finished);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_adopt(mut self, hook: impl Fn(&Scheduler, TaskId, &Thread) + 'static) -> Self {
+        self.on_adopt = Some(Rc::new(hook));
         self
     }
 
@@ -345,6 +387,17 @@ impl SchedulerBuilder {
                 }
             }));
         }
+        if let Some(hook) = self.on_adopt {
+            let weak = Rc::downgrade(&scheduler.shared);
+            scheduler
+                .shared
+                .inner
+                .set_adopt_hook(Rc::new(move |id, thread| {
+                    if let Some(shared) = weak.upgrade() {
+                        hook(&Scheduler { shared }, id, thread);
+                    }
+                }));
+        }
         if lua
             .try_set_app_data(Attached(Rc::downgrade(&scheduler.shared)))
             .is_err()
@@ -372,6 +425,9 @@ type HostErrorHandler = Rc<dyn Fn(&Scheduler, &TaskError)>;
 
 /// The host's end hook, as the builder keeps it.
 type TaskEndHandler = Rc<dyn Fn(&Scheduler, TaskId, TaskEnd<'_>)>;
+
+/// The host's adoption hook, as the builder keeps it.
+type AdoptHandler = Rc<dyn Fn(&Scheduler, TaskId, &Thread)>;
 
 fn default_error_handler(error: &TaskError) {
     eprintln!("{error}");
@@ -452,7 +508,13 @@ pub(crate) struct Shared {
 /// The scheduler records an outcome only when it sees the task end. A task that yields with a
 /// plain `coroutine.yield`, or that a script resumes by hand out of a scheduler suspension,
 /// belongs to whoever resumes it from then on (contract rule 11): its outcome is
-/// [`Outcome::Released`] (status [`TaskStatus::Released`]), whatever the thread does later.
+/// [`Outcome::Released`] with the values it yielded (status [`TaskStatus::Released`]).
+///
+/// One identity per thread: until that release is read or every handle dropped, the thread
+/// keeps the task's id. Spawned again (by a script's `task.spawn`, `defer` or `delay`, or the
+/// host's [`spawn`](Scheduler::spawn) family), or waiting on the scheduler after a hand resume,
+/// it is the same task again, status [`TaskStatus::Scheduled`], and this handle reads how it
+/// ends next. Once the release is read, a later spawn makes a new task.
 pub struct Task {
     id: TaskId,
     scheduler: Weak<Inner>,
@@ -574,9 +636,10 @@ pub enum Outcome<R> {
     Failed(TaskError),
     /// The task was cancelled.
     Cancelled,
-    /// The scheduler let the task go without its ending: it yielded with a plain
-    /// `coroutine.yield`, and its thread belongs to whoever resumes it (contract rule 11).
-    Released,
+    /// The scheduler let the task go without its ending: it yielded these values with a plain
+    /// `coroutine.yield` (none when it left otherwise: resumed by hand out of a scheduler
+    /// suspension), and its thread belongs to whoever resumes it (contract rule 11).
+    Released(R),
 }
 
 impl<R> Outcome<R> {
@@ -586,7 +649,7 @@ impl<R> Outcome<R> {
             Outcome::Finished(values) => Ok(values),
             Outcome::Failed(error) => Err(error),
             Outcome::Cancelled => Err(TaskError::new(None, "task was cancelled", "")),
-            Outcome::Released => Err(TaskError::new(
+            Outcome::Released(_) => Err(TaskError::new(
                 None,
                 "task left the scheduler with a plain coroutine.yield",
                 "",
@@ -644,6 +707,7 @@ impl Scheduler {
             general_path_only: false,
             on_error: None,
             on_task_end: None,
+            on_adopt: None,
             phases: Vec::new(),
             waits_before: None,
             budget: None,
@@ -792,32 +856,35 @@ impl Scheduler {
         let Some((stored, claims)) = self.shared.inner.take_outcome(task) else {
             return Ok(None);
         };
-        Ok(Some(match stored {
-            StoredOutcome::Finished(key) => {
-                let values = self
-                    .shared
-                    .inner
-                    .outcome_values(key)
-                    .and_then(|values| R::from_lua_multi(values, &self.shared.lua));
-                match values {
-                    Ok(values) => {
-                        self.shared
-                            .inner
-                            .discard_outcome(StoredOutcome::Finished(key));
-                        Outcome::Finished(values)
-                    }
-                    Err(error) => {
-                        self.shared
-                            .inner
-                            .restore_outcome(task, (StoredOutcome::Finished(key), claims));
-                        return Err(error.into());
-                    }
-                }
+        // A finished task's results, or the values a released one yielded, convert to `R`.
+        let (key, released) = match stored {
+            StoredOutcome::Finished(key) => (key, false),
+            StoredOutcome::Released(key) => (key, true),
+            StoredOutcome::Failed(error) => return Ok(Some(Outcome::Failed(error))),
+            StoredOutcome::Cancelled => return Ok(Some(Outcome::Cancelled)),
+        };
+        let values = self
+            .shared
+            .inner
+            .outcome_values(key)
+            .and_then(|values| R::from_lua_multi(values, &self.shared.lua));
+        match values {
+            Ok(values) => {
+                self.shared.inner.outcome_read(task, key, released);
+                Ok(Some(match released {
+                    false => Outcome::Finished(values),
+                    true => Outcome::Released(values),
+                }))
             }
-            StoredOutcome::Failed(error) => Outcome::Failed(error),
-            StoredOutcome::Cancelled => Outcome::Cancelled,
-            StoredOutcome::Released => Outcome::Released,
-        }))
+            Err(error) => {
+                let stored = match released {
+                    false => StoredOutcome::Finished(key),
+                    true => StoredOutcome::Released(key),
+                };
+                self.shared.inner.restore_outcome(task, (stored, claims));
+                Err(error.into())
+            }
+        }
     }
 
     /// Waits for a task the host started to end, and takes its outcome, as
@@ -826,7 +893,8 @@ impl Scheduler {
     /// [`run`](Self::run) on the same executor.
     ///
     /// A task that yielded with a plain `coroutine.yield` resolves to [`Outcome::Released`]
-    /// (its thread belongs to whoever resumes it, contract rule 11). Fails with
+    /// (its thread belongs to whoever resumes it, contract rule 11); a join made after its
+    /// thread became the same task again waits for its next end ([`Task`]). Fails with
     /// [`Error::NoOutcome`] when no outcome will come: it was taken already (by `take_result` or
     /// another join), or `shutdown` dropped the task, or every `Scheduler` handle was dropped.
     ///

@@ -25,7 +25,7 @@
 //! `resume_with_values`) use it before any Lua runs, and while it runs nothing can free it:
 //! `task.cancel` and `coroutine.close` refuse a running or normal thread, the host's cancel a
 //! task marked running, and `shutdown` a scheduler inside a resumption. After the resumption,
-//! `take_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
+//! `take_results`, `drop_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
 //! which Lua runs (turning the error value into a string), so it takes a handle on the thread
 //! and its traceback first. The slot's pointer and the watchdog's are identities, compared
 //! while the slot is occupied or while the resumption's handle holds the thread.
@@ -159,6 +159,18 @@ pub(crate) unsafe fn vm_key_raw(state: ThreadPtr) -> VmKey {
     // SAFETY: per the caller; `lua_callbacks` only takes the address of a field of the VM's
     // global state.
     VmKey(unsafe { ffi::lua_callbacks(state.0) })
+}
+
+/// Whether `thread` is a thread of `lua`'s VM, and not its main thread: one that the host
+/// may resume. A handle keeps its thread alive, whichever VM it belongs to.
+pub(crate) fn is_coroutine_of(lua: &Lua, thread: &Thread) -> bool {
+    let running = running_thread(lua);
+    // SAFETY: both threads are alive (the running one runs, the handle holds the other); these
+    // read the addresses of their VMs' global fields, and nothing else.
+    unsafe {
+        ffi::lua_mainthread(thread.state()) == ffi::lua_mainthread(running.0)
+            && ffi::lua_mainthread(thread.state()) != thread.state()
+    }
 }
 
 /// `can_yield` for a raw state, from inside an interrupt.
@@ -516,6 +528,9 @@ thread_local! {
 /// # Safety
 /// `thread` must be alive and suspended in `wait` (which leaves room for the value, see
 /// [`is_suspended_in_yield`]); `from` is the running thread.
+// Kept a call of its own, with `resume_pushed` inside: inlined into the cycle instead, it
+// reached its thread-local through a call, 9 instructions more a wait (callgrind, wait_cycles).
+#[inline(never)]
 pub(crate) unsafe fn resume_from_wait(
     from: ThreadPtr,
     thread: ThreadPtr,
@@ -582,10 +597,12 @@ pub(crate) unsafe fn resume_with_values(
 }
 
 /// `lua_resume` of a thread with its `nargs` resumption values pushed; with `keep`, the
-/// results of a thread that returns stay on its stack.
+/// results of a thread that returns, or the values of one that yields (not for an mlua
+/// future), stay on its stack, for [`take_results`] or [`drop_results`].
 ///
 /// # Safety
 /// `co` must be alive, suspended in a yield, with its `nargs` values on top of its stack.
+#[inline(always)]
 unsafe fn resume_pushed(
     from: ThreadPtr,
     co: *mut ffi::lua_State,
@@ -602,7 +619,7 @@ unsafe fn resume_pushed(
                 // empty stack's `lua_settop` saved 50 instructions a wait (callgrind).
                 let top = ffi::lua_gettop(co);
                 let pending = top == 1 && ffi::lua_tolightuserdata(co, -1) == Lua::poll_pending().0;
-                if top != 0 {
+                if top != 0 && (pending || !keep) {
                     ffi::lua_settop(co, 0);
                 }
                 RawResumed::Yielded { pending }
@@ -618,7 +635,18 @@ unsafe fn resume_pushed(
     }
 }
 
-/// The results a thread returned with, left on its stack by [`resume_with_values`].
+/// Drops the values a thread yielded, left on its stack by [`resume_with_values`].
+///
+/// # Safety
+/// `thread` must be alive and suspended in a yield.
+pub(crate) unsafe fn drop_results(thread: ThreadPtr) {
+    // SAFETY: per the caller; shrinking the stack of a suspended thread neither allocates nor
+    // raises.
+    unsafe { ffi::lua_settop(thread.0, 0) }
+}
+
+/// The results a thread returned with (or the values it yielded), left on its stack by
+/// [`resume_with_values`].
 ///
 /// # Safety
 /// `thread` must be alive, finished, with its results (and nothing else) on its stack.

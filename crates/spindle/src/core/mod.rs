@@ -202,6 +202,41 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         self.tasks.recycle(slot);
     }
 
+    /// Frees an idle task's slot as [`free`](Self::free) does, but keeps it reserved for the
+    /// task's thread, to be reclaimed under the same id ([`reclaim`](Self::reclaim)) or
+    /// [`unreserve`](Self::unreserve)d. The engine takes the thread out of its store, and does
+    /// not recycle the slot.
+    pub(crate) fn reserve(&mut self, id: TaskId) -> Option<Freed<T>> {
+        if !self.is_idle(id) {
+            return None;
+        }
+        let slot = self.tasks.reserve(id)?;
+        Some(Freed {
+            slot: id.slot(),
+            claims: slot.claims,
+            thread: slot.thread(),
+            suspension: slot.suspension,
+        })
+    }
+
+    /// The reserved task in `slot`, if the slot is reserved for `thread`: occupied again under
+    /// its old id, with the claims of its kept outcome, which is taken out and returned.
+    pub(crate) fn reclaim(&mut self, slot: u32, thread: T) -> Option<(TaskId, Option<O>)> {
+        let id = self.tasks.reclaim(slot, thread)?;
+        let outcome = self.outcomes.remove(&id).map(|(outcome, claims)| {
+            if let Some(slot) = self.tasks.get_mut(id) {
+                slot.claims = claims;
+            }
+            outcome
+        });
+        Some((id, outcome))
+    }
+
+    /// Ends the reservation of the task `id`'s slot, if it has one.
+    pub(crate) fn unreserve(&mut self, id: TaskId) -> bool {
+        self.tasks.unreserve(id)
+    }
+
     /// Whether the task exists and nothing will resume it, nor is it being resumed: its thread
     /// then belongs to whoever holds it.
     pub(crate) fn is_idle(&self, id: TaskId) -> bool {

@@ -6,8 +6,16 @@
 //! named the old generation stale; a freed slot is reused only after [`TaskTable::recycle`],
 //! which the engine calls once the thread has left its Lua-side store.
 //!
+//! A task that leaves the scheduler without ending while a host handle claims it (a plain
+//! `coroutine.yield`) keeps its slot, reserved for its thread, under the same generation: if
+//! the thread becomes a task again before the host lets go, it gets its id back
+//! ([`TaskTable::reclaim`]). A reserved slot holds no thread and nothing names it live (its
+//! task was idle: no timer, deferral or suspension left), so keeping the generation revives
+//! no stale entry; tokens go on counting across it.
+//!
 //! Invariants: a slot is occupied exactly while it holds a thread; `occupied` counts them; a
-//! slot is in `free` only once it was freed and recycled.
+//! slot is in `free` only once it was freed and recycled; a reserved slot is neither occupied
+//! nor free.
 
 use std::fmt;
 use std::num::NonZeroU64;
@@ -155,6 +163,8 @@ pub(crate) struct Slot<T> {
     pub(super) in_blocked_set: bool,
     /// The thread, while the slot is occupied.
     thread: Option<T>,
+    /// The thread the slot is reserved for, while it is ([`TaskTable::reserve`]).
+    reserved: Option<T>,
 }
 
 impl<T: Copy> Slot<T> {
@@ -251,6 +261,7 @@ impl<T: Copy + PartialEq> TaskTable<T> {
                     claims: 0,
                     in_blocked_set: false,
                     thread: None,
+                    reserved: None,
                 });
                 slot
             }
@@ -307,9 +318,54 @@ impl<T: Copy + PartialEq> TaskTable<T> {
             claims: 0,
             in_blocked_set: false,
             thread: None,
+            reserved: None,
         };
         self.occupied -= 1;
         Some(freed)
+    }
+
+    /// Frees the slot of an idle task as [`free`](Self::free) does, but keeps it, under the
+    /// same generation, for the task's thread: see [`reclaim`](Self::reclaim). The slot is
+    /// neither reused nor recycled until [`unreserve`](Self::unreserve).
+    pub(crate) fn reserve(&mut self, id: TaskId) -> Option<Slot<T>> {
+        let generation = self.get(id)?.generation;
+        let freed = self.free(id)?;
+        let slot = &mut self.slots[id.slot() as usize];
+        slot.generation = generation;
+        slot.reserved = freed.thread;
+        Some(freed)
+    }
+
+    /// The reserved task in `slot`, occupied again by `thread` under its old id, if the slot
+    /// is reserved for that thread.
+    pub(crate) fn reclaim(&mut self, slot: u32, thread: T) -> Option<TaskId> {
+        let entry = self.slots.get_mut(slot as usize)?;
+        if entry.reserved != Some(thread) {
+            return None;
+        }
+        entry.reserved = None;
+        entry.thread = Some(thread);
+        let generation = entry.generation;
+        self.occupied += 1;
+        Some(self.id(slot, generation))
+    }
+
+    /// Ends the reservation of the task `id`'s slot, which is then freed for good (a new
+    /// generation) and recycled. False when it is not reserved for that task.
+    pub(crate) fn unreserve(&mut self, id: TaskId) -> bool {
+        if !self.owns(id) {
+            return false;
+        }
+        let Some(entry) = self.slots.get_mut(id.slot() as usize) else {
+            return false;
+        };
+        if entry.reserved.is_none() || entry.generation != id.generation() {
+            return false;
+        }
+        entry.reserved = None;
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(id.slot());
+        true
     }
 
     /// Makes a freed slot available again.
@@ -395,5 +451,37 @@ mod tests {
             first,
             "a stale wake-up's token never matches"
         );
+    }
+
+    #[test]
+    fn a_reserved_slot_gives_its_id_back_to_its_thread_alone_until_unreserved() {
+        let mut table = TaskTable::new(SchedulerId::fresh());
+        let id = table.insert('a').unwrap();
+        table.get_mut(id).unwrap().next_token();
+        assert!(table.reserve(id).is_some());
+        assert!(table.get(id).is_none(), "reserved is not occupied");
+        assert_eq!(table.find(id.slot(), 'a'), None);
+        assert_eq!(table.len(), 0);
+        assert!(!table.is_idle(), "a reserved slot is not free");
+        let other = table.insert('b').unwrap();
+        assert_ne!(other.slot(), id.slot(), "a reserved slot is not reused");
+        assert_eq!(
+            table.reclaim(id.slot(), 'b'),
+            None,
+            "reserved for its own thread only"
+        );
+        assert_eq!(table.reclaim(id.slot(), 'a'), Some(id));
+        assert!(table.get(id).is_some());
+        assert!(
+            table.get_mut(id).unwrap().next_token() > 1,
+            "tokens go on counting"
+        );
+        assert!(!table.unreserve(id), "reclaimed: nothing to unreserve");
+        assert!(table.reserve(id).is_some());
+        assert!(table.unreserve(id));
+        assert_eq!(table.reclaim(id.slot(), 'a'), None);
+        let next = table.insert('c').unwrap();
+        assert_eq!(next.slot(), id.slot(), "unreserved, the slot is recycled");
+        assert_ne!(next, id, "under a new generation");
     }
 }

@@ -6,6 +6,7 @@
 //! task whose Spindle future completed (`resume_settled`): the same bookkeeping, with the thread
 //! resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
+use std::cell::Cell;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -14,12 +15,13 @@ use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
 use super::{
-    resume_mark, settled_values, Inner, LuaStream, Resumed, Resumption, Suspension, TimedWake,
-    Wakeup,
+    memory, resume_mark, settled_values, Driven, Inner, LuaStream, Resumed, Resumption, Suspension,
+    TimedWake, Wakeup,
 };
 use crate::clock::Clock;
 use crate::core::TaskId;
-use crate::error::TaskError;
+use crate::error::{Error, Result, TaskError};
+use crate::trace::TraceEvent;
 use crate::vm::{self, RawResumed, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeTarget};
 use crate::watchdog::{self, Overrun, Watch, TIMEOUT_MESSAGE};
@@ -104,9 +106,10 @@ enum Lane<'a> {
 
 /// How a thread came back from a resumption, whichever lane it took.
 enum Returned {
-    /// Yielded: a scheduler function set a suspension, or it is a plain yield; or the thread
-    /// could not be resumed (dead, or started by someone else and now running).
-    Yielded,
+    /// Yielded: a scheduler function set a suspension, or it is a plain yield, with the
+    /// values it yielded when the lane has them; or the thread could not be resumed (dead, or
+    /// started by someone else and now running).
+    Yielded(Option<MultiValue>),
     /// Blocked in an mlua future under this resumption's waker; the thread, and the stream
     /// that polled it, when the lane has them.
     Blocked {
@@ -142,7 +145,8 @@ impl From<mlua::Result<Resumed>> for Returned {
                 woken,
                 stream: Some(stream),
             },
-            Ok(Resumed::Yielded | Resumed::NotResumable) => Returned::Yielded,
+            Ok(Resumed::Yielded(values)) => Returned::Yielded(Some(values)),
+            Ok(Resumed::NotResumable) => Returned::Yielded(None),
             Ok(Resumed::Finished(values)) => Returned::Ended(Ok(values)),
             Ok(Resumed::Overran {
                 thread,
@@ -207,7 +211,7 @@ impl Inner {
         if let Suspension::Sliced { ran, .. } = suspension {
             wakeup = Wakeup::Continue { ran };
         }
-        self.resume_started(lua, id, token, Lane::General { known, wakeup });
+        self.resume_started(lua, id, token, Lane::General { known, wakeup }, None);
     }
 
     /// Ends a `task.wait` with its timer, which surfaced at `now` for the wait under `token`;
@@ -245,7 +249,7 @@ impl Inner {
                     thread,
                     elapsed,
                 };
-                self.resume_started(lua, id, token, lane);
+                self.resume_started(lua, id, token, lane, None);
             }
         }
         true
@@ -279,7 +283,7 @@ impl Inner {
                     values,
                     kept,
                 };
-                self.resume_started(lua, id, token, lane)
+                self.resume_started(lua, id, token, lane, None)
             }
             None => self.resume(lua, id, Wakeup::Settled(Ok(values))),
         }
@@ -288,10 +292,19 @@ impl Inner {
     /// The one resumption, whatever the lane: the core started it under `token` (the task is
     /// marked running, one level deeper). Records it, resumes the thread, ends the resumption
     /// (even if a panic from a Rust callback unwinds through it: `Resuming`), and files the
-    /// task by how its thread came back. Inlined into each start: as a call of its own,
-    /// filing cost wait_cycles 40 instructions a wait (callgrind).
+    /// task by how its thread came back, or, for a resumption the host drives (`driven`),
+    /// puts there what it gave. Inlined into each start: as a call of its own, filing cost
+    /// wait_cycles 40 instructions a wait (callgrind); the scheduler's own starts pass no
+    /// `driven`, so the branch goes with the inlining.
     #[inline(always)]
-    fn resume_started(&self, lua: &Lua, id: TaskId, token: u32, lane: Lane<'_>) {
+    fn resume_started(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        lane: Lane<'_>,
+        driven: Option<&Cell<Option<Driven>>>,
+    ) {
         self.record(Some(id), crate::trace::TraceEvent::Resume);
         let resuming = Resuming(self, id);
         let resumed = match lane {
@@ -329,10 +342,15 @@ impl Inner {
         };
         let idle = resuming.finish();
         let returned = match resumed {
-            Came::Raw(thread, resumed, lane) => self.raw_returned(lua, id, thread, resumed, lane),
+            Came::Raw(thread, resumed, lane) => {
+                self.raw_returned(lua, id, thread, resumed, lane, idle)
+            }
             Came::Back(returned) => returned,
         };
-        self.file(lua, id, token, returned, idle);
+        match driven {
+            None => self.file(lua, id, token, returned, idle),
+            Some(out) => out.set(Some(self.file_driven(lua, id, token, returned, idle))),
+        }
         if self.closed.get() {
             // The host's last handle was dropped during the resumption (from a Rust function
             // the task called, an error handler or the end hook), where its shutdown was
@@ -342,7 +360,8 @@ impl Inner {
         }
     }
 
-    /// How a thread came back from a raw lane, in the general path's terms.
+    /// How a thread came back from a raw lane, in the general path's terms; `idle` when
+    /// nothing will resume the task.
     #[inline(always)]
     fn raw_returned(
         &self,
@@ -351,9 +370,23 @@ impl Inner {
         thread: ThreadPtr,
         resumed: RawResumed,
         lane: RawLane,
+        idle: bool,
     ) -> Returned {
         match resumed {
-            RawResumed::Yielded { pending: false } => Returned::Yielded,
+            RawResumed::Yielded { pending: false } if lane == (RawLane::Settled { kept: true }) => {
+                // SAFETY: the thread just yielded the values, alone on its stack; its slot,
+                // still occupied, keeps it alive, and taking or dropping them runs no Lua.
+                unsafe {
+                    if idle {
+                        // A plain yield of a task the host claims: the host reads the values.
+                        Returned::Yielded(vm::take_results(lua, thread).ok())
+                    } else {
+                        vm::drop_results(thread);
+                        Returned::Yielded(None)
+                    }
+                }
+            }
+            RawResumed::Yielded { pending: false } => Returned::Yielded(None),
             // The wait lane runs before this cycle's wake-ups: the poll is queued for them.
             RawResumed::Yielded { pending: true } if lane == RawLane::Wait => Returned::Blocked {
                 thread: None,
@@ -384,9 +417,9 @@ impl Inner {
     #[inline(always)]
     fn file(&self, lua: &Lua, id: TaskId, token: u32, returned: Returned, idle: bool) {
         match returned {
-            Returned::Yielded => {
+            Returned::Yielded(values) => {
                 if idle {
-                    self.release(id);
+                    self.release(id, values.map(|values| (lua, values)));
                 }
             }
             Returned::Blocked {
@@ -454,6 +487,13 @@ impl Inner {
     /// Ends a task suspended in the middle of its code with `message` and the thread's
     /// traceback, as if it had raised the error, and closes its thread.
     fn end_task(&self, lua: &Lua, id: TaskId, thread: &Thread, message: String) {
+        let error = self.stop_thread(lua, id, thread, &message);
+        self.complete(lua, id, Err(error));
+    }
+
+    /// Closes a thread suspended in the middle of its code, and returns the error it ends
+    /// with: `message` with the thread's traceback.
+    fn stop_thread(&self, lua: &Lua, id: TaskId, thread: &Thread, message: &str) -> mlua::Error {
         // As every other error's traceback is written (`luaL_traceback`).
         let traceback = vm::traceback(lua, thread).unwrap_or_default();
         // Closed before the error is reported, so that the handler sees a dead task, and Lua it
@@ -461,8 +501,100 @@ impl Inner {
         if let Err(error) = self.close_thread(lua, thread) {
             self.report(TaskError::from_lua(Some(id), &error));
         }
-        let error = mlua::Error::RuntimeError(vm::with_traceback(&message, &traceback));
-        self.complete(lua, id, Err(error));
+        mlua::Error::RuntimeError(vm::with_traceback(message, &traceback))
+    }
+
+    /// Runs a thread that is no task once, for the host ([`Scheduler::resume`]): it is a task
+    /// for the length of the resumption (`current_task`, the watchdog, the memory limit), then
+    /// gives back what it did. A thread that waits on the scheduler stays its task.
+    ///
+    /// [`Scheduler::resume`]: crate::Scheduler::resume
+    pub(crate) fn drive(&self, lua: &Lua, thread: &Thread, args: MultiValue) -> Result<Driven> {
+        self.ensure_open()?;
+        if !vm::is_coroutine_of(lua, thread) {
+            return Err(Error::NotACoroutine);
+        }
+        let status = thread.status();
+        if status != ThreadStatus::Resumable {
+            return Err(Error::NotResumable(status));
+        }
+        if let Some(id) = self.find(thread) {
+            return Err(Error::AlreadyScheduled(id));
+        }
+        // A new task even for a released task's thread: the host drives it now, and the
+        // handle on the released task keeps its outcome.
+        let id = self.adopt_new(thread)?;
+        let Some(token) = self.core(|core| core.start_resumption(id, true)) else {
+            return Err(Error::Lua(mlua::Error::runtime(
+                "the thread's task ended before it could be resumed",
+            )));
+        };
+        let out = Cell::new(None);
+        let lane = Lane::General {
+            known: Some(thread),
+            wakeup: Wakeup::Args(args),
+        };
+        self.resume_started(lua, id, token, lane, Some(&out));
+        // Returning to the host is a resumption point, as after its `spawn`.
+        if !self.core(|core| core.is_resuming()) {
+            self.drain_deferred(lua);
+        }
+        out.take()
+            .ok_or_else(|| Error::Lua(mlua::Error::runtime("the resumption gave nothing back")))
+    }
+
+    /// What a resumption the host drives gave: a plain yield or an end goes back to the host
+    /// (the task is freed, and its error goes to the host alone, not to the error handler nor
+    /// the end hook); a thread that waits on the scheduler is filed as any task, and stays one.
+    fn file_driven(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        returned: Returned,
+        idle: bool,
+    ) -> Driven {
+        let ended = |result: mlua::Result<MultiValue>| {
+            // Rule 23: a thread that ran out of memory gives it back before anything else runs.
+            let _reclaim = memory::Reclaim::after(self, lua, id, &result);
+            let event = match result {
+                Ok(_) => TraceEvent::Finish,
+                Err(_) => TraceEvent::Fail,
+            };
+            self.record(Some(id), event);
+            self.free_task(id);
+            match result {
+                Ok(values) => Driven::Finished(values),
+                Err(error) => Driven::Failed(TaskError::from_lua(Some(id), &error)),
+            }
+        };
+        match returned {
+            Returned::Yielded(values) if idle => {
+                self.free_task(id);
+                Driven::Yielded(values.unwrap_or_default())
+            }
+            Returned::Ended(result) => ended(result),
+            Returned::Overran {
+                thread,
+                overrun: Overrun::TimedOut,
+                ..
+            } => {
+                let error = self.stop_thread(lua, id, &thread, TIMEOUT_MESSAGE);
+                ended(Err(error))
+            }
+            Returned::Yielded(values) if self.core(|core| core.task(id).is_none()) => {
+                // Its task was cancelled while it ran (`task.cancel` of a thread it resumed by
+                // hand, which then went on to yield to it): the yield is still the host's.
+                Driven::Yielded(values.unwrap_or_default())
+            }
+            returned => {
+                // It waits on the scheduler (a `task.wait`, a future, its own deferral, the end
+                // of its time slice): it is a task from now on. If filing it fails (no
+                // memory), its error goes to the error handler, as any task's.
+                self.file(lua, id, token, returned, idle);
+                Driven::Pending(id)
+            }
+        }
     }
 
     /// The Lua half of `resume`: no state borrow is held here.
@@ -569,8 +701,7 @@ impl Inner {
                 stream,
             }),
             Poll::Ready(Some(Ok(values))) if thread.status() == ThreadStatus::Resumable => {
-                drop(values);
-                Ok(Resumed::Yielded)
+                Ok(Resumed::Yielded(values))
             }
             Poll::Ready(Some(Ok(values))) => Ok(Resumed::Finished(values)),
             Poll::Ready(Some(Err(error))) if refused_before_running(thread, &error) => {

@@ -25,7 +25,7 @@ impl Inner {
         if !vm::can_yield(&thread) {
             return Err(mlua::Error::runtime(crate::error::CANNOT_YIELD));
         }
-        let id = self.adopt(&thread)?;
+        let id = self.adopt_waiting(&thread)?;
         // Untimed, as `task.wait(math.huge)`: only a fire ends it.
         let Some(token) = self.suspend_waiting(id, f64::INFINITY) else {
             return Err(mlua::Error::runtime(

@@ -13,6 +13,7 @@ use crate::support::{harness, harness_with, lines};
 
 // Serving drivers and awaited tasks; reaching the scheduler from Lua; the end hook.
 mod attacks;
+mod driving;
 mod reaching;
 mod serving;
 mod task_end;
@@ -457,7 +458,7 @@ fn a_host_task_that_yields_plainly_is_released_to_whoever_resumes_it() {
     assert_eq!(parked.resume::<String>(()).unwrap(), "resumed");
     assert!(matches!(
         scheduler.take_result::<()>(&id).unwrap(),
-        Some(Outcome::Released)
+        Some(Outcome::Released(()))
     ));
     assert_eq!(scheduler.status(&id), TaskStatus::Unknown);
     assert_eq!(scheduler.thread_of(&id), None);

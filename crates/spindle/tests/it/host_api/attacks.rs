@@ -413,8 +413,8 @@ fn join_of_a_task_released_by_a_plain_yield_after_a_wait_resolves_to_released() 
             (),
         )
         .unwrap();
-    let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<i64>(&task))).unwrap();
-    assert!(matches!(r, Ok(Outcome::Released)), "{r:?}");
+    let r = bounded(scheduler.run_until(Timer::at, scheduler.join::<Option<i64>>(&task))).unwrap();
+    assert!(matches!(r, Ok(Outcome::Released(None))), "{r:?}");
 }
 
 #[test]

@@ -252,7 +252,7 @@ fn a_released_task_running_under_its_new_owner_is_not_cancelled() {
 struct Handle(TaskId);
 
 #[test]
-fn a_released_thread_spawned_again_is_the_new_tasks_to_cancel() {
+fn a_released_thread_spawned_again_by_the_host_is_the_same_task() {
     let lua = mlua::Lua::new();
     let scheduler = scheduler(&lua);
     let thread = lua
@@ -265,14 +265,18 @@ fn a_released_thread_spawned_again_is_the_new_tasks_to_cancel() {
     let first = scheduler.spawn(&thread, ()).unwrap();
     assert_eq!(scheduler.status(&first), TaskStatus::Released);
     let second = scheduler.spawn(&thread, ()).unwrap();
-    assert_ne!(first.id(), second.id());
-    assert_eq!(scheduler.status(&second), TaskStatus::Scheduled);
+    assert_eq!(first.id(), second.id(), "one identity per thread");
+    assert_eq!(scheduler.status(&first), TaskStatus::Scheduled);
+    assert_eq!(scheduler.task_of(&thread), Some(first.id()));
     assert!(
-        !scheduler.cancel(&first).unwrap(),
-        "the old handle no longer owns it"
+        scheduler.cancel(&first).unwrap(),
+        "the first handle still reaches it"
     );
-    assert_eq!(scheduler.status(&second), TaskStatus::Scheduled);
-    assert!(scheduler.cancel(&second).unwrap());
+    assert!(!scheduler.cancel(&second).unwrap());
+    assert!(matches!(
+        scheduler.take_result::<()>(&second).unwrap(),
+        Some(spindle::Outcome::Cancelled)
+    ));
 }
 
 #[test]

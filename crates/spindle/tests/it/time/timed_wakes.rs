@@ -156,7 +156,7 @@ fn a_host_handle_gets_the_results_and_error_of_tasks_ended_by_a_timed_wake() {
     assert!(!h.scheduler.has_work());
     assert!(matches!(
         h.scheduler.take_result::<()>(&plain).unwrap(),
-        Some(Outcome::Released)
+        Some(Outcome::Released(()))
     ));
 }
 
