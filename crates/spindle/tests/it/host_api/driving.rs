@@ -764,3 +764,29 @@ fn a_released_thread_driven_by_the_host_is_the_hosts_and_the_handle_keeps_its_re
     ));
     assert_eq!(scheduler.task_count(), 0);
 }
+
+#[test]
+fn a_clone_of_a_released_tasks_handle_claims_its_release_and_follows_it_back() {
+    let lua = Lua::new();
+    let scheduler = Scheduler::new(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    let body = function(
+        &lua,
+        "local v = coroutine.yield(5) task.wait() return v * 2",
+    );
+    let first = scheduler.spawn(body, ()).unwrap();
+    assert_eq!(scheduler.status(&first), TaskStatus::Released);
+    // Cloned after the release, then the original let go: the release is still claimed.
+    let second = first.clone();
+    drop(first);
+    let thread = scheduler.thread_of(&second).unwrap();
+    // Spawned again, the thread is the same task: the clone reads its final outcome.
+    let again = scheduler.spawn(&thread, 21).unwrap();
+    assert_eq!(again.id(), second.id());
+    scheduler.run_blocking().unwrap();
+    let outcome = scheduler.take_result::<i64>(&second).unwrap();
+    assert!(
+        matches!(outcome, Some(Outcome::Finished(42))),
+        "{outcome:?}"
+    );
+}
