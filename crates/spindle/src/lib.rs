@@ -161,7 +161,7 @@ pub use engine::{CycleReport, FrameReport, FrameWork, TaskEnd, TaskStatus};
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{
-    IntoThread, Join, Outcome, Scheduler, SchedulerBuilder, Task, WeakScheduler,
+    IntoThread, Join, Outcome, Scheduler, SchedulerBuilder, ScriptEnd, Task, WeakScheduler,
     DEFAULT_MAX_DEFER_DEPTH,
 };
 pub use signal::{Signal, SignalBehavior};

@@ -30,10 +30,12 @@ use crate::watchdog::{self, Budget};
 mod async_fn;
 mod frames;
 mod lookup;
+mod scripts;
 mod signals;
 mod trace;
 
 pub use lookup::WeakScheduler;
+pub use scripts::ScriptEnd;
 
 /// Roblox's limit on nested deferrals (contract rule 3).
 pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;

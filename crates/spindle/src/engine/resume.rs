@@ -333,6 +333,9 @@ impl Inner {
             Came::Back(returned) => returned,
         };
         self.file(lua, id, token, returned, idle);
+        if self.any_doomed.get() {
+            self.settle_doomed(lua, Some(id));
+        }
         if self.closed.get() {
             // The host's last handle was dropped during the resumption (from a Rust function
             // the task called, an error handler or the end hook), where its shutdown was

@@ -14,6 +14,7 @@ use crate::support::{harness, harness_with, lines};
 // Serving drivers and awaited tasks; reaching the scheduler from Lua; the end hook.
 mod attacks;
 mod reaching;
+mod scripts;
 mod serving;
 mod task_end;
 
