@@ -139,8 +139,9 @@ pub(crate) struct Core<T, O> {
     outcomes: HashMap<TaskId, (O, u32)>,
     /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
     depth: u32,
-    /// The tasks of those resumptions, innermost last: a task made now is the last one's.
-    resuming: Vec<TaskId>,
+    /// The tasks of those resumptions with their scripts, innermost last: a task made now is
+    /// the last one's. The script is kept here so that making a task reads no other slot.
+    resuming: Vec<(TaskId, TaskId)>,
     /// Scripts the host is ending: no task is made in them (see [`Core::insert_from`]).
     ending: Vec<TaskId>,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
@@ -202,21 +203,16 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     }
 
     /// A new task for `thread`, started from `origin`.
+    #[inline]
     pub(crate) fn insert_from(&mut self, thread: T, origin: Origin) -> Result<TaskId, NotMade> {
         let lineage = match origin {
             Origin::Host => Lineage::default(),
             Origin::Given(lineage) => lineage,
             Origin::Running => match self.resuming.last() {
                 None => Lineage::default(),
-                Some(&creator) => Lineage {
+                Some(&(creator, script)) => Lineage {
                     creator: Some(creator),
-                    // A creator freed while it runs (none is, but ids are checked) counts as
-                    // its own script.
-                    script: self
-                        .tasks
-                        .lineage(creator)
-                        .and_then(|lineage| lineage.script)
-                        .or(Some(creator)),
+                    script: Some(script),
                 },
             },
         };
@@ -235,7 +231,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
 
     /// The task being resumed, innermost: the creator of a task made now.
     pub(crate) fn resuming_task(&self) -> Option<TaskId> {
-        self.resuming.last().copied()
+        self.resuming.last().map(|&(task, _)| task)
     }
 
     /// The live tasks of `script`.
@@ -369,6 +365,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// A scheduler-driven resumption of the task starts: it is running, one level deeper, and
     /// (with `end_suspension`) its suspension ends. Returns the resumption's token; `None` for
     /// a freed task. [`end_resumption`](Self::end_resumption) undoes it.
+    #[inline]
     pub(crate) fn start_resumption(&mut self, id: TaskId, end_suspension: bool) -> Option<u32> {
         if end_suspension {
             self.set_suspension(id, Suspension::None);
@@ -377,16 +374,18 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         slot.running = true;
         self.depth += 1;
         let token = slot.next_token();
-        self.resuming.push(id);
+        let script = TaskId::of(id.scheduler(), slot.script_number());
+        self.resuming.push((id, script));
         Some(token)
     }
 
     /// The resumption started by `start_resumption` ended. Returns whether the task is now
     /// idle: nothing will resume it, so the engine may free it.
+    #[inline]
     pub(crate) fn end_resumption(&mut self, id: TaskId) -> bool {
         self.depth -= 1;
         let ended = self.resuming.pop();
-        debug_assert_eq!(ended, Some(id), "resumptions end innermost first");
+        debug_assert_eq!(ended.map(|(task, _)| task), Some(id), "resumptions end innermost first");
         match self.tasks.get_mut(id) {
             Some(slot) => {
                 slot.running = false;

@@ -270,6 +270,7 @@ impl<T: Copy + PartialEq> TaskTable<T> {
 
     /// A new task for `thread`, started as `lineage` says (a root where it names nobody), in a
     /// free slot or a new one; `None` past 2^32 tasks.
+    #[inline]
     pub(crate) fn insert(&mut self, thread: T, lineage: Lineage) -> Option<TaskId> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
