@@ -137,10 +137,7 @@ pub(crate) fn build(
         "owner",
         lua.create_function(move |lua, ()| {
             Ok(match sched.connecting_task() {
-                Ok(Some((task, script))) => (
-                    Inner::task_key(task),
-                    Inner::task_key(script),
-                ),
+                Ok(Some((task, script))) => (Inner::task_key(task), Inner::task_key(script)),
                 Ok(None) => (Value::Nil, Value::Nil),
                 Err(error) => (
                     Value::Boolean(false),

@@ -385,7 +385,11 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     pub(crate) fn end_resumption(&mut self, id: TaskId) -> bool {
         self.depth -= 1;
         let ended = self.resuming.pop();
-        debug_assert_eq!(ended.map(|(task, _)| task), Some(id), "resumptions end innermost first");
+        debug_assert_eq!(
+            ended.map(|(task, _)| task),
+            Some(id),
+            "resumptions end innermost first"
+        );
         match self.tasks.get_mut(id) {
             Some(slot) => {
                 slot.running = false;

@@ -132,11 +132,7 @@ impl Inner {
 
     /// Cancels the tasks of `script` that nothing runs, and returns how many, with the ones
     /// that are running.
-    fn sweep_script(
-        &self,
-        lua: &Lua,
-        script: TaskId,
-    ) -> (usize, Vec<TaskId>, Option<mlua::Error>) {
+    fn sweep_script(&self, lua: &Lua, script: TaskId) -> (usize, Vec<TaskId>, Option<mlua::Error>) {
         let tasks = self.core(|core| core.tasks_of_script(script));
         let mut cancelled = 0;
         let mut running = Vec::new();

@@ -69,9 +69,12 @@ fn host() -> H {
     h
 }
 
-/// A harness whose end hook records `(task, how it ended)`.
-fn host_with_ends() -> (H, Rc<RefCell<Vec<(TaskId, String)>>>) {
-    let ends: Rc<RefCell<Vec<(TaskId, String)>>> = Rc::default();
+/// What an end hook saw: `(task, how it ended)`, in order.
+type Ends = Rc<RefCell<Vec<(TaskId, String)>>>;
+
+/// A harness whose end hook records what it sees.
+fn host_with_ends() -> (H, Ends) {
+    let ends: Ends = Rc::default();
     let seen = ends.clone();
     let h = harness_with(move |builder| {
         builder.on_task_end(move |_, id, end| {
@@ -115,17 +118,18 @@ fn a_task_knows_the_task_that_started_it_and_its_script() {
     );
     let main = main.id();
     assert_eq!(h.sched.creator_of(main), None, "the host started it");
-    assert_eq!(h.sched.script_of(main), Some(main), "a root is its own script");
+    assert_eq!(
+        h.sched.script_of(main),
+        Some(main),
+        "a root is its own script"
+    );
     for child in ["spawned", "deferred", "delayed", "adopted"] {
         let id = task_of(&h, child);
         assert_eq!(h.sched.creator_of(id), Some(main), "{child}");
         assert_eq!(h.sched.script_of(id), Some(main), "{child}");
     }
     let grandchild = task_of(&h, "grandchild");
-    assert_eq!(
-        h.sched.creator_of(grandchild),
-        Some(task_of(&h, "spawned"))
-    );
+    assert_eq!(h.sched.creator_of(grandchild), Some(task_of(&h, "spawned")));
     assert_eq!(h.sched.script_of(grandchild), Some(main));
     // The host's own starts are roots, wherever they come from.
     let other = h.spawn("task.wait(5)").id();
@@ -150,7 +154,11 @@ fn a_task_started_from_a_rust_function_by_the_host_api_is_a_script_of_its_own() 
     assert_ne!(started, main.id().to_string());
     assert_eq!(h.sched.task_count(), 2);
     assert_eq!(h.sched.end_script(&main).unwrap().cancelled, 1);
-    assert_eq!(h.sched.task_count(), 1, "the host's task is not the script's");
+    assert_eq!(
+        h.sched.task_count(),
+        1,
+        "the host's task is not the script's"
+    );
 }
 
 #[test]
@@ -179,7 +187,11 @@ fn ending_a_script_cancels_its_tasks_in_every_state() {
     assert_eq!(gates.dropped(), 1, "the Rust future was dropped at once");
     assert_eq!(h.sched.task_count(), 0);
     assert!(!h.sched.has_work());
-    let cancelled = ends.borrow().iter().filter(|(_, end)| end == "cancelled").count();
+    let cancelled = ends
+        .borrow()
+        .iter()
+        .filter(|(_, end)| end == "cancelled")
+        .count();
     assert_eq!(cancelled, 7, "{:?}", ends.borrow());
     assert_eq!(ends.borrow().len(), 7);
     signal.fire(()).unwrap();
@@ -282,7 +294,10 @@ fn ending_a_script_disconnects_its_connections_even_once_the_connecting_task_end
     assert_eq!(h.take_log(), lines(&["now", "once", "later"]));
     assert_eq!(h.sched.task_count(), 0, "the connecting task has ended");
     let ended = h.sched.end_script(&main).unwrap();
-    assert_eq!(ended.connections, 4, "three still connected, and the nested one");
+    assert_eq!(
+        ended.connections, 4,
+        "three still connected, and the nested one"
+    );
     assert_eq!(ended.cancelled, 0);
     h.exec_lua(
         r#"
@@ -297,7 +312,10 @@ fn ending_a_script_disconnects_its_connections_even_once_the_connecting_task_end
 #[test]
 fn handler_calls_a_deferred_signal_queued_for_an_ended_script_are_dropped() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Deferred).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Deferred)
+        .unwrap();
     h.lua.globals().set("Later", &signal).unwrap();
     h.spawn(r#"Later:Once(function() print("lone once") end)"#);
     h.spawn(
@@ -330,7 +348,10 @@ fn handler_calls_a_deferred_signal_queued_for_an_ended_script_are_dropped() {
 #[test]
 fn a_lone_deferred_handler_call_queued_for_an_ended_script_is_dropped() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Deferred).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Deferred)
+        .unwrap();
     h.lua.globals().set("Later", &signal).unwrap();
     h.spawn(
         r#"
@@ -351,7 +372,10 @@ fn a_lone_deferred_handler_call_queued_for_an_ended_script_is_dropped() {
 #[test]
 fn a_child_that_a_handler_started_is_ended_with_the_connecting_script() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
     h.lua.globals().set("Clicked", &signal).unwrap();
     let main = h.spawn(
         r#"
@@ -382,7 +406,10 @@ fn a_child_that_a_handler_started_is_ended_with_the_connecting_script() {
 #[test]
 fn other_scripts_and_what_they_started_run_on() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
     h.lua.globals().set("Clicked", &signal).unwrap();
     let script = |name: &str| {
         h.spawn(&format!(
@@ -430,7 +457,10 @@ fn ending_a_script_with_nothing_left_does_nothing_and_bad_ids_are_refused() {
 #[test]
 fn a_task_that_ends_its_own_script_goes_on_until_it_yields_and_starts_nothing() {
     let (h, ends) = host_with_ends();
-    let signal = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
     h.lua.globals().set("Clicked", &signal).unwrap();
     let main = h.spawn(
         r#"
@@ -489,7 +519,10 @@ fn a_task_that_ends_its_own_script_and_returns_finishes() {
 #[test]
 fn a_signal_handler_that_ends_its_own_script() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
     h.lua.globals().set("Quit", &signal).unwrap();
     h.spawn(
         r#"
@@ -559,8 +592,14 @@ fn the_end_hook_may_end_the_script_of_a_task_that_ended() {
 #[test]
 fn a_handlers_error_names_the_connecting_task_and_its_script() {
     let h = host();
-    let now = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
-    let later = h.sched.create_signal_with(SignalBehavior::Deferred).unwrap();
+    let now = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
+    let later = h
+        .sched
+        .create_signal_with(SignalBehavior::Deferred)
+        .unwrap();
     h.lua.globals().set("Now", &now).unwrap();
     h.lua.globals().set("Later", &later).unwrap();
     let main = h.spawn(
@@ -606,7 +645,10 @@ fn a_handlers_error_names_the_connecting_task_and_its_script() {
 #[test]
 fn a_host_connection_is_no_scripts() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Immediate).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Immediate)
+        .unwrap();
     h.lua.globals().set("Clicked", &signal).unwrap();
     let main = h.spawn("task.wait(5)");
     let handler = h.func("error('host handler', 0)");
@@ -676,7 +718,10 @@ fn a_script_that_ends_itself_while_spawning_in_a_loop_starts_nothing() {
 #[test]
 fn ending_scripts_keeps_no_memory() {
     let h = host();
-    let signal = h.sched.create_signal_with(SignalBehavior::Deferred).unwrap();
+    let signal = h
+        .sched
+        .create_signal_with(SignalBehavior::Deferred)
+        .unwrap();
     h.lua.globals().set("Changed", &signal).unwrap();
     let source = r#"
         for i = 1, 200 do
