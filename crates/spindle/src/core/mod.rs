@@ -137,11 +137,10 @@ pub(crate) struct Core<T, O> {
     deferred: VecDeque<Deferred>,
     /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
     outcomes: HashMap<TaskId, (O, u32)>,
-    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
-    depth: u32,
-    /// The tasks of those resumptions with their scripts, innermost last: a task made now is
-    /// the last one's. The script is kept here so that making a task reads no other slot.
-    resuming: Vec<(TaskId, TaskId)>,
+    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`): the numbers
+    /// of their tasks and of those tasks' scripts, innermost last. A task made now is the last
+    /// one's; the script is kept here so that making a task reads no other slot.
+    resuming: Vec<[u64; 2]>,
     /// Scripts the host is ending: no task is made in them (see [`Core::insert_from`]).
     ending: Vec<TaskId>,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
@@ -161,7 +160,6 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             awaiting: 0,
             deferred: VecDeque::new(),
             outcomes: HashMap::new(),
-            depth: 0,
             resuming: Vec::new(),
             ending: Vec::new(),
             defer_level: 0,
@@ -210,9 +208,9 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             Origin::Given(lineage) => lineage,
             Origin::Running => match self.resuming.last() {
                 None => Lineage::default(),
-                Some(&(creator, script)) => Lineage {
-                    creator: Some(creator),
-                    script: Some(script),
+                Some(&[creator, script]) => Lineage {
+                    creator: Some(self.tasks.id_of_number(creator)),
+                    script: Some(self.tasks.id_of_number(script)),
                 },
             },
         };
@@ -231,7 +229,9 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
 
     /// The task being resumed, innermost: the creator of a task made now.
     pub(crate) fn resuming_task(&self) -> Option<TaskId> {
-        self.resuming.last().map(|&(task, _)| task)
+        self.resuming
+            .last()
+            .map(|&[task, _]| self.tasks.id_of_number(task))
     }
 
     /// The live tasks of `script`.
@@ -372,10 +372,9 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         }
         let slot = self.tasks.get_mut(id)?;
         slot.running = true;
-        self.depth += 1;
         let token = slot.next_token();
-        let script = TaskId::of(id.scheduler(), slot.script_number());
-        self.resuming.push((id, script));
+        let script = slot.script_number();
+        self.resuming.push([id.as_u64(), script]);
         Some(token)
     }
 
@@ -383,13 +382,8 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// idle: nothing will resume it, so the engine may free it.
     #[inline]
     pub(crate) fn end_resumption(&mut self, id: TaskId) -> bool {
-        self.depth -= 1;
         let ended = self.resuming.pop();
-        debug_assert_eq!(
-            ended.map(|(task, _)| task),
-            Some(id),
-            "resumptions end innermost first"
-        );
+        debug_assert_eq!(ended.map(|[task, _]| task), Some(id.as_u64()), "innermost first");
         match self.tasks.get_mut(id) {
             Some(slot) => {
                 slot.running = false;
@@ -644,7 +638,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
 
     /// Whether a scheduler-driven resumption is in progress.
     pub(crate) fn is_resuming(&self) -> bool {
-        self.depth > 0
+        !self.resuming.is_empty()
     }
 
     pub(crate) fn in_cycle(&self) -> bool {
@@ -654,7 +648,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// A cycle or frame starts; false (and nothing changes) inside another one or inside a
     /// resumption.
     pub(crate) fn enter_cycle(&mut self) -> bool {
-        if self.in_cycle || self.depth > 0 {
+        if self.in_cycle || !self.resuming.is_empty() {
             return false;
         }
         self.in_cycle = true;
@@ -668,7 +662,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// The deferred queue starts draining; false inside a drain or a resumption, whose own
     /// drain runs what is queued.
     pub(crate) fn start_drain(&mut self) -> bool {
-        if self.draining || self.depth > 0 {
+        if self.draining || !self.resuming.is_empty() {
             return false;
         }
         self.draining = true;

@@ -317,6 +317,11 @@ impl<T: Copy + PartialEq> TaskTable<T> {
         TaskId::new(self.scheduler, slot, generation)
     }
 
+    /// The id of this scheduler's task whose number ([`TaskId::as_u64`]) is `number`.
+    pub(crate) fn id_of_number(&self, number: u64) -> TaskId {
+        TaskId::of(self.scheduler, number)
+    }
+
     /// Whether `id` was made by this table's scheduler.
     pub(crate) fn owns(&self, id: TaskId) -> bool {
         id.scheduler() == self.scheduler
