@@ -383,7 +383,11 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     #[inline]
     pub(crate) fn end_resumption(&mut self, id: TaskId) -> bool {
         let ended = self.resuming.pop();
-        debug_assert_eq!(ended.map(|[task, _]| task), Some(id.as_u64()), "innermost first");
+        debug_assert_eq!(
+            ended.map(|[task, _]| task),
+            Some(id.as_u64()),
+            "innermost first"
+        );
         match self.tasks.get_mut(id) {
             Some(slot) => {
                 slot.running = false;
