@@ -23,8 +23,8 @@ use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 use crate::async_fn::{failure_values, Call, OwnedFuture, OwnedFutures, Started};
 use crate::clock::Clock;
 use crate::core::{
-    Core, Deferred, Freed, Resumption, SchedulerId, Suspension, TaskId, TimedWake, TimerEntry,
-    TimerKind, ValuesKey,
+    Core, Deferred, Freed, Lineage, NotMade, Origin, Resumption, SchedulerId, Suspension, TaskId,
+    TimedWake, TimerEntry, TimerKind, ValuesKey,
 };
 use crate::error::{Error, Result, TaskError, CANNOT_YIELD};
 use crate::trace::{Recorder, TraceEntry, TraceEvent};
@@ -37,6 +37,7 @@ mod cycle;
 mod frame;
 mod memory;
 mod resume;
+mod scripts;
 mod signal_wait;
 
 pub(crate) use frame::{BudgetCheck, Frames, PhaseFire};
@@ -265,6 +266,10 @@ pub(crate) struct Inner {
     frames: Frames,
     /// The trace, when the host records one.
     trace: Recorder,
+    /// Scripts the host ended while some of their tasks ran, which end with their resumptions
+    /// (`engine/scripts.rs`); `any_doomed` says at a glance whether there are any.
+    doomed: RefCell<Vec<scripts::Doomed>>,
+    any_doomed: Cell<bool>,
 }
 
 pub(crate) enum StoredOutcome {
@@ -430,6 +435,8 @@ impl Inner {
             pristine: Pristine::of(lua)?,
             frames,
             trace: Recorder::default(),
+            doomed: RefCell::default(),
+            any_doomed: Cell::new(false),
         })
     }
 
@@ -635,8 +642,8 @@ impl Inner {
 
     /// The task of a thread that waits on the scheduler, making it one first if it is not: a
     /// thread that calls a scheduler function (`task.wait`, an async function,
-    /// `Signal:Wait`) becomes a task without being spawned, and the host's adoption hook is
-    /// told.
+    /// `Signal:Wait`) becomes a task without being spawned (started by the task being
+    /// resumed), and the host's adoption hook is told.
     pub(crate) fn adopt_waiting(&self, thread: &Thread) -> mlua::Result<TaskId> {
         if let Some(id) = self.find(thread) {
             return Ok(id);
@@ -646,11 +653,19 @@ impl Inner {
         Ok(id)
     }
 
-    /// The thread's task, making it one first if it is not.
+    /// The thread's task, making it one first if it is not (started by the task being
+    /// resumed).
+    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+        self.adopt_from(thread, Origin::Running)
+    }
+
+    /// The thread's task, making it one started from `origin` first if it is not. Refused
+    /// for a task that would belong to a script the host is ending.
     ///
     /// A thread whose task left the scheduler with a plain yield while a host handle claims
-    /// it (the slot is reserved for it) becomes that task again, under its old id.
-    pub(crate) fn adopt(&self, thread: &Thread) -> mlua::Result<TaskId> {
+    /// it (the slot is reserved for it) becomes that task again, under its old id (and its
+    /// old lineage).
+    pub(crate) fn adopt_from(&self, thread: &Thread, origin: Origin) -> mlua::Result<TaskId> {
         // A new thread carries no mark: nothing to look up.
         if let Some(slot) = vm::slot_mark(thread) {
             let ptr = ThreadPtr::of(thread);
@@ -661,17 +676,22 @@ impl Inner {
                 return Ok(id);
             }
         }
-        self.adopt_new(thread)
+        self.adopt_new(thread, origin)
     }
 
     /// Makes the thread a new task; it is none. Inlined into `adopt`: as a call of its own,
     /// it cost 23 instructions a spawned task (callgrind, spawn_wait).
     #[inline(always)]
-    pub(crate) fn adopt_new(&self, thread: &Thread) -> mlua::Result<TaskId> {
+    pub(crate) fn adopt_new(&self, thread: &Thread, origin: Origin) -> mlua::Result<TaskId> {
         let ptr = ThreadPtr::of(thread);
         let id = self
-            .core(move |core| core.insert(ptr))
-            .ok_or_else(|| mlua::Error::runtime("too many tasks (more than 2^32)"))?;
+            .core(move |core| core.insert_from(ptr, origin))
+            .map_err(|not_made| match not_made {
+                NotMade::TooMany => mlua::Error::runtime("too many tasks (more than 2^32)"),
+                NotMade::ScriptEnding(script) => mlua::Error::runtime(format!(
+                    "the script {script} was ended by the host: it starts no more tasks"
+                )),
+            })?;
         vm::set_slot_mark(thread, id.slot());
         if let Err(error) = self.threads.set(id.slot(), thread) {
             // The thread never reached the store, so the slot can be reused at once.
@@ -833,6 +853,7 @@ impl Inner {
     /// the end hook say it failed. The panic itself goes on to the host; the error handler
     /// is not called for it.
     pub(crate) fn free_unwinding(&self, id: TaskId) {
+        let lineage = self.try_core(|core| core.lineage(id)).flatten();
         let Some(claims) = self.free_task(id) else {
             return;
         };
@@ -840,7 +861,8 @@ impl Inner {
             Some(id),
             "a Rust panic unwound through the task",
             String::new(),
-        );
+        )
+        .started_by(lineage);
         if claims > 0 {
             let kept = StoredOutcome::Failed(error.clone());
             self.try_core(|core| core.keep_outcome(id, kept, claims));
@@ -933,6 +955,12 @@ impl Inner {
     fn complete(&self, lua: &Lua, id: TaskId, result: mlua::Result<MultiValue>) {
         // Rule 23: a task that ran out of memory gives it back before any other task runs.
         let _reclaim = memory::Reclaim::after(self, lua, id, &result);
+        // Read before the slot is freed: the report names who started the task. Only for an
+        // error, so that a task that finishes costs nothing more.
+        let lineage = match result {
+            Err(_) => self.core(|core| core.lineage(id)),
+            Ok(_) => None,
+        };
         // A task freed already (cancelled by Lua that ran while its error was formatted) still
         // has its error reported (rule 8), and a host waiting on it sees the failure.
         let freed = self.free_task(id);
@@ -944,7 +972,7 @@ impl Inner {
             Err(_) => TraceEvent::Fail,
         };
         self.record(Some(id), event);
-        let failure = self.settle(lua, id, freed, result);
+        let failure = self.settle(lua, id, freed, result, lineage);
         if freed.is_some() {
             let end = match &failure {
                 Some(error) => TaskEnd::Failed(error),
@@ -962,6 +990,7 @@ impl Inner {
         id: TaskId,
         freed: Option<u32>,
         result: mlua::Result<MultiValue>,
+        lineage: Option<Lineage>,
     ) -> Option<TaskError> {
         let keep = match freed {
             Some(claims) => claims > 0,
@@ -980,7 +1009,7 @@ impl Inner {
                 }
             },
             Err(error) => {
-                let report = TaskError::from_lua(Some(id), &error);
+                let report = TaskError::from_lua(Some(id), &error).started_by(lineage);
                 self.report(report.clone());
                 if !keep {
                     return Some(report);
@@ -1089,7 +1118,7 @@ impl Inner {
         if status != ThreadStatus::Resumable {
             return Err(Error::NotResumable(status));
         }
-        let id = self.adopt(thread)?;
+        let id = self.adopt_from(thread, Origin::Host)?;
         self.core(|core| core.claim(id));
         Ok(id)
     }
@@ -1150,7 +1179,19 @@ impl Inner {
         thread: &Thread,
         args: MultiValue,
     ) -> mlua::Result<()> {
-        let id = self.adopt(thread)?;
+        self.spawn_thread_from(lua, thread, Origin::Running, args)
+    }
+
+    /// `spawn_thread` of a task started from `origin` (a signal handler's call, on behalf of
+    /// its connection).
+    pub(crate) fn spawn_thread_from(
+        &self,
+        lua: &Lua,
+        thread: &Thread,
+        origin: Origin,
+        args: MultiValue,
+    ) -> mlua::Result<()> {
+        let id = self.adopt_from(thread, origin)?;
         self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
         Ok(())
     }

@@ -48,6 +48,15 @@ pub enum Error {
     /// already, or [`Scheduler::shutdown`](crate::Scheduler::shutdown) dropped the task.
     #[error("task {0} has no outcome to wait for (taken already, or dropped by a shutdown)")]
     NoOutcome(TaskId),
+    /// [`Scheduler::end_script`](crate::Scheduler::end_script) was given a task that is not a
+    /// script: it belongs to `script`, which is the one to end.
+    #[error("task {task} is not a script: it belongs to the script {script}")]
+    NotAScript {
+        /// The task given.
+        task: TaskId,
+        /// The script it belongs to.
+        script: TaskId,
+    },
     /// A deferral from the host, made while the deferred queue drains, went past the defer
     /// depth limit (contract rule 3).
     #[error("Maximum re-entrancy depth ({0}) exceeded calling task.defer")]
@@ -100,6 +109,16 @@ pub struct TaskError {
     /// The Lua stack traceback at the point of the error (may be empty). A deep one keeps its
     /// first and last levels only, as Lua's own `luaL_traceback` does.
     pub traceback: String,
+    /// The task that started the failed one (see
+    /// [`Scheduler::creator_of`](crate::Scheduler::creator_of)): for a signal handler's call,
+    /// the task that connected the handler, since the call's own task runs on a thread that
+    /// signals reuse. `None` for a task the host started, and when `task` is `None`.
+    pub creator: Option<TaskId>,
+    /// The script the failed task belonged to (see
+    /// [`Scheduler::script_of`](crate::Scheduler::script_of)), which
+    /// [`Scheduler::end_script`](crate::Scheduler::end_script) takes; for a signal handler's
+    /// call, the connecting task's script. `None` when `task` is `None`.
+    pub script: Option<TaskId>,
 }
 
 impl TaskError {
@@ -120,7 +139,18 @@ impl TaskError {
             task,
             message: message.into(),
             traceback: shortened(without_internal_frames(traceback.into())),
+            creator: None,
+            script: None,
         }
+    }
+
+    /// The error, naming who started its task and the task's script.
+    pub(crate) fn started_by(mut self, lineage: Option<crate::core::Lineage>) -> Self {
+        if let Some(lineage) = lineage {
+            self.creator = lineage.creator;
+            self.script = lineage.script;
+        }
+        self
     }
 
     /// Splits an mlua error into its message and the traceback mlua attached to it.

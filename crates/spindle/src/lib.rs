@@ -157,8 +157,8 @@ pub use engine::{CycleReport, FrameReport, FrameWork, TaskEnd, TaskStatus};
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{
-    IntoThread, Join, Outcome, Resumed, Scheduler, SchedulerBuilder, Task, WeakScheduler,
-    DEFAULT_MAX_DEFER_DEPTH,
+    IntoThread, Join, Outcome, Resumed, Scheduler, SchedulerBuilder, ScriptEnd, Task,
+    WeakScheduler, DEFAULT_MAX_DEFER_DEPTH,
 };
 pub use signal::{Signal, SignalBehavior};
 pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};

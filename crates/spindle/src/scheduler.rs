@@ -31,11 +31,13 @@ mod async_fn;
 mod drive;
 mod frames;
 mod lookup;
+mod scripts;
 mod signals;
 mod trace;
 
 pub use drive::Resumed;
 pub use lookup::WeakScheduler;
+pub use scripts::ScriptEnd;
 
 /// Roblox's limit on nested deferrals (contract rule 3).
 pub const DEFAULT_MAX_DEFER_DEPTH: u32 = 80;

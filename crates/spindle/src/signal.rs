@@ -6,6 +6,7 @@ use std::rc::{Rc, Weak};
 
 use mlua::{FromLua, Function, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Thread, Value};
 
+use crate::core::TaskId;
 use crate::engine::{Inner, WaitStamp};
 use crate::error::{refusal, Checked};
 use crate::error::{Error, Result};
@@ -40,6 +41,10 @@ pub(crate) struct SignalLibrary {
     methods: Table,
     new: Function,
     fire: Function,
+    /// `Signal::connect`: a connection no task owns.
+    host_connect: Function,
+    /// Disconnects every connection a script's tasks made (`Scheduler::end_script`).
+    end_connections: Function,
 }
 
 impl SignalLibrary {
@@ -53,6 +58,12 @@ impl SignalLibrary {
     /// The host's handle on `object`, if it is a signal made by this library.
     pub(crate) fn adopt(&self, inner: &Rc<Inner>, object: Table) -> Option<Signal> {
         (object.metatable().as_ref() == Some(&self.methods)).then(|| self.handle(inner, object))
+    }
+
+    /// Disconnects every connection that the tasks of `script` made, on every signal; a call
+    /// of theirs that a deferred signal queued is dropped. Returns how many were connected.
+    pub(crate) fn end_connections(&self, script: TaskId) -> mlua::Result<usize> {
+        self.end_connections.call(Inner::task_key(script))
     }
 
     fn handle(&self, inner: &Rc<Inner>, object: Table) -> Signal {
@@ -73,8 +84,6 @@ pub(crate) fn build(
 ) -> mlua::Result<SignalLibrary> {
     let rt = lua.create_table()?;
     for name in [
-        "spawn",
-        "defer",
         "abandon_wait",
         "mark",
         "yield",
@@ -87,6 +96,56 @@ pub(crate) fn build(
     let coroutine: Table = lua.globals().get("coroutine")?;
     rt.raw_set("running", coroutine.get::<Function>("running")?)?;
     rt.raw_set("default_behavior", default.name())?;
+
+    // A handler's call is a task of the connection's script, started by the connecting task
+    // (a root for a connection the host made): `spawn_as` and `defer_as` take the two keys
+    // `owner` gave at `Connect`, then what `task.spawn` and `task.defer` take.
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "spawn_as",
+        lua.create_function(
+            move |lua, (task, script, target, args): (Value, Value, Thread, MultiValue)| {
+                Ok(Checked::of((|| {
+                    sched.ensure_open()?;
+                    let origin = sched.origin_of_keys(&task, &script);
+                    sched.spawn_thread_from(lua, &target, origin, args)?;
+                    Ok(true)
+                })()))
+            },
+        )?,
+    )?;
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "defer_as",
+        lua.create_function(
+            move |lua, (task, script, target, args): (Value, Value, Function, MultiValue)| {
+                Ok(Checked::of((|| {
+                    sched.ensure_open()?;
+                    let thread = lua.create_thread(target)?;
+                    let origin = sched.origin_of_keys(&task, &script);
+                    let id = sched.adopt_from(&thread, origin)?;
+                    sched.lua_defer(lua, id, args, true)?;
+                    Ok(true)
+                })()))
+            },
+        )?,
+    )?;
+    // The keys of the connecting task and its script, or nothing for a connection made outside
+    // any task; `false` and the reason when the task's script is being ended.
+    let sched = Rc::clone(inner);
+    rt.raw_set(
+        "owner",
+        lua.create_function(move |lua, ()| {
+            Ok(match sched.connecting_task() {
+                Ok(Some((task, script))) => (Inner::task_key(task), Inner::task_key(script)),
+                Ok(None) => (Value::Nil, Value::Nil),
+                Err(error) => (
+                    Value::Boolean(false),
+                    Value::String(lua.create_string(refusal(&error))?),
+                ),
+            })
+        })?,
+    )?;
 
     let sched = Rc::clone(inner);
     rt.raw_set(
@@ -129,7 +188,7 @@ pub(crate) fn build(
         )?,
     )?;
 
-    let (class, methods): (Table, Table) = lua
+    let (class, methods, host_connect, end_connections): (Table, Table, Function, Function) = lua
         .load(SOURCE)
         .set_name("=[spindle signal]")
         .set_mode(mlua::chunk::ChunkMode::Text)
@@ -139,6 +198,8 @@ pub(crate) fn build(
         fire: methods.raw_get("Fire")?,
         class,
         methods,
+        host_connect,
+        end_connections,
     })
 }
 
@@ -240,10 +301,12 @@ impl Signal {
     }
 
     /// Connects `handler`, as `signal:Connect(handler)`, and returns the connection object
-    /// (with `Connected` and `Disconnect`).
+    /// (with `Connected` and `Disconnect`). The connection is the host's, even when made from
+    /// a Rust function that a task called: each call of the handler is a task of its own
+    /// script, and no [`Scheduler::end_script`](crate::Scheduler::end_script) but that one's
+    /// disconnects it.
     pub fn connect(&self, handler: Function) -> Result<Table> {
-        let connect: Function = self.library.methods.raw_get("Connect")?;
-        Ok(connect.call((&self.object, handler))?)
+        Ok(self.library.host_connect.call((&self.object, handler))?)
     }
 
     /// Disconnects every handler, as `signal:DisconnectAll()`; pending deferred calls are

@@ -29,13 +29,34 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 pub use tasks::TaskId;
-pub(crate) use tasks::{SchedulerId, Slot, Suspension, TaskTable};
+pub(crate) use tasks::{Lineage, SchedulerId, Slot, Suspension, TaskTable};
 pub(crate) use timers::Timers;
 
 /// The key of one list of values the engine keeps Lua-side (arguments of a pending
 /// resumption, results for the host); the core only carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ValuesKey(pub(crate) u32);
+
+/// Where a new task comes from ([`Core::insert_from`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Origin {
+    /// Started by the task being resumed (a root outside any resumption): `task.spawn`,
+    /// `defer`, `delay`, and a coroutine that becomes a task by calling a scheduler function.
+    Running,
+    /// The host's own `spawn`, `defer` or `delay`: a root, its own script.
+    Host,
+    /// On behalf of a given task and script: a signal handler's call, for its connection.
+    Given(Lineage),
+}
+
+/// Why [`Core::insert_from`] made no task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotMade {
+    /// 2^32 slots exist.
+    TooMany,
+    /// The task would belong to this script, which the host is ending.
+    ScriptEnding(TaskId),
+}
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TimerEntry {
@@ -116,8 +137,12 @@ pub(crate) struct Core<T, O> {
     deferred: VecDeque<Deferred>,
     /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
     outcomes: HashMap<TaskId, (O, u32)>,
-    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`).
-    depth: u32,
+    /// Scheduler-driven resumptions in progress (they nest through `task.spawn`): the numbers
+    /// of their tasks and of those tasks' scripts, innermost last. A task made now is the last
+    /// one's; the script is kept here so that making a task reads no other slot.
+    resuming: Vec<[u64; 2]>,
+    /// Scripts the host is ending: no task is made in them (see [`Core::insert_from`]).
+    ending: Vec<TaskId>,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
     defer_level: u32,
     draining: bool,
@@ -135,7 +160,8 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             awaiting: 0,
             deferred: VecDeque::new(),
             outcomes: HashMap::new(),
-            depth: 0,
+            resuming: Vec::new(),
+            ending: Vec::new(),
             defer_level: 0,
             draining: false,
             in_cycle: false,
@@ -167,9 +193,78 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         self.tasks.find(slot, thread)
     }
 
-    /// A new task for `thread`; `None` when 2^32 slots exist.
+    /// A new task for `thread`, started by the task being resumed (a root outside any
+    /// resumption); `None` when 2^32 slots exist or its script is ending.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, thread: T) -> Option<TaskId> {
-        self.tasks.insert(thread)
+        self.insert_from(thread, Origin::Running).ok()
+    }
+
+    /// A new task for `thread`, started from `origin`.
+    #[inline]
+    pub(crate) fn insert_from(&mut self, thread: T, origin: Origin) -> Result<TaskId, NotMade> {
+        let lineage = match origin {
+            Origin::Host => Lineage::default(),
+            Origin::Given(lineage) => lineage,
+            Origin::Running => match self.resuming.last() {
+                None => Lineage::default(),
+                Some(&[creator, script]) => Lineage {
+                    creator: Some(self.tasks.id_of_number(creator)),
+                    script: Some(self.tasks.id_of_number(script)),
+                },
+            },
+        };
+        if let Some(script) = lineage.script {
+            if !self.ending.is_empty() && self.ending.contains(&script) {
+                return Err(NotMade::ScriptEnding(script));
+            }
+        }
+        self.tasks.insert(thread, lineage).ok_or(NotMade::TooMany)
+    }
+
+    /// Who started the live task `id`, and its script (itself for a root).
+    pub(crate) fn lineage(&self, id: TaskId) -> Option<Lineage> {
+        self.tasks.lineage(id)
+    }
+
+    /// The task being resumed, innermost: the creator of a task made now.
+    pub(crate) fn resuming_task(&self) -> Option<TaskId> {
+        self.resuming
+            .last()
+            .map(|&[task, _]| self.tasks.id_of_number(task))
+    }
+
+    /// The live tasks of `script`.
+    pub(crate) fn tasks_of_script(&self, script: TaskId) -> Vec<TaskId> {
+        if !self.owns(script) {
+            return Vec::new();
+        }
+        let number = script.as_u64();
+        self.tasks
+            .occupied()
+            .filter(|(_, slot)| slot.script_number() == number)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The host begins ending `script`: no task is made in it until [`stop_ending`]. Returns
+    /// false if it was being ended already.
+    ///
+    /// [`stop_ending`]: Self::stop_ending
+    pub(crate) fn start_ending(&mut self, script: TaskId) -> bool {
+        if self.ending.contains(&script) {
+            return false;
+        }
+        self.ending.push(script);
+        true
+    }
+
+    pub(crate) fn stop_ending(&mut self, script: TaskId) {
+        self.ending.retain(|&s| s != script);
+    }
+
+    pub(crate) fn is_ending(&self, script: TaskId) -> bool {
+        self.ending.contains(&script)
     }
 
     pub(crate) fn task_count(&self) -> usize {
@@ -314,20 +409,29 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// A scheduler-driven resumption of the task starts: it is running, one level deeper, and
     /// (with `end_suspension`) its suspension ends. Returns the resumption's token; `None` for
     /// a freed task. [`end_resumption`](Self::end_resumption) undoes it.
+    #[inline]
     pub(crate) fn start_resumption(&mut self, id: TaskId, end_suspension: bool) -> Option<u32> {
         if end_suspension {
             self.set_suspension(id, Suspension::None);
         }
         let slot = self.tasks.get_mut(id)?;
         slot.running = true;
-        self.depth += 1;
-        Some(slot.next_token())
+        let token = slot.next_token();
+        let script = slot.script_number();
+        self.resuming.push([id.as_u64(), script]);
+        Some(token)
     }
 
     /// The resumption started by `start_resumption` ended. Returns whether the task is now
     /// idle: nothing will resume it, so the engine may free it.
+    #[inline]
     pub(crate) fn end_resumption(&mut self, id: TaskId) -> bool {
-        self.depth -= 1;
+        let ended = self.resuming.pop();
+        debug_assert_eq!(
+            ended.map(|[task, _]| task),
+            Some(id.as_u64()),
+            "innermost first"
+        );
         match self.tasks.get_mut(id) {
             Some(slot) => {
                 slot.running = false;
@@ -582,7 +686,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
 
     /// Whether a scheduler-driven resumption is in progress.
     pub(crate) fn is_resuming(&self) -> bool {
-        self.depth > 0
+        !self.resuming.is_empty()
     }
 
     pub(crate) fn in_cycle(&self) -> bool {
@@ -592,7 +696,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// A cycle or frame starts; false (and nothing changes) inside another one or inside a
     /// resumption.
     pub(crate) fn enter_cycle(&mut self) -> bool {
-        if self.in_cycle || self.depth > 0 {
+        if self.in_cycle || !self.resuming.is_empty() {
             return false;
         }
         self.in_cycle = true;
@@ -606,7 +710,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// The deferred queue starts draining; false inside a drain or a resumption, whose own
     /// drain runs what is queued.
     pub(crate) fn start_drain(&mut self) -> bool {
-        if self.draining || self.depth > 0 {
+        if self.draining || !self.resuming.is_empty() {
             return false;
         }
         self.draining = true;

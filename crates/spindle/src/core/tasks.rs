@@ -81,6 +81,27 @@ impl TaskId {
     }
 }
 
+/// Who started a task, and the script it belongs to (contract rule 24).
+///
+/// A task's *creator* is the task the scheduler was running when it became a task (a coroutine
+/// a script resumes by hand counts as the task that resumed it); the host starts roots, which
+/// have none. A task's *script* is the root at the end of its chain of creators: a root is
+/// its own script, and a signal handler's task belongs to the connecting task's script.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Lineage {
+    /// `None` for a root.
+    pub(crate) creator: Option<TaskId>,
+    /// `None` when starting a root: the task is its own script.
+    pub(crate) script: Option<TaskId>,
+}
+
+impl TaskId {
+    /// The id of this scheduler's task whose number is `local`.
+    pub(crate) fn of(scheduler: SchedulerId, local: u64) -> Self {
+        TaskId { scheduler, local }
+    }
+}
+
 impl From<&TaskId> for TaskId {
     fn from(id: &TaskId) -> TaskId {
         *id
@@ -161,6 +182,13 @@ pub(crate) struct Slot<T> {
     pub(super) claims: u32,
     /// The thread is in the engine's set of threads that blocked in an mlua future.
     pub(super) in_blocked_set: bool,
+    /// The task that started this one, as the number of its id ([`TaskId::as_u64`]); this
+    /// task's own number when the host started it. Numbers rather than ids: 16 bytes a task
+    /// less than two `TaskId`s, and the scheduler is known.
+    creator: u64,
+    /// The script the task belongs to: the number of the task at the root of its chain of
+    /// creators (its own number for a root).
+    script: u64,
     /// The thread, while the slot is occupied.
     thread: Option<T>,
     /// The thread the slot is reserved for, while it is ([`TaskTable::reserve`]).
@@ -183,6 +211,11 @@ impl<T: Copy> Slot<T> {
 
     pub(crate) fn is_running(&self) -> bool {
         self.running
+    }
+
+    /// The number of the task's script ([`TaskId::as_u64`]).
+    pub(crate) fn script_number(&self) -> u64 {
+        self.script
     }
 
     pub(super) fn next_token(&mut self) -> u32 {
@@ -245,8 +278,10 @@ impl<T: Copy + PartialEq> TaskTable<T> {
         (entry.thread == Some(thread)).then(|| self.id(slot, entry.generation))
     }
 
-    /// A new task for `thread`, in a free slot or a new one; `None` past 2^32 tasks.
-    pub(crate) fn insert(&mut self, thread: T) -> Option<TaskId> {
+    /// A new task for `thread`, started as `lineage` says (a root where it names nobody), in a
+    /// free slot or a new one; `None` past 2^32 tasks.
+    #[inline]
+    pub(crate) fn insert(&mut self, thread: T, lineage: Lineage) -> Option<TaskId> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -260,6 +295,8 @@ impl<T: Copy + PartialEq> TaskTable<T> {
                     running: false,
                     claims: 0,
                     in_blocked_set: false,
+                    creator: 0,
+                    script: 0,
                     thread: None,
                     reserved: None,
                 });
@@ -269,13 +306,31 @@ impl<T: Copy + PartialEq> TaskTable<T> {
         self.occupied += 1;
         let entry = &mut self.slots[slot as usize];
         entry.thread = Some(thread);
-        let generation = entry.generation;
-        Some(self.id(slot, generation))
+        let id = TaskId::new(self.scheduler, slot, entry.generation);
+        // A root is its own creator and script: a task never starts itself.
+        entry.creator = lineage.creator.unwrap_or(id).local;
+        entry.script = lineage.script.unwrap_or(id).local;
+        Some(id)
+    }
+
+    /// Who started the live task `id`, and its script.
+    pub(crate) fn lineage(&self, id: TaskId) -> Option<Lineage> {
+        let slot = self.get(id)?;
+        let named = |local: u64| (local != id.local).then(|| TaskId::of(self.scheduler, local));
+        Some(Lineage {
+            creator: named(slot.creator),
+            script: Some(TaskId::of(self.scheduler, slot.script)),
+        })
     }
 
     /// The id of this scheduler's task in `slot` at `generation`.
     pub(crate) fn id(&self, slot: u32, generation: u32) -> TaskId {
         TaskId::new(self.scheduler, slot, generation)
+    }
+
+    /// The id of this scheduler's task whose number ([`TaskId::as_u64`]) is `number`.
+    pub(crate) fn id_of_number(&self, number: u64) -> TaskId {
+        TaskId::of(self.scheduler, number)
     }
 
     /// Whether `id` was made by this table's scheduler.
@@ -317,6 +372,8 @@ impl<T: Copy + PartialEq> TaskTable<T> {
             running: false,
             claims: 0,
             in_blocked_set: false,
+            creator: 0,
+            script: 0,
             thread: None,
             reserved: None,
         };
@@ -333,6 +390,9 @@ impl<T: Copy + PartialEq> TaskTable<T> {
         let slot = &mut self.slots[id.slot() as usize];
         slot.generation = generation;
         slot.reserved = freed.thread;
+        // The same task when its thread comes back: the same creator and script too.
+        slot.creator = freed.creator;
+        slot.script = freed.script;
         Some(freed)
     }
 
@@ -395,8 +455,8 @@ mod tests {
     #[test]
     fn inserted_threads_are_found_and_forgotten_when_freed() {
         let mut table = TaskTable::new(SchedulerId::fresh());
-        let id_a = table.insert('a').unwrap();
-        let id_b = table.insert('b').unwrap();
+        let id_a = table.insert('a', Lineage::default()).unwrap();
+        let id_b = table.insert('b', Lineage::default()).unwrap();
         assert_ne!(id_a, id_b);
         assert_eq!(table.find(id_b.slot(), 'b'), Some(id_b));
         assert_eq!(table.find(id_b.slot(), 'a'), None, "another thread's mark");
@@ -404,10 +464,10 @@ mod tests {
         assert_eq!(table.find(id_a.slot(), 'a'), None);
         assert!(table.get(id_a).is_none(), "the old id is stale");
         assert!(table.free(id_a).is_none(), "freed once");
-        let id_c = table.insert('c').unwrap();
+        let id_c = table.insert('c', Lineage::default()).unwrap();
         assert_ne!(id_c.slot(), id_a.slot(), "a freed slot waits for recycle");
         table.recycle(id_a.slot());
-        let id_d = table.insert('d').unwrap();
+        let id_d = table.insert('d', Lineage::default()).unwrap();
         assert_eq!(id_d.slot(), id_a.slot(), "then it is reused");
         assert_ne!(id_d, id_a, "under a new generation");
         assert_eq!(table.len(), 3);
@@ -417,13 +477,13 @@ mod tests {
     #[test]
     fn reset_never_gives_an_old_id_to_a_new_task() {
         let mut table = TaskTable::new(SchedulerId::fresh());
-        let old = table.insert(1).unwrap();
+        let old = table.insert(1, Lineage::default()).unwrap();
         table.free(old).unwrap();
         table.recycle(old.slot());
         assert!(table.is_idle());
         table.reset();
         assert_eq!(table.capacity(), 0);
-        let new = table.insert(2).unwrap();
+        let new = table.insert(2, Lineage::default()).unwrap();
         assert_eq!(new.slot(), old.slot());
         assert_ne!(new, old);
         assert!(table.get(old).is_none());
@@ -432,7 +492,7 @@ mod tests {
     #[test]
     fn a_freed_slot_forgets_its_counts_and_keeps_its_token_sequence() {
         let mut table = TaskTable::new(SchedulerId::fresh());
-        let id = table.insert(1).unwrap();
+        let id = table.insert(1, Lineage::default()).unwrap();
         let slot = table.get_mut(id).unwrap();
         let first = slot.next_token();
         slot.timers = 2;
@@ -442,7 +502,7 @@ mod tests {
         let freed = table.free(id).unwrap();
         assert_eq!((freed.timers, freed.claims), (2, 1));
         table.recycle(id.slot());
-        let again = table.insert(2).unwrap();
+        let again = table.insert(2, Lineage::default()).unwrap();
         let slot = table.get_mut(again).unwrap();
         assert!(!slot.has_pending());
         assert_eq!(slot.claims(), 0);
@@ -456,14 +516,14 @@ mod tests {
     #[test]
     fn a_reserved_slot_gives_its_id_back_to_its_thread_alone_until_unreserved() {
         let mut table = TaskTable::new(SchedulerId::fresh());
-        let id = table.insert('a').unwrap();
+        let id = table.insert('a', Lineage::default()).unwrap();
         table.get_mut(id).unwrap().next_token();
         assert!(table.reserve(id).is_some());
         assert!(table.get(id).is_none(), "reserved is not occupied");
         assert_eq!(table.find(id.slot(), 'a'), None);
         assert_eq!(table.len(), 0);
         assert!(!table.is_idle(), "a reserved slot is not free");
-        let other = table.insert('b').unwrap();
+        let other = table.insert('b', Lineage::default()).unwrap();
         assert_ne!(other.slot(), id.slot(), "a reserved slot is not reused");
         assert_eq!(
             table.reclaim(id.slot(), 'b'),
@@ -480,7 +540,7 @@ mod tests {
         assert!(table.reserve(id).is_some());
         assert!(table.unreserve(id));
         assert_eq!(table.reclaim(id.slot(), 'a'), None);
-        let next = table.insert('c').unwrap();
+        let next = table.insert('c', Lineage::default()).unwrap();
         assert_eq!(next.slot(), id.slot(), "unreserved, the slot is recycled");
         assert_ne!(next, id, "under a new generation");
     }

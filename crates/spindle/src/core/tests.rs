@@ -623,3 +623,60 @@ fn the_compaction_margin_grows_with_the_live_timers() {
     assert_eq!(stale, 67, "69 timers, 2 live: compacted");
     core.check_counts();
 }
+
+#[test]
+fn a_task_made_during_a_resumption_is_the_resumed_tasks_and_of_its_script() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let root = core.insert(1).unwrap();
+    let lineage = core.lineage(root).unwrap();
+    assert_eq!((lineage.creator, lineage.script), (None, Some(root)));
+    core.start_resumption(root, true).unwrap();
+    let child = core.insert(2).unwrap();
+    core.start_resumption(child, true).unwrap();
+    let grandchild = core.insert(3).unwrap();
+    core.end_resumption(child);
+    let sibling = core.insert(4).unwrap();
+    core.end_resumption(root);
+    let other_root = core.insert(5).unwrap();
+    let of = |core: &TestCore, id| core.lineage(id).map(|l| (l.creator, l.script));
+    assert_eq!(of(&core, child), Some((Some(root), Some(root))));
+    assert_eq!(of(&core, grandchild), Some((Some(child), Some(root))));
+    assert_eq!(of(&core, sibling), Some((Some(root), Some(root))));
+    assert_eq!(of(&core, other_root), Some((None, Some(other_root))));
+    assert_eq!(
+        core.tasks_of_script(root),
+        [root, child, grandchild, sibling]
+    );
+    // The script outlives its first task.
+    core.free(root).unwrap();
+    assert_eq!(core.tasks_of_script(root), [child, grandchild, sibling]);
+    assert_eq!(of(&core, child), Some((Some(root), Some(root))));
+}
+
+#[test]
+fn no_task_is_made_in_a_script_being_ended() {
+    let mut core = TestCore::new(SchedulerId::fresh());
+    let root = core.insert(1).unwrap();
+    assert!(core.start_ending(root));
+    assert!(!core.start_ending(root), "ending already");
+    core.start_resumption(root, true).unwrap();
+    assert_eq!(
+        core.insert_from(2, Origin::Running),
+        Err(NotMade::ScriptEnding(root))
+    );
+    let given = Lineage {
+        creator: Some(root),
+        script: Some(root),
+    };
+    assert_eq!(
+        core.insert_from(3, Origin::Given(given)),
+        Err(NotMade::ScriptEnding(root))
+    );
+    assert!(
+        core.insert_from(4, Origin::Host).is_ok(),
+        "a root of its own"
+    );
+    core.stop_ending(root);
+    assert!(core.insert_from(5, Origin::Running).is_ok());
+    core.end_resumption(root);
+}

@@ -39,6 +39,7 @@ impl Inner {
 
     pub(super) fn cycle_inner(&self, lua: &Lua) -> CycleReport {
         self.cycles.set(self.cycles.get() + 1);
+        self.settle_doomed(lua, None);
         let errors_before = self.errors.get();
         // Ready tasks a frame budget carried over run first, in order.
         let (carried_timers, carried_wakeups) = self.run_carried(lua);

@@ -19,7 +19,7 @@ use super::{
     TimedWake, Wakeup,
 };
 use crate::clock::Clock;
-use crate::core::TaskId;
+use crate::core::{Origin, TaskId};
 use crate::error::{Error, Result, TaskError};
 use crate::trace::TraceEvent;
 use crate::vm::{self, RawResumed, ThreadPtr};
@@ -351,6 +351,10 @@ impl Inner {
             None => self.file(lua, id, token, returned, idle),
             Some(out) => out.set(Some(self.file_driven(lua, id, token, returned, idle))),
         }
+        // A task of a script the host ended while it ran is cancelled once it has yielded.
+        if self.any_doomed.get() {
+            self.settle_doomed(lua, Some(id));
+        }
         if self.closed.get() {
             // The host's last handle was dropped during the resumption (from a Rust function
             // the task called, an error handler or the end hook), where its shutdown was
@@ -523,7 +527,7 @@ impl Inner {
         }
         // A new task even for a released task's thread: the host drives it now, and the
         // handle on the released task keeps its outcome.
-        let id = self.adopt_new(thread)?;
+        let id = self.adopt_new(thread, Origin::Host)?;
         let Some(token) = self.core(|core| core.start_resumption(id, true)) else {
             return Err(Error::Lua(mlua::Error::runtime(
                 "the thread's task ended before it could be resumed",

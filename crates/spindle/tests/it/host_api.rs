@@ -15,6 +15,7 @@ use crate::support::{harness, harness_with, lines};
 mod attacks;
 mod driving;
 mod reaching;
+mod scripts;
 mod serving;
 mod task_end;
 

@@ -770,6 +770,8 @@ fn a_clone_of_a_released_tasks_handle_claims_its_release_and_follows_it_back() {
     let lua = Lua::new();
     let scheduler = Scheduler::new(&lua).unwrap();
     scheduler.install_task_library().unwrap();
+    // Another task first, so that the released task's number is not zero.
+    let _earlier = scheduler.spawn(function(&lua, "task.wait()"), ()).unwrap();
     let body = function(
         &lua,
         "local v = coroutine.yield(5) task.wait() return v * 2",
@@ -783,6 +785,9 @@ fn a_clone_of_a_released_tasks_handle_claims_its_release_and_follows_it_back() {
     // Spawned again, the thread is the same task: the clone reads its final outcome.
     let again = scheduler.spawn(&thread, 21).unwrap();
     assert_eq!(again.id(), second.id());
+    // The same task: still its own script, with no creator.
+    assert_eq!(scheduler.script_of(&again), Some(again.id()));
+    assert_eq!(scheduler.creator_of(&again), None);
     scheduler.run_blocking().unwrap();
     let outcome = scheduler.take_result::<i64>(&second).unwrap();
     assert!(
