@@ -6,12 +6,13 @@
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use spindle::mlua::{self, Lua};
 use spindle::{Clock, Scheduler, VirtualClock};
 
+mod builtins;
 mod limits;
 
 #[derive(Parser)]
@@ -100,6 +101,7 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     scheduler
         .install_task_library()
         .map_err(|e| LoadError(e.to_string()))?;
+    install_require(&scheduler).map_err(|e| LoadError(format!("cannot install require: {e}")))?;
     let main = lua
         .load(&source[..])
         .set_name(format!("@{}", file.display()))
@@ -124,9 +126,17 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
             .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;
     }
 
+    // The scheduler runs on a current-thread tokio runtime, which the network library needs;
+    // the main task starts inside it, so that a top-level `net.serve` can bind.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))?;
+    let _entered = runtime.enter();
+    let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, args);
-    let finished = started.and_then(|_| async_io::block_on(scheduler.run(async_io::Timer::at)));
+    let finished = started.and_then(|_| runtime.block_on(scheduler.run(sleeper)));
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
         return Ok(ExitCode::from(1));
@@ -136,6 +146,18 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Makes Spindle's libraries (`builtins`) answer `require("@spindle/NAME")`, next to what
+/// Luau's own `require` resolves (relative paths), which stays as it is.
+fn install_require(scheduler: &Scheduler) -> mlua::Result<()> {
+    for name in builtins::NAMES {
+        let library = builtins::load(name, scheduler).expect("a name from builtins::NAMES")?;
+        scheduler
+            .lua()
+            .register_module(&format!("@spindle/{name}"), library)?;
+    }
+    Ok(())
 }
 
 /// An argument as the bytes of a Lua string: on unix the bytes the process was given, UTF-8 or
