@@ -91,6 +91,11 @@
 //! the listener is closed, idle connections are closed, in-flight requests are answered (within
 //! `shutdownTimeout`), and then the server's task ends, which lets the run end.
 //!
+//! End a host's run with `stop()` or [`Scheduler::shutdown`], which drops the server's future
+//! (its listener and connections) and every handler's task. Dropping the host's last
+//! `Scheduler` handle while a request is in flight does not end the scheduler: the exchange
+//! awaits its handler with [`Scheduler::join`], whose handle keeps it alive until then.
+//!
 //! The request table: `method` (`"GET"`, ...), `path` (`"/users/7"`, percent-encoded as sent),
 //! `query` (decoded; a key given more than once maps to an array of its values, in order),
 //! `headers` (lower-case names; a header given more than once is joined with `", "`), and
