@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use mlua::{AnyUserData, Lua, MultiValue, Table, Value};
+use mlua::{Lua, MultiValue, Table, Value};
 use spindle::{Outcome, TaskId, WeakScheduler};
 use tokio::time::{timeout_at, Instant};
 
@@ -64,10 +64,13 @@ pub(super) async fn exchange(
         scheduler: shared.scheduler.clone(),
         task: Some(task.id()),
     };
-    let outcome = timeout_at(deadline, scheduler.join::<Option<AnyUserData>>(&task)).await;
+    let outcome = timeout_at(deadline, scheduler.join::<Value>(&task)).await;
     running.task = None;
     let response = match outcome {
-        Ok(Ok(Outcome::Finished(Some(answer)))) => match answer.take::<Answer>() {
+        Ok(Ok(Outcome::Finished(Value::String(body)))) => {
+            Response::new(Full::new(Bytes::copy_from_slice(&body.as_bytes())))
+        }
+        Ok(Ok(Outcome::Finished(Value::UserData(answer)))) => match answer.take::<Answer>() {
             Ok(answer) => {
                 let mut response = Response::new(Full::new(answer.body));
                 *response.status_mut() = answer.status;
@@ -165,12 +168,17 @@ fn decode_component(text: &str) -> Vec<u8> {
 }
 
 /// `respond(answer)`, called in the handler's task with what the handler returned: checks it and
-/// hands it over as an [`Answer`] userdata. A bad answer fails the task here, with a message
-/// that says what was wrong.
-pub(super) fn respond(lua: &Lua, values: MultiValue) -> mlua::Result<AnyUserData> {
-    let answer = answer_from(values.into_iter().next().unwrap_or(Value::Nil))
+/// hands it over, a string as it is (the common case, with no allocation), a table as an
+/// [`Answer`] userdata. A bad answer fails the task here, with a message that says what was
+/// wrong.
+pub(super) fn respond(lua: &Lua, values: MultiValue) -> mlua::Result<Value> {
+    let value = values.into_iter().next().unwrap_or(Value::Nil);
+    if let Value::String(_) = value {
+        return Ok(value);
+    }
+    let answer = answer_from(value)
         .map_err(|message| mlua::Error::runtime(format!("net.serve: the handler {message}")))?;
-    lua.create_any_userdata(answer)
+    Ok(Value::UserData(lua.create_any_userdata(answer)?))
 }
 
 fn answer_from(value: Value) -> Result<Answer, String> {
