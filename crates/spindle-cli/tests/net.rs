@@ -52,10 +52,22 @@ fn get(port: u16, path: &str) -> String {
 /// Runs `source` with `port` as its argument while `client` talks to it; the run must end
 /// within ten seconds of the client's last request.
 fn serve(name: &str, source: &str, port: u16, client: impl FnOnce()) -> Output {
+    serve_with(&[], name, source, port, client)
+}
+
+/// [`serve`] with options for `spindle run`.
+fn serve_with(
+    options: &[&str],
+    name: &str,
+    source: &str,
+    port: u16,
+    client: impl FnOnce(),
+) -> Output {
     let path = script(name, source);
     let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .arg("run")
+        .args(options)
         .args([
-            "run",
             path.file_name().unwrap().to_str().unwrap(),
             &port.to_string(),
         ])
@@ -135,4 +147,41 @@ fn a_handler_error_answers_500_and_is_reported_with_exit_status_1() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("serve_error.luau:6: boom"), "{stderr}");
     assert!(stderr.contains("stack traceback"), "{stderr}");
+}
+
+#[test]
+fn handlers_stopped_by_the_timeout_or_the_memory_limit_answer_500_and_the_server_goes_on() {
+    let port = free_port();
+    let mut responses = Vec::new();
+    let output = serve_with(
+        &["--virtual-time", "--timeout", "1", "--memory-limit", "8M"],
+        "serve_limits.luau",
+        r#"
+        local net = require("@spindle/net")
+        local server
+        server = net.serve(tonumber((...)), function(request)
+            if request.path == "/loop" then
+                while true do end
+            elseif request.path == "/hog" then
+                local hog = {}
+                while true do hog[#hog + 1] = { #hog } end
+            end
+            task.wait(60) -- virtual time: no wait at all
+            server.stop()
+            return "still serving"
+        end)
+        "#,
+        port,
+        || responses = vec![get(port, "/loop"), get(port, "/hog"), get(port, "/")],
+    );
+    assert!(responses[0].starts_with("HTTP/1.1 500"), "{}", responses[0]);
+    assert!(responses[1].starts_with("HTTP/1.1 500"), "{}", responses[1]);
+    assert!(responses[2].ends_with("still serving"), "{}", responses[2]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("Script timeout: exhausted allowed execution time"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not enough memory"), "{stderr}");
 }
