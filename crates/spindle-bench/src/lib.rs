@@ -11,7 +11,8 @@
 //! - [`plain_vm`]: the floors' runner, a Luau VM with no scheduler;
 //! - [`async_calls`]: the in-process async-call workloads;
 //! - [`report`]: medians, targets and the table;
-//! - [`machine`]: what the results were measured on.
+//! - [`machine`]: what the results were measured on;
+//! - [`net`]: the network benchmark's wrk reports.
 //!
 //! Invariant: no measurement is recorded unless its output was verified, so a broken run cannot
 //! look fast.
@@ -23,6 +24,7 @@ pub mod async_calls;
 pub mod child;
 mod error;
 pub mod machine;
+pub mod net;
 pub mod plain_vm;
 pub mod programs;
 pub mod report;

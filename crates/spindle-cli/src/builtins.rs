@@ -6,7 +6,7 @@ use spindle::Scheduler;
 use spindle_std::process::ProcessInfo;
 
 /// The names `load` knows, for messages.
-pub const NAMES: &[&str] = &["json", "process", "stdio"];
+pub const NAMES: &[&str] = &["json", "net", "process", "stdio"];
 
 /// Builds the built-in module `name` (without the `@spindle/` prefix); `None` when there is no
 /// such module. `process` reads the run's [`ProcessInfo`] from the VM's app data.
@@ -15,6 +15,7 @@ pub fn load(name: &str, scheduler: &Scheduler) -> Option<mlua::Result<Value>> {
     let module = match name {
         "json" => spindle_std::json::module(lua),
         "stdio" => spindle_std::stdio::module(lua),
+        "net" => spindle_net::module(scheduler),
         "process" => {
             let info = lua.app_data_ref::<ProcessInfo>().map(|info| info.clone());
             match info {

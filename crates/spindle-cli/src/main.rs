@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use spindle::mlua::{self, Lua};
@@ -136,10 +136,17 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
             .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;
     }
 
+    // The scheduler runs on a current-thread tokio runtime, which the network library needs;
+    // the main task starts inside it, so that a top-level `net.serve` can bind.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))?;
+    let _entered = runtime.enter();
+    let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, args);
-    let finished =
-        started.and_then(|_| async_io::block_on(exit.run(&scheduler, async_io::Timer::at)));
+    let finished = started.and_then(|_| runtime.block_on(exit.run(&scheduler, sleeper)));
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
         return Ok(ExitCode::from(1));

@@ -1,0 +1,152 @@
+//! Spindle's network library: HTTP servers whose requests run as Luau tasks.
+//!
+//! [`module`] builds the `net` table for a [`Scheduler`]; the `spindle` command exposes it as
+//! `require("@spindle/net")`, and any host hands it to its scripts as it likes. Its shapes follow
+//! Lune's `net` library, so a script written for Lune's `net.serve` ports by changing its
+//! `require` line:
+//!
+//! - `net.serve(port | config, handler | config)` listens for HTTP/1.1 and runs the handler as a
+//!   task of its own for each request. The handler gets the request (`method`, `path`, `query`,
+//!   `headers`, `body`), may yield (`task.wait`, async functions), and returns a string (a 200
+//!   response with that body) or a table `{ status, headers, body }`. `net.serve` returns at
+//!   once with a handle: `port` (the bound port, for a server asked for port 0), `address` and
+//!   `stop()`. See [`serve`](crate#servers) below for the options and the limits.
+//! - `net.urlEncode(text, binary?)` and `net.urlDecode(text, binary?)` percent-encode and decode.
+//!
+//! The library is built on tokio and hyper: the scheduler must be driven inside a tokio runtime
+//! (current-thread, or a `LocalSet`), with tokio's I/O and time drivers enabled. The core crate,
+//! `spindle`, knows nothing of the network or of tokio.
+//!
+//! ```
+//! use std::time::Instant;
+//! use spindle::Scheduler;
+//!
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! let lua = mlua::Lua::new();
+//! let scheduler = Scheduler::new(&lua)?;
+//! scheduler.install_task_library()?;
+//! lua.globals().set("net", spindle_net::module(&scheduler)?)?;
+//!
+//! let script = lua.load(r#"
+//!     local server = net.serve({ port = 0 }, function(request)
+//!         task.wait(0.01) -- a handler may yield; the others go on meanwhile
+//!         return { status = 200, body = "hello " .. request.query.name }
+//!     end)
+//!     return server.port, server
+//! "#).into_function()?;
+//! let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+//! let body = runtime.block_on(async {
+//!     // Inside the runtime: `net.serve` binds its socket with tokio.
+//!     let main = scheduler.spawn(script, ())?;
+//!     let (port, server): (u16, mlua::Table) = scheduler.take_result(&main)?.unwrap().into_result()?;
+//!     // A client on another thread; the open server keeps the run going until `stop()`.
+//!     let client = std::thread::spawn(move || {
+//!         use std::io::{Read, Write};
+//!         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+//!         stream.write_all(b"GET /?name=net HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//!         let mut response = String::new();
+//!         stream.read_to_string(&mut response).unwrap();
+//!         response
+//!     });
+//!     let stop: mlua::Function = server.get("stop")?;
+//!     let answer = scheduler.run_until(sleeper, async {
+//!         while !client.is_finished() {
+//!             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//!         }
+//!         client.join().unwrap()
+//!     }).await?;
+//!     stop.call::<()>(())?;
+//!     scheduler.run(sleeper).await?; // ends once the server has closed
+//!     Ok::<_, Box<dyn std::error::Error>>(answer)
+//! })?;
+//! assert!(body.starts_with("HTTP/1.1 200 OK"));
+//! assert!(body.ends_with("hello net"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Servers
+//!
+//! `net.serve` takes the port and a handler, or a configuration table (as the first argument,
+//! the second, or both), whose keys are:
+//!
+//! | Key | Default | Meaning |
+//! |---|---|---|
+//! | `port` | (required) | The TCP port; 0 asks the system for a free one, which the handle's `port` reports. |
+//! | `address` | `"127.0.0.1"` | The address to listen on, as in Lune: `"0.0.0.0"`, `"::1"`, `"localhost"`, also with an `http://` in front. |
+//! | `handleRequest` | (required) | The handler, unless a function is passed as the second argument. |
+//! | `maxHeaderSize` | 65536 | Bytes of request line and headers; more gets `431 Request Header Fields Too Large`. |
+//! | `maxBodySize` | 4194304 | Bytes of request body; more gets `413 Payload Too Large`. |
+//! | `requestTimeout` | 30 | Seconds for the headers to arrive, and then for the body to arrive and the handler to answer: a slow client's connection is closed (`408 Request Timeout` once the headers are in), a slow handler's task is cancelled and the client gets `503 Service Unavailable`. |
+//! | `idleTimeout` | 60 | Seconds a keep-alive connection may stay idle between requests before it is closed. |
+//! | `maxConnections` | 1024 | Connections served at once; further clients wait in the listen queue until one closes. |
+//! | `shutdownTimeout` | 5 | Seconds `stop()` gives in-flight requests to finish before their connections are closed. |
+//!
+//! Each request runs as a task: the handler's errors are reported with their traceback through
+//! the scheduler's error handler, like any task's, and the client gets `500 Internal Server
+//! Error`; a request that is not HTTP gets `400 Bad Request`. The server goes on either way. A
+//! handler whose connection closes before it answers is cancelled.
+//!
+//! A listening server keeps the run going: its accept loop is a future that a task of the
+//! scheduler waits on, which counts as work. `stop()` (also `handle:stop()`) returns at once:
+//! the listener is closed, idle connections are closed, in-flight requests are answered (within
+//! `shutdownTimeout`), and then the server's task ends, which lets the run end.
+//!
+//! End a host's run with `stop()` or [`Scheduler::shutdown`], which drops the server's future
+//! (its listener and connections) and every handler's task. Dropping the host's last
+//! `Scheduler` handle ends the scheduler too, requests in flight included: the server holds it
+//! only weakly while it waits (a [`Scheduler::join`] does not keep it alive).
+//!
+//! The request table: `method` (`"GET"`, ...), `path` (`"/users/7"`, percent-encoded as sent),
+//! `query` (decoded; a key given more than once maps to an array of its values, in order),
+//! `headers` (lower-case names; a header given more than once is joined with `", "`), and
+//! `body` (a string, empty when there is none).
+//!
+//! The handler's answer: a string is a `200` response with that body; a table may have
+//! `status` (an integer from 100 to 599, default 200), `headers` (a table of names to strings,
+//! or to arrays of strings for a header sent more than once) and `body` (a string or a buffer).
+//! Anything else fails the handler's task with an error that says what was wrong.
+
+#![warn(missing_docs)]
+
+mod config;
+mod serve;
+mod url;
+
+use mlua::{Lua, Table};
+use spindle::Scheduler;
+
+/// Builds the `net` table for `scheduler`'s Lua: `serve`, `urlEncode` and `urlDecode`.
+///
+/// The functions reach the scheduler through [`Scheduler::from_lua`] when they are called, so the
+/// table holds no handle on it; they fail with a Lua error once the scheduler has been dropped.
+/// `net.serve` must be called while a tokio runtime is entered (inside `block_on`, or with
+/// `Runtime::enter`), with its I/O and time drivers enabled.
+pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
+    let lua = scheduler.lua();
+    let net = lua.create_table()?;
+    net.set("serve", serve::function(lua)?)?;
+    net.set("urlEncode", lua.create_function(url::encode)?)?;
+    net.set("urlDecode", lua.create_function(url::decode)?)?;
+    Ok(net)
+}
+
+/// An error raised at the script line that called the library: `file:line: message`.
+fn error_at_caller(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
+    let place = lua.inspect_stack(1, |frame| {
+        let source = frame.source();
+        let line = frame.current_line();
+        source.short_src.map(|file| (file.into_owned(), line))
+    });
+    match place.flatten() {
+        Some((file, Some(line))) => mlua::Error::runtime(format!("{file}:{line}: {message}")),
+        _ => mlua::Error::runtime(message.to_string()),
+    }
+}
+
+/// A value's type as Luau names it (mlua says "integer" for what Luau calls a number).
+fn type_name(value: &mlua::Value) -> &'static str {
+    match value {
+        mlua::Value::Integer(_) => "number",
+        other => other.type_name(),
+    }
+}

@@ -1,0 +1,79 @@
+//! One client connection: hyper's HTTP/1.1 state machine, plus the two ends hyper leaves to us:
+//! the idle keep-alive timeout (a connection with no request in flight for `idleTimeout` is
+//! closed) and the server's stop (the connection finishes its in-flight request, then closes).
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{exchange, until_stopped, Shared};
+
+/// What a connection's requests tell its idle timer.
+pub(super) struct Activity {
+    /// Requests whose response is not ready yet.
+    in_flight: Cell<u32>,
+    /// When the last request started or ended (the connection's start before any).
+    last: Cell<Instant>,
+}
+
+impl Activity {
+    /// Marks a request as in flight until the returned guard is dropped.
+    pub(super) fn begin(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.last.set(Instant::now());
+        InFlight(Rc::clone(self))
+    }
+}
+
+/// A request in flight on a connection; dropping it ends the request.
+pub(super) struct InFlight(Rc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.last.set(Instant::now());
+    }
+}
+
+/// Serves one connection until the client closes it, it errs, it stays idle too long, or the
+/// server stops.
+pub(super) async fn serve(stream: TcpStream, shared: Rc<Shared>) {
+    let activity = Rc::new(Activity {
+        in_flight: Cell::new(0),
+        last: Cell::new(Instant::now()),
+    });
+    let service = {
+        let (shared, activity) = (Rc::clone(&shared), Rc::clone(&activity));
+        service_fn(move |request| exchange::exchange(Rc::clone(&shared), activity.begin(), request))
+    };
+    let connection = shared.http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let idle_timeout = shared.limits.idle_timeout;
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut stopped = shared.stopped.clone();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.as_mut() => return,
+            () = until_stopped(&mut stopped), if !stopping => {
+                // Closes an idle connection at once; a busy one after its response.
+                connection.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+            () = idle.as_mut() => {
+                let since = activity.last.get();
+                if activity.in_flight.get() == 0 && since.elapsed() >= idle_timeout {
+                    return;
+                }
+                let next = if activity.in_flight.get() == 0 { since } else { Instant::now() };
+                idle.as_mut().reset(next + idle_timeout);
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! One request and its response: the body is read within the limits, the request becomes a Lua
+//! table, the handler runs as a task of its own, and its answer becomes the response.
+//!
+//! The handler's task is cancelled if the exchange is dropped before the task ends (the
+//! connection closed, or the server's shutdown deadline passed), so no handler outlives its
+//! client by more than its next yield.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use mlua::{Lua, MultiValue, Table, Value};
+use spindle::{Outcome, TaskId, WeakScheduler};
+use tokio::time::{timeout_at, Instant};
+
+use super::connection::InFlight;
+use super::Shared;
+
+/// The handler's checked answer, as `respond` hands it from the task to the exchange.
+pub(super) struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Answers one request.
+pub(super) async fn exchange(
+    shared: Rc<Shared>,
+    _in_flight: InFlight,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let deadline = Instant::now() + shared.limits.request_timeout;
+    let (parts, body) = request.into_parts();
+    let limit = shared.limits.max_body_size;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let body = match timeout_at(deadline, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => {
+            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE))
+        }
+        Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST)),
+        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT)),
+    };
+    let Some(scheduler) = shared.scheduler.upgrade() else {
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
+    };
+    let task = match request_table(scheduler.lua(), &parts, &body)
+        .and_then(|table| Ok(scheduler.spawn(&shared.task_function, table)?))
+    {
+        Ok(task) => task,
+        // The Lua is out of memory, or the scheduler refuses work.
+        Err(_) => return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR)),
+    };
+    let mut running = Running {
+        scheduler: shared.scheduler.clone(),
+        task: Some(task.id()),
+    };
+    // The join holds the scheduler weakly: with the strong handle let go before the await, a
+    // host that drops its last handle mid-request ends the scheduler (and this exchange).
+    let join = scheduler.join::<Value>(&task);
+    let id = task.id();
+    drop((task, scheduler));
+    let outcome = timeout_at(deadline, join).await;
+    running.task = None;
+    let response = match outcome {
+        Ok(Ok(Outcome::Finished(Value::String(body)))) => {
+            Response::new(Full::new(Bytes::copy_from_slice(&body.as_bytes())))
+        }
+        Ok(Ok(Outcome::Finished(Value::UserData(answer)))) => match answer.take::<Answer>() {
+            Ok(answer) => {
+                let mut response = Response::new(Full::new(answer.body));
+                *response.status_mut() = answer.status;
+                *response.headers_mut() = answer.headers;
+                response
+            }
+            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+        // The handler is too slow: its task is cancelled.
+        Err(_) => {
+            if let Some(scheduler) = shared.scheduler.upgrade() {
+                let _ = scheduler.cancel(id);
+            }
+            plain(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        // Failed (the error handler has it), cancelled, or left the scheduler.
+        Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    Ok(response)
+}
+
+/// Cancels the handler's task if the exchange is dropped while it runs.
+struct Running {
+    scheduler: WeakScheduler,
+    task: Option<TaskId>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            if let Some(scheduler) = self.scheduler.upgrade() {
+                // Refused only if the task runs now or is gone already; either way it is not
+                // waiting for this exchange any more.
+                let _ = scheduler.cancel(task);
+            }
+        }
+    }
+}
+
+/// A response with no body of its own but the status's reason.
+fn plain(status: StatusCode) -> Response<Full<Bytes>> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut response = Response::new(Full::new(Bytes::from_static(reason.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// The request as the handler sees it.
+fn request_table(
+    lua: &Lua,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+) -> mlua::Result<Table> {
+    let request = lua.create_table_with_capacity(0, 5)?;
+    request.raw_set("method", parts.method.as_str())?;
+    request.raw_set("path", parts.uri.path())?;
+    request.raw_set("query", query_table(lua, parts.uri.query().unwrap_or(""))?)?;
+    let headers = lua.create_table_with_capacity(0, parts.headers.keys_len())?;
+    for name in parts.headers.keys() {
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next().map(HeaderValue::as_bytes).unwrap_or_default();
+        let mut joined = first.to_vec();
+        for more in values {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(more.as_bytes());
+        }
+        headers.raw_set(name.as_str(), lua.create_string(&joined)?)?;
+    }
+    request.raw_set("headers", headers)?;
+    request.raw_set("body", lua.create_string(body)?)?;
+    Ok(request)
+}
+
+/// `a=1&b=x+y&a=2` as `{ a = { "1", "2" }, b = "x y" }`: keys and values percent-decoded to
+/// the bytes they stand for, `+` read as a space; a key without `=` has the empty value.
+fn query_table(lua: &Lua, query: &str) -> mlua::Result<Table> {
+    let query_table = lua.create_table()?;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = lua.create_string(decode_component(key))?;
+        let value = lua.create_string(decode_component(value))?;
+        match query_table.raw_get::<Value>(&key)? {
+            Value::Nil => query_table.raw_set(key, value)?,
+            Value::Table(values) => values.raw_push(value)?,
+            first => {
+                let values = lua.create_sequence_from([first, Value::String(value)])?;
+                query_table.raw_set(key, values)?;
+            }
+        }
+    }
+    Ok(query_table)
+}
+
+fn decode_component(text: &str) -> Vec<u8> {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).collect()
+}
+
+/// `respond(answer)`, called in the handler's task with what the handler returned: checks it and
+/// hands it over, a string as it is (the common case, with no allocation), a table as an
+/// [`Answer`] userdata. A bad answer fails the task here, with a message that says what was
+/// wrong.
+pub(super) fn respond(lua: &Lua, values: MultiValue) -> mlua::Result<Value> {
+    let value = values.into_iter().next().unwrap_or(Value::Nil);
+    if let Value::String(_) = value {
+        return Ok(value);
+    }
+    let answer = answer_from(value)
+        .map_err(|message| mlua::Error::runtime(format!("net.serve: the handler {message}")))?;
+    Ok(Value::UserData(lua.create_any_userdata(answer)?))
+}
+
+fn answer_from(value: Value) -> Result<Answer, String> {
+    match value {
+        Value::String(body) => Ok(Answer {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::copy_from_slice(&body.as_bytes()),
+        }),
+        Value::Table(table) => {
+            let status = match table
+                .raw_get::<Value>("status")
+                .map_err(|e| e.to_string())?
+            {
+                Value::Nil => StatusCode::OK,
+                Value::Integer(code) => status_from(code as f64)?,
+                Value::Number(code) => status_from(code)?,
+                other => {
+                    return Err(format!(
+                        "returned a status that is a {}, not a number",
+                        crate::type_name(&other)
+                    ))
+                }
+            };
+            let body = match table.raw_get::<Value>("body").map_err(|e| e.to_string())? {
+                Value::Nil => Bytes::new(),
+                Value::String(body) => Bytes::copy_from_slice(&body.as_bytes()),
+                Value::Buffer(buffer) => Bytes::from(buffer.to_vec()),
+                other => {
+                    return Err(format!(
+                        "returned a body that is a {}, not a string or a buffer",
+                        crate::type_name(&other)
+                    ))
+                }
+            };
+            let headers = match table
+                .raw_get::<Value>("headers")
+                .map_err(|e| e.to_string())?
+            {
+                Value::Nil => HeaderMap::new(),
+                Value::Table(headers) => headers_from(headers)?,
+                other => {
+                    return Err(format!(
+                        "returned headers that are a {}, not a table",
+                        crate::type_name(&other)
+                    ))
+                }
+            };
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
+        }
+        other => Err(format!(
+            "returned a {}; expected a string (the body) or a table {{ status, headers, body }}",
+            crate::type_name(&other)
+        )),
+    }
+}
+
+fn status_from(code: f64) -> Result<StatusCode, String> {
+    if code.fract() == 0.0 && (100.0..=599.0).contains(&code) {
+        StatusCode::from_u16(code as u16).map_err(|e| e.to_string())
+    } else {
+        Err(format!(
+            "returned status {code}; expected an integer from 100 to 599"
+        ))
+    }
+}
+
+fn headers_from(table: Table) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for pair in table.pairs::<Value, Value>() {
+        let (name, value) = pair.map_err(|e| e.to_string())?;
+        let Value::String(name) = name else {
+            return Err(format!(
+                "returned a header name that is a {}",
+                crate::type_name(&name)
+            ));
+        };
+        let name_text = name.to_string_lossy();
+        let header = HeaderName::from_bytes(&name.as_bytes())
+            .map_err(|_| format!("returned an invalid header name \"{name_text}\""))?;
+        let mut add = |value: &Value| -> Result<(), String> {
+            let bytes = match value {
+                Value::String(text) => text.as_bytes().to_vec(),
+                Value::Integer(n) => n.to_string().into_bytes(),
+                Value::Number(n) => n.to_string().into_bytes(),
+                other => {
+                    return Err(format!(
+                        "returned header \"{name_text}\" as a {}, not a string",
+                        crate::type_name(other)
+                    ))
+                }
+            };
+            let value = HeaderValue::from_bytes(&bytes)
+                .map_err(|_| format!("returned an invalid value for header \"{name_text}\""))?;
+            headers.append(header.clone(), value);
+            Ok(())
+        };
+        match &value {
+            Value::Table(values) => {
+                for value in values.sequence_values::<Value>() {
+                    add(&value.map_err(|e| e.to_string())?)?;
+                }
+            }
+            single => add(single)?,
+        }
+    }
+    Ok(headers)
+}

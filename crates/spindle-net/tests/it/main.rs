@@ -1,0 +1,9 @@
+//! spindle-net's integration tests: real servers on loopback, each started and stopped by its
+//! test, with bounded reads and runs (support.rs).
+
+mod config;
+mod lifecycle;
+mod limits;
+mod requests;
+mod support;
+mod url;

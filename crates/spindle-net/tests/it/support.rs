@@ -1,0 +1,237 @@
+//! The test host: a scheduler with `net` on a current-thread tokio runtime, a script that starts
+//! a server and leaves its handle in the global `server`, and a client on another thread that
+//! talks to it over loopback with plain sockets. Every wait is bounded: the client's reads time
+//! out, and the host gives up on a run that takes too long, so no test can hang.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mlua::{Lua, Table};
+use spindle::Scheduler;
+
+/// How long a run or a read may take before the test fails.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// What a served run left behind.
+pub struct Served<T> {
+    /// What the client returned.
+    pub client: T,
+    /// The uncaught task errors, each message with its traceback.
+    pub errors: Vec<String>,
+    /// The Lua state, to read globals the script set.
+    pub lua: Lua,
+}
+
+/// Runs `script`, which must set the global `server` to `net.serve`'s handle, and `client` on
+/// another thread with the server's port. Once the client returns, the host stops the server
+/// (if the script has not) and drives the run to its end.
+pub fn serve<T: Send + 'static>(
+    script: &str,
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> Served<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lua = Lua::new();
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let seen = errors.clone();
+    let scheduler = Scheduler::builder()
+        .on_error(move |_, error| seen.borrow_mut().push(error.to_string()))
+        .build(&lua)
+        .unwrap();
+    scheduler.install_task_library().unwrap();
+    lua.globals()
+        .set("net", spindle_net::module(&scheduler).unwrap())
+        .unwrap();
+    let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+    let client = runtime.block_on(async {
+        let main = lua
+            .load(script)
+            .set_name("@server.luau")
+            .into_function()
+            .unwrap();
+        scheduler.spawn(main, ()).unwrap();
+        let server: Table = lua.globals().get("server").unwrap_or_else(|e| {
+            panic!(
+                "the script set no server: {e}; errors: {:?}",
+                errors.borrow()
+            )
+        });
+        let port: u16 = server.get("port").unwrap();
+        let client = std::thread::spawn(move || client(port));
+        let finished = async {
+            while !client.is_finished() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            client.join()
+        };
+        let outcome = tokio::time::timeout(BOUND, scheduler.run_until(sleeper, finished))
+            .await
+            .expect("the client did not finish in time")
+            .unwrap();
+        let stop: mlua::Function = server.get("stop").unwrap();
+        stop.call::<()>(()).unwrap();
+        tokio::time::timeout(BOUND, scheduler.run(sleeper))
+            .await
+            .expect("the run did not end after stop()")
+            .unwrap();
+        match outcome {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    let errors = errors.borrow().clone();
+    Served {
+        client,
+        errors,
+        lua,
+    }
+}
+
+/// A response as the client read it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Header lines as (lower-case name, value).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection with bounded reads.
+pub struct Client {
+    stream: TcpStream,
+    buffered: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(BOUND)).unwrap();
+        stream.set_write_timeout(Some(BOUND)).unwrap();
+        Client {
+            stream,
+            buffered: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response (a body of `content-length` bytes, or up to the end of the stream).
+    /// `None` when the server closed the connection before a response began.
+    pub fn response(&mut self) -> Option<Response> {
+        let head_end = loop {
+            if let Some(at) = find(&self.buffered, b"\r\n\r\n") {
+                break at;
+            }
+            if !self.fill() {
+                assert!(
+                    self.buffered.is_empty(),
+                    "a partial response: {:?}",
+                    self.buffered
+                );
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.buffered[..head_end].to_vec()).unwrap();
+        self.buffered.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.trim().to_ascii_lowercase(), value.trim().to_string())
+            })
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse::<usize>().unwrap());
+        match length {
+            Some(length) => {
+                while self.buffered.len() < length {
+                    assert!(self.fill(), "the body ended early");
+                }
+            }
+            None => while self.fill() {},
+        }
+        let length = length.unwrap_or(self.buffered.len());
+        let body = self.buffered.drain(..length).collect();
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Whether the server closed the connection (a read returns the end of the stream).
+    pub fn is_closed_by_server(&mut self) -> bool {
+        !self.fill() && self.buffered.is_empty()
+    }
+
+    /// Reads more; false at the end of the stream. Panics on a timeout.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buffered.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a fresh connection, which the request asks to close.
+pub fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> Response {
+    let mut client = Client::connect(port);
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.send(head.as_bytes());
+    client.send(body);
+    client.response().expect("no response")
+}
+
+/// `GET target` on a fresh connection.
+pub fn get(port: u16, target: &str) -> Response {
+    request(port, "GET", target, "", b"")
+}
