@@ -61,6 +61,10 @@ struct RunOptions {
     /// `task.wait(600)` returns 600 at once.
     #[arg(long)]
     virtual_time: bool,
+    /// Run on Luau's interpreter alone. By default the script is compiled to native code where
+    /// Luau supports it (x86-64 and arm64), which changes nothing but its speed.
+    #[arg(long)]
+    no_native: bool,
 }
 
 /// Why a script could not be started.
@@ -86,7 +90,7 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     let source = std::fs::read(file)
         .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
     let lua = Lua::new();
-    let mut builder = Scheduler::builder();
+    let mut builder = Scheduler::builder().native_code(!options.no_native);
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
