@@ -12,8 +12,8 @@ use std::ffi::c_int;
 use std::time::Duration;
 
 use crate::support::{lines, Host};
-use spindle::mlua::{ffi, Lua};
-use spindle::{native_code_supported, Outcome, Scheduler, SchedulerBuilder, TIMEOUT_MESSAGE};
+use spindle::mlua::ffi;
+use spindle::{native_code_supported, SchedulerBuilder, TIMEOUT_MESSAGE};
 
 /// `in_native()`: whether the Lua function that calls it was compiled to native code (its
 /// prototype has native code attached). Luau's other probe, `lua_incustomexecution`, answers 0
@@ -81,6 +81,9 @@ fn native_code_false_keeps_scripts_and_the_task_library_on_the_interpreter() {
 #[cfg(feature = "native")]
 #[test]
 fn native_code_true_turns_it_back_on_for_a_vm_the_host_switched_off() {
+    use spindle::mlua::Lua;
+    use spindle::{Outcome, Scheduler};
+
     let lua = Lua::new();
     lua.enable_jit(false);
     let scheduler = Scheduler::builder().native_code(true).build(&lua).unwrap();
