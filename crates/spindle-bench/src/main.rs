@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Run only these workloads (repeat, or separate with commas): spawn_wait, defer_flat,
-    /// delay_timers, wait_cycles, memory, async_calls, hand_coroutines.
+    /// delay_timers, wait_cycles, memory, async_calls, hand_coroutines, compute.
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     only: Vec<Workload>,
     /// A tenth of the counts, for a fast look (the targets are for the full counts).
@@ -109,6 +109,7 @@ fn run_suite(cli: &Cli) -> Result<()> {
                 cli.runs,
                 match job.runner {
                     Runner::Spindle => "spindle",
+                    Runner::SpindleInterpreter => "spindle --no-native",
                     Runner::PlainVm => "floor",
                     Runner::Lune => "lune",
                 },

@@ -1,7 +1,8 @@
 //! The floors' runner: a script run on a Luau VM with no scheduler.
 //!
 //! It is the same VM as `spindle run`'s (this crate links the same mlua and Luau build, and
-//! `Lua::new()` opens the same libraries), with nothing installed: no `task` library, and the
+//! `Lua::new()` opens the same libraries and, under Spindle's default `native` feature, compiles
+//! the script to native code as `spindle run` does), with nothing installed: no `task` library, and the
 //! standard `coroutine` functions. A floor does not run under `spindle run` itself, because
 //! installing the `task` library replaces `coroutine.resume` and `coroutine.wrap` with versions
 //! that watch for hand resumes (contract rule 13), and those would be measured in the floors'

@@ -39,6 +39,8 @@ pub enum Target {
     RatioAtMost(f64),
     /// Spindle at most this many KiB per task.
     KbPerTaskAtMost(f64),
+    /// Spindle at most this many times Lune (not judged when Lune did not run).
+    LuneRatioAtMost(f64),
     /// Shown for reference only.
     None,
 }
@@ -84,6 +86,10 @@ impl Row {
         match self.target {
             Target::RatioAtMost(limit) => Some(self.ratio() <= limit),
             Target::KbPerTaskAtMost(limit) => Some(self.spindle <= limit),
+            Target::LuneRatioAtMost(limit) => match self.lune {
+                Some(Lune::Value(lune)) => Some(self.spindle / lune <= limit),
+                _ => None,
+            },
             Target::None => None,
         }
     }
@@ -113,6 +119,12 @@ pub fn table(rows: &[Row]) -> String {
         let target = match row.target {
             Target::RatioAtMost(limit) => format!("<= {limit}x"),
             Target::KbPerTaskAtMost(limit) => format!("<= {limit} KB/task"),
+            Target::LuneRatioAtMost(limit) => match &row.lune {
+                Some(Lune::Value(lune)) => {
+                    format!("<= {limit:.1}x Lune ({:.2}x)", row.spindle / lune)
+                }
+                _ => format!("<= {limit:.1}x Lune"),
+            },
             Target::None => "(reference)".to_owned(),
         };
         let met = match row.met() {
@@ -204,6 +216,12 @@ mod tests {
         memory.spindle = 1.7;
         assert_eq!(memory.met(), Some(false));
         assert_eq!(row(4.0, 1.0, Target::None).met(), None);
+        let mut compute = row(0.9, 0.8, Target::LuneRatioAtMost(1.0));
+        assert_eq!(compute.met(), None, "no Lune figure, nothing to judge");
+        compute.lune = Some(Lune::Value(1.0));
+        assert_eq!(compute.met(), Some(true));
+        compute.lune = Some(Lune::Value(0.8));
+        assert_eq!(compute.met(), Some(false));
     }
 
     #[test]

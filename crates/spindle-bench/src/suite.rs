@@ -35,11 +35,14 @@ pub enum Workload {
     AsyncCalls,
     /// Coroutines resumed by hand, which never meet the scheduler.
     HandCoroutines,
+    /// CPU-bound Lua (recursion, a numeric loop, tables and strings) in native code and on the
+    /// interpreter, beside the plain VM and Lune.
+    Compute,
 }
 
 impl Workload {
     /// All of them, in table order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::SpawnWait,
         Workload::DeferFlat,
         Workload::DelayTimers,
@@ -47,6 +50,7 @@ impl Workload {
         Workload::Memory,
         Workload::AsyncCalls,
         Workload::HandCoroutines,
+        Workload::Compute,
     ];
 
     /// The name `--only` takes.
@@ -59,6 +63,7 @@ impl Workload {
             Workload::Memory => "memory",
             Workload::AsyncCalls => "async_calls",
             Workload::HandCoroutines => "hand_coroutines",
+            Workload::Compute => "compute",
         }
     }
 
@@ -92,6 +97,8 @@ pub struct Sizes {
     pub async_calls: u64,
     /// hand_coroutines' wrap calls (and as many resume calls).
     pub hand_coroutines: u64,
+    /// compute: fib's argument, the Mandelbrot grid's side, the tables' records.
+    pub compute: [u64; 3],
 }
 
 impl Sizes {
@@ -103,6 +110,7 @@ impl Sizes {
         memory: 1_000_000,
         async_calls: 1_000_000,
         hand_coroutines: 1_000_000,
+        compute: [35, 1500, 100_000],
     };
     /// A tenth of each (`--quick`).
     pub const QUICK: Sizes = Sizes {
@@ -112,6 +120,7 @@ impl Sizes {
         memory: 100_000,
         async_calls: 100_000,
         hand_coroutines: 100_000,
+        compute: [30, 470, 10_000],
     };
 }
 
@@ -120,6 +129,8 @@ impl Sizes {
 pub enum Runner {
     /// `spindle run SCRIPT COUNT`.
     Spindle,
+    /// `spindle run --no-native SCRIPT COUNT`: Luau's interpreter alone.
+    SpindleInterpreter,
     /// `spindle-bench plain-vm SCRIPT COUNT`: the floors' VM with no scheduler.
     PlainVm,
     /// `lune run SCRIPT COUNT`.
@@ -159,6 +170,17 @@ pub fn jobs(workloads: &[Workload], sizes: &Sizes, with_lune: bool) -> Vec<Job> 
     use Runner::{Lune, PlainVm, Spindle};
     let mut all = Vec::new();
     for w in workloads {
+        if *w == Workload::Compute {
+            for (script, count) in COMPUTE_SCRIPTS.into_iter().zip(sizes.compute) {
+                all.push(job(Spindle, script, count));
+                all.push(job(PlainVm, script, count));
+                if with_lune {
+                    all.push(job(Lune, script, count));
+                }
+                all.push(job(Runner::SpindleInterpreter, script, count));
+            }
+            continue;
+        }
         let (scheduled, floors, count): (&'static Script, Vec<&'static Script>, u64) = match w {
             Workload::SpawnWait => (&SPAWN_WAIT, vec![&SPAWN_WAIT_FLOOR], sizes.spawn_wait),
             Workload::DeferFlat => (
@@ -169,7 +191,7 @@ pub fn jobs(workloads: &[Workload], sizes: &Sizes, with_lune: bool) -> Vec<Job> 
             Workload::DelayTimers => (&DELAY_TIMERS, vec![], sizes.spawn_wait),
             Workload::WaitCycles => (&WAIT_CYCLES, vec![&WAIT_CYCLES_FLOOR], sizes.wait_cycles),
             Workload::Memory => (&SPAWN_WAIT, vec![&SPAWN_WAIT_FLOOR], sizes.memory),
-            Workload::AsyncCalls => continue,
+            Workload::AsyncCalls | Workload::Compute => continue,
             // Its own floor: the same script on the plain VM.
             Workload::HandCoroutines => (
                 &HAND_COROUTINES,
@@ -248,6 +270,14 @@ pub fn run_job(job: &Job, programs: &Programs, timing: Timing) -> Result<Result<
     let count = job.count.to_string();
     let (program, mut args): (&PathBuf, Vec<&OsStr>) = match job.runner {
         Runner::Spindle => (&programs.spindle, vec![OsStr::new("run"), path.as_os_str()]),
+        Runner::SpindleInterpreter => (
+            &programs.spindle,
+            vec![
+                OsStr::new("run"),
+                OsStr::new("--no-native"),
+                path.as_os_str(),
+            ],
+        ),
         Runner::PlainVm => (&programs.plain_vm, plain_vm_args(&path)),
         Runner::Lune => match &programs.lune {
             Some(lune) => (lune, vec![OsStr::new("run"), path.as_os_str()]),
@@ -362,6 +392,7 @@ impl Samples {
 fn runner_name(runner: Runner) -> &'static str {
     match runner {
         Runner::Spindle => "spindle",
+        Runner::SpindleInterpreter => "spindle --no-native",
         Runner::PlainVm => "plain-vm",
         Runner::Lune => "lune",
     }
@@ -454,6 +485,27 @@ pub fn rows(
                 (P, HAND_COROUTINES.file, n),
                 Target::RatioAtMost(1.15),
             )?]
+        }
+        Workload::Compute => {
+            let mut rows = Vec::new();
+            for (script, n) in COMPUTE_SCRIPTS.into_iter().zip(sizes.compute) {
+                let name = script.file.trim_end_matches(".luau");
+                rows.push(time_row(
+                    format!("{name} {n} (floor: plain VM)"),
+                    (S, script.file, n),
+                    (P, script.file, n),
+                    Target::LuneRatioAtMost(1.0),
+                )?);
+                let mut interpreter = time_row(
+                    format!("{name} {n}, --no-native (floor: plain VM, native)"),
+                    (Runner::SpindleInterpreter, script.file, n),
+                    (P, script.file, n),
+                    Target::None,
+                )?;
+                interpreter.lune = interpreter.lune.map(|_| Lune::NotApplicable);
+                rows.push(interpreter);
+            }
+            rows
         }
         Workload::Memory => {
             let n = sizes.memory;

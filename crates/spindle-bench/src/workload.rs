@@ -36,6 +36,45 @@ fn count_and_two_index_sums(count: u64) -> String {
     format!("done {count} {}", count * (count + 1))
 }
 
+/// `done N FIB` with FIB the N-th Fibonacci number.
+fn fibonacci(n: u64) -> String {
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    format!("done {n} {a}")
+}
+
+/// `done N INSIDE`: the points of the N x N grid that stay bounded for 100 iterations, with the
+/// script's arithmetic in the script's order (IEEE doubles both sides, no fused operations).
+fn mandelbrot_inside(n: u64) -> String {
+    let size = n as f64;
+    let mut inside = 0;
+    for y in 0..n {
+        let ci = 2.0 * y as f64 / size - 1.0;
+        for x in 0..n {
+            let cr = 3.0 * x as f64 / size - 2.0;
+            let (mut zr, mut zi) = (0.0f64, 0.0f64);
+            let mut k = 0;
+            while k < 100 && zr * zr + zi * zi <= 4.0 {
+                (zr, zi) = (zr * zr - zi * zi + cr, 2.0 * zr * zi + ci);
+                k += 1;
+            }
+            inside += u64::from(k == 100);
+        }
+    }
+    format!("done {n} {inside}")
+}
+
+/// `done N LENGTH WORDS`: the length of N `kXXXXX=I` records joined with commas, and N.
+fn tables_joined(n: u64) -> String {
+    let digits = |v: u64| v.to_string().len() as u64;
+    let records: u64 = (1..=n)
+        .map(|i| 1 + digits((i * 7919) % n).max(5) + 1 + digits(i))
+        .sum();
+    format!("done {n} {} {n}", records + n.saturating_sub(1))
+}
+
 fn nothing(_: u64) -> String {
     "done".to_owned()
 }
@@ -89,6 +128,24 @@ pub const HAND_COROUTINES: Script = Script {
     file: "hand_coroutines.luau",
     expected: count_and_two_index_sums,
 };
+/// Naive recursive fib(COUNT): Lua calls.
+pub const COMPUTE_FIB: Script = Script {
+    file: "compute_fib.luau",
+    expected: fibonacci,
+};
+/// A COUNT x COUNT Mandelbrot grid: a numeric loop.
+pub const COMPUTE_MANDELBROT: Script = Script {
+    file: "compute_mandelbrot.luau",
+    expected: mandelbrot_inside,
+};
+/// COUNT records formatted, sorted, joined and split: table and string work.
+pub const COMPUTE_TABLES: Script = Script {
+    file: "compute_tables.luau",
+    expected: tables_joined,
+};
+/// The compute workloads, which meet no scheduler (also valid Lune code).
+pub const COMPUTE_SCRIPTS: [&Script; 3] = [&COMPUTE_FIB, &COMPUTE_MANDELBROT, &COMPUTE_TABLES];
+
 /// Does nothing: the memory baseline.
 pub const EMPTY: Script = Script {
     file: "empty.luau",
@@ -158,6 +215,17 @@ mod tests {
     }
 
     #[test]
+    fn compute_checksums_match_small_cases_worked_by_hand() {
+        assert_eq!(COMPUTE_FIB.expected_output(10), "done 10 55");
+        assert_eq!(COMPUTE_FIB.expected_output(32), "done 32 2178309");
+        // 3 records: keys (7919 % 3, 15838 % 3, 23757 % 3) = (2, 1, 0): "k00002=1" and so on,
+        // 8 bytes each, and 2 commas.
+        assert_eq!(COMPUTE_TABLES.expected_output(3), "done 3 26 3");
+        // A 2 x 2 grid: (-2, -1), (-0.5, -1), (-2, 0), (-0.5, 0); only the last two stay bounded.
+        assert_eq!(COMPUTE_MANDELBROT.expected_output(2), "done 2 2");
+    }
+
+    #[test]
     fn verify_accepts_the_expected_line_with_or_without_newline() {
         assert_eq!(WAIT_CYCLES.verify(10, "done 10 1000\n"), Ok(()));
         assert_eq!(DEFER_FLAT.verify(5, "done 5 5"), Ok(()));
@@ -178,7 +246,11 @@ mod tests {
 
     #[test]
     fn every_script_file_exists() {
-        for script in SCHEDULER_SCRIPTS.iter().chain(&PLAIN_SCRIPTS) {
+        for script in SCHEDULER_SCRIPTS
+            .iter()
+            .chain(&PLAIN_SCRIPTS)
+            .chain(&COMPUTE_SCRIPTS)
+        {
             assert!(script.path().is_file(), "{} is missing", script.file);
         }
     }

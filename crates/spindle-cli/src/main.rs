@@ -64,6 +64,10 @@ struct RunOptions {
     /// `task.wait(600)` returns 600 at once.
     #[arg(long)]
     virtual_time: bool,
+    /// Run on Luau's interpreter alone. By default the script is compiled to native code where
+    /// Luau supports it (x86-64 and arm64), which changes nothing but its speed.
+    #[arg(long)]
+    no_native: bool,
 }
 
 /// Why a script could not be started.
@@ -92,11 +96,13 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     let exit = Exit::new();
     let ending = exit.clone();
     // The errors `process.exit` raises in the code still running are the run's end, not failures.
-    let mut builder = Scheduler::builder().on_error(move |_, error| {
-        if ending.requested().is_none() {
-            eprintln!("{error}");
-        }
-    });
+    let mut builder = Scheduler::builder()
+        .native_code(!options.no_native)
+        .on_error(move |_, error| {
+            if ending.requested().is_none() {
+                eprintln!("{error}");
+            }
+        });
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }

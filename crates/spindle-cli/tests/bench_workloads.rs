@@ -4,11 +4,16 @@
 
 use std::process::Command;
 
-use spindle_bench::workload::{Script, PLAIN_SCRIPTS, SCHEDULER_SCRIPTS};
+use spindle_bench::workload::{Script, COMPUTE_SCRIPTS, PLAIN_SCRIPTS, SCHEDULER_SCRIPTS};
 
 fn run_and_verify(script: &Script, count: u64) {
+    run_with_and_verify(&[], script, count);
+}
+
+fn run_with_and_verify(options: &[&str], script: &Script, count: u64) {
     let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .arg("run")
+        .args(options)
         .arg(script.path())
         .arg(count.to_string())
         .output()
@@ -35,6 +40,22 @@ fn every_floor_script_prints_the_same_checksum_as_its_workload() {
     for script in PLAIN_SCRIPTS {
         for count in [1, 37, 500] {
             run_and_verify(script, count);
+        }
+    }
+}
+
+#[test]
+fn every_compute_script_prints_its_checksum_in_native_code_and_on_the_interpreter() {
+    // The checksums are worked out in Rust with the scripts' arithmetic: the same line from
+    // native code, the interpreter and the formula.
+    for (script, counts) in
+        COMPUTE_SCRIPTS
+            .into_iter()
+            .zip([[1, 2, 10, 20], [1, 2, 37, 120], [1, 3, 37, 500]])
+    {
+        for count in counts {
+            run_with_and_verify(&[], script, count);
+            run_with_and_verify(&["--no-native"], script, count);
         }
     }
 }

@@ -162,6 +162,7 @@ pub use scheduler::{
 };
 pub use signal::{Signal, SignalBehavior};
 pub use trace::{Trace, TraceEntry, TraceEvent, FINGERPRINT_SEED};
+pub use vm::native_code_supported;
 pub use watchdog::TIMEOUT_MESSAGE;
 
 pub use mlua;

@@ -25,6 +25,7 @@ use crate::engine::{
 use crate::error::{Error, Result, TaskError};
 use crate::signal::{Signal, SignalBehavior};
 use crate::task_lib::Library;
+use crate::vm;
 use crate::watchdog::{self, Budget};
 
 mod async_fn;
@@ -69,6 +70,7 @@ pub struct SchedulerBuilder {
     budget: Option<BudgetCheck>,
     signal_behavior: SignalBehavior,
     memory_limit: Option<usize>,
+    native_code: Option<bool>,
 }
 
 impl SchedulerBuilder {
@@ -295,6 +297,25 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Whether chunks loaded into the VM from [`build`](Self::build) on are compiled to native
+    /// code by Luau's code generator: the scheduler's own libraries and every chunk the host
+    /// loads after, since the switch is the VM's (mlua's `Lua::enable_jit`, which the host may
+    /// also flip itself; a function keeps the code it was loaded with). Without this call the
+    /// VM's setting stands, which is on in a new `Lua`. Native code behaves as the
+    /// interpreter does, for scripts and for the scheduler (timeouts, time slices, `task.wait`,
+    /// memory limits, error lines and tracebacks); it only runs faster. Only where
+    /// [`native_code_supported`](crate::native_code_supported): elsewhere everything runs on
+    /// the interpreter and this does nothing.
+    ///
+    /// Luau compiles every function of a chunk, except a chunk's top level without loops,
+    /// whatever its comments say: `--!native` also raises that chunk's optimization level to 2,
+    /// as `--!optimize 2` does; a chunk without `--!native` but with `@native` functions gets
+    /// those functions compiled, and no others.
+    pub fn native_code(mut self, on: bool) -> Self {
+        self.native_code = Some(on);
+        self
+    }
+
     /// What `Signal.new()` and [`Scheduler::create_signal`] make, and how phase signals run
     /// their handlers (default [`SignalBehavior::Deferred`], as Roblox).
     pub fn signal_behavior(mut self, behavior: SignalBehavior) -> Self {
@@ -329,6 +350,10 @@ impl SchedulerBuilder {
                 ))
             })?,
         };
+        if let Some(on) = self.native_code {
+            // First, so that the scheduler's own chunks follow it.
+            vm::set_native_code(lua, on);
+        }
         // The host's handler needs the scheduler, which does not exist yet: it is put in its
         // place below, before anything can fail.
         let on_error: ErrorHandler = Rc::new(default_error_handler);
@@ -715,6 +740,7 @@ impl Scheduler {
             budget: None,
             signal_behavior: SignalBehavior::default(),
             memory_limit: None,
+            native_code: None,
         }
     }
 

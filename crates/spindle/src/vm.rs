@@ -78,6 +78,26 @@ use mlua::{Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, Thread
 #[cfg(not(feature = "luau"))]
 compile_error!("Spindle supports Luau only for now: enable the `luau` feature");
 
+/// Whether this build and this CPU run Luau's native code: Spindle built with its `native`
+/// feature (the default), on a processor Luau's code generator supports (x86-64 and arm64).
+/// Where it is false, every chunk runs on Luau's interpreter.
+pub fn native_code_supported() -> bool {
+    #[cfg(feature = "native")]
+    // SAFETY: a query of the code generator's target, with no state.
+    return unsafe { ffi::luau_codegen_supported() != 0 };
+    #[cfg(not(feature = "native"))]
+    return false;
+}
+
+/// Sets the VM's switch for compiling the chunks it loads from now on to native code (mlua
+/// compiles a chunk as it loads it when the switch is on and the CPU is supported).
+pub(crate) fn set_native_code(lua: &Lua, on: bool) {
+    #[cfg(feature = "native")]
+    lua.enable_jit(on);
+    #[cfg(not(feature = "native"))]
+    let _ = (lua, on);
+}
+
 /// Whether the thread has started and is suspended in a yield (mlua's `ThreadStatus` does not
 /// tell a new thread from a yielded one).
 pub(crate) fn has_started(thread: &Thread) -> bool {

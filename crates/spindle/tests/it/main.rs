@@ -13,6 +13,7 @@ mod host_api;
 mod hostile;
 mod lifetime;
 mod memory_limit;
+mod native_code;
 mod reference_model;
 mod scale;
 mod scripts;

@@ -110,8 +110,16 @@ fn rule23_a_task_that_ends_with_another_error_at_the_limit_gives_its_memory_back
         "#
     ));
     let log = run.log();
-    // Its message survives: the traceback is made with the limit lifted.
-    assert!(log[0] == "error: gave up with a full heap", "{log:?}");
+    // Its message survives where raising it could allocate: the traceback is made with the
+    // limit lifted. mlua's `luau-jit` build (Spindle's `native` feature) sets Luau's flag
+    // `LuauEmitCallFeedback` for the whole process, whose code makes the raise itself allocate
+    // at the limit, in native code and on the interpreter alike (setting that flag alone in a
+    // build without the feature does the same): it then fails with Luau's `not enough memory`.
+    let kept = log[0] == "error: gave up with a full heap";
+    assert!(
+        kept || (cfg!(feature = "native") && log[0] == "error: not enough memory"),
+        "{log:?}"
+    );
     assert_eq!(&log[1..], ["built 1000"]);
 }
 

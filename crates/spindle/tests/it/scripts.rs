@@ -1,7 +1,9 @@
 //! Runs every `scripts/*.luau` under a virtual clock and compares what it prints, and the
 //! errors it reports, with the checked-in `scripts/*.out`.
 //!
-//! Each script also runs with every resumption forced onto mlua's general path
+//! Each script runs twice against its `.out`: compiled to native code (where Luau supports it)
+//! and on Luau's interpreter alone (`SchedulerBuilder::native_code(false)`), which must not
+//! differ in any line. Each also runs with every resumption forced onto mlua's general path
 //! (`SchedulerBuilder::general_path_only`): the raw lanes exist for speed only, so the output
 //! and the trace must be the same both ways.
 //!
@@ -18,12 +20,13 @@ use spindle::mlua::{Function, Lua, MultiValue};
 use spindle::{Clock, Scheduler, Trace, VirtualClock};
 
 /// What the script printed and reported, and the trace of its run; `general` forces every
-/// resumption onto mlua's general path.
-fn run_script(path: &Path, general: bool) -> (String, Trace) {
+/// resumption onto mlua's general path, and `native` compiles the script to native code.
+fn run_script(path: &Path, general: bool, native: bool) -> (String, Trace) {
     let output = Rc::new(RefCell::new(String::new()));
     let lua = Lua::new();
     let errors = Rc::clone(&output);
     let mut builder = Scheduler::builder()
+        .native_code(native)
         .clock(Clock::from(VirtualClock::new()))
         .on_error(move |_, error| {
             writeln!(errors.borrow_mut(), "error: {}", error.message).unwrap()
@@ -75,20 +78,23 @@ fn scripts() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn luau_scripts_print_their_expected_output() {
+fn luau_scripts_print_their_expected_output_in_native_code_and_on_the_interpreter() {
     let mut failures = String::new();
     for script in &scripts() {
         let expected_path = script.with_extension("out");
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
-        let (actual, _) = run_script(script, false);
-        if actual != expected {
-            writeln!(
-                failures,
-                "--- {}\nexpected:\n{expected}\nactual:\n{actual}",
-                script.display()
-            )
-            .unwrap();
+        for native in [true, false] {
+            let (actual, _) = run_script(script, false, native);
+            if actual != expected {
+                let how = if native { "native code" } else { "interpreter" };
+                writeln!(
+                    failures,
+                    "--- {} ({how})\nexpected:\n{expected}\nactual:\n{actual}",
+                    script.display()
+                )
+                .unwrap();
+            }
         }
     }
     assert!(
@@ -102,8 +108,8 @@ fn luau_scripts_run_the_same_on_the_general_path_as_on_the_raw_lanes() {
     let mut failures = String::new();
     let mut lanes_taken = 0;
     for script in &scripts() {
-        let (fast, fast_trace) = run_script(script, false);
-        let (general, general_trace) = run_script(script, true);
+        let (fast, fast_trace) = run_script(script, false, true);
+        let (general, general_trace) = run_script(script, true, true);
         if general != fast {
             writeln!(
                 failures,

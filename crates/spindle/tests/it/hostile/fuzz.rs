@@ -1,7 +1,8 @@
 //! Random programs against the scheduler: tasks, signals and coroutines nested in one another,
 //! error values whose metamethods cancel tasks, collect garbage, wait or fail again,
 //! `collectgarbage` and `task.cancel` from odd places, under random memory limits, timeouts,
-//! time slices and clocks. A run must end, must not crash or panic, and must report every
+//! time slices and clocks, half of them compiled to native code and half on Luau's interpreter
+//! (by the seed's parity). A run must end, must not crash or panic, and must report every
 //! uncaught error exactly once (rule 8 of the task contract).
 //!
 //! Each program runs in a child process (this test binary, re-run on the `hostile::fuzz::fuzz_child`
@@ -461,10 +462,12 @@ fn run_program(config: &Config, text: &str) -> Vec<String> {
     let lua = Lua::new();
     let reports: Rc<RefCell<Vec<TaskError>>> = Rc::default();
     let notes: Rc<RefCell<Vec<(String, u8)>>> = Rc::default();
-    let mut builder = Scheduler::builder().on_error({
-        let reports = reports.clone();
-        move |_, error: &TaskError| reports.borrow_mut().push(error.clone())
-    });
+    let mut builder = Scheduler::builder()
+        .native_code(!config.interpreter)
+        .on_error({
+            let reports = reports.clone();
+            move |_, error: &TaskError| reports.borrow_mut().push(error.clone())
+        });
     if config.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
@@ -613,6 +616,9 @@ struct Config {
     memory_limit: Option<usize>,
     timeout: Option<Duration>,
     slice: Option<Duration>,
+    /// Run on Luau's interpreter alone (`spindle run --no-native`); otherwise the program is
+    /// compiled to native code where Luau supports it. Odd seeds run so, even ones natively.
+    interpreter: bool,
 }
 
 impl Config {
@@ -632,6 +638,9 @@ impl Config {
         if let Some(slice) = self.slice {
             let _ = write!(flags, " --time-slice {}", slice.as_secs_f64());
         }
+        if self.interpreter {
+            flags.push_str(" --no-native");
+        }
         format!("-- fuzz case:{flags}")
     }
 
@@ -642,6 +651,7 @@ impl Config {
             let mut value = || words.next().expect("a flag's value");
             match word {
                 "--virtual-time" => config.virtual_time = true,
+                "--no-native" => config.interpreter = true,
                 "--memory-limit-beyond-start" => {
                     config.memory_limit = Some(value().parse().unwrap())
                 }
@@ -778,6 +788,9 @@ fn generate(seed: u64) -> Case {
         slice: rng
             .chance(25)
             .then(|| Duration::from_micros(rng.pick(&[100, 1_000, 5_000]))),
+        // From the seed, not the generator, so that a seed's program and limits stay what
+        // they were before native code came: both ways run on every run of the fixed seeds.
+        interpreter: seed % 2 == 1,
     };
     let mut gen = Gen {
         rng,
