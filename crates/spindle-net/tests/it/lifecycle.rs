@@ -226,97 +226,68 @@ fn a_port_in_use_is_a_clear_error() {
     );
 }
 
+/// Serves one request whose handler waits 5 s, runs until the handler waits, then ends the
+/// run with `end` (which takes the scheduler); checks that the client got no response and that
+/// the listener is closed.
+fn end_with_a_request_in_flight(end: impl FnOnce(&mlua::Lua, spindle::Scheduler)) {
+    let (runtime, lua, scheduler) = host();
+    runtime.block_on(async {
+        let main = lua
+            .load(
+                r#"
+                server = net.serve(0, function() task.wait(5) return "late" end)
+                return server.port
+                "#,
+            )
+            .into_function()
+            .unwrap();
+        let task = scheduler.spawn(main, ()).unwrap();
+        let port: u16 = scheduler
+            .take_result(&task)
+            .unwrap()
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let client = std::thread::spawn(move || {
+            let mut client = Client::connect(port);
+            client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            client.response().is_none()
+        });
+        // Runs until the handler is waiting.
+        let waiting = async {
+            while scheduler.task_count() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(BOUND, scheduler.run_until(sleeper, waiting))
+            .await
+            .expect("the request never reached its handler")
+            .unwrap();
+        end(&lua, scheduler);
+        assert!(client.join().unwrap(), "the client got a response");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    });
+}
+
 #[test]
 fn shutdown_with_a_request_in_flight_closes_the_server_without_a_panic() {
-    {
-        let (runtime, lua, scheduler) = host();
-        runtime.block_on(async {
-            let main = lua
-                .load(
-                    r#"
-                    server = net.serve(0, function() task.wait(5) return "late" end)
-                    return server.port
-                    "#,
-                )
-                .into_function()
-                .unwrap();
-            let task = scheduler.spawn(main, ()).unwrap();
-            let port: u16 = scheduler
-                .take_result(&task)
-                .unwrap()
-                .unwrap()
-                .into_result()
-                .unwrap();
-            let client = std::thread::spawn(move || {
-                let mut client = Client::connect(port);
-                client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-                client.response().is_none()
-            });
-            // Runs until the handler is waiting.
-            let waiting = async {
-                while scheduler.task_count() < 2 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
-            tokio::time::timeout(BOUND, scheduler.run_until(sleeper, waiting))
-                .await
-                .expect("the request never reached its handler")
-                .unwrap();
-            scheduler.shutdown().unwrap();
-            assert_eq!(scheduler.task_count(), 0);
-            assert!(client.join().unwrap(), "the client got a response");
-            assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-        });
-    }
+    end_with_a_request_in_flight(|_, scheduler| {
+        scheduler.shutdown().unwrap();
+        assert_eq!(scheduler.task_count(), 0);
+    });
 }
 
 #[test]
 fn dropping_the_last_handle_with_a_request_in_flight_ends_the_scheduler_and_the_server() {
-    {
-        let (runtime, lua, scheduler) = host();
-        runtime.block_on(async {
-            let main = lua
-                .load(
-                    r#"
-                    server = net.serve(0, function() task.wait(5) return "late" end)
-                    return server.port
-                    "#,
-                )
-                .into_function()
-                .unwrap();
-            let task = scheduler.spawn(main, ()).unwrap();
-            let port: u16 = scheduler
-                .take_result(&task)
-                .unwrap()
-                .unwrap()
-                .into_result()
-                .unwrap();
-            let client = std::thread::spawn(move || {
-                let mut client = Client::connect(port);
-                client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-                client.response().is_none()
-            });
-            // Runs until the handler is waiting.
-            let waiting = async {
-                while scheduler.task_count() < 2 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            };
-            tokio::time::timeout(BOUND, scheduler.run_until(sleeper, waiting))
-                .await
-                .expect("the request never reached its handler")
-                .unwrap();
-            // The exchange waits on its handler through a join, which holds the scheduler
-            // weakly: the last handle ends it, and the server with it.
-            let weak = scheduler.downgrade();
-            drop(scheduler);
-            assert!(
-                weak.upgrade().is_none(),
-                "the scheduler outlived its last handle"
-            );
-            assert!(spindle::Scheduler::from_lua(&lua).is_none());
-            assert!(client.join().unwrap(), "the client got a response");
-            assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-        });
-    }
+    end_with_a_request_in_flight(|lua, scheduler| {
+        // The exchange waits on its handler through a join, which holds the scheduler weakly:
+        // the last handle ends it, and the server with it.
+        let weak = scheduler.downgrade();
+        drop(scheduler);
+        assert!(
+            weak.upgrade().is_none(),
+            "the scheduler outlived its last handle"
+        );
+        assert!(spindle::Scheduler::from_lua(lua).is_none());
+    });
 }
