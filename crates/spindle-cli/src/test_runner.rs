@@ -278,7 +278,12 @@ fn run_tests(
                 Some(error) => Verdict::Failed(error),
             },
             Ending::Exited(code) => {
-                results.push((name, Verdict::Failed(format!("called process.exit({code}); the file's later tests did not run"))));
+                results.push((
+                    name,
+                    Verdict::Failed(format!(
+                        "called process.exit({code}); the file's later tests did not run"
+                    )),
+                ));
                 break;
             }
             other => {
