@@ -141,7 +141,15 @@ pub(crate) fn run(options: &TestOptions) -> ExitCode {
                 .spawn_scoped(scope, || loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(index) else { break };
-                    let report = run_file(path, options);
+                    // A panic loses one file's report, not the others'.
+                    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_file(path, options)
+                    }))
+                    .unwrap_or_else(|_| FileReport {
+                        path: path.clone(),
+                        tests: Vec::new(),
+                        load_error: Some("the test runner panicked on this file".to_owned()),
+                    });
                     let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
                     totals.0 += report.passed();
                     totals.1 += report.failed();
@@ -311,7 +319,14 @@ fn file_vm(lua: &Lua, options: &TestOptions) -> spindle::Result<FileVm> {
         .timeout(options.timeout)
         .on_error(move |_, error| {
             if ending.requested().is_none() {
-                seen.borrow_mut().push(error.message.clone());
+                // A message that names no line (the watchdog's, an error value that is no
+                // string) keeps its traceback, to say where the test was.
+                let report = if error.message.contains(".luau:") {
+                    error.message.clone()
+                } else {
+                    error.to_string()
+                };
+                seen.borrow_mut().push(report);
             }
         });
     if !options.real_time {

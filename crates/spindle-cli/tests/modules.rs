@@ -163,7 +163,7 @@ fn a_missing_module_is_named_with_the_requiring_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         first_line(&out.stderr),
-        "main.luau:2: cannot require '@spindle/nope': there is no built-in module 'nope' (there are: json, process, stdio)"
+        "main.luau:2: cannot require '@spindle/nope': there is no built-in module 'nope' (there are: fs, json, process, stdio)"
     );
     let out = run_tree("not_a_string", &[("main.luau", "require(42)")], &[]);
     assert_eq!(
