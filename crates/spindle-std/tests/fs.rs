@@ -231,11 +231,31 @@ fn feed(path: &Path, text: &'static str) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || std::fs::write(path, text).unwrap())
 }
 
-#[cfg(unix)]
+/// Should a read block the Lua thread, this lets it go after a while (opening a pipe for reading
+/// and writing does not wait on Linux), so that a test fails on its assertion instead of hanging.
+#[cfg(target_os = "linux")]
+fn unstick_after_a_while(pipe: &Path) {
+    let pipe = pipe.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Ok(mut pipe) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(pipe)
+        {
+            use std::io::Write;
+            let _ = pipe.write_all(b"late");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+#[cfg(target_os = "linux")]
 #[test]
 fn a_task_waiting_on_the_disk_does_not_hold_up_the_others() {
     let host = host();
     fifo(&host.path("pipe"));
+    unstick_after_a_while(&host.path("pipe"));
     let reader = host
         .scheduler
         .spawn(
@@ -278,6 +298,7 @@ fn a_task_waiting_on_the_disk_does_not_hold_up_the_others() {
 fn cancelling_a_task_waiting_on_the_disk_drops_its_wait_at_once() {
     let host = host();
     fifo(&host.path("pipe"));
+    unstick_after_a_while(&host.path("pipe"));
     let reader = host
         .scheduler
         .spawn(
