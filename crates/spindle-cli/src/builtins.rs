@@ -6,13 +6,14 @@ use spindle::Scheduler;
 use spindle_std::process::ProcessInfo;
 
 /// The names `load` knows, for messages.
-pub const NAMES: &[&str] = &["json", "net", "process", "stdio"];
+pub const NAMES: &[&str] = &["fs", "json", "net", "process", "stdio"];
 
 /// Builds the built-in module `name` (without the `@spindle/` prefix); `None` when there is no
 /// such module. `process` reads the run's [`ProcessInfo`] from the VM's app data.
 pub fn load(name: &str, scheduler: &Scheduler) -> Option<mlua::Result<Value>> {
     let lua = scheduler.lua();
     let module = match name {
+        "fs" => spindle_std::fs::module(scheduler),
         "json" => spindle_std::json::module(lua),
         "stdio" => spindle_std::stdio::module(lua),
         "net" => spindle_net::module(scheduler),

@@ -16,6 +16,7 @@ use spindle_std::process::{Exit, ProcessInfo};
 mod builtins;
 mod limits;
 mod require;
+mod test_runner;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +44,10 @@ enum Command {
         #[arg(value_name = "FILE", required = true, num_args = 1.., trailing_var_arg = true)]
         script: Vec<OsString>,
     },
+    /// Run the tests of `*.test.luau` and `*.spec.luau` files, each file in a VM of its own,
+    /// under a virtual clock.
+    #[command(after_help = "Example: spindle test tests/ --timeout 5 -j 4")]
+    Test(test_runner::TestOptions),
 }
 
 /// How a script runs: its clock and its limits.
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Test(options) => test_runner::run(&options),
     }
 }
 

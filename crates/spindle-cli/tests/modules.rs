@@ -163,7 +163,7 @@ fn a_missing_module_is_named_with_the_requiring_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         first_line(&out.stderr),
-        "main.luau:2: cannot require '@spindle/nope': there is no built-in module 'nope' (there are: json, net, process, stdio)"
+        "main.luau:2: cannot require '@spindle/nope': there is no built-in module 'nope' (there are: fs, json, net, process, stdio)"
     );
     let out = run_tree("not_a_string", &[("main.luau", "require(42)")], &[]);
     assert_eq!(
@@ -401,4 +401,33 @@ process.exit(2)
     let out = run_with_options(&dir, &["--time-slice", "0.01"], "main.luau", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "main goes on between slices\n");
+}
+
+#[test]
+fn fs_reads_what_a_script_wrote_relative_to_the_working_directory_and_names_missing_paths() {
+    let out = run_tree(
+        "fs",
+        &[(
+            "main.luau",
+            r#"
+local fs = require("@spindle/fs")
+fs.writeDir("out")
+fs.writeFile("out/a.txt", "written")
+fs.appendFile("out/a.txt", " and appended")
+task.defer(print, "deferred, runs while the main task waits on the disk")
+print(fs.readFile("out/a.txt"), table.concat(fs.readDir("out"), ","))
+fs.readFile("missing.txt")
+"#,
+        )],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "deferred, runs while the main task waits on the disk\nwritten and appended\ta.txt\n"
+    );
+    assert_eq!(
+        first_line(&out.stderr),
+        "main.luau:8: fs.readFile: cannot read 'missing.txt': No such file or directory"
+    );
 }
