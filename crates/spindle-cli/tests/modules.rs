@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::text;
+use support::{spindle_within, text, tree};
 
 /// Writes `files` (path, source) into a directory of their own and runs the first one from
 /// that directory with `args`.
@@ -18,44 +18,21 @@ fn run_tree(test: &str, files: &[(&str, &str)], args: &[&str]) -> Output {
     run_in(&dir, files[0].0, args)
 }
 
-fn tree(test: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("spindle-cli-modules-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    for (path, source) in files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, source).unwrap();
-    }
-    dir
-}
-
 fn run_in(dir: &Path, main: &str, args: &[&str]) -> Output {
     run_with_options(dir, &[], main, args)
 }
 
 /// Runs `spindle run OPTIONS MAIN ARGS` from `dir`, failing the test after a minute.
 fn run_with_options(dir: &Path, options: &[&str], main: &str, args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        .arg(main)
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    panic!("{main} did not end within a minute");
+    let command: Vec<&str> = ["run"]
+        .iter()
+        .chain(options)
+        .chain([&main])
+        .chain(args)
+        .copied()
+        .collect();
+    spindle_within(Duration::from_secs(60), &command, dir)
+        .unwrap_or_else(|| panic!("{main} did not end within a minute"))
 }
 
 fn first_line(bytes: &[u8]) -> String {

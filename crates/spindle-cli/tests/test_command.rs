@@ -5,45 +5,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::text;
-
-/// Writes `files` (path, source) into a directory of their own.
-fn tree(test: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spindle-cli-test-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (path, source) in files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, source).unwrap();
-    }
-    dir
-}
+use support::{spindle_within, text, tree};
 
 /// Runs `spindle test ARGS` from `dir`, failing the test after a minute.
 fn spindle_test(dir: &Path, args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("test")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    panic!("spindle test did not end within a minute");
+    let command: Vec<&str> = ["test"].iter().chain(args).copied().collect();
+    spindle_within(Duration::from_secs(60), &command, dir)
+        .unwrap_or_else(|| panic!("spindle test did not end within a minute"))
 }
 
 fn last_line(out: &Output) -> String {

@@ -22,14 +22,11 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs `spindle run OPTIONS NAME` from the directory of the script at `path`, killing it after
-/// `limit`; `None` if it had to be killed.
-pub fn run_script_within(limit: Duration, options: &[&str], path: &Path) -> Option<Output> {
+/// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
+pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        .arg(path.file_name().unwrap())
-        .current_dir(path.parent().unwrap())
+        .args(args)
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -44,6 +41,33 @@ pub fn run_script_within(limit: Duration, options: &[&str], path: &Path) -> Opti
     child.kill().unwrap();
     child.wait().unwrap();
     None
+}
+
+/// Writes `files` (path, source) into a directory of their own, named after `test`, and
+/// returns it.
+pub fn tree(test: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("spindle-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (path, source) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, source).unwrap();
+    }
+    dir
+}
+
+/// Runs `spindle run OPTIONS NAME` from the directory of the script at `path`, killing it after
+/// `limit`; `None` if it had to be killed.
+pub fn run_script_within(limit: Duration, options: &[&str], path: &Path) -> Option<Output> {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let args: Vec<&str> = ["run"]
+        .iter()
+        .chain(options)
+        .chain([&name])
+        .copied()
+        .collect();
+    spindle_within(limit, &args, path.parent().unwrap())
 }
 
 /// Writes `source` as the script `name` and runs it with `options`, as [`run_script_within`].
