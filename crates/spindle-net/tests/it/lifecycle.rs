@@ -7,27 +7,14 @@ use std::time::{Duration, Instant};
 use mlua::{Lua, Table};
 use spindle::Scheduler;
 
-use crate::support::{get, serve, Client, BOUND};
+use crate::support::{get, host_with, serve, Client, BOUND};
 
 fn sleeper(deadline: Instant) -> tokio::time::Sleep {
     tokio::time::sleep_until(deadline.into())
 }
 
 fn host() -> (tokio::runtime::Runtime, Lua, Scheduler) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let lua = Lua::new();
-    let scheduler = Scheduler::builder()
-        .on_error(|_, e| panic!("{e}"))
-        .build(&lua)
-        .unwrap();
-    scheduler.install_task_library().unwrap();
-    lua.globals()
-        .set("net", spindle_net::module(&scheduler).unwrap())
-        .unwrap();
-    (runtime, lua, scheduler)
+    host_with(|_, e| panic!("{e}"))
 }
 
 #[test]

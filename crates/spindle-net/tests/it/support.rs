@@ -32,21 +32,10 @@ pub fn serve<T: Send + 'static>(
     script: &str,
     client: impl FnOnce(u16) -> T + Send + 'static,
 ) -> Served<T> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let lua = Lua::new();
     let errors = Rc::new(RefCell::new(Vec::new()));
     let seen = errors.clone();
-    let scheduler = Scheduler::builder()
-        .on_error(move |_, error| seen.borrow_mut().push(error.to_string()))
-        .build(&lua)
-        .unwrap();
-    scheduler.install_task_library().unwrap();
-    lua.globals()
-        .set("net", spindle_net::module(&scheduler).unwrap())
-        .unwrap();
+    let (runtime, lua, scheduler) =
+        host_with(move |_, error| seen.borrow_mut().push(error.to_string()));
     let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let client = runtime.block_on(async {
         let main = lua
@@ -234,4 +223,22 @@ pub fn request(
 /// `GET target` on a fresh connection.
 pub fn get(port: u16, target: &str) -> Response {
     request(port, "GET", target, "", b"")
+}
+
+/// A current-thread tokio runtime, and a Lua with a scheduler whose errors go to `on_error`,
+/// the task library and `net` as a global.
+pub fn host_with(
+    on_error: impl Fn(&Scheduler, &spindle::TaskError) + 'static,
+) -> (tokio::runtime::Runtime, Lua, Scheduler) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lua = Lua::new();
+    let scheduler = Scheduler::builder().on_error(on_error).build(&lua).unwrap();
+    scheduler.install_task_library().unwrap();
+    lua.globals()
+        .set("net", spindle_net::module(&scheduler).unwrap())
+        .unwrap();
+    (runtime, lua, scheduler)
 }
