@@ -109,6 +109,8 @@
 #![warn(missing_docs)]
 
 mod config;
+mod headers;
+mod request;
 mod serve;
 mod url;
 
@@ -125,6 +127,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     let lua = scheduler.lua();
     let net = lua.create_table()?;
     net.set("serve", serve::function(lua)?)?;
+    net.set("request", request::function(scheduler)?)?;
     net.set("urlEncode", lua.create_function(url::encode)?)?;
     net.set("urlDecode", lua.create_function(url::decode)?)?;
     Ok(net)
