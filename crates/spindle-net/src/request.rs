@@ -12,6 +12,7 @@
 //! redirects, and a body past `maxBodySize` or past what the Lua memory limit leaves room for.
 //! The URL in an error is given without its query, which may carry secrets.
 
+mod encoding;
 mod options;
 mod redirect;
 
@@ -21,7 +22,9 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, LOCATION};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, USER_AGENT,
+};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,10 +34,14 @@ use mlua::{Function, Lua, Table, Value};
 use spindle::Scheduler;
 use tokio::time::{timeout_at, Instant};
 
+use encoding::Undecodable;
 use options::Options;
 
 /// The pooled client a module's requests share.
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The `User-Agent` sent unless the script sets its own.
+const AGENT: &str = concat!("spindle/", env!("CARGO_PKG_VERSION"));
 
 /// How long an idle pooled connection is kept for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,14 +122,41 @@ struct Answer {
     body: Bytes,
 }
 
+/// What the last response's body is read under.
+struct BodyRules {
+    max_body_size: usize,
+    decompress: bool,
+    timeout: Duration,
+    deadline: Instant,
+}
+
 /// Sends the request, follows its redirects and reads the last body, all within the timeout.
 async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answer, String> {
-    let (timeout, max_body_size) = (options.timeout, options.max_body_size);
-    let deadline = Instant::now() + timeout;
-    let mut url = options.url;
-    let mut method = options.method;
-    let mut headers = options.headers;
-    let mut body = options.body;
+    let Options {
+        mut url,
+        mut method,
+        mut headers,
+        mut body,
+        timeout,
+        max_redirects,
+        max_body_size,
+        decompress,
+    } = options;
+    let rules = BodyRules {
+        max_body_size,
+        decompress,
+        timeout,
+        deadline: Instant::now() + timeout,
+    };
+    if !headers.contains_key(USER_AGENT) {
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+    }
+    if decompress && !headers.contains_key(ACCEPT_ENCODING) {
+        headers.insert(
+            ACCEPT_ENCODING,
+            HeaderValue::from_static(encoding::ACCEPTED),
+        );
+    }
     let mut redirects = 0u32;
     loop {
         let place = format!("{method} {}", without_query(&url));
@@ -130,7 +164,7 @@ async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answe
         *request.method_mut() = method.clone();
         *request.uri_mut() = url.clone();
         *request.headers_mut() = headers.clone();
-        let sent = timeout_at(deadline, http.request(request)).await;
+        let sent = timeout_at(rules.deadline, http.request(request)).await;
         let response = match sent {
             Err(_) => return Err(timed_out(&place, timeout)),
             Ok(Err(error)) => return Err(failed(&place, &error)),
@@ -138,7 +172,7 @@ async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answe
         };
         let status = response.status();
         let location = response.headers().get(LOCATION).cloned();
-        match (options.max_redirects, location) {
+        match (max_redirects, location) {
             (Some(max), Some(location)) if redirect::is_redirect(status) => {
                 if redirects == max {
                     return Err(format!(
@@ -151,36 +185,35 @@ async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answe
                     .map_err(|why| format!("net.request: {place}: {why}"))?;
                 // Read the small body of the redirect, so that its connection may be reused.
                 let _ = timeout_at(
-                    deadline,
+                    rules.deadline,
                     Limited::new(response.into_body(), 64 * 1024).collect(),
                 )
                 .await;
                 (url, method, headers, body) = (next.url, next.method, next.headers, next.body);
             }
-            _ => {
-                let limits = (max_body_size, timeout, deadline);
-                return read_body(lua, &place, response, limits).await;
-            }
+            _ => return read_body(lua, &place, response, &rules).await,
         }
     }
 }
 
 /// Reads `response`'s body up to the cap: `maxBodySize`, or less if the Lua memory limit leaves
-/// less room than that.
+/// less room than that; the cap holds for the decoded body too.
 async fn read_body(
     lua: &Lua,
     place: &str,
     response: Response<Incoming>,
-    (max_body_size, timeout, deadline): (usize, Duration, Instant),
+    rules: &BodyRules,
 ) -> Result<Answer, String> {
     let room = memory_room(lua);
     let (cap, what) = match room {
-        Some(room) if room < max_body_size => (room, "what the Lua memory limit leaves room for"),
-        _ => (max_body_size, "maxBodySize"),
+        Some(room) if room < rules.max_body_size => {
+            (room, "what the Lua memory limit leaves room for")
+        }
+        _ => (rules.max_body_size, "maxBodySize"),
     };
     let too_large =
         || format!("net.request: {place}: the response body is larger than {what} ({cap} bytes)");
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -188,17 +221,37 @@ async fn read_body(
     if declared.is_some_and(|length| length > cap as u64) {
         return Err(too_large());
     }
-    match timeout_at(deadline, Limited::new(body, cap).collect()).await {
-        Err(_) => Err(timed_out(place, timeout)),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(error)) => Err(format!(
-            "net.request: {place}: the body broke off: {}",
-            chain(&*error)
+    let body = match timeout_at(rules.deadline, Limited::new(body, cap).collect()).await {
+        Err(_) => return Err(timed_out(place, rules.timeout)),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => return Err(too_large()),
+        Ok(Err(error)) => {
+            return Err(format!(
+                "net.request: {place}: the body broke off: {}",
+                chain(&*error)
+            ))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let coding = encoding::coding(&parts.headers).filter(|_| rules.decompress);
+    let Some(coding) = coding else {
+        return Ok(Answer { parts, body });
+    };
+    match encoding::decode(coding, &body, cap) {
+        Ok(decoded) => {
+            // The headers describe the body the script gets.
+            parts.headers.remove(CONTENT_ENCODING);
+            parts.headers.remove(CONTENT_LENGTH);
+            Ok(Answer {
+                parts,
+                body: Bytes::from(decoded),
+            })
+        }
+        Err(Undecodable::TooLarge) => Err(format!("{} once decompressed", too_large())),
+        Err(Undecodable::Corrupt(why)) => Err(format!(
+            "net.request: {place}: the body is not valid {} data: {why} \
+             (pass options = {{ decompress = false }} for the bytes as sent)",
+            coding.name()
         )),
-        Ok(Ok(collected)) => Ok(Answer {
-            parts,
-            body: collected.to_bytes(),
-        }),
     }
 }
 

@@ -22,8 +22,10 @@ pub(crate) struct Options {
     pub(crate) timeout: Duration,
     /// Redirects followed before the request fails; `None` when they are not followed.
     pub(crate) max_redirects: Option<u32>,
-    /// Bytes of response body accepted.
+    /// Bytes of response body accepted (after decompression).
     pub(crate) max_body_size: usize,
+    /// Whether to ask for gzip or deflate and decode what comes so (Lune's `options.decompress`).
+    pub(crate) decompress: bool,
 }
 
 /// The option names `net.request` knows, for the error that names an unknown one.
@@ -119,7 +121,11 @@ impl Options {
                 },
                 "maxRedirects" => options.max_redirects = Some(count_from(&value).map_err(field)?),
                 "maxBodySize" => options.max_body_size = size_from(&value).map_err(field)?,
-                "options" => check_lune_options(&value).map_err(field)?,
+                "options" => {
+                    if let Some(decompress) = lune_options(&value).map_err(field)? {
+                        options.decompress = decompress;
+                    }
+                }
                 _ => {
                     return Err(fail(format!(
                         "unknown option '{name}' (known: {})",
@@ -146,6 +152,7 @@ impl Options {
             timeout: DEFAULT_TIMEOUT,
             max_redirects: Some(DEFAULT_MAX_REDIRECTS),
             max_body_size: DEFAULT_MAX_BODY_SIZE,
+            decompress: true,
         }
     }
 }
@@ -203,17 +210,22 @@ fn count_from(value: &Value) -> Result<u32, String> {
     }
 }
 
-/// Lune's `options` table: `decompress` is the one option it has, and the only one accepted.
-fn check_lune_options(value: &Value) -> Result<(), String> {
+/// Lune's `options` table: `decompress`, the one option it has (and the only one accepted).
+fn lune_options(value: &Value) -> Result<Option<bool>, String> {
     let table = match value {
-        Value::Nil => return Ok(()),
+        Value::Nil => return Ok(None),
         Value::Table(table) => table,
         other => return Err(format!("must be a table, got {}", describe(other))),
     };
+    let mut decompress = None;
     for pair in table.pairs::<Value, Value>() {
         let (key, value) = pair.map_err(|e| e.to_string())?;
-        match (key.to_string().ok().as_deref(), &value) {
-            (Some("decompress"), Value::Boolean(_) | Value::Nil) => {}
+        let name = match &key {
+            Value::String(name) => Some(name.to_string_lossy()),
+            _ => None,
+        };
+        match (name.as_deref(), &value) {
+            (Some("decompress"), Value::Boolean(on)) => decompress = Some(*on),
             (Some("decompress"), other) => {
                 return Err(format!(
                     "has 'decompress' that must be a boolean, got {}",
@@ -228,7 +240,7 @@ fn check_lune_options(value: &Value) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(decompress)
 }
 
 /// `{ name = value | { values } }`: a string or number, or an array of them for a header sent

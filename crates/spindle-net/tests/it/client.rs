@@ -81,7 +81,11 @@ const ECHO_SERVER: &str = r#"
         if type(a) == "table" then a = table.concat(a, "+") end
         return {
             status = if request.path == "/missing" then 404 else 200,
-            headers = { ["X-Seen"] = request.method, ["Set-Cookie"] = { "c=1", "d=2" } },
+            headers = {
+                ["X-Seen"] = request.method,
+                ["X-Agent"] = request.headers["user-agent"],
+                ["Set-Cookie"] = { "c=1", "d=2" },
+            },
             body = `{request.method} a={a} b={request.query.b} h={request.headers["x-echo"]} body={request.body}`,
         }
     end)
@@ -126,6 +130,7 @@ fn query_and_headers_go_both_ways_and_the_response_has_lune_s_shape() {
                 headers = { ["X-Echo"] = "hello" },
             })
             plain = net.request(base .. "/plain")
+            agent = net.request({ url = base, headers = { ["User-Agent"] = "mine/1" } })
             server.stop()
             "#
         ),
@@ -139,6 +144,9 @@ fn query_and_headers_go_both_ways_and_the_response_has_lune_s_shape() {
     assert_eq!(ran.text("response.headers['x-seen']"), "GET");
     assert_eq!(ran.text("response.headers['set-cookie']"), "c=1, d=2");
     assert_eq!(ran.text("plain.body"), "GET a=nil b=nil h=nil body=");
+    // Spindle names itself unless the script says otherwise.
+    assert!(ran.text("plain.headers['x-agent']").starts_with("spindle/"));
+    assert_eq!(ran.text("agent.headers['x-agent']"), "mine/1");
 }
 
 #[test]
@@ -501,4 +509,60 @@ fn bad_arguments_are_errors_naming_net_request_and_the_argument() {
         );
         assert!(error.contains(expected), "{call}: {error}");
     }
+}
+
+/// `text` gzipped.
+fn gzipped(text: &[u8]) -> Vec<u8> {
+    use flate2::write::GzEncoder;
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn a_gzipped_body_is_asked_for_and_decoded_unless_decompress_is_off() {
+    let raw = RawServer::start(|request| {
+        // Gzipped whatever the client asked for; the answer says what it asked for.
+        let asked = request.accept_encoding.clone().unwrap_or("none".into());
+        reply(
+            "200 OK",
+            "Content-Encoding: gzip\r\n",
+            &gzipped(asked.as_bytes()),
+        )
+    });
+    let ran = run(
+        r#"
+        decoded = net.request("http://127.0.0.1:PORT/")
+        raw = net.request({ url = "http://127.0.0.1:PORT/", options = { decompress = false } })
+        "#,
+        raw.port,
+    );
+    ran.no_errors();
+    assert_eq!(ran.text("decoded.body"), "gzip, deflate");
+    assert_eq!(
+        ran.text("tostring(decoded.headers['content-encoding'])"),
+        "nil"
+    );
+    assert_eq!(ran.text("raw.headers['content-encoding']"), "gzip");
+    let raw_body: mlua::LuaString = ran.lua.load("return raw.body").eval().unwrap();
+    assert_eq!(&raw_body.as_bytes()[..], &gzipped(b"none")[..]);
+}
+
+#[test]
+fn a_body_that_inflates_past_max_body_size_is_refused() {
+    // 8 MB of zeros, about 8 KB gzipped.
+    let bomb = gzipped(&vec![0u8; 8 * 1024 * 1024]);
+    let raw = RawServer::start(move |_| reply("200 OK", "Content-Encoding: gzip\r\n", &bomb));
+    let ran = run(
+        r#"net.request({ url = "http://127.0.0.1:PORT/", maxBodySize = 1000000 })"#,
+        raw.port,
+    );
+    let error = ran.error();
+    assert!(
+        error.contains(&format!(
+            "main.luau:1: net.request: GET http://127.0.0.1:{}/: the response body is larger than maxBodySize (1000000 bytes) once decompressed",
+            raw.port
+        )),
+        "{error}"
+    );
 }

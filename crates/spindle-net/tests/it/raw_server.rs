@@ -18,6 +18,7 @@ use crate::support::BOUND;
 pub struct RawRequest {
     pub method: String,
     pub target: String,
+    pub accept_encoding: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -161,10 +162,15 @@ fn read_request(stream: &mut TcpStream, buffered: &mut Vec<u8>) -> Option<RawReq
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let length = lines
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, value)| value.trim().parse::<usize>().unwrap());
+    let headers: Vec<(&str, &str)> = lines.filter_map(|line| line.split_once(':')).collect();
+    let header = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim().to_string())
+    };
+    let length = header("content-length").map_or(0, |value| value.parse::<usize>().unwrap());
+    let accept_encoding = header("accept-encoding");
     while buffered.len() < length {
         fill(stream, buffered)?;
     }
@@ -172,6 +178,7 @@ fn read_request(stream: &mut TcpStream, buffered: &mut Vec<u8>) -> Option<RawReq
     Some(RawRequest {
         method,
         target,
+        accept_encoding,
         body,
     })
 }
