@@ -47,13 +47,21 @@ const AGENT: &str = concat!("spindle/", env!("CARGO_PKG_VERSION"));
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Lua side: the primitive answers `true, response` or `false, message`, and the message is
-/// raised at the line that called `net.request`.
-const WRAPPER: &str = "local send = ...\n\
-    return function(config)\n\
-        local ok, result = send(config)\n\
-        if ok then return result end\n\
-        error(result, 2)\n\
-    end";
+/// raised at the line that called `net.request`; so is the refusal to wait where the caller
+/// cannot yield (a host's main chunk, a metamethod), which the scheduler would raise here.
+const WRAPPER: &str = r#"
+local send = ...
+return function(config)
+    if not coroutine.isyieldable() then
+        error("net.request: cannot wait for a response here: call it from a task", 2)
+    end
+    local ok, result = send(config)
+    if ok then
+        return result
+    end
+    error(result, 2)
+end
+"#;
 
 /// The function `net.request`, with its own pooled client, made at the first request.
 pub(crate) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {

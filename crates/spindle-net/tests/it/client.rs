@@ -566,3 +566,33 @@ fn a_body_that_inflates_past_max_body_size_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn a_request_where_the_caller_cannot_wait_or_outside_tokio_is_a_clear_error() {
+    let (runtime, lua, scheduler) = host_with(|_, e| panic!("{e}"));
+    // A host's main chunk, which is no task: it could not wait for the response.
+    let entered = runtime.enter();
+    let error = lua
+        .load("\nnet.request('http://127.0.0.1:1/')")
+        .set_name("@main.luau")
+        .exec()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("main.luau:2: net.request: cannot wait for a response here"),
+        "{error}"
+    );
+    drop(entered);
+    // A task, but a run driven outside tokio.
+    let main = lua
+        .load("local ok, message = pcall(net.request, 'http://127.0.0.1:1/') caught = message")
+        .into_function()
+        .unwrap();
+    scheduler.spawn(main, ()).unwrap();
+    scheduler.run_blocking().unwrap();
+    let caught: String = lua.globals().get("caught").unwrap();
+    assert!(
+        caught.starts_with("net.request: no tokio runtime"),
+        "{caught}"
+    );
+}
