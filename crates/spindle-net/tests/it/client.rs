@@ -252,8 +252,11 @@ fn a_server_that_does_not_answer_in_time_is_a_timeout_error() {
         )
     );
     assert!(started.elapsed() < BOUND / 2, "{:?}", started.elapsed());
-    // The timeout dropped the request, which closed its connection.
-    assert!(raw.wait_closed_while_held(1));
+    // The timeout dropped the request, which closed its connection (if the request got as far
+    // as the server on a loaded machine).
+    if !raw.requests().is_empty() {
+        assert!(raw.wait_closed_while_held(1));
+    }
 }
 
 #[test]
@@ -306,18 +309,26 @@ fn https_goes_through_tls_which_a_plain_server_fails() {
 #[test]
 fn cancelling_the_task_drops_the_request_and_closes_its_connection() {
     let raw = RawServer::start(|_| Reply::Hold);
+    let counter = raw.request_counter();
     let started = Instant::now();
-    let ran = run(
+    let ran = run_with(
         r#"
         finished = false
         local waiting = task.spawn(function()
             net.request("http://127.0.0.1:PORT/")
             finished = true
         end)
-        task.wait(0.1)
+        -- Cancels once the server holds the request (the exchange is under way).
+        while receivedRequests() == 0 do
+            task.wait(0.01)
+        end
         task.cancel(waiting)
         "#,
         raw.port,
+        move |lua| {
+            let received = lua.create_function(move |_, ()| Ok(counter())).unwrap();
+            lua.globals().set("receivedRequests", received).unwrap();
+        },
     );
     ran.no_errors();
     assert_eq!(ran.text("tostring(finished)"), "false");

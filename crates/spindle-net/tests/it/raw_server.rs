@@ -89,6 +89,12 @@ impl RawServer {
         }
     }
 
+    /// A function that tells how many requests the server has read, for a script to wait on.
+    pub fn request_counter(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let counts = Arc::clone(&self.counts);
+        move || counts.requests.lock().unwrap().len()
+    }
+
     pub fn accepted(&self) -> usize {
         self.counts.accepted.load(Ordering::SeqCst)
     }
