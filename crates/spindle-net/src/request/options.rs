@@ -269,12 +269,18 @@ fn query_from(value: &Value) -> Result<String, String> {
         Value::Table(table) => table,
         other => return Err(format!("must be a table, got {}", describe(other))),
     };
-    let mut query = form_urlencoded::Serializer::new(String::new());
+    let mut query = String::new();
     each_value(table, |key, value| {
-        query.append_pair(key, &String::from_utf8_lossy(value));
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.extend(form_urlencoded::byte_serialize(key.as_bytes()));
+        query.push('=');
+        // The value's bytes as they are: a binary value is percent-encoded, not mangled.
+        query.extend(form_urlencoded::byte_serialize(value));
         Ok(())
     })?;
-    Ok(query.finish())
+    Ok(query)
 }
 
 /// Calls `add(key, value)` for each string key of `table` and each of its values: a string or

@@ -86,7 +86,8 @@ const ECHO_SERVER: &str = r#"
                 ["X-Agent"] = request.headers["user-agent"],
                 ["Set-Cookie"] = { "c=1", "d=2" },
             },
-            body = `{request.method} a={a} b={request.query.b} h={request.headers["x-echo"]} body={request.body}`,
+            body = `{request.method} a={a} b={request.query.b} h={request.headers["x-echo"]} body={request.body}`
+            .. if request.query["c&d"] then " c&d=" .. request.query["c&d"] else "",
         }
     end)
     base = `http://127.0.0.1:{server.port}`
@@ -126,7 +127,7 @@ fn query_and_headers_go_both_ways_and_the_response_has_lune_s_shape() {
             r#"
             response = net.request({
                 url = base .. "/path?b=x%20y",
-                query = { a = { "1", "2" } },
+                query = { a = { "1", "2" }, ["c&d"] = "\255=" },
                 headers = { ["X-Echo"] = "hello" },
             })
             plain = net.request(base .. "/plain")
@@ -137,7 +138,10 @@ fn query_and_headers_go_both_ways_and_the_response_has_lune_s_shape() {
         0,
     );
     ran.no_errors();
-    assert_eq!(ran.text("response.body"), "GET a=1+2 b=x y h=hello body=");
+    assert_eq!(
+        ran.text("tostring(response.body == 'GET a=1+2 b=x y h=hello body= c&d=\\255=')"),
+        "true"
+    );
     assert_eq!(ran.text("tostring(response.ok)"), "true");
     assert_eq!(ran.text("tostring(response.statusCode)"), "200");
     assert_eq!(ran.text("response.statusMessage"), "OK");
