@@ -611,3 +611,35 @@ fn a_request_where_the_caller_cannot_wait_or_outside_tokio_is_a_clear_error() {
         "{caught}"
     );
 }
+
+#[test]
+fn dropping_the_scheduler_with_a_request_in_flight_drops_the_request() {
+    let raw = RawServer::start(|_| Reply::Hold);
+    let (runtime, lua, scheduler) = host_with(|_, e| panic!("{e}"));
+    let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+    runtime.block_on(async {
+        let main = lua
+            .load(format!("net.request('http://127.0.0.1:{}/')", raw.port))
+            .into_function()
+            .unwrap();
+        scheduler.spawn(main, ()).unwrap();
+        let held = async {
+            while raw.requests().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(BOUND, scheduler.run_until(sleeper, held))
+            .await
+            .expect("the request never reached the server")
+            .unwrap();
+        let weak = scheduler.downgrade();
+        drop(scheduler);
+        assert!(
+            weak.upgrade().is_none(),
+            "the scheduler outlived its last handle"
+        );
+        // The connection task runs on the runtime: let it see its request dropped.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    });
+    assert!(raw.wait_closed_while_held(1));
+}
