@@ -109,8 +109,12 @@
 #![warn(missing_docs)]
 
 mod config;
+mod duplex;
+mod listener;
 mod serve;
+mod tcp;
 mod url;
+mod websocket;
 
 use mlua::{Lua, Table};
 use spindle::Scheduler;
@@ -124,7 +128,10 @@ use spindle::Scheduler;
 pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     let lua = scheduler.lua();
     let net = lua.create_table()?;
-    net.set("serve", serve::function(lua)?)?;
+    let websocket = websocket::library(scheduler)?;
+    net.set("serve", serve::function(lua, websocket.serving)?)?;
+    net.set("socket", websocket.socket)?;
+    net.set("tcp", tcp::library(scheduler)?)?;
     net.set("urlEncode", lua.create_function(url::encode)?)?;
     net.set("urlDecode", lua.create_function(url::decode)?)?;
     Ok(net)
@@ -141,6 +148,19 @@ fn error_at_caller(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
         Some((file, Some(line))) => mlua::Error::runtime(format!("{file}:{line}: {message}")),
         _ => mlua::Error::runtime(message.to_string()),
     }
+}
+
+/// `Scheduler::create_async_function`, its refusal as an mlua error.
+fn async_fn<F, A, Fut, R>(scheduler: &Scheduler, f: F) -> mlua::Result<mlua::Function>
+where
+    F: Fn(Lua, A) -> Fut + 'static,
+    A: mlua::FromLuaMulti,
+    Fut: std::future::Future<Output = mlua::Result<R>> + 'static,
+    R: mlua::IntoLuaMulti + 'static,
+{
+    scheduler
+        .create_async_function(f)
+        .map_err(|e| mlua::Error::runtime(e.to_string()))
 }
 
 /// A value's type as Luau names it (mlua says "integer" for what Luau calls a number).

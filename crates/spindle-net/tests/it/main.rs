@@ -7,3 +7,5 @@ mod limits;
 mod requests;
 mod support;
 mod url;
+mod tcp;
+mod websocket;
