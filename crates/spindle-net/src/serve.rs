@@ -46,10 +46,9 @@ pub(crate) fn function(lua: &Lua, serving: Function) -> mlua::Result<Function> {
             None => None,
         };
         let websocket = match &config.websocket {
-            Some((handler, max_message_size)) => Some(Upgrades::new(
-                serving.call(handler)?,
-                *max_message_size,
-            )),
+            Some((handler, max_message_size)) => {
+                Some(Upgrades::new(serving.call(handler)?, *max_message_size))
+            }
             None => None,
         };
         serve(lua, config, task_function, websocket)
@@ -64,20 +63,25 @@ fn serve(
     websocket: Option<Upgrades>,
 ) -> mlua::Result<Table> {
     let address = std::net::SocketAddr::new(config.address, config.port);
-    listener::listen(lua, "net.serve", address, move |listener, scheduler, stopped| {
-        let shared = Shared::new(
-            config.limits,
-            task_function,
-            websocket,
-            scheduler.downgrade(),
-            stopped,
-        );
-        Server {
-            listener,
-            shared: Rc::new(shared),
-        }
-        .run()
-    })
+    listener::listen(
+        lua,
+        "net.serve",
+        address,
+        move |listener, scheduler, stopped| {
+            let shared = Shared::new(
+                config.limits,
+                task_function,
+                websocket,
+                scheduler.downgrade(),
+                stopped,
+            );
+            Server {
+                listener,
+                shared: Rc::new(shared),
+            }
+            .run()
+        },
+    )
 }
 
 /// What a server's connections and requests share.

@@ -79,71 +79,84 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
     let primitives = lua.create_table()?;
     primitives.raw_set(
         "read",
-        async_fn(scheduler, |lua: Lua, (stream, max): (AnyUserData, usize)| {
-            let state = state_of(&stream);
-            async move {
-                let state = match state {
-                    Ok(state) => state,
-                    Err(message) => return refused(&lua, message),
-                };
-                if state.duplex.is_closed() {
-                    return refused(&lua, "the stream is closed");
-                }
-                let max = max.clamp(1, MAX_READ);
-                let read = state.duplex.reading(async |reader| {
-                    let mut buffer = Vec::with_capacity(max);
-                    reader.read_buf(&mut buffer).await.map(|_| buffer)
-                });
-                let read = match state.read_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, read).await {
-                        Ok(read) => read,
-                        Err(_) => {
-                            let seconds = limit.as_secs_f64();
-                            return refused(&lua, format!("timed out after {seconds} s (readTimeout)"));
-                        }
-                    },
-                    None => read.await,
-                };
-                match read {
-                    Some(Ok(bytes)) if !bytes.is_empty() => {
-                        Ok((true, Value::String(lua.create_string(bytes)?)))
+        async_fn(
+            scheduler,
+            |lua: Lua, (stream, max): (AnyUserData, usize)| {
+                let state = state_of(&stream);
+                async move {
+                    let state = match state {
+                        Ok(state) => state,
+                        Err(message) => return refused(&lua, message),
+                    };
+                    if state.duplex.is_closed() {
+                        return refused(&lua, "the stream is closed");
                     }
-                    // The end of the stream; or closed by another task while this read waited.
-                    Some(Ok(_)) | None => Ok((true, Value::Nil)),
-                    Some(Err(error)) => refused(&lua, format!("the connection failed: {error}")),
+                    let max = max.clamp(1, MAX_READ);
+                    let read = state.duplex.reading(async |reader| {
+                        let mut buffer = Vec::with_capacity(max);
+                        reader.read_buf(&mut buffer).await.map(|_| buffer)
+                    });
+                    let read = match state.read_timeout {
+                        Some(limit) => match tokio::time::timeout(limit, read).await {
+                            Ok(read) => read,
+                            Err(_) => {
+                                let seconds = limit.as_secs_f64();
+                                return refused(
+                                    &lua,
+                                    format!("timed out after {seconds} s (readTimeout)"),
+                                );
+                            }
+                        },
+                        None => read.await,
+                    };
+                    match read {
+                        Some(Ok(bytes)) if !bytes.is_empty() => {
+                            Ok((true, Value::String(lua.create_string(bytes)?)))
+                        }
+                        // The end of the stream; or closed by another task while this read waited.
+                        Some(Ok(_)) | None => Ok((true, Value::Nil)),
+                        Some(Err(error)) => {
+                            refused(&lua, format!("the connection failed: {error}"))
+                        }
+                    }
                 }
-            }
-        })?,
+            },
+        )?,
     )?;
     primitives.raw_set(
         "write",
-        async_fn(scheduler, |lua: Lua, (stream, data): (AnyUserData, Value)| {
-            let state = state_of(&stream);
-            let bytes = match &data {
-                Value::String(text) => Ok(text.as_bytes().to_vec()),
-                Value::Buffer(buffer) => Ok(buffer.to_vec()),
-                _ => Err("the data is not a string or a buffer"),
-            };
-            async move {
-                let (state, bytes) = match (state, bytes) {
-                    (Ok(state), Ok(bytes)) => (state, bytes),
-                    (Err(message), _) => return refused(&lua, message),
-                    (_, Err(message)) => return refused(&lua, message),
+        async_fn(
+            scheduler,
+            |lua: Lua, (stream, data): (AnyUserData, Value)| {
+                let state = state_of(&stream);
+                let bytes = match &data {
+                    Value::String(text) => Ok(text.as_bytes().to_vec()),
+                    Value::Buffer(buffer) => Ok(buffer.to_vec()),
+                    _ => Err("the data is not a string or a buffer"),
                 };
-                if state.duplex.is_closed() {
-                    return refused(&lua, "the stream is closed");
+                async move {
+                    let (state, bytes) = match (state, bytes) {
+                        (Ok(state), Ok(bytes)) => (state, bytes),
+                        (Err(message), _) => return refused(&lua, message),
+                        (_, Err(message)) => return refused(&lua, message),
+                    };
+                    if state.duplex.is_closed() {
+                        return refused(&lua, "the stream is closed");
+                    }
+                    match state
+                        .duplex
+                        .writing(async |writer| writer.write_all(&bytes).await)
+                        .await
+                    {
+                        Some(Ok(())) => Ok((true, Value::Nil)),
+                        None => refused(&lua, "the stream was closed while writing"),
+                        Some(Err(error)) => {
+                            refused(&lua, format!("the connection failed: {error}"))
+                        }
+                    }
                 }
-                match state
-                    .duplex
-                    .writing(async |writer| writer.write_all(&bytes).await)
-                    .await
-                {
-                    Some(Ok(())) => Ok((true, Value::Nil)),
-                    None => refused(&lua, "the stream was closed while writing"),
-                    Some(Err(error)) => refused(&lua, format!("the connection failed: {error}")),
-                }
-            }
-        })?,
+            },
+        )?,
     )?;
     primitives.raw_set(
         "close",

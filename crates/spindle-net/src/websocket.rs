@@ -184,7 +184,11 @@ impl State {
 type Answer = (bool, Value, Value);
 
 fn refused(lua: &Lua, message: impl AsRef<str>) -> mlua::Result<Answer> {
-    Ok((false, Value::String(lua.create_string(message.as_ref())?), Value::Nil))
+    Ok((
+        false,
+        Value::String(lua.create_string(message.as_ref())?),
+        Value::Nil,
+    ))
 }
 
 fn state_of(socket: &AnyUserData) -> Result<Rc<State>, String> {

@@ -53,9 +53,20 @@ pub(super) fn function(lua: &Lua) -> mlua::Result<Function> {
             )));
         };
         let address = SocketAddr::new(address, port);
-        listener::listen(lua, "net.tcp.listen", address, move |listener, scheduler, stopped| {
-            accept(listener, handler, read_timeout, scheduler.downgrade(), stopped)
-        })
+        listener::listen(
+            lua,
+            "net.tcp.listen",
+            address,
+            move |listener, scheduler, stopped| {
+                accept(
+                    listener,
+                    handler,
+                    read_timeout,
+                    scheduler.downgrade(),
+                    stopped,
+                )
+            },
+        )
     })
 }
 

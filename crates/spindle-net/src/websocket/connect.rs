@@ -42,7 +42,10 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
                     Ok(Err(message)) => refused(&lua, message),
                     Err(_) => refused(
                         &lua,
-                        format!("cannot connect to {}: timed out after {seconds} s", target.url),
+                        format!(
+                            "cannot connect to {}: timed out after {seconds} s",
+                            target.url
+                        ),
                     ),
                 }
             }
@@ -75,12 +78,14 @@ async fn open(target: &Target) -> Result<Ws, String> {
     let uri = request.uri();
     match uri.scheme_str() {
         Some("ws") => {}
-        Some("wss") => {
+        Some("wss") => return Err(format!(
+            "cannot connect to {url}: wss:// (WebSocket over TLS) is not supported yet, only ws://"
+        )),
+        _ => {
             return Err(format!(
-                "cannot connect to {url}: wss:// (WebSocket over TLS) is not supported yet, only ws://"
+                "invalid URL \"{url}\": expected ws://host[:port]/path"
             ))
         }
-        _ => return Err(format!("invalid URL \"{url}\": expected ws://host[:port]/path")),
     }
     let host = uri.host().unwrap_or_default();
     let host = host
@@ -101,6 +106,8 @@ async fn open(target: &Target) -> Result<Ws, String> {
             "{url} refused the WebSocket handshake: HTTP {}",
             response.status()
         )),
-        Err(error) => Err(format!("the WebSocket handshake with {url} failed: {error}")),
+        Err(error) => Err(format!(
+            "the WebSocket handshake with {url} failed: {error}"
+        )),
     }
 }

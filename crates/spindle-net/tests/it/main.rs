@@ -6,6 +6,6 @@ mod lifecycle;
 mod limits;
 mod requests;
 mod support;
-mod url;
 mod tcp;
+mod url;
 mod websocket;

@@ -307,7 +307,9 @@ where
         let both = async { tokio::join!(script, peer).0 };
         tokio::time::timeout(BOUND, both)
             .await
-            .unwrap_or_else(|_| panic!("the run did not end in time; errors: {:?}", errors.borrow()))
+            .unwrap_or_else(|_| {
+                panic!("the run did not end in time; errors: {:?}", errors.borrow())
+            })
             .unwrap();
     });
     let errors = errors.borrow().clone();

@@ -80,7 +80,10 @@ fn a_stream_used_after_close_is_a_clear_error() {
         "{read}"
     );
     let write: String = ran.global("writeError");
-    assert!(write.contains("stream:write: the stream is closed"), "{write}");
+    assert!(
+        write.contains("stream:write: the stream is closed"),
+        "{write}"
+    );
     let dot: String = ran.global("dotError");
     assert!(dot.contains("stream:read: call it as a method"), "{dot}");
     let argument: String = ran.global("argumentError");
@@ -105,11 +108,23 @@ fn bad_arguments_name_the_function_and_the_argument() {
     "#);
     assert!(ran.errors.is_empty(), "{:?}", ran.errors);
     let cases = [
-        ("noHandler", "net.tcp.listen: invalid argument #2 (function expected, got nil)"),
-        ("badPort", "net.tcp.listen: invalid argument #1 (port must be an integer"),
+        (
+            "noHandler",
+            "net.tcp.listen: invalid argument #2 (function expected, got nil)",
+        ),
+        (
+            "badPort",
+            "net.tcp.listen: invalid argument #1 (port must be an integer",
+        ),
         ("badOption", "net.tcp.listen: unknown option 'colour'"),
-        ("badHost", "net.tcp.connect: invalid argument #1 (string expected, got number)"),
-        ("badTimeout", "net.tcp.connect: option 'timeout' must be a positive number"),
+        (
+            "badHost",
+            "net.tcp.connect: invalid argument #1 (string expected, got number)",
+        ),
+        (
+            "badTimeout",
+            "net.tcp.connect: option 'timeout' must be a positive number",
+        ),
     ];
     for (name, expected) in cases {
         let message: String = ran.global(name);
@@ -127,7 +142,9 @@ fn connecting_to_a_closed_port_is_an_error_naming_the_address() {
     ));
     let message: String = ran.global("message");
     assert!(
-        message.contains(&format!("net.tcp.connect: cannot connect to 127.0.0.1:{port}")),
+        message.contains(&format!(
+            "net.tcp.connect: cannot connect to 127.0.0.1:{port}"
+        )),
         "{message}"
     );
 }

@@ -42,7 +42,10 @@ fn echo_from_a_served_socket_to_a_net_socket_client_with_close_codes_both_ways()
     assert_eq!(ran.global::<String>("serverKind"), "WebSocket");
     assert_eq!(ran.global::<String>("text"), "echo hello");
     assert!(!ran.global::<bool>("textBinary"));
-    assert_eq!(ran.global::<mlua::LuaString>("bytes").as_bytes().as_ref(), b"echo \0\x01\x02");
+    assert_eq!(
+        ran.global::<mlua::LuaString>("bytes").as_bytes().as_ref(),
+        b"echo \0\x01\x02"
+    );
     assert!(ran.global::<bool>("bytesBinary"));
     assert_eq!(ran.global::<Option<u16>>("openCode"), None);
     assert_eq!(ran.global::<u16>("clientCode"), 4001);
@@ -144,7 +147,10 @@ fn a_net_socket_client_talks_to_a_raw_tungstenite_server() {
             let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
             let message = socket.next().await.unwrap().unwrap();
             assert_eq!(message, Message::text("ping"));
-            socket.send(Message::binary(b"pong".to_vec())).await.unwrap();
+            socket
+                .send(Message::binary(b"pong".to_vec()))
+                .await
+                .unwrap();
             socket
                 .close(Some(CloseFrame {
                     code: CloseCode::Away,
@@ -277,7 +283,10 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
     "#);
     assert!(ran.errors.is_empty(), "{:?}", ran.errors);
     let cases = [
-        ("badMessage", "main.luau:5: socket:send: invalid argument #1 (string or buffer expected, got number)"),
+        (
+            "badMessage",
+            "main.luau:5: socket:send: invalid argument #1 (string or buffer expected, got number)",
+        ),
         ("badText", "socket:send: the message is not valid UTF-8"),
         ("badCode", "socket:close: invalid argument #1"),
         ("dotCall", "socket:next: call it as a method"),
