@@ -1,4 +1,4 @@
-//! Spindle's network library: HTTP servers whose requests run as Luau tasks.
+//! Spindle's network library: HTTP servers whose requests run as Luau tasks, WebSockets and TCP.
 //!
 //! [`module`] builds the `net` table for a [`Scheduler`]; the `spindle` command exposes it as
 //! `require("@spindle/net")`, and any host hands it to its scripts as it likes. Its shapes follow
@@ -11,6 +11,12 @@
 //!   response with that body) or a table `{ status, headers, body }`. `net.serve` returns at
 //!   once with a handle: `port` (the bound port, for a server asked for port 0), `address` and
 //!   `stop()`. See [`serve`](crate#servers) below for the options and the limits.
+//!   With `handleWebSocket`, the same server accepts WebSockets, each handled by a task of its
+//!   own; see [WebSockets](crate#websockets).
+//! - `net.socket(url, options?)` opens a WebSocket (a client): `socket:send`, `socket:next()`
+//!   (yields; nil once closed), `socket:close(code?)`, `socket.closeCode`.
+//! - `net.tcp.connect(host, port, options?)` and `net.tcp.listen(port | config, handler)`:
+//!   TCP streams and servers (Lune has no TCP server); see [TCP](crate#tcp).
 //! - `net.urlEncode(text, binary?)` and `net.urlDecode(text, binary?)` percent-encode and decode.
 //!
 //! The library is built on tokio and hyper: the scheduler must be driven inside a tokio runtime
@@ -80,6 +86,8 @@
 //! | `idleTimeout` | 60 | Seconds a keep-alive connection may stay idle between requests before it is closed. |
 //! | `maxConnections` | 1024 | Connections served at once; further clients wait in the listen queue until one closes. |
 //! | `shutdownTimeout` | 5 | Seconds `stop()` gives in-flight requests to finish before their connections are closed. |
+//! | `handleWebSocket` | (none) | `function(socket)`: accepts WebSocket upgrades; without `handleRequest`, other requests get `426 Upgrade Required`. |
+//! | `maxMessageSize` | 4194304 | Bytes of a WebSocket message (and frame) the server's sockets accept; more closes the socket with 1009. |
 //!
 //! Each request runs as a task: the handler's errors are reported with their traceback through
 //! the scheduler's error handler, like any task's, and the client gets `500 Internal Server
@@ -105,6 +113,54 @@
 //! `status` (an integer from 100 to 599, default 200), `headers` (a table of names to strings,
 //! or to arrays of strings for a header sent more than once) and `body` (a string or a buffer).
 //! Anything else fails the handler's task with an error that says what was wrong.
+//!
+//! # WebSockets
+//!
+//! A server with `handleWebSocket` answers an upgrade request (`Upgrade: websocket`) with `101
+//! Switching Protocols` and runs `handleWebSocket(socket)` as a task of its own; a client opens
+//! one with `net.socket("ws://host:port/path", { maxMessageSize?, timeout? })`, which yields
+//! until the handshake is done (`timeout`, default 30 s, bounds the connection and the
+//! handshake). Only `ws://` for now: `wss://` is refused with an error saying so. Both ends get
+//! the same object (`typeof(socket) == "WebSocket"`), as in Lune:
+//!
+//! - `socket:send(message, asBinaryMessage?)`: a string goes as a text message (it must be
+//!   UTF-8), a buffer as a binary one; `asBinaryMessage` decides either way. Yields until the
+//!   message is written.
+//! - `socket:next()`: yields until a message comes, and returns it (a string) and whether it
+//!   was binary; returns nil once the connection has closed. Pings are answered on their own.
+//! - `socket:close(code?)`: sends a close frame (default 1000; 1000 to 4999, not the reserved
+//!   codes), waits up to a second for the peer's answer, and closes the connection. Closing a
+//!   closed socket does nothing.
+//! - `socket.closeCode`: nil while open; then the code of the first close frame sent or
+//!   received: the peer's (1005 if it gave none), one's own, 1006 when the connection broke
+//!   without one, 1009 when the peer's message was over `maxMessageSize` (the socket closes
+//!   with 1009).
+//!
+//! `send` on a closed socket is an error (`socket:send: the socket is closed`); `next` returns
+//! nil. A socket may be used by any task: one task may wait in `next()` while others `send`;
+//! two readers take turns. Cancelling a task waiting in `next()` drops the wait at once (the
+//! socket stays open for others). A socket nobody closes is closed when the collector frees it;
+//! a server's `stop()` closes the sockets it accepted with 1001 (going away).
+//!
+//! # TCP
+//!
+//! `net.tcp.connect(host, port, { timeout?, readTimeout? })` yields until connected (`timeout`,
+//! default 30 s) and returns a stream. `net.tcp.listen(port | { port, address?, readTimeout? },
+//! handler)` returns at once with a handle (`port`, `address`, `stop()`) and runs
+//! `handler(stream)` as a task of its own for each connection; like `net.serve`, an open
+//! listener keeps the run going, and `stop()` closes it (accepted streams stay open). A stream
+//! (`typeof(stream) == "TcpStream"`) has:
+//!
+//! - `stream:read(maxBytes?)`: yields until data comes and returns up to `maxBytes` (default
+//!   65536, at most 16 MiB) as a string; nil at the end of the stream. With `readTimeout`, a
+//!   read that waits longer fails with `stream:read: timed out after N s (readTimeout)`.
+//! - `stream:write(data)`: a string or a buffer; yields until it is all written.
+//! - `stream:close()`: closes the connection; a read waiting in another task returns nil, and
+//!   later reads and writes are errors (`stream:read: the stream is closed`).
+//! - `stream.remoteAddress`, `stream.remotePort`: the peer.
+//!
+//! Cancelling a task blocked in `read` or `write` drops that call's future at once. No TLS for
+//! TCP streams.
 
 #![warn(missing_docs)]
 

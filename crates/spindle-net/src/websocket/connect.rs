@@ -78,9 +78,11 @@ async fn open(target: &Target) -> Result<Ws, String> {
     let uri = request.uri();
     match uri.scheme_str() {
         Some("ws") => {}
-        Some("wss") => return Err(format!(
+        Some("wss") => {
+            return Err(format!(
             "cannot connect to {url}: wss:// (WebSocket over TLS) is not supported yet, only ws://"
-        )),
+        ))
+        }
         _ => {
             return Err(format!(
                 "invalid URL \"{url}\": expected ws://host[:port]/path"
