@@ -13,7 +13,7 @@
 //!   `stop()`. See [`serve`](crate#servers) below for the options and the limits.
 //!   With `handleWebSocket`, the same server accepts WebSockets, each handled by a task of its
 //!   own; see [WebSockets](crate#websockets).
-//! - `net.socket(url, options?)` opens a WebSocket (a client): `socket:send`, `socket:next()`
+//! - `net.socket(url, options?)` opens a WebSocket (a client, `ws://` or `wss://`): `socket:send`, `socket:next()`
 //!   (yields; nil once closed), `socket:close(code?)`, `socket.closeCode`.
 //! - `net.tcp.connect(host, port, options?)` and `net.tcp.listen(port | config, handler)`:
 //!   TCP streams and servers (Lune has no TCP server); see [TCP](crate#tcp).
@@ -120,8 +120,9 @@
 //! Switching Protocols` and runs `handleWebSocket(socket)` as a task of its own; a client opens
 //! one with `net.socket("ws://host:port/path", { maxMessageSize?, timeout? })`, which yields
 //! until the handshake is done (`timeout`, default 30 s, bounds the connection and the
-//! handshake). Only `ws://` for now: `wss://` is refused with an error saying so. Both ends get
-//! the same object (`typeof(socket) == "WebSocket"`), as in Lune:
+//! handshake). `wss://` runs over TLS (rustls on ring), trusting the webpki roots (Mozilla's
+//! list, built in, not the system's store). Both ends get the same object
+//! (`typeof(socket) == "WebSocket"`), as in Lune:
 //!
 //! - `socket:send(message, asBinaryMessage?)`: a string goes as a text message (it must be
 //!   UTF-8), a buffer as a binary one; `asBinaryMessage` decides either way. Yields until the

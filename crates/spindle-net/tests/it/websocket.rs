@@ -276,7 +276,6 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
         _, badCode = pcall(socket.close, socket, 1005)
         _, dotCall = pcall(socket.next)
         _, badUrl = pcall(net.socket, "http://127.0.0.1/")
-        _, tls = pcall(net.socket, "wss://127.0.0.1/")
         _, badOption = pcall(net.socket, "ws://127.0.0.1/", { size = 1 })
         socket:close()
         server.stop()
@@ -290,12 +289,64 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
         ("badText", "socket:send: the message is not valid UTF-8"),
         ("badCode", "socket:close: invalid argument #1"),
         ("dotCall", "socket:next: call it as a method"),
-        ("badUrl", "net.socket: invalid URL \"http://127.0.0.1/\""),
-        ("tls", "wss:// (WebSocket over TLS) is not supported yet"),
+        (
+            "badUrl",
+            "net.socket: invalid URL \"http://127.0.0.1/\": expected ws:// or wss://",
+        ),
         ("badOption", "net.socket: unknown option 'size'"),
     ];
     for (name, expected) in cases {
         let message: String = ran.global(name);
         assert!(message.contains(expected), "{name}: {message}");
     }
+}
+
+#[test]
+fn wss_runs_tls_and_refuses_a_certificate_outside_the_webpki_roots() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::ServerConfig;
+
+    // A self-signed certificate for localhost (tests/it/fixtures, made with openssl): a real
+    // TLS server, whose certificate no webpki root vouches for.
+    let certificate =
+        CertificateDer::from_pem_slice(include_bytes!("fixtures/localhost.crt")).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/localhost.key")).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let ran = run_with(
+        &format!(
+            r#"
+            ready(0)
+            ok, message = pcall(function() return net.socket("wss://localhost:{port}/") end)
+            message = tostring(message)
+            "#
+        ),
+        move |_| async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            // The client gives up on the certificate, so the server's side of the handshake fails.
+            assert!(acceptor.accept(stream).await.is_err());
+        },
+    );
+    assert!(ran.errors.is_empty(), "{:?}", ran.errors);
+    assert!(!ran.global::<bool>("ok"));
+    let message: String = ran.global("message");
+    assert!(
+        message.contains(&format!(
+            "main.luau:3: net.socket: the TLS handshake with wss://localhost:{port}/ failed: invalid peer certificate: UnknownIssuer"
+        )),
+        "{message}"
+    );
 }
