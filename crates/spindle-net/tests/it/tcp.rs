@@ -252,3 +252,32 @@ fn an_open_listener_keeps_the_run_going_until_stop_which_closes_it() {
     let port: u16 = ran.lua.load("return server.port").eval().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn a_handler_error_is_reported_and_the_listener_goes_on() {
+    let ran = run(r#"
+        local server
+        local connections = 0
+        server = net.tcp.listen(0, function(stream)
+            connections += 1
+            if connections == 1 then
+                error("the first handler fails")
+            end
+            stream:write("second served")
+            stream:close()
+            server.stop()
+        end)
+        local first = net.tcp.connect("127.0.0.1", server.port)
+        task.wait(0.05)
+        local second = net.tcp.connect("127.0.0.1", server.port)
+        secondGot = second:read()
+        first:close()
+    "#);
+    assert_eq!(ran.errors.len(), 1, "{:?}", ran.errors);
+    assert!(
+        ran.errors[0].contains("the first handler fails"),
+        "{:?}",
+        ran.errors
+    );
+    assert_eq!(ran.global::<String>("secondGot"), "second served");
+}

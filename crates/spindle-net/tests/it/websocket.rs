@@ -350,3 +350,38 @@ fn wss_runs_tls_and_refuses_a_certificate_outside_the_webpki_roots() {
         "{message}"
     );
 }
+
+#[test]
+fn a_server_without_handle_web_socket_refuses_the_handshake_clearly() {
+    let ran = run(r#"
+        local server = net.serve(0, function() return "no sockets here" end)
+        ok, message = pcall(function() return net.socket(`ws://127.0.0.1:{server.port}/`) end)
+        message = tostring(message)
+        server.stop()
+    "#);
+    assert!(ran.errors.is_empty(), "{:?}", ran.errors);
+    assert!(!ran.global::<bool>("ok"));
+    let message: String = ran.global("message");
+    assert!(
+        message.contains("refused the WebSocket handshake: HTTP 200 OK"),
+        "{message}"
+    );
+}
+
+#[test]
+fn waiting_in_next_where_no_yield_is_possible_is_an_error_not_a_crash() {
+    let ran = run(r#"
+        local server
+        server = net.serve({ port = 0, handleWebSocket = function(socket) socket:next() end })
+        local socket = net.socket(`ws://127.0.0.1:{server.port}`)
+        local trap = setmetatable({}, { __index = function() return socket:next() end })
+        ok, message = pcall(function() return trap.x end)
+        message = tostring(message)
+        socket:close()
+        server.stop()
+    "#);
+    assert!(ran.errors.is_empty(), "{:?}", ran.errors);
+    assert!(!ran.global::<bool>("ok"));
+    let message: String = ran.global("message");
+    assert!(message.contains("yield"), "{message}");
+}
