@@ -259,6 +259,17 @@ impl Ran {
             .get(name)
             .unwrap_or_else(|e| panic!("global {name}: {e}; errors: {:?}", self.errors))
     }
+
+    /// Asserts that the global `name` is a string that contains `expected`.
+    #[track_caller]
+    pub fn assert_text(&self, name: &str, expected: impl AsRef<str>) {
+        let text: String = self.global(name);
+        let expected = expected.as_ref();
+        assert!(
+            text.contains(expected),
+            "{name}: {text:?} lacks {expected:?}"
+        );
+    }
 }
 
 /// Runs `script` (as `@main.luau`) to the end of its run, beside `beside` (a future on the same
