@@ -141,7 +141,8 @@
 //! nil. A socket may be used by any task: one task may wait in `next()` while others `send`;
 //! two readers take turns. Cancelling a task waiting in `next()` drops the wait at once (the
 //! socket stays open for others). A socket nobody closes is closed when the collector frees it;
-//! a server's `stop()` closes the sockets it accepted with 1001 (going away).
+//! a server's `stop()` closes the sockets it accepted with 1001 (going away). An accepted socket
+//! no longer counts toward `maxConnections`, and the HTTP timeouts stop applying to it.
 //!
 //! # TCP
 //!

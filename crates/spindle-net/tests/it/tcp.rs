@@ -135,7 +135,7 @@ fn connecting_to_a_closed_port_is_an_error_naming_the_address() {
     ));
     ran.assert_text(
         "message",
-        &format!("net.tcp.connect: cannot connect to 127.0.0.1:{port}"),
+        format!("net.tcp.connect: cannot connect to 127.0.0.1:{port}"),
     );
 }
 

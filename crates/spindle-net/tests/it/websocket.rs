@@ -340,7 +340,7 @@ fn wss_runs_tls_and_refuses_a_certificate_outside_the_webpki_roots() {
     );
     assert!(ran.errors.is_empty(), "{:?}", ran.errors);
     assert!(!ran.global::<bool>("ok"));
-    ran.assert_text("message", &format!(
+    ran.assert_text("message", format!(
             "main.luau:3: net.socket: the TLS handshake with wss://localhost:{port}/ failed: invalid peer certificate: UnknownIssuer"
         ));
 }
