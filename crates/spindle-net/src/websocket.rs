@@ -302,18 +302,9 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Library> {
     })
 }
 
-/// A socket userdata over an open stream; `live`, if given, keeps a weak reference to it for
-/// the server that accepted it.
-fn socket_userdata(
-    lua: &Lua,
-    stream: Ws,
-    live: Option<&accept::Live>,
-) -> mlua::Result<AnyUserData> {
-    let state = State::new(stream);
-    if let Some(live) = live {
-        live.add(Rc::downgrade(&state));
-    }
-    lua.create_any_userdata(Socket(state))
+/// A socket userdata over an open stream.
+fn socket_userdata(lua: &Lua, stream: Ws) -> mlua::Result<AnyUserData> {
+    lua.create_any_userdata(Socket(State::new(stream)))
 }
 
 /// Closes the sockets still open among `sockets` with `code`, all at once.

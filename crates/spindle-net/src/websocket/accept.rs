@@ -5,9 +5,10 @@
 //!
 //! Invariant: the server knows its sockets only weakly ([`Live`]): a socket lives as long as
 //! the script holds it; `stop()` closes those still open with 1001 (going away) before the
-//! server's task ends.
+//! server's task ends, and a socket whose upgrade completes after `stop()` is closed with 1001
+//! at once, its handler not run.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use http_body_util::Full;
@@ -25,18 +26,26 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{close_all, config, socket_userdata, Io, State};
+use super::{close_all, config, Io, Socket, State};
 use crate::async_fn;
 
-/// The sockets a server accepted, weakly.
+/// The sockets a server accepted, weakly, until the server stops.
 #[derive(Default)]
-pub(crate) struct Live(RefCell<Vec<Weak<State>>>);
+pub(crate) struct Live {
+    sockets: RefCell<Vec<Weak<State>>>,
+    stopped: Cell<bool>,
+}
 
 impl Live {
-    pub(super) fn add(&self, socket: Weak<State>) {
-        let mut sockets = self.0.borrow_mut();
+    /// Adds a socket; false once the server has stopped (the socket must then close itself).
+    fn add(&self, socket: Weak<State>) -> bool {
+        if self.stopped.get() {
+            return false;
+        }
+        let mut sockets = self.sockets.borrow_mut();
         sockets.retain(|socket| socket.strong_count() > 0);
         sockets.push(socket);
+        true
     }
 }
 
@@ -66,7 +75,8 @@ impl Upgrades {
 
     /// Closes the sockets still open with 1001 (going away).
     pub(crate) async fn close_all(&self) {
-        let sockets = std::mem::take(&mut *self.live.0.borrow_mut());
+        self.live.stopped.set(true);
+        let sockets = std::mem::take(&mut *self.live.sockets.borrow_mut());
         close_all(sockets, 1001).await;
     }
 
@@ -141,11 +151,13 @@ pub(super) fn upgrade_function(scheduler: &Scheduler) -> mlua::Result<Function> 
             let io: Box<dyn Io> = Box::new(TokioIo::new(upgraded));
             let config = config(pending.max_message_size);
             let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            Ok(Value::UserData(socket_userdata(
-                &lua,
-                stream,
-                Some(&pending.live),
-            )?))
+            let state = State::new(stream);
+            if !pending.live.add(Rc::downgrade(&state)) {
+                // The server stopped while this upgrade was under way.
+                state.close(1001).await;
+                return Ok(Value::Nil);
+            }
+            Ok(Value::UserData(lua.create_any_userdata(Socket(state))?))
         }
     })
 }

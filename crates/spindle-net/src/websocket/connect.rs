@@ -41,7 +41,7 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
                 match tokio::time::timeout(target.timeout, open(&target)).await {
                     Ok(Ok(stream)) => Ok((
                         true,
-                        Value::UserData(socket_userdata(&lua, stream, None)?),
+                        Value::UserData(socket_userdata(&lua, stream)?),
                         Value::Nil,
                     )),
                     Ok(Err(message)) => refused(&lua, message),

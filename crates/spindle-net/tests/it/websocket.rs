@@ -230,12 +230,16 @@ fn stop_closes_the_served_sockets_with_1001_and_ends_the_run() {
         server = net.serve({
             port = 0,
             handleWebSocket = function(socket)
+                started = true
                 serverGot = socket:next()
                 serverCode = socket.closeCode
             end,
         })
         local socket = net.socket(`ws://127.0.0.1:{server.port}`)
-        task.delay(0.05, server.stop)
+        task.spawn(function()
+            while not started do task.wait() end
+            server.stop()
+        end)
         clientGot = socket:next()
         clientCode = socket.closeCode
     "#);
