@@ -9,8 +9,9 @@
 //! Invariants: `closeCode` is set once, by the first close frame sent or received (1005 when the
 //! peer's carried no code, 1006 when the connection broke with none, 1009 when the peer's message
 //! was over the limit); once it is set no message is sent and `next()` returns nil; and the
-//! connection is closed (both halves dropped) within [`CLOSE_TIMEOUT`] of it being set, whether
-//! or not the peer answers, without waiting for the collector.
+//! connection is closed (both halves dropped) within twice [`CLOSE_TIMEOUT`] of it being set,
+//! whether or not the peer answers, without waiting for the collector (unless the task that is
+//! closing it is cancelled meanwhile: then the collector closes it, with the object).
 
 pub(crate) mod accept;
 mod connect;
