@@ -185,3 +185,53 @@ fn handlers_stopped_by_the_timeout_or_the_memory_limit_answer_500_and_the_server
     );
     assert!(stderr.contains("not enough memory"), "{stderr}");
 }
+
+#[test]
+fn the_chat_example_demo_broadcasts_to_both_clients_and_ends() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = support::spindle_within(
+        Duration::from_secs(60),
+        &["run", "examples/chat.luau", "--demo"],
+        &workspace,
+    )
+    .expect("the demo ended within a minute");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "alice got:\t* guest1 joined
+alice got:\t* guest2 joined
+bob got:  \t* guest2 joined
+alice got:\tguest2: hello, alice
+bob got:  \tguest2: hello, alice
+alice got:\t* guest2 left (close code 1000)
+"
+    );
+}
+
+#[test]
+fn a_script_echoes_over_tcp_with_net_tcp() {
+    let port = free_port();
+    let out = serve(
+        "tcp_echo.luau",
+        r#"
+        local net = require("@spindle/net")
+        local process = require("@spindle/process")
+        local server
+        server = net.tcp.listen(tonumber(process.args[1]), function(stream)
+            local line = stream:read()
+            stream:write("echo: " .. line)
+            stream:close()
+            server.stop()
+        end)
+        "#,
+        port,
+        || {
+            let mut stream = connect(port);
+            stream.write_all(b"hi").unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            assert_eq!(reply, "echo: hi");
+        },
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}

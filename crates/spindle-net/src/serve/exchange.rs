@@ -18,6 +18,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::connection::InFlight;
 use super::Shared;
+use crate::websocket::accept::is_upgrade;
 
 /// The handler's checked answer, as `respond` hands it from the task to the exchange.
 pub(super) struct Answer {
@@ -32,6 +33,17 @@ pub(super) async fn exchange(
     _in_flight: InFlight,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(websocket) = &shared.websocket {
+        if is_upgrade(&request) {
+            return Ok(match shared.scheduler.upgrade() {
+                Some(scheduler) => websocket.accept(&scheduler, request),
+                None => plain(StatusCode::SERVICE_UNAVAILABLE),
+            });
+        }
+    }
+    let Some(task_function) = &shared.task_function else {
+        return Ok(plain(StatusCode::UPGRADE_REQUIRED));
+    };
     let deadline = Instant::now() + shared.limits.request_timeout;
     let (parts, body) = request.into_parts();
     let limit = shared.limits.max_body_size;
@@ -54,7 +66,7 @@ pub(super) async fn exchange(
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
     };
     let task = match request_table(scheduler.lua(), &parts, &body)
-        .and_then(|table| Ok(scheduler.spawn(&shared.task_function, table)?))
+        .and_then(|table| Ok(scheduler.spawn(task_function, table)?))
     {
         Ok(task) => task,
         // The Lua is out of memory, or the scheduler refuses work.

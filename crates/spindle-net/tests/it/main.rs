@@ -8,4 +8,6 @@ mod limits;
 mod raw_server;
 mod requests;
 mod support;
+mod tcp;
 mod url;
+mod websocket;
