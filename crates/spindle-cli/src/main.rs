@@ -15,6 +15,7 @@ use spindle_std::process::{Exit, ProcessInfo};
 
 mod builtins;
 mod limits;
+mod module_types;
 mod require;
 mod test_runner;
 
