@@ -14,8 +14,10 @@ use spindle::{Clock, Scheduler, VirtualClock};
 use spindle_std::process::{Exit, ProcessInfo};
 
 mod builtins;
+mod error_values;
 mod limits;
 mod module_types;
+mod repl;
 mod require;
 mod test_runner;
 
@@ -49,7 +51,26 @@ enum Command {
     /// under a virtual clock.
     #[command(after_help = "Example: spindle test tests/ --timeout 5 -j 4")]
     Test(test_runner::TestOptions),
+    /// Read Luau lines at a prompt and run each as a task, printing its values.
+    #[command(after_help = REPL_HELP)]
+    Repl {
+        #[command(flatten)]
+        options: RunOptions,
+    },
 }
+
+const REPL_HELP: &str = "\
+An entry is an expression (its values are printed) or statements; one left open goes on at
+the `>>` prompt. Tasks started at the prompt keep running between entries. Ctrl-C stops the
+running entry, Ctrl-D ends the session. Locals end with their entry: keep values in globals.
+
+Example:
+  $ spindle repl
+  > task.wait(0.5)
+  0.5
+  > json = require(\"@spindle/json\")
+  > json.decode('{\"a\": [1, 2]}')
+  { a = { 1, 2 } }";
 
 /// How a script runs: its clock and its limits.
 #[derive(Args)]
@@ -90,24 +111,28 @@ fn main() -> ExitCode {
             }
         },
         Command::Test(options) => test_runner::run(&options),
+        Command::Repl { options } => match repl::run(&options) {
+            Ok(status) => status,
+            Err(LoadError(message)) => {
+                eprintln!("spindle: {message}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
-/// Runs `script[0]` with the rest of `script` as its arguments (clap requires at least FILE).
-fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError> {
-    let (file, args) = script.split_first().expect("clap requires FILE");
-    let file = Path::new(file);
-    let source = std::fs::read(file)
-        .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
-    let lua = Lua::new();
-    let exit = Exit::new();
+/// A scheduler for `lua` as `options` ask, with the task library and `require` installed;
+/// its error handler prints each uncaught error (an error value by its contents, see
+/// [`error_values`]), except the ones `process.exit` raises to end
+/// the run.
+fn build_scheduler(lua: &Lua, options: &RunOptions, exit: &Exit) -> Result<Scheduler, LoadError> {
     let ending = exit.clone();
-    // The errors `process.exit` raises in the code still running are the run's end, not failures.
+    let values = error_values::install(lua).map_err(|e| LoadError(e.to_string()))?;
     let mut builder = Scheduler::builder()
         .native_code(!options.no_native)
         .on_error(move |_, error| {
             if ending.requested().is_none() {
-                eprintln!("{error}");
+                eprintln!("{}", error_values::report(&values, error));
             }
         });
     if options.virtual_time {
@@ -119,11 +144,23 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     if let Some(slice) = options.time_slice {
         builder = builder.time_slice(slice);
     }
-    let scheduler = builder.build(&lua).map_err(|e| LoadError(e.to_string()))?;
+    let scheduler = builder.build(lua).map_err(|e| LoadError(e.to_string()))?;
     scheduler
         .install_task_library()
         .map_err(|e| LoadError(e.to_string()))?;
     require::install(&scheduler).map_err(|e| LoadError(e.to_string()))?;
+    Ok(scheduler)
+}
+
+/// Runs `script[0]` with the rest of `script` as its arguments (clap requires at least FILE).
+fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError> {
+    let (file, args) = script.split_first().expect("clap requires FILE");
+    let file = Path::new(file);
+    let source = std::fs::read(file)
+        .map_err(|e| LoadError(format!("cannot read '{}': {e}", file.display())))?;
+    let lua = Lua::new();
+    let exit = Exit::new();
+    let scheduler = build_scheduler(&lua, options, &exit)?;
     lua.set_app_data(ProcessInfo::with_os_args(args.to_vec(), exit.clone()));
     let main = lua
         .load(&source[..])
@@ -137,24 +174,11 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
         .collect::<mlua::Result<mlua::Variadic<_>>>()
         .map_err(|e| LoadError(format!("cannot pass the arguments: {e}")))?;
 
-    if let Some(limit) = options.memory_limit {
-        let used = lua.used_memory();
-        if limit <= used {
-            return Err(LoadError(format!(
-                "--memory-limit {limit} is not more than the {used} bytes the VM uses before the script starts"
-            )));
-        }
-        // Set last, so that the limit is the script's: what is loaded so far counts against it.
-        lua.set_memory_limit(limit)
-            .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;
-    }
+    apply_memory_limit(&lua, options)?;
 
     // The scheduler runs on a current-thread tokio runtime, which the network library needs;
     // the main task starts inside it, so that a top-level `net.serve` can bind.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))?;
+    let runtime = async_runtime()?;
     let _entered = runtime.enter();
     let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
@@ -165,6 +189,30 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::from(exit.status(failed(&scheduler))))
+}
+
+/// Sets `--memory-limit`: last, so that the limit is the script's, what is loaded so far
+/// counting against it.
+fn apply_memory_limit(lua: &Lua, options: &RunOptions) -> Result<(), LoadError> {
+    if let Some(limit) = options.memory_limit {
+        let used = lua.used_memory();
+        if limit <= used {
+            return Err(LoadError(format!(
+                "--memory-limit {limit} is not more than the {used} bytes the VM uses before the script starts"
+            )));
+        }
+        lua.set_memory_limit(limit)
+            .map_err(|e| LoadError(format!("cannot set the memory limit: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The current-thread tokio runtime that scripts run on (the network library needs one).
+fn async_runtime() -> Result<tokio::runtime::Runtime, LoadError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))
 }
 
 /// An argument as the bytes of a Lua string: on unix the bytes the process was given, UTF-8 or

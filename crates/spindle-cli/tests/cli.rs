@@ -449,9 +449,15 @@ fn error_values_whose_tostring_fails_are_reported_and_the_others_go_on() {
         .filter(|line| !line.starts_with('\t') && *line != "stack traceback:")
         .collect();
     assert_eq!(messages.len(), 3, "{stderr}");
-    assert_eq!(messages[0], "tostring exploded");
-    assert_eq!(messages[1], "'__tostring' must return a string");
-    assert!(messages[2].starts_with("table: 0x"), "{stderr}");
+    assert_eq!(
+        messages[0],
+        "userdata (its __tostring failed: tostring exploded)"
+    );
+    assert_eq!(
+        messages[1],
+        "{} (its __tostring failed: '__tostring' must return a string)"
+    );
+    assert_eq!(messages[2], "{}", "{stderr}");
     assert_eq!(stderr.matches("stack traceback:\n").count(), 3, "{stderr}");
     assert!(
         stderr.ends_with("\tvalues.luau:5: in function <values.luau:5>\n"),
