@@ -19,6 +19,7 @@ mod limits;
 mod module_types;
 mod repl;
 mod require;
+mod setup;
 mod test_runner;
 
 #[derive(Parser)]
@@ -51,6 +52,9 @@ enum Command {
     /// under a virtual clock.
     #[command(after_help = "Example: spindle test tests/ --timeout 5 -j 4")]
     Test(test_runner::TestOptions),
+    /// Write type definitions and editor settings for luau-lsp into a project.
+    #[command(after_help = SETUP_HELP)]
+    Setup(setup::SetupOptions),
     /// Read Luau lines at a prompt and run each as a task, printing its values.
     #[command(after_help = REPL_HELP)]
     Repl {
@@ -58,6 +62,14 @@ enum Command {
         options: RunOptions,
     },
 }
+
+const SETUP_HELP: &str = "\
+Writes .spindle/types/ (globals.d.luau and a module file per @spindle/NAME), the alias
+\"spindle\" in .luaurc and luau-lsp's settings in .vscode/settings.json. Settings already
+there are kept; running it again changes nothing.
+
+Example:
+  $ spindle setup my-project";
 
 const REPL_HELP: &str = "\
 An entry is an expression (its values are printed) or statements; one left open goes on at
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Test(options) => test_runner::run(&options),
+        Command::Setup(options) => setup::run(&options),
         Command::Repl { options } => match repl::run(&options) {
             Ok(status) => status,
             Err(LoadError(message)) => {

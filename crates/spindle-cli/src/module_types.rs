@@ -30,7 +30,8 @@ pub const MODULES: &[(&str, &str)] = &[
 ///
 /// The file's shape: `local NAME = {}`, then `function NAME.f(...)` for functions and
 /// `NAME.field = ...` for values, each at the start of a line, and `return NAME` last.
-pub fn declared(source: &str) -> Result<std::collections::BTreeMap<String, bool>, String> {
+#[cfg(test)]
+fn declared(source: &str) -> Result<std::collections::BTreeMap<String, bool>, String> {
     let mut names = std::collections::BTreeMap::new();
     let mut module: Option<String> = None;
     let mut returned = false;
