@@ -36,11 +36,10 @@ pub(crate) struct SetupOptions {
     /// The project's directory.
     #[arg(value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Leave `.vscode/settings.json` alone (other editors: see the README for the settings).
+    /// Leave `.vscode/settings.json` alone.
     #[arg(long)]
     no_vscode: bool,
-    /// Where a setting of `.luaurc` or `.vscode/settings.json` holds another value, back the
-    /// file up as FILE.bak and set it.
+    /// Set settings that hold other values, backing the file up as FILE.bak first.
     #[arg(long)]
     force: bool,
 }
