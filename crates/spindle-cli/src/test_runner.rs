@@ -327,16 +327,18 @@ fn file_vm(
     let errors = Rc::new(RefCell::new(Vec::new()));
     let exit = Exit::new();
     let (seen, ending) = (errors.clone(), exit.clone());
+    let values = crate::error_values::install(lua)?;
     let mut builder = Scheduler::builder()
         .timeout(options.timeout)
         .on_error(move |_, error| {
             if ending.requested().is_none() {
                 // A message that names no line (the watchdog's, an error value that is no
-                // string) keeps its traceback, to say where the test was.
+                // string) keeps its traceback, to say where the test was; a table raised by
+                // `error` is shown by its contents.
                 let report = if error.message.contains(".luau:") {
                     error.message.clone()
                 } else {
-                    error.to_string()
+                    crate::error_values::report(&values, error)
                 };
                 seen.borrow_mut().push(report);
             }
