@@ -51,7 +51,7 @@ local function error(message, level)
 		end
 		rawerror(message)
 	end
-	if type(level) == "number" and level > 0 then
+	if type(level) == "number" and level >= 1 then
 		level += 1
 	elseif level == nil then
 		level = 2
