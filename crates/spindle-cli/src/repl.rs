@@ -269,6 +269,7 @@ impl Session<'_> {
                 .scheduler
                 .run_until(sleeper, self.unless_exit(read))
                 .await?;
+            self.interrupt.settle();
             let Some(input) = input else { break };
             match input {
                 Input::End => break,
@@ -294,8 +295,7 @@ impl Session<'_> {
         self.scheduler.shutdown()
     }
 
-    /// `future`'s output, or `None` once a script calls `process.exit` (or Ctrl-C comes with
-    /// no Lua running, which only matters to an entry: at the prompt the terminal takes it).
+    /// `future`'s output, or `None` once a script calls `process.exit`.
     async fn unless_exit<F: std::future::Future>(&self, future: F) -> Option<F::Output> {
         let watch = async {
             loop {
@@ -333,6 +333,7 @@ impl Session<'_> {
     /// Runs an entry as a task, driving the scheduler until it ends, and prints its values.
     async fn run_entry(&self, function: Function) -> spindle::Result<()> {
         let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+        self.interrupt.settle();
         let task = self.scheduler.spawn(function, ());
         let task = match task {
             Ok(task) => task,

@@ -5,9 +5,9 @@ mod support;
 
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::text;
+use support::{finish_within, text};
 
 fn start(dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spindle"))
@@ -20,20 +20,6 @@ fn start(dir: &std::path::Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the spindle binary runs")
-}
-
-/// Waits for `child` at most `limit`, killing it then; `None` if it had to be killed.
-fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    None
 }
 
 /// Feeds `input` to a REPL and returns its output once the end of input ended it.
@@ -160,6 +146,36 @@ fn ctrl_c_stops_a_runaway_entry_and_the_session_goes_on() {
     let stderr = text(&out.stderr);
     assert_eq!(stderr.matches("interrupted").count(), 2, "{stderr}");
     assert!(out.status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_busy_background_task_and_then_still_stops_entries() {
+    let dir = support::tree("repl-interrupt-background", &[]);
+    let mut child = start(&dir);
+    let mut stdin = child.stdin.take().unwrap();
+    // The background task's loop holds the scheduler while the REPL waits for a line.
+    stdin
+        .write_all(b"task.delay(0.1, function() while true do end end) ~= nil\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(b"while true do end\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(b"\"after\"\n").unwrap();
+    drop(stdin);
+    let out = finish_within(child, Duration::from_secs(60)).expect("the REPL goes on, then ends");
+    assert_eq!(
+        text(&out.stdout),
+        "true\n\"after\"\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("interrupted").count(), 2, "{stderr}");
 }
 
 /// Through a terminal: `script` gives the REPL a pseudo-terminal, so rustyline edits lines,
