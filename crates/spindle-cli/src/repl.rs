@@ -206,6 +206,7 @@ pub fn run(options: &RunOptions) -> Result<ExitCode, LoadError> {
     crate::apply_memory_limit(&lua, options)?;
     let interrupt = Interrupt::install(&lua)?;
     let runtime = crate::async_runtime()?;
+    let _terminal = Terminal::save();
     let session = Session {
         lua: &lua,
         scheduler: &scheduler,
@@ -241,6 +242,34 @@ fn install_print(lua: &Lua) -> mlua::Result<()> {
             .map_err(|e| mlua::Error::runtime(format!("print: cannot write: {e}")))
     })?;
     lua.globals().set("print", print)
+}
+
+/// The terminal's settings when the session started, put back when it ends: a script's
+/// `process.exit` may end it while the reader thread has the terminal in rustyline's raw mode.
+struct Terminal(#[cfg(unix)] Option<nix::sys::termios::Termios>);
+
+impl Terminal {
+    fn save() -> Terminal {
+        #[cfg(unix)]
+        return Terminal(nix::sys::termios::tcgetattr(std::io::stdin()).ok());
+        #[cfg(not(unix))]
+        return Terminal();
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(settings) = &self.0 {
+            use nix::sys::termios::{tcsetattr, SetArg};
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, settings);
+            // And the bracketed paste that rustyline turns on while it reads.
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                let _ = std::io::stdout().write_all(b"\x1b[?2004l");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
 }
 
 struct Session<'a> {

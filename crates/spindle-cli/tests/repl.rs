@@ -193,7 +193,7 @@ fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
         .args(["-qfec", &command, "/dev/null"])
         .current_dir(&dir)
         .env_remove("HOME")
-        .env("TERM", "dumb")
+        .env("TERM", "xterm")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -218,4 +218,39 @@ fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
     assert!(stdout.contains("42"), "{stdout:?}");
     assert!(stdout.contains("multi"), "{stdout:?}");
     drop(stdin);
+}
+
+/// `process.exit` from a task while rustyline holds the terminal in raw mode: the terminal's
+/// settings are put back (`stty -a` after the REPL shows canonical mode and echo again).
+#[cfg(target_os = "linux")]
+#[test]
+fn an_exit_while_the_prompt_waits_gives_the_terminal_back() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command");
+        return;
+    }
+    let dir = support::tree("repl-pty-exit", &[]);
+    let command = format!("{} repl; stty -a", env!("CARGO_BIN_EXE_spindle"));
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(&dir)
+        .env_remove("HOME")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"task.delay(0.3, require(\"@spindle/process\").exit, 0)\r")
+        .unwrap();
+    stdin.flush().unwrap();
+    let out = finish_within(child, Duration::from_secs(60)).expect("process.exit ends the REPL");
+    drop(stdin);
+    let stdout = text(&out.stdout);
+    let settings = stdout.rsplit("speed").next().unwrap_or("");
+    let flags: Vec<&str> = settings.split_whitespace().collect();
+    assert!(flags.contains(&"icanon"), "{stdout:?}");
+    assert!(flags.contains(&"echo"), "{stdout:?}");
 }
