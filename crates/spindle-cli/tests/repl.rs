@@ -179,7 +179,8 @@ fn ctrl_c_stops_a_busy_background_task_and_then_still_stops_entries() {
 }
 
 /// Through a terminal: `script` gives the REPL a pseudo-terminal, so rustyline edits lines,
-/// shows the prompts, and takes Ctrl-D (byte 4) as the end.
+/// shows the prompts, and takes Ctrl-D (byte 4) as the end; Ctrl-C (byte 3) while an entry
+/// runs reaches the REPL as SIGINT, as from a keyboard.
 #[cfg(target_os = "linux")]
 #[test]
 fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
@@ -205,6 +206,10 @@ fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
         "if true then\r",
         "  print(\"multi\")\r",
         "end\r",
+        // Ctrl-C (byte 3) while the loop runs: the terminal sends SIGINT, which stops it.
+        "while true do end\r",
+        "\u{3}",
+        "\"after\" .. \"wards\"\r",
         "\u{4}",
     ] {
         stdin.write_all(keys.as_bytes()).unwrap();
@@ -217,6 +222,8 @@ fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
     assert!(stdout.contains(">> "), "{stdout:?}");
     assert!(stdout.contains("42"), "{stdout:?}");
     assert!(stdout.contains("multi"), "{stdout:?}");
+    assert!(stdout.contains("interrupted"), "{stdout:?}");
+    assert!(stdout.contains("\"afterwards\""), "{stdout:?}");
     drop(stdin);
 }
 
