@@ -62,9 +62,12 @@ fn an_entry_left_open_goes_on_at_the_next_line() {
 }
 
 #[test]
-fn the_prompt_waits_for_an_entry_that_waits() {
-    let out = repl("task.wait(0.05) >= 0.05\nrequire(\"@spindle/json\").encode({ 1 })\n");
-    assert_eq!(text(&out.stdout), "true\n\"[1]\"\n");
+fn the_prompt_waits_for_an_entry_that_waits_or_calls_async_functions() {
+    // `fs`'s functions are async: the entry's task waits for the disk.
+    let out = repl(
+        "task.wait(0.05) >= 0.05\nfs = require(\"@spindle/fs\")\nfs.writeFile(\"note.txt\", \"hi\")\nfs.readFile(\"note.txt\")\n",
+    );
+    assert_eq!(text(&out.stdout), "true\n\"hi\"\n", "{}", text(&out.stderr));
 }
 
 #[test]
