@@ -58,6 +58,21 @@ fn hello_example_runs_and_exits_zero() {
 }
 
 #[test]
+fn json_api_example_passes_its_self_test_over_loopback() {
+    // The README's command: the server and its net.request client in one run.
+    let out = support::spindle_within(
+        Duration::from_secs(60),
+        &["run", "examples/json_api.luau", "--self-test"],
+        &workspace(),
+    )
+    .expect("the self-test ended within a minute");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.ends_with("all checks passed\n"), "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 8, "{stdout}");
+}
+
+#[test]
 fn producer_consumer_and_timer_examples_run_cleanly() {
     let out = spindle(&["run", "--virtual-time", "examples/producer_consumer.luau"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));

@@ -157,7 +157,7 @@ fn port_from(value: &Value) -> Result<u16, String> {
     }
 }
 
-fn size_from(value: &Value) -> Result<usize, String> {
+pub(crate) fn size_from(value: &Value) -> Result<usize, String> {
     match value_integer(value) {
         Some(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("is too large: {n}")),
         _ => Err(format!(
@@ -167,7 +167,7 @@ fn size_from(value: &Value) -> Result<usize, String> {
     }
 }
 
-fn seconds_from(value: &Value) -> Result<Duration, String> {
+pub(crate) fn seconds_from(value: &Value) -> Result<Duration, String> {
     let seconds = match value {
         Value::Integer(n) => *n as f64,
         Value::Number(n) => *n,
@@ -206,7 +206,7 @@ fn address_from(value: &Value) -> Result<IpAddr, String> {
     })
 }
 
-fn value_integer(value: &Value) -> Option<i64> {
+pub(crate) fn value_integer(value: &Value) -> Option<i64> {
     match value {
         Value::Integer(n) => Some(*n),
         Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(*n as i64),
@@ -214,7 +214,7 @@ fn value_integer(value: &Value) -> Option<i64> {
     }
 }
 
-fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::Integer(n) => n.to_string(),
         Value::Number(n) => n.to_string(),

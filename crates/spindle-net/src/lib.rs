@@ -1,4 +1,4 @@
-//! Spindle's network library: HTTP servers whose requests run as Luau tasks.
+//! Spindle's network library: HTTP servers whose requests run as Luau tasks, and an HTTP client.
 //!
 //! [`module`] builds the `net` table for a [`Scheduler`]; the `spindle` command exposes it as
 //! `require("@spindle/net")`, and any host hands it to its scripts as it likes. Its shapes follow
@@ -11,6 +11,9 @@
 //!   response with that body) or a table `{ status, headers, body }`. `net.serve` returns at
 //!   once with a handle: `port` (the bound port, for a server asked for port 0), `address` and
 //!   `stop()`. See [`serve`](crate#servers) below for the options and the limits.
+//! - `net.request(url | config)` sends an HTTP/1.1 request (HTTPS through rustls) and returns
+//!   `{ ok, statusCode, statusMessage, headers, body }`; the calling task waits meanwhile, the
+//!   others go on. See [the client](crate#the-client-netrequest) below.
 //! - `net.urlEncode(text, binary?)` and `net.urlDecode(text, binary?)` percent-encode and decode.
 //!
 //! The library is built on tokio and hyper: the scheduler must be driven inside a tokio runtime
@@ -105,26 +108,103 @@
 //! `status` (an integer from 100 to 599, default 200), `headers` (a table of names to strings,
 //! or to arrays of strings for a header sent more than once) and `body` (a string or a buffer).
 //! Anything else fails the handler's task with an error that says what was wrong.
+//!
+//! # The client: `net.request`
+//!
+//! `net.request(url)` is a `GET`; `net.request(config)` takes a table, as in Lune:
+//!
+//! | Key | Default | Meaning |
+//! |---|---|---|
+//! | `url` | (required) | An absolute `http://` or `https://` URL. |
+//! | `method` | `"GET"` | Any HTTP method, in any case (`"post"` is sent as `POST`). |
+//! | `headers` | none | Names to strings (or numbers), or to arrays of them for a header sent more than once. |
+//! | `query` | none | Keys to values, or to arrays of values for a key sent more than once, form-encoded and appended to the URL's own query. |
+//! | `body` | empty | A string or a buffer. |
+//! | `options` | `{ decompress = true }` | Lune's options: with `decompress`, Spindle sends `Accept-Encoding: gzip, deflate` (unless the headers have one) and decodes a `gzip` or `deflate` body, removing its `Content-Encoding` and `Content-Length`; other codings come as sent. |
+//! | `timeout` | 30 | Seconds for the whole exchange: connecting, every redirect, the last body. `math.huge` for none. |
+//! | `followRedirects` | `true` | Follow `301`, `302`, `303`, `307` and `308` answers that have a `Location`. |
+//! | `maxRedirects` | 10 | Redirects followed before the request fails. |
+//! | `maxBodySize` | 67108864 | Bytes of response body accepted (after decoding). |
+//!
+//! The response: `ok` (`true` for a 2xx status), `statusCode`, `statusMessage` (the server's
+//! reason phrase), `headers` (lower-case names; a header sent more than once is joined with
+//! `", "`) and `body` (a string). Spindle sends its own `User-Agent` unless the headers have one.
+//!
+//! Every answer is returned, whatever its status: a `404` or a `500` has `ok = false` and is no
+//! error, as in Lune; so is a redirect when `followRedirects` is `false`. What gets no answer
+//! raises an error at the caller's line, naming the method and the URL (without its query,
+//! which may hold secrets): a bad argument (`net.request: option 'timeout' must be a positive
+//! number of seconds, got -1`), a connection refused or a name that does not resolve
+//! (`net.request: GET http://127.0.0.1:1/: cannot connect: tcp connect error: Connection refused
+//! (os error 111)`), a TLS failure, the timeout (`... timed out after 5 s`), a connection that
+//! closes before the answer is in, too many redirects, and a body larger than `maxBodySize`, or
+//! than the Lua memory limit leaves room for (checked against `Content-Length` before reading,
+//! and while reading).
+//!
+//! Redirects: `303`, and `301`/`302` after a `POST`, go on as a `GET` without the body; `307`
+//! and `308` repeat the method and the body. `Authorization`, `Cookie` and an explicit `Host`
+//! are not sent on to another origin.
+//!
+//! A module's requests share one pooled client (hyper-util's), made at the first request:
+//! requests to a server reuse its idle keep-alive connections (kept for 30 seconds). HTTPS uses
+//! rustls with Mozilla's root certificates (the `webpki-roots` crate), not the system's store,
+//! and no OpenSSL. Cancelling the calling task (`task.cancel`, a timeout of the scheduler, the
+//! end of the run) drops the request at once and closes its connection if the exchange was
+//! under way. Like `net.serve`, `net.request` needs the scheduler driven inside a tokio runtime.
+//!
+//! ```
+//! # use std::time::Instant;
+//! # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # let lua = mlua::Lua::new();
+//! # let scheduler = spindle::Scheduler::new(&lua)?;
+//! # scheduler.install_task_library()?;
+//! # lua.globals().set("net", spindle_net::module(&scheduler)?)?;
+//! let script = lua.load(r#"
+//!     local server = net.serve(0, function(request)
+//!         return { status = 201, body = request.method .. " " .. request.query.item }
+//!     end)
+//!     local response = net.request({
+//!         url = `http://127.0.0.1:{server.port}/items`,
+//!         method = "POST",
+//!         query = { item = "tea" },
+//!         body = "hot",
+//!     })
+//!     server.stop()
+//!     return response.ok, response.statusCode, response.body
+//! "#).into_function()?;
+//! let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+//! let (ok, status, body) = runtime.block_on(async {
+//!     let main = scheduler.spawn(script, ())?;
+//!     scheduler.run(sleeper).await?;
+//!     let outcome = scheduler.take_result::<(bool, u16, String)>(&main)?.unwrap();
+//!     Ok::<_, Box<dyn std::error::Error>>(outcome.into_result()?)
+//! })?;
+//! assert_eq!((ok, status, body.as_str()), (true, 201, "POST tea"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![warn(missing_docs)]
 
 mod config;
+mod headers;
+mod request;
 mod serve;
 mod url;
 
 use mlua::{Lua, Table};
 use spindle::Scheduler;
 
-/// Builds the `net` table for `scheduler`'s Lua: `serve`, `urlEncode` and `urlDecode`.
+/// Builds the `net` table for `scheduler`'s Lua: `serve`, `request`, `urlEncode` and `urlDecode`.
 ///
 /// The functions reach the scheduler through [`Scheduler::from_lua`] when they are called, so the
 /// table holds no handle on it; they fail with a Lua error once the scheduler has been dropped.
-/// `net.serve` must be called while a tokio runtime is entered (inside `block_on`, or with
-/// `Runtime::enter`), with its I/O and time drivers enabled.
+/// `net.serve` and `net.request` must be called while a tokio runtime is entered (inside
+/// `block_on`, or with `Runtime::enter`), with its I/O and time drivers enabled.
 pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     let lua = scheduler.lua();
     let net = lua.create_table()?;
     net.set("serve", serve::function(lua)?)?;
+    net.set("request", request::function(scheduler)?)?;
     net.set("urlEncode", lua.create_function(url::encode)?)?;
     net.set("urlDecode", lua.create_function(url::decode)?)?;
     Ok(net)

@@ -133,18 +133,7 @@ fn request_table(
     request.raw_set("method", parts.method.as_str())?;
     request.raw_set("path", parts.uri.path())?;
     request.raw_set("query", query_table(lua, parts.uri.query().unwrap_or(""))?)?;
-    let headers = lua.create_table_with_capacity(0, parts.headers.keys_len())?;
-    for name in parts.headers.keys() {
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().map(HeaderValue::as_bytes).unwrap_or_default();
-        let mut joined = first.to_vec();
-        for more in values {
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(more.as_bytes());
-        }
-        headers.raw_set(name.as_str(), lua.create_string(&joined)?)?;
-    }
-    request.raw_set("headers", headers)?;
+    request.raw_set("headers", crate::headers::to_table(lua, &parts.headers)?)?;
     request.raw_set("body", lua.create_string(body)?)?;
     Ok(request)
 }
