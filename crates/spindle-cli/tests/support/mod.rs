@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Writes a script into this test run's temporary directory and returns its path.
@@ -24,13 +24,18 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
 pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the spindle binary runs");
+    finish_within(child, limit)
+}
+
+/// Waits for `child` at most `limit`, killing it then; `None` if it had to be killed.
+pub fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if child.try_wait().unwrap().is_some() {
