@@ -4,7 +4,7 @@
 //! script could not be loaded or the command line was wrong.
 
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,11 @@ use spindle::{Clock, Scheduler, VirtualClock};
 use spindle_std::process::{Exit, ProcessInfo};
 
 mod builtins;
+mod dump;
 mod limits;
 mod require;
 mod test_runner;
+mod timeline;
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +75,15 @@ struct RunOptions {
     /// Luau supports it (x86-64 and arm64), which changes nothing but its speed.
     #[arg(long)]
     no_native: bool,
+    /// When the run ends with tasks that nothing can resume any more (waiting on a signal, or
+    /// in `task.wait(math.huge)`), list them with where each was created and where it waits.
+    /// Also records where tasks are created for the Ctrl-\ (SIGQUIT) task dump.
+    #[arg(long)]
+    report_stuck: bool,
+    /// Write a trace of every resumption (task, start, duration, cause) to FILE, in Chrome's
+    /// trace format: open it in ui.perfetto.dev or chrome://tracing.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
 }
 
 /// Why a script could not be started.
@@ -112,6 +123,9 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
+    // Reading the stack at each spawn costs about a fifth of a spawn (BENCHMARKS.md): only
+    // when a flag asks to see the tasks.
+    builder = builder.record_creation_sites(options.report_stuck || options.timeline.is_some());
     if let Some(limit) = options.timeout {
         builder = builder.timeout(limit);
     }
@@ -155,13 +169,37 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
         .build()
         .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))?;
     let _entered = runtime.enter();
+    let timeline = match &options.timeline {
+        Some(path) => Some(timeline::TimelineFile::create(path, file).map_err(|e| {
+            LoadError(format!(
+                "cannot create the timeline '{}': {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    if timeline.is_some() {
+        scheduler.start_timeline();
+    }
+    // Listening from before the script starts: from now on Ctrl-\ dumps the tasks.
+    let mut watch = dump::Watch::new(timeline);
     let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, args);
-    let finished = started.and_then(|_| runtime.block_on(exit.run(&scheduler, sleeper)));
+    let finished = started
+        .and_then(|_| runtime.block_on(watch.drive(&scheduler, exit.run(&scheduler, sleeper))));
+    if let Err(message) = watch.finish(&scheduler) {
+        eprintln!("spindle: {message}");
+    }
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
         return Ok(ExitCode::from(1));
+    }
+    // A run that `process.exit` ended dropped its tasks: none is stuck.
+    if options.report_stuck && exit.requested().is_none() {
+        if let Some(report) = dump::stuck(&scheduler) {
+            eprint!("{report}");
+        }
     }
     Ok(ExitCode::from(exit.status(failed(&scheduler))))
 }
