@@ -73,8 +73,8 @@ pub enum TaskState {
     /// Blocked in a Rust future (an async function), until its waker fires.
     BlockedOnFuture,
     /// It left the scheduler with a plain `coroutine.yield`, and a host handle still claims it
-    /// (contract rule 11): its thread is whoever resumes it's. Such a thread that no handle
-    /// claims is no task any more, and is not listed.
+    /// (contract rule 11): its thread belongs to whoever resumes it. Such a thread that no
+    /// handle claims is no task any more, and is not listed.
     Yielded,
     /// The scheduler holds it, but nothing is queued to resume it: it is being made a task.
     Idle,

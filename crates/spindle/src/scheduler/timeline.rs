@@ -5,7 +5,8 @@ use crate::engine::Span;
 
 impl Scheduler {
     /// Starts recording a timeline: each resumption's task, cause, start and duration in real
-    /// time (or goes on, if it was on). Times count from the first start.
+    /// time (or goes on, if it was on). Times count from the first start. Spans pile up until
+    /// [`take_timeline`](Self::take_timeline) takes them: take them as the run goes.
     pub fn start_timeline(&self) {
         self.inner().timeline().set_on(true);
     }
