@@ -123,7 +123,7 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
-    // Reading the stack at each spawn costs about a fifth of a spawn (BENCHMARKS.md): only
+    // Reading the stack at each spawn costs about 1,200 instructions (BENCHMARKS.md): only
     // when a flag asks to see the tasks.
     builder = builder.record_creation_sites(options.report_stuck || options.timeline.is_some());
     if let Some(limit) = options.timeout {

@@ -4,16 +4,15 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::{script, spindle_run, text};
 
 #[cfg(unix)]
 #[test]
 fn sigquit_prints_every_live_task_with_its_traceback_and_the_run_goes_on() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    use std::time::Instant;
+    use std::process::Command;
+    use std::time::Duration;
+    use support::{output_within, start_spindle};
 
     let path = script(
         "quit.luau",
@@ -24,13 +23,10 @@ fn sigquit_prints_every_live_task_with_its_traceback_and_the_run_goes_on() {
          task.wait(3)\n\
          print('went on')\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .args(["run", "--report-stuck", "quit.luau"])
-        .current_dir(path.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary runs");
+    let mut child = start_spindle(
+        &["run", "--report-stuck", "quit.luau"],
+        path.parent().unwrap(),
+    );
     // The first line says the script is waiting (written through `stdio`, which flushes: `print`
     // writes through C's buffer, flushed only at exit into a pipe); read on a thread, so that a
     // child that never writes cannot hang the test.
@@ -50,15 +46,7 @@ fn sigquit_prints_every_live_task_with_its_traceback_and_the_run_goes_on() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("the run did not end after SIGQUIT");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = output_within(child, Duration::from_secs(60)).expect("the run ends after SIGQUIT");
     let rest: Vec<String> = received.try_iter().collect();
     assert_eq!(rest, ["went on"], "the run went on after the dump");
     assert_eq!(out.status.code(), Some(0), "SIGQUIT does not end the run");

@@ -328,8 +328,9 @@ impl SchedulerBuilder {
 
     /// Records where each task is created (the script's file and line that spawned it), for
     /// [`Scheduler::tasks`] and [`Scheduler::creation_site`]. Off by default: reading the
-    /// caller's stack at every spawn costs about a fifth of a spawn's instructions (see
-    /// BENCHMARKS.md), which a host pays only when it wants to see its tasks.
+    /// caller's stack at every spawn costs about 1,200 instructions, 10% of a task that is
+    /// spawned and waits once (see BENCHMARKS.md), which a host pays only when it wants to see
+    /// its tasks.
     pub fn record_creation_sites(mut self, on: bool) -> Self {
         self.creation_sites = on;
         self
