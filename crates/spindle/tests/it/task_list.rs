@@ -132,6 +132,25 @@ fn id_of_gone(before: &[TaskInfo], after: &[TaskInfo]) -> TaskId {
 }
 
 #[test]
+fn a_running_task_may_read_its_own_traceback_from_rust() {
+    let h = harness();
+    let sched = Rc::clone(&h.sched);
+    let whereami = h
+        .lua
+        .create_function(move |_, ()| {
+            let me = sched.current_task().expect("called from a task");
+            Ok(sched.traceback(me))
+        })
+        .unwrap();
+    h.lua.globals().set("whereami", whereami).unwrap();
+    let task = h.spawn("local function deep()\n  return whereami()\nend\nreturn deep()\n");
+    let traceback: Option<String> = h.result(&task);
+    let traceback = traceback.expect("a traceback");
+    assert!(traceback.contains("test:2"), "{traceback}");
+    assert!(traceback.contains("test:4"), "{traceback}");
+}
+
+#[test]
 fn a_task_let_go_by_a_plain_yield_is_listed_while_a_handle_claims_it() {
     let h = harness();
     let task = h.spawn("coroutine.yield()");
