@@ -4,7 +4,7 @@
 //! script could not be loaded or the command line was wrong.
 
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use spindle::{Clock, Scheduler, VirtualClock};
 use spindle_std::process::{Exit, ProcessInfo};
 
 mod builtins;
+mod dump;
 mod error_values;
 mod limits;
 mod module_types;
@@ -22,6 +23,7 @@ mod require;
 mod setup;
 mod suggest;
 mod test_runner;
+mod timeline;
 
 #[derive(Parser)]
 #[command(
@@ -78,7 +80,8 @@ code given to process.exit, or 2 when the script could not be loaded.
 
 Examples:
   spindle run main.luau one two
-  spindle run --virtual-time --timeout 5 simulation.luau";
+  spindle run --virtual-time --timeout 5 simulation.luau
+  spindle run --report-stuck --timeline trace.json server.luau   # Ctrl-\\ lists live tasks";
 
 const TEST_HELP: &str = "\
 Each file runs in a VM of its own, files in parallel; each test is a task with a watchdog.
@@ -126,6 +129,12 @@ struct RunOptions {
     /// Run on Luau's interpreter alone, without compiling to native code.
     #[arg(long)]
     no_native: bool,
+    /// At the end, list tasks nothing can resume (with creation sites, also for Ctrl-\ dumps).
+    #[arg(long)]
+    report_stuck: bool,
+    /// Write every resumption to FILE as a Chrome trace (open it in ui.perfetto.dev).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
 }
 
 /// Why a script could not be started.
@@ -170,6 +179,9 @@ fn build_scheduler(lua: &Lua, options: &RunOptions, exit: &Exit) -> Result<Sched
     if options.virtual_time {
         builder = builder.clock(Clock::from(VirtualClock::new()));
     }
+    // Reading the stack at each spawn costs about 1,200 instructions (BENCHMARKS.md): only
+    // when a flag asks to see the tasks.
+    builder = builder.record_creation_sites(options.report_stuck || options.timeline.is_some());
     if let Some(limit) = options.timeout {
         builder = builder.timeout(limit);
     }
@@ -219,13 +231,37 @@ fn run(options: &RunOptions, script: &[OsString]) -> Result<ExitCode, LoadError>
     // the main task starts inside it, so that a top-level `net.serve` can bind.
     let runtime = async_runtime()?;
     let _entered = runtime.enter();
+    let timeline = match &options.timeline {
+        Some(path) => Some(timeline::TimelineFile::create(path, file).map_err(|e| {
+            LoadError(format!(
+                "cannot create the timeline '{}': {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    if timeline.is_some() {
+        scheduler.start_timeline();
+    }
+    // Listening from before the script starts: from now on Ctrl-\ dumps the tasks.
+    let mut watch = dump::Watch::new(timeline);
     let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
     let failed = |scheduler: &Scheduler| scheduler.error_count() > 0;
     let started = scheduler.spawn(main, args);
-    let finished = started.and_then(|_| runtime.block_on(exit.run(&scheduler, sleeper)));
+    let finished = started
+        .and_then(|_| runtime.block_on(watch.drive(&scheduler, exit.run(&scheduler, sleeper))));
+    if let Err(message) = watch.finish(&scheduler) {
+        eprintln!("spindle: {message}");
+    }
     if let Err(error) = finished {
         eprintln!("spindle: {error}");
         return Ok(ExitCode::from(1));
+    }
+    // A run that `process.exit` ended dropped its tasks: none is stuck.
+    if options.report_stuck && exit.requested().is_none() {
+        if let Some(report) = dump::stuck(&scheduler) {
+            eprint!("{report}");
+        }
     }
     Ok(ExitCode::from(exit.status(failed(&scheduler))))
 }

@@ -5,10 +5,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::{script, text};
+use support::{output_within, script, start_spindle, text};
 
 /// A port that was free a moment ago, for the script to listen on.
 fn free_port() -> u16 {
@@ -64,28 +64,17 @@ fn serve_with(
     client: impl FnOnce(),
 ) -> Output {
     let path = script(name, source);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        .args([
-            path.file_name().unwrap().to_str().unwrap(),
-            &port.to_string(),
-        ])
-        .current_dir(path.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary runs");
+    let port = port.to_string();
+    let args: Vec<&str> = ["run"]
+        .iter()
+        .copied()
+        .chain(options.iter().copied())
+        .chain([path.file_name().unwrap().to_str().unwrap(), &port])
+        .collect();
+    let child = start_spindle(&args, path.parent().unwrap());
     client();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(10) {
-            child.kill().unwrap();
-            panic!("the script did not end after its server stopped");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    output_within(child, Duration::from_secs(10))
+        .expect("the script did not end after its server stopped")
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{finish_within, text};
+use support::{output_within, text};
 
 fn start(dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_spindle"))
@@ -35,7 +35,7 @@ fn repl(input: &str) -> Output {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    finish_within(child, Duration::from_secs(60)).expect("the REPL ends at the end of its input")
+    output_within(child, Duration::from_secs(60)).expect("the REPL ends at the end of its input")
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn tasks_started_at_the_prompt_run_between_entries() {
     std::thread::sleep(Duration::from_millis(500));
     stdin.write_all(b"\"next\"\n").unwrap();
     drop(stdin);
-    let out = finish_within(child, Duration::from_secs(60)).expect("the REPL ends");
+    let out = output_within(child, Duration::from_secs(60)).expect("the REPL ends");
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout
         .lines()
@@ -139,7 +139,7 @@ fn ctrl_c_stops_a_runaway_entry_and_the_session_goes_on() {
     }
     stdin.write_all(b"\"after\"\n").unwrap();
     drop(stdin);
-    let out = finish_within(child, Duration::from_secs(60)).expect("the REPL goes on, then ends");
+    let out = output_within(child, Duration::from_secs(60)).expect("the REPL goes on, then ends");
     assert_eq!(
         text(&out.stdout),
         "\"before\"\n\"before\"\n\"after\"\n",
@@ -170,7 +170,7 @@ fn ctrl_c_stops_a_busy_background_task_and_then_still_stops_entries() {
     std::thread::sleep(Duration::from_millis(200));
     stdin.write_all(b"\"after\"\n").unwrap();
     drop(stdin);
-    let out = finish_within(child, Duration::from_secs(60)).expect("the REPL goes on, then ends");
+    let out = output_within(child, Duration::from_secs(60)).expect("the REPL goes on, then ends");
     assert_eq!(
         text(&out.stdout),
         "true\n\"after\"\n",
@@ -219,7 +219,7 @@ fn at_a_terminal_the_prompt_shows_and_ctrl_d_ends_the_session() {
         stdin.flush().unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let out = finish_within(child, Duration::from_secs(60)).expect("Ctrl-D ends the REPL");
+    let out = output_within(child, Duration::from_secs(60)).expect("Ctrl-D ends the REPL");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("> "), "{stdout:?}");
     assert!(stdout.contains(">> "), "{stdout:?}");
@@ -256,7 +256,7 @@ fn an_exit_while_the_prompt_waits_gives_the_terminal_back() {
         .write_all(b"task.delay(0.3, require(\"@spindle/process\").exit, 0)\r")
         .unwrap();
     stdin.flush().unwrap();
-    let out = finish_within(child, Duration::from_secs(60)).expect("process.exit ends the REPL");
+    let out = output_within(child, Duration::from_secs(60)).expect("process.exit ends the REPL");
     drop(stdin);
     let stdout = text(&out.stdout);
     let settings = stdout.rsplit("speed").next().unwrap_or("");

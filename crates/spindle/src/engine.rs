@@ -33,16 +33,20 @@ use crate::vm::{self, Pristine, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 use crate::watchdog::{Budget, Overrun};
 
+mod census;
 mod cycle;
 mod frame;
 mod memory;
 mod resume;
 mod scripts;
 mod signal_wait;
+mod timeline;
 
+pub use census::{CreationSite, TaskInfo, TaskState};
 pub(crate) use frame::{BudgetCheck, Frames, PhaseFire};
 pub use frame::{FrameReport, FrameWork};
 pub(crate) use signal_wait::WaitStamp;
+pub use timeline::{Cause, Span};
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
@@ -266,6 +270,10 @@ pub(crate) struct Inner {
     frames: Frames,
     /// The trace, when the host records one.
     trace: Recorder,
+    /// What the host's task list shows beside the core: creation sites, signal waits.
+    notes: census::Notes,
+    /// The timeline of resumptions, when the host records one.
+    timeline: timeline::Recorder,
     /// Scripts the host ended while some of their tasks ran, which end with their resumptions
     /// (`engine/scripts.rs`); `any_doomed` says at a glance whether there are any.
     doomed: RefCell<Vec<scripts::Doomed>>,
@@ -435,6 +443,8 @@ impl Inner {
             pristine: Pristine::of(lua)?,
             frames,
             trace: Recorder::default(),
+            notes: census::Notes::default(),
+            timeline: timeline::Recorder::default(),
             doomed: RefCell::default(),
             any_doomed: Cell::new(false),
         })
@@ -446,6 +456,21 @@ impl Inner {
 
     pub(crate) fn trace(&self) -> &Recorder {
         &self.trace
+    }
+
+    pub(crate) fn timeline(&self) -> &timeline::Recorder {
+        &self.timeline
+    }
+
+    /// Takes the spans of the timeline that have ended.
+    pub(crate) fn take_timeline(&self) -> Vec<timeline::Span> {
+        let all = !self.core(|core| core.is_resuming());
+        self.timeline.take(all)
+    }
+
+    /// Records where each task is created from now on (`lua`), or stops (`None`).
+    pub(crate) fn record_creation_sites(&self, lua: Option<&Lua>) {
+        self.notes.record_sites(lua);
     }
 
     /// Records an event when the host records a trace.
@@ -703,6 +728,7 @@ impl Inner {
             unsafe { vm::clear_slot_mark(ptr) };
             return Err(error);
         }
+        self.note_creation(id, thread);
         Ok(id)
     }
 
@@ -1192,6 +1218,9 @@ impl Inner {
         args: MultiValue,
     ) -> mlua::Result<()> {
         let id = self.adopt_from(thread, origin)?;
+        if let Origin::Given(_) = origin {
+            self.timeline.hint(id, Cause::Signal);
+        }
         self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
         Ok(())
     }

@@ -933,6 +933,65 @@ pub(crate) fn running_frames(lua: &Lua) -> Vec<Frame> {
     frames
 }
 
+/// Hands `f` the chunk name and line where the running thread stands in a script's code: its
+/// innermost frame that is neither a C function nor one of Spindle's own chunks (`task.spawn`
+/// reaches the script through both). `None` when no frame runs a script (the host's own call).
+/// Reads the stack without calling into the VM or allocating in it.
+pub(crate) fn script_position<R>(lua: &Lua, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
+    let state = running_thread(lua).0;
+    for level in 0.. {
+        let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+        // SAFETY: the running thread is alive; `lua_getinfo` only reads it and fills `ar`.
+        if unsafe { ffi::lua_getinfo(state, level, c"sl".as_ptr(), ar.as_mut_ptr()) } == 0 {
+            return None;
+        }
+        // SAFETY: filled above.
+        let ar = unsafe { ar.assume_init_ref() };
+        if ar.currentline <= 0 || ar.short_src.is_null() {
+            continue;
+        }
+        // SAFETY: `lua_getinfo` left a NUL-terminated string, alive while the frame is.
+        let source = unsafe { std::ffi::CStr::from_ptr(ar.short_src) }.to_bytes();
+        if !source.starts_with(b"[spindle ") {
+            return Some(f(source, ar.currentline as u32));
+        }
+    }
+    None
+}
+
+/// Hands `f` the chunk name and first line of the function a thread that has not started will
+/// run (what mlua put on its stack); `None` for any other thread.
+pub(crate) fn defined_at<R>(thread: &Thread, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
+    let state = thread.state();
+    // SAFETY: the state is valid while the handle lives; these read it only.
+    unsafe {
+        if ffi::lua_status(state) != ffi::LUA_OK || ffi::lua_gettop(state) < 1 {
+            return None;
+        }
+        if ffi::lua_type(state, 1) != ffi::LUA_TFUNCTION || ffi::lua_iscfunction(state, 1) != 0 {
+            return None;
+        }
+    }
+    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+    // SAFETY: a negative level names the value at that index from the top; the function at
+    // index 1 is `-top`. `lua_getinfo` only reads it and fills `ar`.
+    let found = unsafe {
+        let level = -ffi::lua_gettop(state);
+        ffi::lua_getinfo(state, level, c"s".as_ptr(), ar.as_mut_ptr())
+    };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: filled above.
+    let ar = unsafe { ar.assume_init_ref() };
+    if ar.short_src.is_null() {
+        return None;
+    }
+    // SAFETY: `lua_getinfo` left a NUL-terminated string inside `ar`.
+    let source = unsafe { std::ffi::CStr::from_ptr(ar.short_src) }.to_bytes();
+    Some(f(source, ar.linedefined.max(0) as u32))
+}
+
 /// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,
 /// which Spindle uses for this (`slot + 1`, so that null means none), and for the sliced hint
 /// (its top bit, see [`set_sliced_hint`]).

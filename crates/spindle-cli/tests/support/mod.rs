@@ -22,20 +22,20 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
-pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
-    let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+/// Starts `spindle ARGS` from `dir`, its stdout and stderr piped.
+pub fn start_spindle(args: &[&str], dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_spindle"))
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the spindle binary runs");
-    finish_within(child, limit)
+        .expect("the spindle binary runs")
 }
 
-/// Waits for `child` at most `limit`, killing it then; `None` if it had to be killed.
-pub fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
+/// Waits for `child` to end and returns its output, killing it after `limit`; `None` if it had
+/// to be killed.
+pub fn output_within(mut child: Child, limit: Duration) -> Option<Output> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if child.try_wait().unwrap().is_some() {
@@ -46,6 +46,11 @@ pub fn finish_within(mut child: Child, limit: Duration) -> Option<Output> {
     child.kill().unwrap();
     child.wait().unwrap();
     None
+}
+
+/// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
+pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
+    output_within(start_spindle(args, dir), limit)
 }
 
 /// Writes `files` (path, source) into a directory of their own, named after `test`, and

@@ -113,6 +113,30 @@ pub(crate) struct Freed<T> {
     pub(crate) suspension: Suspension,
 }
 
+/// One task as the core sees it, for the host's task list ([`Core::census`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskView {
+    pub(crate) id: TaskId,
+    pub(crate) lineage: Lineage,
+    /// Where the scheduler holds it; `None` for a task that left with a plain yield while a
+    /// host handle claims it (its slot is reserved for its thread).
+    pub(crate) held: Option<Held>,
+}
+
+/// Where the scheduler holds a task, in a [`TaskView`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    pub(crate) suspension: Suspension,
+    pub(crate) running: bool,
+    /// A deferred resumption is queued for it.
+    pub(crate) deferred: bool,
+    /// A `task.delay` timer will resume it.
+    pub(crate) delayed: bool,
+    /// The earliest deadline of its live timers on the heap (a timer taken off the heap for
+    /// a frame's carried work has none any more).
+    pub(crate) deadline: Option<Duration>,
+}
+
 /// How the timer of a `task.wait` starts its task's resumption ([`Core::start_timed_wake`]).
 pub(crate) enum TimedWake<T> {
     /// The wait ended otherwise, or the task was freed: the timer does nothing.
@@ -274,6 +298,41 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// Every task, for shutdown.
     pub(crate) fn task_ids(&self) -> Vec<TaskId> {
         self.tasks.occupied().map(|(id, _)| id).collect()
+    }
+
+    /// Every task, held or reserved, in slot order: O(tasks + timers), for the host's task list.
+    pub(crate) fn census(&self) -> Vec<TaskView> {
+        let mut deadlines: HashMap<TaskId, Duration> = HashMap::new();
+        for timer in self.timers.iter() {
+            if self.timer_is_live(&timer.payload) {
+                let earliest = deadlines
+                    .entry(timer.payload.task)
+                    .or_insert(timer.deadline);
+                *earliest = (*earliest).min(timer.deadline);
+            }
+        }
+        let mut views: Vec<TaskView> = self
+            .tasks
+            .occupied()
+            .map(|(id, slot)| TaskView {
+                id,
+                lineage: self.tasks.lineage(id).unwrap_or_default(),
+                held: Some(Held {
+                    suspension: slot.suspension,
+                    running: slot.running,
+                    deferred: slot.queued > 0,
+                    delayed: slot.timers > u32::from(slot.suspension.holds_timer()),
+                    deadline: deadlines.get(&id).copied(),
+                }),
+            })
+            .chain(self.tasks.reserved().map(|(id, lineage)| TaskView {
+                id,
+                lineage,
+                held: None,
+            }))
+            .collect();
+        views.sort_by_key(|view| view.id.slot());
+        views
     }
 
     /// Frees the task's slot with everything it had pending. The engine then takes the thread

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
+use super::timeline::Begun;
+use super::Cause;
 use super::{
     memory, resume_mark, settled_values, Driven, Inner, LuaStream, Resumed, Resumption, Suspension,
     TimedWake, Wakeup,
@@ -306,6 +308,10 @@ impl Inner {
         driven: Option<&Cell<Option<Driven>>>,
     ) {
         self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let span = match self.timeline.is_on() {
+            true => self.begin_span(id, &lane),
+            false => None,
+        };
         let resuming = Resuming(self, id);
         let resumed = match lane {
             Lane::Wait {
@@ -341,6 +347,9 @@ impl Inner {
             }
         };
         let idle = resuming.finish();
+        if let Some(span) = span {
+            self.timeline.end(span);
+        }
         let returned = match resumed {
             Came::Raw(thread, resumed, lane) => {
                 self.raw_returned(lua, id, thread, resumed, lane, idle)
@@ -362,6 +371,24 @@ impl Inner {
             // futures, which may hold the `Lua`, would live for ever.
             let _ = self.shutdown(lua);
         }
+    }
+
+    /// Begins the timeline's span of a resumption on `lane`, with the cause it tells.
+    #[cold]
+    fn begin_span(&self, id: TaskId, lane: &Lane<'_>) -> Option<Begun> {
+        let cause = match lane {
+            Lane::Wait { .. } => Cause::Timer,
+            Lane::Settled { .. } => Cause::Future,
+            Lane::General { wakeup, .. } => match wakeup {
+                Wakeup::Args(_) => self.timeline.cause_with_args(id),
+                Wakeup::Timer(_) => Cause::Timer,
+                Wakeup::Poll(_) | Wakeup::Settled(_) => Cause::Future,
+                Wakeup::Continue { .. } => Cause::Slice,
+            },
+        };
+        let site = self.creation_site(id);
+        let (clock, cycle) = (self.clock.now(), self.cycles.get());
+        self.timeline.begin(id, cause, clock, cycle, site)
     }
 
     /// How a thread came back from a raw lane, in the general path's terms; `idle` when
@@ -533,6 +560,7 @@ impl Inner {
                 "the thread's task ended before it could be resumed",
             )));
         };
+        self.timeline.hint(id, Cause::Resume);
         let out = Cell::new(None);
         let lane = Lane::General {
             known: Some(thread),
