@@ -46,15 +46,32 @@ fn refused(result: mlua::Result<()>) -> Option<String> {
     result.err().map(|error| refusal(&error))
 }
 
-/// A function becomes a new thread (`fresh`); a thread is used as it is.
-fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
-    match target {
-        Value::Function(f) => Ok((lua.create_thread(f)?, true)),
-        Value::Thread(thread) => Ok((thread, false)),
-        other => Err(mlua::Error::runtime(format!(
-            "function or thread expected, got {}",
-            other.type_name()
-        ))),
+/// What `task.spawn`, `defer` and `delay` run: a function, in a new thread, or a thread.
+enum Target {
+    Function(Function),
+    Thread(Thread),
+}
+
+impl Target {
+    /// The target in `value`; `None` for anything else, or, with `suspended_only` (as
+    /// `task.spawn` asks), for a thread that is not suspended: `task.luau` words the problem.
+    /// Allocates nothing, so it cannot fail.
+    fn of(lua: &Lua, value: Value, suspended_only: bool) -> Option<Self> {
+        match value {
+            Value::Function(f) => Some(Target::Function(f)),
+            Value::Thread(thread) if !suspended_only || vm::is_suspended(lua, &thread) => {
+                Some(Target::Thread(thread))
+            }
+            _ => None,
+        }
+    }
+
+    /// A function becomes a new thread (`fresh`); a thread is used as it is.
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        match self {
+            Target::Function(f) => Ok((lua.create_thread(f)?, true)),
+            Target::Thread(thread) => Ok((thread, false)),
+        }
     }
 }
 
@@ -70,9 +87,12 @@ pub(crate) fn build(
     rt.raw_set(
         "spawn",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let Some(target) = Target::of(lua, target, true) else {
+                return Ok(Checked::Unfit);
+            };
             Ok(Checked::of((|| {
                 sched.ensure_open()?;
-                let (thread, _) = into_thread(lua, target)?;
+                let (thread, _) = target.into_thread(lua)?;
                 sched.spawn_thread(lua, &thread, args)?;
                 Ok(thread)
             })()))
@@ -83,9 +103,12 @@ pub(crate) fn build(
     rt.raw_set(
         "defer",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let Some(target) = Target::of(lua, target, false) else {
+                return Ok(Checked::Unfit);
+            };
             Ok(Checked::of((|| {
                 sched.ensure_open()?;
-                let (thread, fresh) = into_thread(lua, target)?;
+                let (thread, fresh) = target.into_thread(lua)?;
                 let id = sched.adopt(&thread)?;
                 sched.lua_defer(lua, id, args, fresh)?;
                 Ok(thread)
@@ -98,9 +121,12 @@ pub(crate) fn build(
         "delay",
         lua.create_function(
             move |lua, (seconds, target, args): (f64, Value, MultiValue)| {
+                let Some(target) = Target::of(lua, target, false) else {
+                    return Ok(Checked::Unfit);
+                };
                 Ok(Checked::of((|| {
                     sched.ensure_open()?;
-                    let (thread, fresh) = into_thread(lua, target)?;
+                    let (thread, fresh) = target.into_thread(lua)?;
                     let id = sched.adopt(&thread)?;
                     sched.delay(lua, id, seconds_to_delay(seconds), args, fresh)?;
                     Ok(thread)
