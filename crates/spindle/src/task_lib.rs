@@ -1,9 +1,10 @@
 //! The `task` library that scripts see: Rust primitives joined to `task.luau`.
 //!
-//! The Lua half checks arguments (so that bad calls raise plain string errors naming the
-//! function, the argument and the caller's line) and holds the async functions' continuation;
-//! the Rust half here turns each call into a scheduler operation on the calling or named thread,
-//! `task.wait`'s as a plain C function (`vm::create_wait`).
+//! The Lua half checks arguments, or words the problem with a function or thread that `spawn`,
+//! `defer` or `delay` declined ([`Checked::Unfit`]), so that bad calls raise plain string errors
+//! naming the function, the argument and the caller's line, and holds the async functions'
+//! continuation; the Rust half here turns each call into a scheduler operation on the calling or
+//! named thread, `task.wait`'s as a plain C function (`vm::create_wait`).
 //!
 //! The library builds on the standard `coroutine` and `debug` functions as they were before any
 //! scheduler replaced them (`vm::Pristine`), so that a scheduler attached after another one was
