@@ -13,6 +13,14 @@ use spindle::mlua::{self, Lua};
 use spindle::{Clock, Scheduler, VirtualClock};
 use spindle_std::process::{Exit, ProcessInfo};
 
+/// mimalloc as the binary's allocator, under the opt-in `mimalloc` feature: it lost to the
+/// system allocator overall (BENCHMARKS.md, "Allocator"). The library never sets one.
+/// `--memory-limit` holds with any allocator: mlua counts the VM's memory in its own
+/// allocation function, which calls this one.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod builtins;
 mod dump;
 mod error_values;

@@ -101,8 +101,26 @@ pub(crate) fn set_native_code(lua: &Lua, on: bool) {
 /// Whether the thread has started and is suspended in a yield (mlua's `ThreadStatus` does not
 /// tell a new thread from a yielded one).
 pub(crate) fn has_started(thread: &Thread) -> bool {
-    // SAFETY: `thread.state()` is valid while the handle lives; `lua_status` only reads it.
-    unsafe { ffi::lua_status(thread.state()) == ffi::LUA_YIELD }
+    // SAFETY: `thread.state()` is valid while the handle lives.
+    unsafe { has_started_raw(ThreadPtr::of(thread)) }
+}
+
+/// `has_started` for a raw state.
+///
+/// # Safety
+/// `thread` must be alive.
+pub(crate) unsafe fn has_started_raw(thread: ThreadPtr) -> bool {
+    // SAFETY: per the caller; `lua_status` only reads the state.
+    unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD }
+}
+
+/// Whether `thread` is suspended, as `coroutine.status` says it from the running thread: new,
+/// or yielded. Reads the two threads' states; allocates nothing.
+pub(crate) fn is_suspended(lua: &Lua, thread: &Thread) -> bool {
+    let running = running_thread(lua);
+    // SAFETY: the handle keeps `thread` alive, and the running thread is alive while it runs;
+    // `lua_costatus` reads fields of both.
+    unsafe { ffi::lua_costatus(running.0, thread.state()) == ffi::LUA_COSUS }
 }
 
 /// Whether the thread may yield now: not the main thread, and not inside a metamethod or other
