@@ -65,6 +65,7 @@
 //!    that reason.
 
 mod coroutines;
+pub(crate) mod handler_call;
 
 pub(crate) use coroutines::{create as create_coroutine_functions, create_sliced_hint};
 
