@@ -310,3 +310,29 @@ fn ending_the_connecting_script_inside_its_handler_dooms_the_call_on_the_lane() 
         assert_eq!(h.scheduler.task_count(), 0);
     });
 }
+
+#[test]
+fn a_deferred_fire_calls_what_it_saw_in_connection_order_when_it_comes_due() {
+    // Its own Once runs in its place among the others; a connection disconnected before the
+    // call comes due is dropped, and one made after the fire waits for the next.
+    both_ways(|h| {
+        h.spawn(
+            r#"
+            local S = Signal.new("Deferred")
+            S:Connect(function(n) print("a", n) end)
+            S:Once(function(n) print("once", n) end)
+            local c = S:Connect(function(n) print("c", n) end)
+            S:Connect(function(n) print("d", n) end)
+            S:Fire(1)
+            c:Disconnect()
+            S:Connect(function(n) print("late", n) end)
+            S:Fire(2)
+            print("fired")
+            "#,
+        );
+        assert_eq!(
+            h.take_log(),
+            ["fired", "a 1", "once 1", "d 1", "a 2", "d 2", "late 2"]
+        );
+    });
+}
