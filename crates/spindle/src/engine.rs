@@ -39,6 +39,7 @@ mod frame;
 mod memory;
 mod resume;
 mod scripts;
+mod signal_call;
 mod signal_wait;
 mod timeline;
 
@@ -709,14 +710,25 @@ impl Inner {
     #[inline(always)]
     pub(crate) fn adopt_new(&self, thread: &Thread, origin: Origin) -> mlua::Result<TaskId> {
         let ptr = ThreadPtr::of(thread);
-        let id = self
-            .core(move |core| core.insert_from(ptr, origin))
-            .map_err(|not_made| match not_made {
-                NotMade::TooMany => mlua::Error::runtime("too many tasks (more than 2^32)"),
-                NotMade::ScriptEnding(script) => mlua::Error::runtime(format!(
-                    "the script {script} was ended by the host: it starts no more tasks"
-                )),
-            })?;
+        let id = match self.core(move |core| core.insert_from(ptr, origin)) {
+            Ok(id) => id,
+            Err(NotMade::HandlerCall) => {
+                // A handler call that is no task yet is running: it becomes one first (the
+                // thread may be its runner, which then is that task), so that the new task
+                // is started by it (`signal_call.rs`).
+                if let Some(id) = self.find_handler_task(thread) {
+                    return Ok(id);
+                }
+                let lua = thread
+                    .weak_lua()
+                    .try_upgrade()
+                    .ok_or_else(|| mlua::Error::runtime("the Lua state is gone"))?;
+                self.make_running_handler_task(&lua)?;
+                self.core(move |core| core.insert_from(ptr, origin))
+                    .map_err(signal_call::not_made_error)?
+            }
+            Err(not_made) => return Err(signal_call::not_made_error(not_made)),
+        };
         vm::set_slot_mark(thread, id.slot());
         if let Err(error) = self.threads.set(id.slot(), thread) {
             // The thread never reached the store, so the slot can be reused at once.
@@ -760,7 +772,10 @@ impl Inner {
     /// The task of `thread`, if it is one: found through the slot mark the thread carries,
     /// checked against the thread the slot holds.
     pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
-        let slot = vm::slot_mark(thread)?;
+        let Some(slot) = vm::slot_mark(thread) else {
+            // A runner in the middle of a handler call is the call's task, made now.
+            return self.find_handler_task(thread);
+        };
         let ptr = ThreadPtr::of(thread);
         self.core(move |core| core.find(slot, ptr))
     }

@@ -170,6 +170,11 @@ impl ThreadStore {
         let _ = self.table().raw_set(slot as i64 + 1, mlua::Nil);
     }
 
+    /// The Lua state the store lives in, while it does.
+    pub(crate) fn lua(&self) -> Option<Lua> {
+        self.table.borrow().weak_lua().try_upgrade()
+    }
+
     /// Starts afresh with an empty table (Lua never shrinks the old one's array).
     pub(crate) fn replace(&self, table: Table) {
         *self.table.borrow_mut() = Rc::new(table);

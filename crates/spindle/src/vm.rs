@@ -28,7 +28,11 @@
 //! `take_results`, `drop_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
 //! which Lua runs (turning the error value into a string), so it takes a handle on the thread
 //! and its traceback first. The slot's pointer and the watchdog's are identities, compared
-//! while the slot is occupied or while the resumption's handle holds the thread.
+//! while the slot is occupied or while the resumption's handle holds the thread. A signal
+//! handler frame's runner (`core/handler_calls.rs`) is held, for as long as the frame lasts, by
+//! the stack of the C function that resumed it ([`handler_call`]), which no Lua code can reach;
+//! a running or normal thread cannot be closed, so the pointer stays the runner's while the
+//! handler runs, and [`handler_call::runner_handle`] takes a handle on it before any use.
 //!
 //! # Contacts with mlua's internals
 //!
@@ -36,8 +40,9 @@
 //! mlua `=0.12.2` (the workspace pins it exactly; re-check every item on an upgrade):
 //!
 //! 1. **The pending marker.** `Lua::poll_pending()` (doc-hidden) is the light userdata a thread
-//!    yields while an mlua future is pending. Read here ([`resume_with_values`]'s outcome, the
-//!    tests) and handed to `task.luau` by `task_lib.rs` (`rt.poll_pending`).
+//!    yields while an mlua future is pending. Read here ([`resume_with_values`]'s outcome,
+//!    [`handler_call`]'s, the tests) and handed to `task.luau` by `task_lib.rs`
+//!    (`rt.poll_pending`).
 //! 2. **mlua's polling loop by name.** [`MLUA_POLL_LOOP`] (`=__mlua_async_poll`) is the chunk
 //!    name of the Lua loop with which mlua's async functions poll their future; the engine tells
 //!    a thread blocked in an mlua future by it ([`is_blocked_in_mlua_future`]).
@@ -65,6 +70,7 @@
 //!    that reason.
 
 mod coroutines;
+pub(crate) mod handler_call;
 
 pub(crate) use coroutines::{create as create_coroutine_functions, create_sliced_hint};
 

@@ -22,12 +22,14 @@
 //!   with work left never ends early. Debug builds recount them after every cycle
 //!   ([`Core::check_counts`]).
 
+mod handler_calls;
 mod tasks;
 mod timers;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+pub(crate) use handler_calls::HandlerFrame;
 pub use tasks::TaskId;
 pub(crate) use tasks::{Lineage, SchedulerId, Slot, Suspension, TaskTable};
 pub(crate) use timers::Timers;
@@ -56,6 +58,9 @@ pub(crate) enum NotMade {
     TooMany,
     /// The task would belong to this script, which the host is ending.
     ScriptEnding(TaskId),
+    /// The innermost resumption is a signal handler's call that is no task yet: the engine
+    /// makes it one ([`Core::make_handler_task`]), then asks again.
+    HandlerCall,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -165,6 +170,9 @@ pub(crate) struct Core<T, O> {
     /// of their tasks and of those tasks' scripts, innermost last. A task made now is the last
     /// one's; the script is kept here so that making a task reads no other slot.
     resuming: Vec<[u64; 2]>,
+    /// Signal handler calls in progress on runner threads (`handler_calls.rs`), innermost
+    /// last; each has an entry in `resuming` too.
+    handlers: Vec<HandlerFrame<T>>,
     /// Scripts the host is ending: no task is made in them (see [`Core::insert_from`]).
     ending: Vec<TaskId>,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
@@ -185,6 +193,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             deferred: VecDeque::new(),
             outcomes: HashMap::new(),
             resuming: Vec::new(),
+            handlers: Vec::new(),
             ending: Vec::new(),
             defer_level: 0,
             draining: false,
@@ -230,6 +239,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         let lineage = match origin {
             Origin::Host => Lineage::default(),
             Origin::Given(lineage) => lineage,
+            Origin::Running if self.handler_on_top() => return Err(NotMade::HandlerCall),
             Origin::Running => match self.resuming.last() {
                 None => Lineage::default(),
                 Some(&[creator, script]) => Lineage {

@@ -360,6 +360,12 @@ impl Inner {
             None => self.file(lua, id, token, returned, idle),
             Some(out) => out.set(Some(self.file_driven(lua, id, token, returned, idle))),
         }
+        self.after_resumption(lua, id);
+    }
+
+    /// What follows every resumption once its task is filed.
+    #[inline(always)]
+    fn after_resumption(&self, lua: &Lua, id: TaskId) {
         // A task of a script the host ended while it ran is cancelled once it has yielded.
         if self.any_doomed.get() {
             self.settle_doomed(lua, Some(id));
@@ -389,6 +395,23 @@ impl Inner {
         let site = self.creation_site(id);
         let (clock, cycle) = (self.clock.now(), self.cycles.get());
         self.timeline.begin(id, cause, clock, cycle, site)
+    }
+
+    /// Ends the resumption under `token` of a task whose thread came back from `lua_resume`
+    /// as `resumed` (a signal handler's call that became a task while it ran,
+    /// `signal_call.rs`), and files it as the wait lane files its tasks.
+    pub(super) fn finish_raw_resumption(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        thread: ThreadPtr,
+        resumed: RawResumed,
+    ) {
+        let idle = self.core(|core| core.end_resumption(id));
+        let returned = self.raw_returned(lua, id, thread, resumed, RawLane::Wait, idle);
+        self.file(lua, id, token, returned, idle);
+        self.after_resumption(lua, id);
     }
 
     /// How a thread came back from a raw lane, in the general path's terms; `idle` when
