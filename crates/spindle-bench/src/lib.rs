@@ -10,6 +10,7 @@
 //! - [`programs`]: finding the programs to run, and refusing a stale `spindle` binary;
 //! - [`plain_vm`]: the floors' runner, a Luau VM with no scheduler;
 //! - [`async_calls`]: the in-process async-call workloads;
+//! - [`frame_loop`]: frame_10k's Spindle side, the game loop driven frame by frame;
 //! - [`report`]: medians, targets and the table;
 //! - [`machine`]: what the results were measured on;
 //! - [`net`]: the network benchmark's wrk reports.
@@ -23,6 +24,7 @@
 pub mod async_calls;
 pub mod child;
 mod error;
+pub mod frame_loop;
 pub mod machine;
 pub mod net;
 pub mod plain_vm;

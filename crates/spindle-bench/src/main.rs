@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use spindle_bench::async_calls::{self, Completion, Host};
 use spindle_bench::machine::Machine;
-use spindle_bench::programs::{self, PLAIN_VM_COMMAND};
+use spindle_bench::programs::{self, FRAME_LOOP_COMMAND, PLAIN_VM_COMMAND};
 use spindle_bench::report::table;
 use spindle_bench::suite::{self, Programs, Runner, Samples, Sizes, Timing, Workload};
-use spindle_bench::{plain_vm, Error, Result};
+use spindle_bench::{frame_loop, plain_vm, Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +28,8 @@ struct Cli {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
     /// Run only these workloads (repeat, or separate with commas): spawn_wait, defer_flat,
-    /// delay_timers, wait_cycles, memory, async_calls, hand_coroutines, compute.
+    /// delay_timers, wait_cycles, memory, async_calls, hand_coroutines, compute, signal_fire,
+    /// frame_10k.
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     only: Vec<Workload>,
     /// A tenth of the counts, for a fast look (the targets are for the full counts).
@@ -50,6 +51,15 @@ enum Internal {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Runs COUNT game-loop entities (SCRIPT) for 300 frames through the library: frame_10k.
+    #[command(name = FRAME_LOOP_COMMAND, hide = true)]
+    FrameLoop {
+        /// Record the trace, taken every frame.
+        #[arg(long)]
+        trace: bool,
+        file: PathBuf,
+        count: u64,
+    },
 }
 
 fn parse_workload(name: &str) -> std::result::Result<Workload, String> {
@@ -60,6 +70,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Internal::PlainVm { file, args }) => plain_vm::run_file(&file, args),
+        Some(Internal::FrameLoop { trace, file, count }) => {
+            frame_loop::run_file(&file, count, trace)
+        }
         None => run_suite(&cli),
     };
     match outcome {
@@ -108,10 +121,8 @@ fn run_suite(cli: &Cli) -> Result<()> {
                 "[{round}/{}] {:<8} {} {}",
                 cli.runs,
                 match job.runner {
-                    Runner::Spindle => "spindle",
-                    Runner::SpindleInterpreter => "spindle --no-native",
                     Runner::PlainVm => "floor",
-                    Runner::Lune => "lune",
+                    runner => suite::runner_name(runner),
                 },
                 job.script.file,
                 job.count

@@ -145,6 +145,10 @@ pub fn plain_vm_args(script: &Path) -> Vec<&OsStr> {
 /// The hidden subcommand of `spindle-bench` that runs a script on the plain VM.
 pub const PLAIN_VM_COMMAND: &str = "plain-vm";
 
+/// The hidden subcommand of `spindle-bench` that runs frame_10k's game loop through the library
+/// ([`crate::frame_loop`]).
+pub const FRAME_LOOP_COMMAND: &str = "frame-loop";
+
 #[cfg(test)]
 mod tests {
     use super::*;

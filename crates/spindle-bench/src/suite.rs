@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::async_calls::{Completion, Host};
 use crate::child::measure;
 use crate::error::{Error, Result};
-use crate::programs::plain_vm_args;
+use crate::programs::{plain_vm_args, FRAME_LOOP_COMMAND};
 use crate::report::{median, Lune, Row, Target, Unit};
 use crate::workload::{self, Script};
 
@@ -38,11 +38,17 @@ pub enum Workload {
     /// CPU-bound Lua (recursion, a numeric loop, tables and strings) in native code and on the
     /// interpreter, beside the plain VM and Lune.
     Compute,
+    /// Handlers on an Immediate and a Deferred signal, fired 300 times, beside the usual
+    /// pure-Luau signal pattern.
+    SignalFire,
+    /// The game loop example's entities for 300 frames, tracing off and on, beside the same
+    /// calls and resumptions made by hand.
+    Frame10k,
 }
 
 impl Workload {
     /// All of them, in table order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 10] = [
         Workload::SpawnWait,
         Workload::DeferFlat,
         Workload::DelayTimers,
@@ -51,6 +57,8 @@ impl Workload {
         Workload::AsyncCalls,
         Workload::HandCoroutines,
         Workload::Compute,
+        Workload::SignalFire,
+        Workload::Frame10k,
     ];
 
     /// The name `--only` takes.
@@ -64,6 +72,8 @@ impl Workload {
             Workload::AsyncCalls => "async_calls",
             Workload::HandCoroutines => "hand_coroutines",
             Workload::Compute => "compute",
+            Workload::SignalFire => "signal_fire",
+            Workload::Frame10k => "frame_10k",
         }
     }
 
@@ -99,6 +109,10 @@ pub struct Sizes {
     pub hand_coroutines: u64,
     /// compute: fib's argument, the Mandelbrot grid's side, the tables' records.
     pub compute: [u64; 3],
+    /// signal_fire's handlers (each signal fires 300 times).
+    pub signal_fire: u64,
+    /// frame_10k's entities (each run is 300 frames).
+    pub frame_10k: u64,
 }
 
 impl Sizes {
@@ -111,6 +125,8 @@ impl Sizes {
         async_calls: 1_000_000,
         hand_coroutines: 1_000_000,
         compute: [35, 1500, 100_000],
+        signal_fire: 10_000,
+        frame_10k: 10_000,
     };
     /// A tenth of each (`--quick`).
     pub const QUICK: Sizes = Sizes {
@@ -121,6 +137,8 @@ impl Sizes {
         async_calls: 100_000,
         hand_coroutines: 100_000,
         compute: [30, 470, 10_000],
+        signal_fire: 1_000,
+        frame_10k: 1_000,
     };
 }
 
@@ -135,6 +153,11 @@ pub enum Runner {
     PlainVm,
     /// `lune run SCRIPT COUNT`.
     Lune,
+    /// `spindle-bench frame-loop SCRIPT COUNT`: the game loop's frames through the library,
+    /// tracing off.
+    FrameLoop,
+    /// `spindle-bench frame-loop --trace SCRIPT COUNT`: the same, tracing on.
+    FrameLoopTraced,
 }
 
 /// One process to run each round.
@@ -170,6 +193,20 @@ pub fn jobs(workloads: &[Workload], sizes: &Sizes, with_lune: bool) -> Vec<Job> 
     use Runner::{Lune, PlainVm, Spindle};
     let mut all = Vec::new();
     for w in workloads {
+        if *w == Workload::SignalFire {
+            let n = sizes.signal_fire;
+            all.push(job(Spindle, &SIGNAL_FIRE_IMMEDIATE, n));
+            all.push(job(PlainVm, &SIGNAL_FIRE_FLOOR, n));
+            all.push(job(Spindle, &SIGNAL_FIRE_DEFERRED, n));
+            continue;
+        }
+        if *w == Workload::Frame10k {
+            let n = sizes.frame_10k;
+            all.push(job(Runner::FrameLoop, &GAME_LOOP_ENTITY, n));
+            all.push(job(PlainVm, &FRAME_10K_FLOOR, n));
+            all.push(job(Runner::FrameLoopTraced, &GAME_LOOP_ENTITY, n));
+            continue;
+        }
         if *w == Workload::Compute {
             for (script, count) in COMPUTE_SCRIPTS.into_iter().zip(sizes.compute) {
                 all.push(job(Spindle, script, count));
@@ -191,7 +228,10 @@ pub fn jobs(workloads: &[Workload], sizes: &Sizes, with_lune: bool) -> Vec<Job> 
             Workload::DelayTimers => (&DELAY_TIMERS, vec![], sizes.spawn_wait),
             Workload::WaitCycles => (&WAIT_CYCLES, vec![&WAIT_CYCLES_FLOOR], sizes.wait_cycles),
             Workload::Memory => (&SPAWN_WAIT, vec![&SPAWN_WAIT_FLOOR], sizes.memory),
-            Workload::AsyncCalls | Workload::Compute => continue,
+            Workload::AsyncCalls
+            | Workload::Compute
+            | Workload::SignalFire
+            | Workload::Frame10k => continue,
             // Its own floor: the same script on the plain VM.
             Workload::HandCoroutines => (
                 &HAND_COROUTINES,
@@ -283,6 +323,18 @@ pub fn run_job(job: &Job, programs: &Programs, timing: Timing) -> Result<Result<
             Some(lune) => (lune, vec![OsStr::new("run"), path.as_os_str()]),
             None => return Ok(Err("lune is not on PATH".into())),
         },
+        Runner::FrameLoop => (
+            &programs.plain_vm,
+            vec![OsStr::new(FRAME_LOOP_COMMAND), path.as_os_str()],
+        ),
+        Runner::FrameLoopTraced => (
+            &programs.plain_vm,
+            vec![
+                OsStr::new(FRAME_LOOP_COMMAND),
+                OsStr::new("--trace"),
+                path.as_os_str(),
+            ],
+        ),
     };
     args.push(OsStr::new(&count));
     let run = measure(program, &args, TIME_LIMIT);
@@ -389,12 +441,15 @@ impl Samples {
     }
 }
 
-fn runner_name(runner: Runner) -> &'static str {
+/// The name of a runner, in errors and progress lines.
+pub fn runner_name(runner: Runner) -> &'static str {
     match runner {
         Runner::Spindle => "spindle",
         Runner::SpindleInterpreter => "spindle --no-native",
         Runner::PlainVm => "plain-vm",
         Runner::Lune => "lune",
+        Runner::FrameLoop => "frame-loop",
+        Runner::FrameLoopTraced => "frame-loop --trace",
     }
 }
 
@@ -504,6 +559,57 @@ pub fn rows(
                 )?;
                 interpreter.lune = interpreter.lune.map(|_| Lune::NotApplicable);
                 rows.push(interpreter);
+            }
+            rows
+        }
+        Workload::SignalFire => {
+            let n = sizes.signal_fire;
+            let mut rows = Vec::new();
+            for (behavior, script) in [
+                ("Immediate", &SIGNAL_FIRE_IMMEDIATE),
+                ("Deferred", &SIGNAL_FIRE_DEFERRED),
+            ] {
+                let mut row = time_row(
+                    format!(
+                        "signal_fire {} x {SIGNAL_FIRES} {behavior} (floor: pure-Luau signal)",
+                        size(n)
+                    ),
+                    (S, script.file, n),
+                    (P, SIGNAL_FIRE_FLOOR.file, n),
+                    Target::RatioAtMost(1.2),
+                )?;
+                row.lune = row.lune.map(|_| Lune::NotApplicable);
+                rows.push(row);
+            }
+            rows
+        }
+        Workload::Frame10k => {
+            let n = sizes.frame_10k;
+            let frames = crate::frame_loop::FRAMES;
+            let off = (Runner::FrameLoop, GAME_LOOP_ENTITY.file, n);
+            let on = (Runner::FrameLoopTraced, GAME_LOOP_ENTITY.file, n);
+            let mut rows = vec![
+                time_row(
+                    format!(
+                        "frame_{} x {frames} frames, trace off (floor: by hand)",
+                        size(n)
+                    ),
+                    off,
+                    (P, FRAME_10K_FLOOR.file, n),
+                    Target::RatioAtMost(1.3),
+                )?,
+                time_row(
+                    format!(
+                        "frame_{} x {frames} frames, trace on (floor: trace off)",
+                        size(n)
+                    ),
+                    on,
+                    off,
+                    Target::RatioAtMost(1.2),
+                )?,
+            ];
+            for row in &mut rows {
+                row.lune = row.lune.take().map(|_| Lune::NotApplicable);
             }
             rows
         }

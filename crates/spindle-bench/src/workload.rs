@@ -75,6 +75,21 @@ fn tables_joined(n: u64) -> String {
     format!("done {n} {} {n}", records + n.saturating_sub(1))
 }
 
+/// How many times signal_fire fires its signal (the scripts' `FIRES`).
+pub const SIGNAL_FIRES: u64 = 300;
+
+/// `done COUNT CALLS` with CALLS = COUNT * 300: every handler ran on every fire.
+fn handlers_and_calls(count: u64) -> String {
+    format!("done {count} {}", count * SIGNAL_FIRES)
+}
+
+/// `done ENTITIES FRAMES HEARTBEATS` with HEARTBEATS = ENTITIES * FRAMES: every entity's
+/// Heartbeat handler ran every frame.
+fn entities_frames_and_heartbeats(entities: u64) -> String {
+    let frames = crate::frame_loop::FRAMES;
+    format!("done {entities} {frames} {}", entities * frames)
+}
+
 fn nothing(_: u64) -> String {
     "done".to_owned()
 }
@@ -146,6 +161,33 @@ pub const COMPUTE_TABLES: Script = Script {
 /// The compute workloads, which meet no scheduler (also valid Lune code).
 pub const COMPUTE_SCRIPTS: [&Script; 3] = [&COMPUTE_FIB, &COMPUTE_MANDELBROT, &COMPUTE_TABLES];
 
+/// COUNT handlers on an "Immediate" signal, fired 300 times.
+pub const SIGNAL_FIRE_IMMEDIATE: Script = Script {
+    file: "signal_fire.immediate.luau",
+    expected: handlers_and_calls,
+};
+/// COUNT handlers on a "Deferred" signal, fired 300 times.
+pub const SIGNAL_FIRE_DEFERRED: Script = Script {
+    file: "signal_fire.deferred.luau",
+    expected: handlers_and_calls,
+};
+/// signal_fire's floor: the usual pure-Luau signal pattern, with no scheduler.
+pub const SIGNAL_FIRE_FLOOR: Script = Script {
+    file: "signal_fire.floor.luau",
+    expected: handlers_and_calls,
+};
+/// frame_10k's entity: the game loop example's own script, run COUNT times by
+/// `spindle-bench frame-loop` ([`crate::frame_loop`]).
+pub const GAME_LOOP_ENTITY: Script = Script {
+    file: "../../spindle/examples/game_loop.luau",
+    expected: entities_frames_and_heartbeats,
+};
+/// frame_10k's floor: the same entities and frames, every call and resumption made by hand.
+pub const FRAME_10K_FLOOR: Script = Script {
+    file: "frame_10k.floor.luau",
+    expected: entities_frames_and_heartbeats,
+};
+
 /// Does nothing: the memory baseline.
 pub const EMPTY: Script = Script {
     file: "empty.luau",
@@ -161,13 +203,22 @@ pub const SCHEDULER_SCRIPTS: [&Script; 5] = [
     &HAND_COROUTINES,
 ];
 /// The floors and the baseline: plain Luau, no `task` library.
-pub const PLAIN_SCRIPTS: [&Script; 6] = [
+pub const PLAIN_SCRIPTS: [&Script; 8] = [
     &SPAWN_WAIT_FLOOR,
     &DEFER_FLAT_FLOOR_EACH,
     &DEFER_FLAT_FLOOR_ALL,
     &WAIT_CYCLES_FLOOR,
     &HAND_COROUTINES,
+    &SIGNAL_FIRE_FLOOR,
+    &FRAME_10K_FLOOR,
     &EMPTY,
+];
+
+/// The scripts of the frame workloads, which the bench's own hosts run.
+pub const FRAME_SCRIPTS: [&Script; 3] = [
+    &SIGNAL_FIRE_IMMEDIATE,
+    &SIGNAL_FIRE_DEFERRED,
+    &GAME_LOOP_ENTITY,
 ];
 
 /// Where the scripts are: `crates/spindle-bench/scripts` in this checkout.
@@ -212,6 +263,8 @@ mod tests {
         );
         assert_eq!(SPAWN_WAIT.expected_output(3), "done 3 6");
         assert_eq!(HAND_COROUTINES.expected_output(3), "done 3 12");
+        assert_eq!(SIGNAL_FIRE_FLOOR.expected_output(10), "done 10 3000");
+        assert_eq!(GAME_LOOP_ENTITY.expected_output(10), "done 10 300 3000");
     }
 
     #[test]
@@ -250,6 +303,7 @@ mod tests {
             .iter()
             .chain(&PLAIN_SCRIPTS)
             .chain(&COMPUTE_SCRIPTS)
+            .chain(&FRAME_SCRIPTS)
         {
             assert!(script.path().is_file(), "{} is missing", script.file);
         }

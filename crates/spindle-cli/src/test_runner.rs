@@ -37,19 +37,16 @@ const TEST_API_LUAU: &str = include_str!("test_api.luau");
 /// Options of `spindle test`.
 #[derive(Args)]
 pub(crate) struct TestOptions {
-    /// Files or directories to search for `*.test.luau` and `*.spec.luau` files (directories
-    /// recursively, skipping hidden ones).
+    /// Files, or directories searched (recursively, hidden ones skipped) for test files.
     #[arg(value_name = "PATHS", default_value = ".")]
     paths: Vec<PathBuf>,
-    /// Run on the real clock instead of a virtual one (under the virtual clock, the default,
-    /// `task.wait(3600)` returns at once).
+    /// Run on the real clock instead of a virtual one.
     #[arg(long)]
     real_time: bool,
-    /// Stop a test that runs longer than SECONDS (real time), or runs that long without
-    /// yielding, and report it as timed out.
+    /// Report a test that runs SECONDS (real time) as timed out.
     #[arg(long, value_name = "SECONDS", value_parser = crate::limits::seconds, default_value = "10")]
     timeout: Duration,
-    /// How many files run at once (default: the number of CPUs).
+    /// How many files run at once [default: the number of CPUs].
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     jobs: Option<usize>,
 }
@@ -330,16 +327,18 @@ fn file_vm(
     let errors = Rc::new(RefCell::new(Vec::new()));
     let exit = Exit::new();
     let (seen, ending) = (errors.clone(), exit.clone());
+    let values = crate::error_values::install(lua)?;
     let mut builder = Scheduler::builder()
         .timeout(options.timeout)
         .on_error(move |_, error| {
             if ending.requested().is_none() {
                 // A message that names no line (the watchdog's, an error value that is no
-                // string) keeps its traceback, to say where the test was.
+                // string) keeps its traceback, to say where the test was; a table raised by
+                // `error` is shown by its contents.
                 let report = if error.message.contains(".luau:") {
                     error.message.clone()
                 } else {
-                    error.to_string()
+                    crate::error_values::report(&values, error)
                 };
                 seen.borrow_mut().push(report);
             }

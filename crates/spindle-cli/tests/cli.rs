@@ -58,6 +58,21 @@ fn hello_example_runs_and_exits_zero() {
 }
 
 #[test]
+fn json_api_example_passes_its_self_test_over_loopback() {
+    // The README's command: the server and its net.request client in one run.
+    let out = support::spindle_within(
+        Duration::from_secs(60),
+        &["run", "examples/json_api.luau", "--self-test"],
+        &workspace(),
+    )
+    .expect("the self-test ended within a minute");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.ends_with("all checks passed\n"), "{stdout}");
+    assert_eq!(stdout.matches("ok   ").count(), 8, "{stdout}");
+}
+
+#[test]
 fn producer_consumer_and_timer_examples_run_cleanly() {
     let out = spindle(&["run", "--virtual-time", "examples/producer_consumer.luau"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
@@ -235,6 +250,112 @@ fn a_missing_file_is_named_with_exit_status_two() {
         text(&out.stderr),
         "spindle: cannot read 'does/not/exist.luau': No such file or directory (os error 2)\n"
     );
+}
+
+#[test]
+fn a_missing_file_suggests_the_closest_luau_file_beside_it() {
+    let dir = support::tree(
+        "suggest",
+        &[("main.luau", "print(1)"), ("lib/server.luau", "")],
+    );
+    let out = support::spindle_within(Duration::from_secs(60), &["run", "mian.luau"], &dir)
+        .expect("spindle ends");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "spindle: cannot read 'mian.luau': No such file or directory (os error 2)\n  did you mean 'main.luau'?\n"
+    );
+    let out = support::spindle_within(Duration::from_secs(60), &["run", "lib/srever"], &dir)
+        .expect("spindle ends");
+    assert!(
+        text(&out.stderr).ends_with("did you mean 'lib/server.luau'?\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = support::spindle_within(Duration::from_secs(60), &["run", "other.luau"], &dir)
+        .expect("spindle ends");
+    assert!(!text(&out.stderr).contains("did you mean"));
+}
+
+#[test]
+fn error_values_that_are_tables_are_reported_by_their_contents() {
+    let path = script(
+        "table_errors.luau",
+        b"task.spawn(function() error({ code = 7, tags = { \"a\" } }) end)\ntask.defer(function() error(setmetatable({}, { __tostring = function() return 'custom' end })) end)\ntask.wait()\nlocal ok, e = pcall(error, { kept = true })\nassert(e.kept)\nerror(\"plain\")\n",
+    );
+    let out = run_by_name(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let messages: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with('\t') && *line != "stack traceback:")
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "{ code = 7, tags = { \"a\" } }",
+            "custom",
+            "table_errors.luau:6: plain"
+        ],
+        "{stderr}"
+    );
+    // The `error` wrapper's own level is left out of tracebacks.
+    assert!(!stderr.contains("[spindle"), "{stderr}");
+    assert!(
+        stderr.contains("\ttable_errors.luau:1: in function"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_lists_every_commands_flags_with_an_example() {
+    let out = spindle(&["--help"]);
+    let main = text(&out.stdout);
+    for command in ["run", "test", "repl", "setup"] {
+        assert!(main.contains(&format!("  {command} ")), "{main}");
+        assert!(
+            main.contains(&format!("spindle {command}")),
+            "an example of {command}: {main}"
+        );
+    }
+    let expected: [(&str, &[&str]); 4] = [
+        (
+            "run",
+            &[
+                "--timeout",
+                "--time-slice",
+                "--memory-limit",
+                "--virtual-time",
+                "--no-native",
+            ],
+        ),
+        ("test", &["--real-time", "--timeout", "--jobs"]),
+        ("repl", &["--timeout", "--virtual-time"]),
+        ("setup", &["--no-vscode", "--force"]),
+    ];
+    for (command, flags) in expected {
+        let out = spindle(&[command, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        let help = text(&out.stdout);
+        for flag in flags {
+            // Each flag on a line of its own, with its meaning on that line.
+            let line = help
+                .lines()
+                .find(|line| {
+                    line.trim_start().starts_with(flag) || line.contains(&format!(", {flag}"))
+                })
+                .unwrap_or_else(|| panic!("{command} --help lacks {flag}:\n{help}"));
+            assert!(
+                line.trim_end().len() > flag.len() + 12,
+                "{command} {flag}: {line:?}"
+            );
+        }
+        assert!(
+            help.contains("Example"),
+            "{command} --help has no example:\n{help}"
+        );
+        assert!(help.contains(&format!("spindle {command}")), "{help}");
+    }
 }
 
 #[test]
@@ -449,9 +570,15 @@ fn error_values_whose_tostring_fails_are_reported_and_the_others_go_on() {
         .filter(|line| !line.starts_with('\t') && *line != "stack traceback:")
         .collect();
     assert_eq!(messages.len(), 3, "{stderr}");
-    assert_eq!(messages[0], "tostring exploded");
-    assert_eq!(messages[1], "'__tostring' must return a string");
-    assert!(messages[2].starts_with("table: 0x"), "{stderr}");
+    assert_eq!(
+        messages[0],
+        "userdata (its __tostring failed: tostring exploded)"
+    );
+    assert_eq!(
+        messages[1],
+        "{} (its __tostring failed: '__tostring' must return a string)"
+    );
+    assert_eq!(messages[2], "{}", "{stderr}");
     assert_eq!(stderr.matches("stack traceback:\n").count(), 3, "{stderr}");
     assert!(
         stderr.ends_with("\tvalues.luau:5: in function <values.luau:5>\n"),

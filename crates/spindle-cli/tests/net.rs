@@ -5,10 +5,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::{script, text};
+use support::{output_within, script, start_spindle, text};
 
 /// A port that was free a moment ago, for the script to listen on.
 fn free_port() -> u16 {
@@ -64,28 +64,17 @@ fn serve_with(
     client: impl FnOnce(),
 ) -> Output {
     let path = script(name, source);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-        .arg("run")
-        .args(options)
-        .args([
-            path.file_name().unwrap().to_str().unwrap(),
-            &port.to_string(),
-        ])
-        .current_dir(path.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the spindle binary runs");
+    let port = port.to_string();
+    let args: Vec<&str> = ["run"]
+        .iter()
+        .copied()
+        .chain(options.iter().copied())
+        .chain([path.file_name().unwrap().to_str().unwrap(), &port])
+        .collect();
+    let child = start_spindle(&args, path.parent().unwrap());
     client();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(10) {
-            child.kill().unwrap();
-            panic!("the script did not end after its server stopped");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    output_within(child, Duration::from_secs(10))
+        .expect("the script did not end after its server stopped")
 }
 
 #[test]
@@ -184,4 +173,54 @@ fn handlers_stopped_by_the_timeout_or_the_memory_limit_answer_500_and_the_server
         "{stderr}"
     );
     assert!(stderr.contains("not enough memory"), "{stderr}");
+}
+
+#[test]
+fn the_chat_example_demo_broadcasts_to_both_clients_and_ends() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = support::spindle_within(
+        Duration::from_secs(60),
+        &["run", "examples/chat.luau", "--demo"],
+        &workspace,
+    )
+    .expect("the demo ended within a minute");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "alice got:\t* guest1 joined
+alice got:\t* guest2 joined
+bob got:  \t* guest2 joined
+alice got:\tguest2: hello, alice
+bob got:  \tguest2: hello, alice
+alice got:\t* guest2 left (close code 1000)
+"
+    );
+}
+
+#[test]
+fn a_script_echoes_over_tcp_with_net_tcp() {
+    let port = free_port();
+    let out = serve(
+        "tcp_echo.luau",
+        r#"
+        local net = require("@spindle/net")
+        local process = require("@spindle/process")
+        local server
+        server = net.tcp.listen(tonumber(process.args[1]), function(stream)
+            local line = stream:read()
+            stream:write("echo: " .. line)
+            stream:close()
+            server.stop()
+        end)
+        "#,
+        port,
+        || {
+            let mut stream = connect(port);
+            stream.write_all(b"hi").unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            assert_eq!(reply, "echo: hi");
+        },
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 }

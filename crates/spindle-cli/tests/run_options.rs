@@ -169,3 +169,41 @@ fn a_memory_limit_below_what_the_vm_already_uses_is_refused_with_exit_status_two
         text(&out.stderr)
     );
 }
+
+/// The binary's allocator (mimalloc, under the CLI's opt-in `mimalloc` feature) does not
+/// change what `--memory-limit` counts: mlua counts the VM's blocks in its own allocation
+/// function, which calls the global allocator. mimalloc's statistics at exit, which it prints
+/// when asked through its environment variable, show that it is the allocator in use.
+#[cfg(feature = "mimalloc")]
+#[test]
+fn the_memory_limit_holds_under_the_binarys_allocator() {
+    let path = support::script(
+        "hog_under_mimalloc.luau",
+        "task.spawn(function()\n  local t = {}\n  while true do table.insert(t, string.rep('y', 8192) .. #t) end\nend)\ntask.wait()\nprint('main survived', collectgarbage('count') < 24 * 1024)\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args(["run", "--memory-limit", "16M", "hog_under_mimalloc.luau"])
+        .current_dir(path.parent().unwrap())
+        .env("MIMALLOC_SHOW_STATS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the hog did not end within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(text(&out.stdout), "main survived\ttrue\n");
+    assert!(stderr.starts_with("not enough memory\n"), "{stderr}");
+    assert!(
+        stderr.contains("peak"),
+        "mimalloc printed no statistics: {stderr}"
+    );
+}

@@ -214,3 +214,23 @@ fn a_test_file_may_serve_on_the_network_as_a_script_may() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn a_test_that_raises_a_table_shows_its_contents() {
+    let dir = tree(
+        "table-error",
+        &[(
+            "table.test.luau",
+            "test(\"raises\", function()\n    error({ code = 7 })\nend)\n",
+        )],
+    );
+    let out = spindle_test(&dir, &["table.test.luau"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("{ code = 7 }"), "{stdout}");
+    assert!(!stdout.contains("table: 0x"), "{stdout}");
+    assert!(
+        stdout.contains("table.test.luau:2"),
+        "where it was raised: {stdout}"
+    );
+}

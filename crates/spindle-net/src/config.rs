@@ -12,7 +12,10 @@ use crate::error_at_caller;
 pub(crate) struct ServeConfig {
     pub(crate) address: IpAddr,
     pub(crate) port: u16,
-    pub(crate) handler: Function,
+    /// `handleRequest`; `None` when only `handleWebSocket` was given.
+    pub(crate) handler: Option<Function>,
+    /// `handleWebSocket`, and the largest message its sockets accept.
+    pub(crate) websocket: Option<(Function, usize)>,
     pub(crate) limits: Limits,
 }
 
@@ -28,10 +31,12 @@ pub(crate) struct Limits {
 }
 
 /// The option names `net.serve` knows, for the error that names an unknown one.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 11] = [
     "port",
     "address",
     "handleRequest",
+    "handleWebSocket",
+    "maxMessageSize",
     "maxHeaderSize",
     "maxBodySize",
     "requestTimeout",
@@ -47,6 +52,8 @@ impl ServeConfig {
         let fail = |message: String| error_at_caller(lua, format!("net.serve: {message}"));
         let mut port = None;
         let mut handler = None;
+        let mut websocket = None;
+        let mut max_message_size = crate::websocket::DEFAULT_MAX_MESSAGE_SIZE;
         let mut tables = Vec::new();
         match first {
             Value::Integer(_) | Value::Number(_) => port = Some(port_from(&first).map_err(fail)?),
@@ -103,8 +110,17 @@ impl ServeConfig {
                             )))
                         }
                     },
-                    "handleWebSocket" => {
-                        return Err(field("is not supported yet: WebSocket serving is to come"))
+                    "handleWebSocket" => match value {
+                        Value::Function(function) => websocket = Some(function),
+                        other => {
+                            return Err(field(&format!(
+                                "must be a function, got {}",
+                                crate::type_name(&other)
+                            )))
+                        }
+                    },
+                    "maxMessageSize" => {
+                        max_message_size = size_from(&value).map_err(|m| field(&m))?
                     }
                     "maxHeaderSize" => {
                         config.max_header_size = size_from(&value).map_err(|m| field(&m))?
@@ -135,19 +151,23 @@ impl ServeConfig {
         }
         let port =
             port.ok_or_else(|| fail("no port given (pass one, or set 'port' = 0 for any)".into()))?;
-        let handler = handler.ok_or_else(|| {
-            fail("no handler given (pass a function, or set 'handleRequest')".into())
-        })?;
+        if handler.is_none() && websocket.is_none() {
+            return Err(fail(
+                "no handler given (pass a function, or set 'handleRequest' or 'handleWebSocket')"
+                    .into(),
+            ));
+        }
         Ok(ServeConfig {
             address,
             port,
             handler,
+            websocket: websocket.map(|function| (function, max_message_size)),
             limits: config,
         })
     }
 }
 
-fn port_from(value: &Value) -> Result<u16, String> {
+pub(crate) fn port_from(value: &Value) -> Result<u16, String> {
     match value_integer(value) {
         Some(n) if (0..=65535).contains(&n) => Ok(n as u16),
         _ => Err(format!(
@@ -157,7 +177,7 @@ fn port_from(value: &Value) -> Result<u16, String> {
     }
 }
 
-fn size_from(value: &Value) -> Result<usize, String> {
+pub(crate) fn size_from(value: &Value) -> Result<usize, String> {
     match value_integer(value) {
         Some(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("is too large: {n}")),
         _ => Err(format!(
@@ -167,7 +187,7 @@ fn size_from(value: &Value) -> Result<usize, String> {
     }
 }
 
-fn seconds_from(value: &Value) -> Result<Duration, String> {
+pub(crate) fn seconds_from(value: &Value) -> Result<Duration, String> {
     let seconds = match value {
         Value::Integer(n) => *n as f64,
         Value::Number(n) => *n,
@@ -184,7 +204,7 @@ fn seconds_from(value: &Value) -> Result<Duration, String> {
     }
 }
 
-fn address_from(value: &Value) -> Result<IpAddr, String> {
+pub(crate) fn address_from(value: &Value) -> Result<IpAddr, String> {
     let Value::String(text) = value else {
         return Err(format!("must be a string, got {}", describe(value)));
     };
@@ -206,7 +226,7 @@ fn address_from(value: &Value) -> Result<IpAddr, String> {
     })
 }
 
-fn value_integer(value: &Value) -> Option<i64> {
+pub(crate) fn value_integer(value: &Value) -> Option<i64> {
     match value {
         Value::Integer(n) => Some(*n),
         Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Some(*n as i64),
@@ -214,11 +234,43 @@ fn value_integer(value: &Value) -> Option<i64> {
     }
 }
 
-fn describe(value: &Value) -> String {
+pub(crate) fn describe(value: &Value) -> String {
     match value {
         Value::Integer(n) => n.to_string(),
         Value::Number(n) => n.to_string(),
         Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
         other => format!("a {}", crate::type_name(other)),
     }
+}
+
+/// Reads an options table (absent is empty): calls `each` with every key, which must be one of
+/// `known`, and its value; an unknown key, or a refusal of `each`, is an error naming the option.
+pub(crate) fn read_options(
+    options: Option<mlua::Table>,
+    known: &[&str],
+    mut each: impl FnMut(&str, &Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let Some(options) = options else {
+        return Ok(());
+    };
+    for pair in options.pairs::<Value, Value>() {
+        let (key, value) = pair.map_err(|e| e.to_string())?;
+        let name = match &key {
+            Value::String(name) => name.to_string_lossy(),
+            other => {
+                return Err(format!(
+                    "option keys are strings, got a {}",
+                    crate::type_name(other)
+                ))
+            }
+        };
+        if !known.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown option '{name}' (known: {})",
+                known.join(", ")
+            ));
+        }
+        each(&name, &value).map_err(|message| format!("option '{name}' {message}"))?;
+    }
+    Ok(())
 }

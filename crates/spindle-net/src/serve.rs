@@ -6,29 +6,29 @@
 //! polled by the scheduler on the Lua thread, and a listening server counts as the scheduler's
 //! work: a run does not end while it listens. Each request's handler runs as a task of its own
 //! ([`exchange`]). Once `stop()` is called the future stops accepting, drops the listener, asks
-//! every connection to close after its in-flight request, waits for them up to the shutdown
-//! timeout, drops the rest, and completes: the server's task ends.
+//! every connection to close after its in-flight request and every WebSocket it accepted to
+//! close (with 1001, going away), waits for them up to the shutdown timeout, drops the rest, and
+//! completes: the server's task ends.
 
 mod connection;
 mod exchange;
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
-use mlua::{Function, Lua, MultiValue, Table, Value};
-use spindle::{Scheduler, WeakScheduler};
+use mlua::{Function, Lua, Table, Value};
+use spindle::WeakScheduler;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::{Limits, ServeConfig};
-use crate::error_at_caller;
+use crate::listener::{self, accept_failed, until_stopped, Stopped};
+use crate::websocket::accept::Upgrades;
 
 /// The function `net.serve`.
-pub(crate) fn function(lua: &Lua) -> mlua::Result<Function> {
+/// `serving` makes the task function of a `handleWebSocket` handler (see [`crate::websocket`]).
+pub(crate) fn function(lua: &Lua, serving: Function) -> mlua::Result<Function> {
     let respond = lua.create_function(exchange::respond)?;
     // Each request's task runs the closure this returns: the handler, then the check of its
     // answer, both in the task, so that a bad answer fails the task with a traceback as a handler
@@ -68,63 +68,47 @@ pub(crate) fn function(lua: &Lua) -> mlua::Result<Function> {
         .call(())?;
     lua.create_function(move |lua, (first, second): (Value, Value)| {
         let config = ServeConfig::from_args(lua, first, second)?;
-        let task_function: Function = make_task.call((config.handler.clone(), respond.clone()))?;
-        serve(lua, config, task_function)
+        let task_function: Option<Function> = match &config.handler {
+            Some(handler) => Some(make_task.call((handler, respond.clone()))?),
+            None => None,
+        };
+        let websocket = match &config.websocket {
+            Some((handler, max_message_size)) => {
+                Some(Upgrades::new(serving.call(handler)?, *max_message_size))
+            }
+            None => None,
+        };
+        serve(lua, config, task_function, websocket)
     })
 }
 
 /// Binds the listener, starts the server's task and returns the handle.
-fn serve(lua: &Lua, config: ServeConfig, task_function: Function) -> mlua::Result<Table> {
-    let fail = |message: String| error_at_caller(lua, format!("net.serve: {message}"));
-    let scheduler = Scheduler::from_lua(lua)
-        .ok_or_else(|| fail("the task scheduler of this Lua state was dropped".into()))?;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(fail(
-            "no tokio runtime: drive the scheduler inside one (see spindle-net's docs)".into(),
-        ));
-    }
+fn serve(
+    lua: &Lua,
+    config: ServeConfig,
+    task_function: Option<Function>,
+    websocket: Option<Upgrades>,
+) -> mlua::Result<Table> {
     let address = std::net::SocketAddr::new(config.address, config.port);
-    let listener = std::net::TcpListener::bind(address)
-        .and_then(|listener| {
-            listener.set_nonblocking(true)?;
-            TcpListener::from_std(listener)
-        })
-        .map_err(|e| fail(format!("cannot listen on {address}: {e}")))?;
-    let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
-
-    let (stop, stopped) = watch::channel(false);
-    let server = Server {
-        listener,
-        shared: Rc::new(Shared::new(
-            config.limits,
-            task_function,
-            scheduler.downgrade(),
-            stopped,
-        )),
-    };
-    // The server's task: a Spindle async function whose future is the server itself.
-    let slot = RefCell::new(Some(server));
-    let run = scheduler.create_async_function(move |_lua, ()| {
-        let server = slot.borrow_mut().take();
-        async move {
-            if let Some(server) = server {
-                server.run().await;
+    listener::listen(
+        lua,
+        "net.serve",
+        address,
+        move |listener, scheduler, stopped| {
+            let shared = Shared::new(
+                config.limits,
+                task_function,
+                websocket,
+                scheduler.downgrade(),
+                stopped,
+            );
+            Server {
+                listener,
+                shared: Rc::new(shared),
             }
-            Ok(())
-        }
-    })?;
-    scheduler.spawn(run, ())?;
-
-    let handle = lua.create_table()?;
-    handle.set("address", bound.ip().to_string())?;
-    handle.set("port", bound.port())?;
-    // `handle.stop()` as in Lune, and `handle:stop()`: the arguments are ignored.
-    let stop = lua.create_function(move |_, _: MultiValue| {
-        stop.send_replace(true);
-        Ok(())
-    })?;
-    handle.set("stop", stop)?;
-    Ok(handle)
+            .run()
+        },
+    )
 }
 
 /// What a server's connections and requests share.
@@ -132,19 +116,23 @@ struct Shared {
     limits: Limits,
     http: http1::Builder,
     /// The function each request's task runs, with the request's parts as its arguments
-    /// ([`exchange::request_args`]).
-    task_function: Function,
+    /// ([`exchange::request_args`]); `None` for a
+    /// server of WebSockets only, which answers other requests `426 Upgrade Required`.
+    task_function: Option<Function>,
+    /// Set when the server has a `handleWebSocket`.
+    websocket: Option<Upgrades>,
     scheduler: WeakScheduler,
     /// Becomes `true` once `stop()` was called.
-    stopped: watch::Receiver<bool>,
+    stopped: Stopped,
 }
 
 impl Shared {
     fn new(
         limits: Limits,
-        task_function: Function,
+        task_function: Option<Function>,
+        websocket: Option<Upgrades>,
         scheduler: WeakScheduler,
-        stopped: watch::Receiver<bool>,
+        stopped: Stopped,
     ) -> Shared {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -154,6 +142,7 @@ impl Shared {
             limits,
             http,
             task_function,
+            websocket,
             scheduler,
             stopped,
         }
@@ -185,39 +174,21 @@ impl Server {
                             let _ = stream.set_nodelay(true);
                             connections.push(connection::serve(stream, Rc::clone(&shared)));
                         }
-                        // Out of file descriptors, or a connection reset before it was
-                        // accepted: the server goes on, after a pause if the system is short.
-                        Err(error) => {
-                            if !matches!(
-                                error.kind(),
-                                std::io::ErrorKind::ConnectionAborted
-                                    | std::io::ErrorKind::ConnectionReset
-                                    | std::io::ErrorKind::Interrupted
-                            ) {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                        }
+                        Err(error) => accept_failed(error).await,
                     }
                 }
             }
         }
         drop(listener);
-        let deadline = tokio::time::sleep(shared.limits.shutdown_timeout);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => break,
-                next = connections.next() => if next.is_none() { break },
+        let connections_end = async { while connections.next().await.is_some() {} };
+        let sockets_close = async {
+            if let Some(websocket) = &shared.websocket {
+                websocket.close_all().await;
             }
-        }
+        };
+        let drain = async { tokio::join!(connections_end, sockets_close) };
+        let _ = tokio::time::timeout(shared.limits.shutdown_timeout, drain).await;
         // Connections still open past the deadline are dropped here, and their handlers'
         // tasks cancelled.
-    }
-}
-
-/// Completes once `stop()` was called; never, if the handle (the sender) is gone without it.
-async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
-    if stopped.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }

@@ -2,11 +2,12 @@
 //! connect to Heartbeat and fire signals at each other, driven one `Scheduler::frame` at a
 //! time through three phases, as a Roblox server steps.
 //!
-//! Prints the wall time per frame (p50, p90, p99, max) and the fingerprint of the run's trace,
-//! which is the same on every run: virtual time makes the run deterministic.
+//! Prints the wall time per frame (p50, p90, p99, max). Tracing is off unless `--trace` is
+//! given; with it, the trace is taken every frame and the run's fingerprint printed, the same
+//! on every run: virtual time makes the run deterministic.
 //!
 //! ```sh
-//! cargo run --release -p spindle --example game_loop [ENTITIES] [FRAMES]
+//! cargo run --release -p spindle --example game_loop -- [--trace] [ENTITIES] [FRAMES]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -19,9 +20,16 @@ const ENTITY: &str = include_str!("game_loop.luau");
 const DT: Duration = Duration::from_nanos(16_666_667);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let entities: u32 = args.next().map_or(Ok(10_000), |a| a.parse())?;
-    let frames: usize = args.next().map_or(Ok(300), |a| a.parse())?;
+    let (flags, counts): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let trace = match flags.as_slice() {
+        [] => false,
+        [flag] if flag == "--trace" => true,
+        _ => return Err(format!("unknown flags {flags:?}: the one flag is --trace").into()),
+    };
+    let mut counts = counts.into_iter();
+    let entities: u32 = counts.next().map_or(Ok(10_000), |a| a.parse())?;
+    let frames: usize = counts.next().map_or(Ok(300), |a| a.parse())?;
 
     let lua = Lua::new();
     let scheduler = Scheduler::builder()
@@ -34,8 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lua.globals().set("Entities", lua.create_table()?)?;
     lua.globals().set("Respawns", 0)?;
     lua.globals().set("Blocked", 0)?;
+    lua.globals().set("Heartbeats", 0)?;
 
-    scheduler.start_trace();
+    if trace {
+        scheduler.start_trace();
+    }
     let entity = lua
         .load(ENTITY)
         .set_name("@game_loop.luau")
@@ -67,10 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{entities} entities, {frames} frames of {:.3} ms virtual ({:.1} s), spawned in {:.1} ms",
+        "{entities} entities, {frames} frames of {:.3} ms virtual ({:.1} s), spawned in {:.1} ms, \
+         tracing {}",
         ms(DT),
         DT.as_secs_f64() * frames as f64,
-        ms(spawn_time)
+        ms(spawn_time),
+        if trace { "on" } else { "off" }
     );
     println!(
         "wall time per frame: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -89,6 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lua.globals().get::<u64>("Respawns")?,
         lua.globals().get::<u64>("Blocked")?
     );
-    println!("trace fingerprint: {fingerprint:016x}");
+    if trace {
+        println!("trace fingerprint: {fingerprint:016x}");
+    }
     Ok(())
 }

@@ -33,16 +33,21 @@ use crate::vm::{self, Pristine, ThreadPtr};
 use crate::waker::{BorrowedWaker, WakeQueue, WakeTarget};
 use crate::watchdog::{Budget, Overrun};
 
+mod census;
 mod cycle;
 mod frame;
 mod memory;
 mod resume;
 mod scripts;
+mod signal_call;
 mod signal_wait;
+mod timeline;
 
+pub use census::{CreationSite, TaskInfo, TaskState};
 pub(crate) use frame::{BudgetCheck, Frames, PhaseFire};
 pub use frame::{FrameReport, FrameWork};
 pub(crate) use signal_wait::WaitStamp;
+pub use timeline::{Cause, Span};
 
 pub(crate) type ErrorHandler = Rc<dyn Fn(&TaskError)>;
 
@@ -266,6 +271,10 @@ pub(crate) struct Inner {
     frames: Frames,
     /// The trace, when the host records one.
     trace: Recorder,
+    /// What the host's task list shows beside the core: creation sites, signal waits.
+    notes: census::Notes,
+    /// The timeline of resumptions, when the host records one.
+    timeline: timeline::Recorder,
     /// Scripts the host ended while some of their tasks ran, which end with their resumptions
     /// (`engine/scripts.rs`); `any_doomed` says at a glance whether there are any.
     doomed: RefCell<Vec<scripts::Doomed>>,
@@ -435,6 +444,8 @@ impl Inner {
             pristine: Pristine::of(lua)?,
             frames,
             trace: Recorder::default(),
+            notes: census::Notes::default(),
+            timeline: timeline::Recorder::default(),
             doomed: RefCell::default(),
             any_doomed: Cell::new(false),
         })
@@ -446,6 +457,21 @@ impl Inner {
 
     pub(crate) fn trace(&self) -> &Recorder {
         &self.trace
+    }
+
+    pub(crate) fn timeline(&self) -> &timeline::Recorder {
+        &self.timeline
+    }
+
+    /// Takes the spans of the timeline that have ended.
+    pub(crate) fn take_timeline(&self) -> Vec<timeline::Span> {
+        let all = !self.core(|core| core.is_resuming());
+        self.timeline.take(all)
+    }
+
+    /// Records where each task is created from now on (`lua`), or stops (`None`).
+    pub(crate) fn record_creation_sites(&self, lua: Option<&Lua>) {
+        self.notes.record_sites(lua);
     }
 
     /// Records an event when the host records a trace.
@@ -684,14 +710,25 @@ impl Inner {
     #[inline(always)]
     pub(crate) fn adopt_new(&self, thread: &Thread, origin: Origin) -> mlua::Result<TaskId> {
         let ptr = ThreadPtr::of(thread);
-        let id = self
-            .core(move |core| core.insert_from(ptr, origin))
-            .map_err(|not_made| match not_made {
-                NotMade::TooMany => mlua::Error::runtime("too many tasks (more than 2^32)"),
-                NotMade::ScriptEnding(script) => mlua::Error::runtime(format!(
-                    "the script {script} was ended by the host: it starts no more tasks"
-                )),
-            })?;
+        let id = match self.core(move |core| core.insert_from(ptr, origin)) {
+            Ok(id) => id,
+            Err(NotMade::HandlerCall) => {
+                // A handler call that is no task yet is running: it becomes one first (the
+                // thread may be its runner, which then is that task), so that the new task
+                // is started by it (`signal_call.rs`).
+                if let Some(id) = self.find_handler_task(thread) {
+                    return Ok(id);
+                }
+                let lua = thread
+                    .weak_lua()
+                    .try_upgrade()
+                    .ok_or_else(|| mlua::Error::runtime("the Lua state is gone"))?;
+                self.make_running_handler_task(&lua)?;
+                self.core(move |core| core.insert_from(ptr, origin))
+                    .map_err(signal_call::not_made_error)?
+            }
+            Err(not_made) => return Err(signal_call::not_made_error(not_made)),
+        };
         vm::set_slot_mark(thread, id.slot());
         if let Err(error) = self.threads.set(id.slot(), thread) {
             // The thread never reached the store, so the slot can be reused at once.
@@ -703,6 +740,7 @@ impl Inner {
             unsafe { vm::clear_slot_mark(ptr) };
             return Err(error);
         }
+        self.note_creation(id, thread);
         Ok(id)
     }
 
@@ -734,7 +772,10 @@ impl Inner {
     /// The task of `thread`, if it is one: found through the slot mark the thread carries,
     /// checked against the thread the slot holds.
     pub(crate) fn find(&self, thread: &Thread) -> Option<TaskId> {
-        let slot = vm::slot_mark(thread)?;
+        let Some(slot) = vm::slot_mark(thread) else {
+            // A runner in the middle of a handler call is the call's task, made now.
+            return self.find_handler_task(thread);
+        };
         let ptr = ThreadPtr::of(thread);
         self.core(move |core| core.find(slot, ptr))
     }
@@ -1192,6 +1233,9 @@ impl Inner {
         args: MultiValue,
     ) -> mlua::Result<()> {
         let id = self.adopt_from(thread, origin)?;
+        if let Origin::Given(_) = origin {
+            self.timeline.hint(id, Cause::Signal);
+        }
         self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
         Ok(())
     }

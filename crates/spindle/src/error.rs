@@ -243,9 +243,15 @@ fn split_lua_error(error: &mlua::Error) -> (String, String) {
 /// function, as Luau's own functions raise their errors. An error returned from an mlua
 /// callback would reach scripts as an error userdata, its text `runtime error: ...` with a
 /// traceback. (A primitive with no results returns the reason alone, or nil.)
+///
+/// `Unfit` is nil alone: an argument that the primitive took a quick look at is not one it
+/// can use, and the Lua half, which words the problem, looks again at leisure. Checking there
+/// first cost `task.spawn` and `task.defer` a call of `type` each (and `coroutine.status` for
+/// a thread), which make a string: about 1,000 instructions a call (callgrind, defer_flat).
 pub(crate) enum Checked<T> {
     Done(T),
     Refused(String),
+    Unfit,
 }
 
 impl<T> Checked<T> {
@@ -262,6 +268,7 @@ impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
         match self {
             Checked::Done(values) => values.into_lua_multi(lua),
             Checked::Refused(reason) => (Value::Nil, reason).into_lua_multi(lua),
+            Checked::Unfit => Value::Nil.into_lua_multi(lua),
         }
     }
 
@@ -274,6 +281,8 @@ impl<T: IntoLuaMulti> IntoLuaMulti for Checked<T> {
             Checked::Done(values) => unsafe { values.push_into_stack_multi(lua) },
             // SAFETY: as for `Done`: the same contract, for a nil and a string.
             Checked::Refused(reason) => unsafe { (Value::Nil, reason).push_into_stack_multi(lua) },
+            // SAFETY: as for `Done`: the same contract, for a nil.
+            Checked::Unfit => unsafe { Value::Nil.push_into_stack_multi(lua) },
         }
     }
 }

@@ -153,7 +153,10 @@ mod watchdog;
 
 pub use crate::core::TaskId;
 pub use clock::{Clock, VirtualClock};
-pub use engine::{CycleReport, FrameReport, FrameWork, TaskEnd, TaskStatus};
+pub use engine::{
+    Cause, CreationSite, CycleReport, FrameReport, FrameWork, Span, TaskEnd, TaskInfo, TaskState,
+    TaskStatus,
+};
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{

@@ -29,11 +29,13 @@ use crate::vm;
 use crate::watchdog::{self, Budget};
 
 mod async_fn;
+mod census;
 mod drive;
 mod frames;
 mod lookup;
 mod scripts;
 mod signals;
+mod timeline;
 mod trace;
 
 pub use drive::Resumed;
@@ -71,6 +73,7 @@ pub struct SchedulerBuilder {
     signal_behavior: SignalBehavior,
     memory_limit: Option<usize>,
     native_code: Option<bool>,
+    creation_sites: bool,
 }
 
 impl SchedulerBuilder {
@@ -323,6 +326,16 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Records where each task is created (the script's file and line that spawned it), for
+    /// [`Scheduler::tasks`] and [`Scheduler::creation_site`]. Off by default: reading the
+    /// caller's stack at every spawn costs about 1,200 instructions, 10% of a task that is
+    /// spawned and waits once (see BENCHMARKS.md), which a host pays only when it wants to see
+    /// its tasks.
+    pub fn record_creation_sites(mut self, on: bool) -> Self {
+        self.creation_sites = on;
+        self
+    }
+
     /// Attaches the scheduler to `lua`. A `Lua` has at most one scheduler.
     pub fn build(self, lua: &Lua) -> Result<Scheduler> {
         // A dropped scheduler may leave its mark behind (see `Shared::drop`): only a live one
@@ -367,6 +380,9 @@ impl SchedulerBuilder {
             frames,
         )?);
         inner.set_general_path_only(self.general_path_only);
+        if self.creation_sites {
+            inner.record_creation_sites(Some(lua));
+        }
         let mut shared = Shared {
             lua: lua.clone(),
             inner,
@@ -741,6 +757,7 @@ impl Scheduler {
             signal_behavior: SignalBehavior::default(),
             memory_limit: None,
             native_code: None,
+            creation_sites: false,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::core::TaskId;
 use crate::engine::{Inner, WaitStamp};
 use crate::error::{refusal, Checked};
 use crate::error::{Error, Result};
+use crate::vm;
 
 const SOURCE: &str = include_str!("signal.luau");
 
@@ -132,10 +133,28 @@ pub(crate) fn build(
     )?;
     // The keys of the connecting task and its script, or nothing for a connection made outside
     // any task; `false` and the reason when the task's script is being ended.
+    // An immediate handler's call through a runner thread, with no task unless it needs one
+    // (`engine/signal_call.rs`), and the value the runner yields when its handler returned.
+    let lane = vm::handler_call::Lane {
+        data: Rc::clone(inner),
+        enter: |inner: &Inner, runner, creator, script| {
+            inner.enter_handler(runner, creator, script)
+        },
+        leave: |inner: &Inner, runner, back| inner.leave_handler(runner, back),
+    };
+    rt.raw_set("call_handler", vm::handler_call::create(lua, lane)?)?;
+    rt.raw_set("done", vm::handler_call::done_mark())?;
     let sched = Rc::clone(inner);
     rt.raw_set(
         "owner",
         lua.create_function(move |lua, ()| {
+            // A handler call that is no task yet becomes one: the connection is its.
+            if let Err(error) = sched.make_running_handler_task(lua) {
+                return Ok((
+                    Value::Boolean(false),
+                    Value::String(lua.create_string(error.to_string())?),
+                ));
+            }
             Ok(match sched.connecting_task() {
                 Ok(Some((task, script))) => (Inner::task_key(task), Inner::task_key(script)),
                 Ok(None) => (Value::Nil, Value::Nil),
@@ -250,6 +269,20 @@ fn waiter(
 /// share (as with the usual Lua signal libraries). A deferred fire queues one task that calls,
 /// in order, each handler still connected when it runs, so [`FrameReport::deferred`] counts
 /// one resumption per fire with more than one handler.
+///
+/// A call of a handler that a task connected is made the way the usual pure-Luau signal pattern
+/// makes it, a resume of the reused thread, and becomes a task of the connecting script only
+/// when something needs one: it starts a task, connects a handler, waits, blocks in an async
+/// function, fails, its script is ended, or the host asks for the running task
+/// ([`Scheduler::current_task`](crate::Scheduler::current_task)). So a call that simply returns
+/// records nothing in the [trace](crate::Scheduler::start_trace) and costs no task. Under a
+/// watchdog ([`SchedulerBuilder::timeout`](crate::SchedulerBuilder::timeout),
+/// [`time_slice`](crate::SchedulerBuilder::time_slice)), and for connections the host made,
+/// every call is a task from the start.
+///
+/// What scripts hold carries no internals: a signal table has its `Behavior`, a connection
+/// table its `Connected`; the handlers, the list and the waiting tasks are kept out of the
+/// scripts' reach.
 ///
 /// [`FrameReport::deferred`]: crate::FrameReport::deferred
 ///

@@ -1,9 +1,10 @@
 //! The `task` library that scripts see: Rust primitives joined to `task.luau`.
 //!
-//! The Lua half checks arguments (so that bad calls raise plain string errors naming the
-//! function, the argument and the caller's line) and holds the async functions' continuation;
-//! the Rust half here turns each call into a scheduler operation on the calling or named thread,
-//! `task.wait`'s as a plain C function (`vm::create_wait`).
+//! The Lua half checks arguments, or words the problem with a function or thread that `spawn`,
+//! `defer` or `delay` declined ([`Checked::Unfit`]), so that bad calls raise plain string errors
+//! naming the function, the argument and the caller's line, and holds the async functions'
+//! continuation; the Rust half here turns each call into a scheduler operation on the calling or
+//! named thread, `task.wait`'s as a plain C function (`vm::create_wait`).
 //!
 //! The library builds on the standard `coroutine` and `debug` functions as they were before any
 //! scheduler replaced them (`vm::Pristine`), so that a scheduler attached after another one was
@@ -46,15 +47,32 @@ fn refused(result: mlua::Result<()>) -> Option<String> {
     result.err().map(|error| refusal(&error))
 }
 
-/// A function becomes a new thread (`fresh`); a thread is used as it is.
-fn into_thread(lua: &Lua, target: Value) -> mlua::Result<(Thread, bool)> {
-    match target {
-        Value::Function(f) => Ok((lua.create_thread(f)?, true)),
-        Value::Thread(thread) => Ok((thread, false)),
-        other => Err(mlua::Error::runtime(format!(
-            "function or thread expected, got {}",
-            other.type_name()
-        ))),
+/// What `task.spawn`, `defer` and `delay` run: a function, in a new thread, or a thread.
+enum Target {
+    Function(Function),
+    Thread(Thread),
+}
+
+impl Target {
+    /// The target in `value`; `None` for anything else, or, with `suspended_only` (as
+    /// `task.spawn` asks), for a thread that is not suspended: `task.luau` words the problem.
+    /// Allocates nothing, so it cannot fail.
+    fn of(lua: &Lua, value: Value, suspended_only: bool) -> Option<Self> {
+        match value {
+            Value::Function(f) => Some(Target::Function(f)),
+            Value::Thread(thread) if !suspended_only || vm::is_suspended(lua, &thread) => {
+                Some(Target::Thread(thread))
+            }
+            _ => None,
+        }
+    }
+
+    /// A function becomes a new thread (`fresh`); a thread is used as it is.
+    fn into_thread(self, lua: &Lua) -> mlua::Result<(Thread, bool)> {
+        match self {
+            Target::Function(f) => Ok((lua.create_thread(f)?, true)),
+            Target::Thread(thread) => Ok((thread, false)),
+        }
     }
 }
 
@@ -70,9 +88,12 @@ pub(crate) fn build(
     rt.raw_set(
         "spawn",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let Some(target) = Target::of(lua, target, true) else {
+                return Ok(Checked::Unfit);
+            };
             Ok(Checked::of((|| {
                 sched.ensure_open()?;
-                let (thread, _) = into_thread(lua, target)?;
+                let (thread, _) = target.into_thread(lua)?;
                 sched.spawn_thread(lua, &thread, args)?;
                 Ok(thread)
             })()))
@@ -83,9 +104,12 @@ pub(crate) fn build(
     rt.raw_set(
         "defer",
         lua.create_function(move |lua, (target, args): (Value, MultiValue)| {
+            let Some(target) = Target::of(lua, target, false) else {
+                return Ok(Checked::Unfit);
+            };
             Ok(Checked::of((|| {
                 sched.ensure_open()?;
-                let (thread, fresh) = into_thread(lua, target)?;
+                let (thread, fresh) = target.into_thread(lua)?;
                 let id = sched.adopt(&thread)?;
                 sched.lua_defer(lua, id, args, fresh)?;
                 Ok(thread)
@@ -98,9 +122,12 @@ pub(crate) fn build(
         "delay",
         lua.create_function(
             move |lua, (seconds, target, args): (f64, Value, MultiValue)| {
+                let Some(target) = Target::of(lua, target, false) else {
+                    return Ok(Checked::Unfit);
+                };
                 Ok(Checked::of((|| {
                     sched.ensure_open()?;
-                    let (thread, fresh) = into_thread(lua, target)?;
+                    let (thread, fresh) = target.into_thread(lua)?;
                     let id = sched.adopt(&thread)?;
                     sched.delay(lua, id, seconds_to_delay(seconds), args, fresh)?;
                     Ok(thread)

@@ -21,6 +21,9 @@ use crate::core::TaskId;
 #[non_exhaustive]
 pub enum TraceEvent {
     /// The scheduler resumed the task (spawned, deferred, delayed, timer, wake-up, signal).
+    /// An immediate signal handler's call that never became a task (see
+    /// [`Signal`](crate::Signal)) is none, and records nothing; one that became a task records
+    /// this when it did.
     Resume,
     /// The task returned.
     Finish,

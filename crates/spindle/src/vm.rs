@@ -28,7 +28,11 @@
 //! `take_results`, `drop_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
 //! which Lua runs (turning the error value into a string), so it takes a handle on the thread
 //! and its traceback first. The slot's pointer and the watchdog's are identities, compared
-//! while the slot is occupied or while the resumption's handle holds the thread.
+//! while the slot is occupied or while the resumption's handle holds the thread. A signal
+//! handler frame's runner (`core/handler_calls.rs`) is held, for as long as the frame lasts, by
+//! the stack of the C function that resumed it ([`handler_call`]), which no Lua code can reach;
+//! a running or normal thread cannot be closed, so the pointer stays the runner's while the
+//! handler runs, and [`handler_call::runner_handle`] takes a handle on it before any use.
 //!
 //! # Contacts with mlua's internals
 //!
@@ -36,8 +40,9 @@
 //! mlua `=0.12.2` (the workspace pins it exactly; re-check every item on an upgrade):
 //!
 //! 1. **The pending marker.** `Lua::poll_pending()` (doc-hidden) is the light userdata a thread
-//!    yields while an mlua future is pending. Read here ([`resume_with_values`]'s outcome, the
-//!    tests) and handed to `task.luau` by `task_lib.rs` (`rt.poll_pending`).
+//!    yields while an mlua future is pending. Read here ([`resume_with_values`]'s outcome,
+//!    [`handler_call`]'s, the tests) and handed to `task.luau` by `task_lib.rs`
+//!    (`rt.poll_pending`).
 //! 2. **mlua's polling loop by name.** [`MLUA_POLL_LOOP`] (`=__mlua_async_poll`) is the chunk
 //!    name of the Lua loop with which mlua's async functions poll their future; the engine tells
 //!    a thread blocked in an mlua future by it ([`is_blocked_in_mlua_future`]).
@@ -65,6 +70,7 @@
 //!    that reason.
 
 mod coroutines;
+pub(crate) mod handler_call;
 
 pub(crate) use coroutines::{create as create_coroutine_functions, create_sliced_hint};
 
@@ -101,8 +107,26 @@ pub(crate) fn set_native_code(lua: &Lua, on: bool) {
 /// Whether the thread has started and is suspended in a yield (mlua's `ThreadStatus` does not
 /// tell a new thread from a yielded one).
 pub(crate) fn has_started(thread: &Thread) -> bool {
-    // SAFETY: `thread.state()` is valid while the handle lives; `lua_status` only reads it.
-    unsafe { ffi::lua_status(thread.state()) == ffi::LUA_YIELD }
+    // SAFETY: `thread.state()` is valid while the handle lives.
+    unsafe { has_started_raw(ThreadPtr::of(thread)) }
+}
+
+/// `has_started` for a raw state.
+///
+/// # Safety
+/// `thread` must be alive.
+pub(crate) unsafe fn has_started_raw(thread: ThreadPtr) -> bool {
+    // SAFETY: per the caller; `lua_status` only reads the state.
+    unsafe { ffi::lua_status(thread.0) == ffi::LUA_YIELD }
+}
+
+/// Whether `thread` is suspended, as `coroutine.status` says it from the running thread: new,
+/// or yielded. Reads the two threads' states; allocates nothing.
+pub(crate) fn is_suspended(lua: &Lua, thread: &Thread) -> bool {
+    let running = running_thread(lua);
+    // SAFETY: the handle keeps `thread` alive, and the running thread is alive while it runs;
+    // `lua_costatus` reads fields of both.
+    unsafe { ffi::lua_costatus(running.0, thread.state()) == ffi::LUA_COSUS }
 }
 
 /// Whether the thread may yield now: not the main thread, and not inside a metamethod or other
@@ -931,6 +955,65 @@ pub(crate) fn running_frames(lua: &Lua) -> Vec<Frame> {
         });
     }
     frames
+}
+
+/// Hands `f` the chunk name and line where the running thread stands in a script's code: its
+/// innermost frame that is neither a C function nor one of Spindle's own chunks (`task.spawn`
+/// reaches the script through both). `None` when no frame runs a script (the host's own call).
+/// Reads the stack without calling into the VM or allocating in it.
+pub(crate) fn script_position<R>(lua: &Lua, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
+    let state = running_thread(lua).0;
+    for level in 0.. {
+        let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+        // SAFETY: the running thread is alive; `lua_getinfo` only reads it and fills `ar`.
+        if unsafe { ffi::lua_getinfo(state, level, c"sl".as_ptr(), ar.as_mut_ptr()) } == 0 {
+            return None;
+        }
+        // SAFETY: filled above.
+        let ar = unsafe { ar.assume_init_ref() };
+        if ar.currentline <= 0 || ar.short_src.is_null() {
+            continue;
+        }
+        // SAFETY: `lua_getinfo` left a NUL-terminated string, alive while the frame is.
+        let source = unsafe { std::ffi::CStr::from_ptr(ar.short_src) }.to_bytes();
+        if !source.starts_with(b"[spindle ") {
+            return Some(f(source, ar.currentline as u32));
+        }
+    }
+    None
+}
+
+/// Hands `f` the chunk name and first line of the function a thread that has not started will
+/// run (what mlua put on its stack); `None` for any other thread.
+pub(crate) fn defined_at<R>(thread: &Thread, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
+    let state = thread.state();
+    // SAFETY: the state is valid while the handle lives; these read it only.
+    unsafe {
+        if ffi::lua_status(state) != ffi::LUA_OK || ffi::lua_gettop(state) < 1 {
+            return None;
+        }
+        if ffi::lua_type(state, 1) != ffi::LUA_TFUNCTION || ffi::lua_iscfunction(state, 1) != 0 {
+            return None;
+        }
+    }
+    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+    // SAFETY: a negative level names the value at that index from the top; the function at
+    // index 1 is `-top`. `lua_getinfo` only reads it and fills `ar`.
+    let found = unsafe {
+        let level = -ffi::lua_gettop(state);
+        ffi::lua_getinfo(state, level, c"s".as_ptr(), ar.as_mut_ptr())
+    };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: filled above.
+    let ar = unsafe { ar.assume_init_ref() };
+    if ar.short_src.is_null() {
+        return None;
+    }
+    // SAFETY: `lua_getinfo` left a NUL-terminated string inside `ar`.
+    let source = unsafe { std::ffi::CStr::from_ptr(ar.short_src) }.to_bytes();
+    Some(f(source, ar.linedefined.max(0) as u32))
 }
 
 /// The task slot marked on the thread, if any. Luau gives each thread one pointer of user data,

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Writes a script into this test run's temporary directory and returns its path.
@@ -22,15 +22,20 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
-pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+/// Starts `spindle ARGS` from `dir`, its stdout and stderr piped.
+pub fn start_spindle(args: &[&str], dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_spindle"))
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the spindle binary runs");
+        .expect("the spindle binary runs")
+}
+
+/// Waits for `child` to end and returns its output, killing it after `limit`; `None` if it had
+/// to be killed.
+pub fn output_within(mut child: Child, limit: Duration) -> Option<Output> {
     let started = Instant::now();
     while started.elapsed() < limit {
         if child.try_wait().unwrap().is_some() {
@@ -41,6 +46,11 @@ pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Outp
     child.kill().unwrap();
     child.wait().unwrap();
     None
+}
+
+/// Runs `spindle ARGS` from `dir`, killing it after `limit`; `None` if it had to be killed.
+pub fn spindle_within(limit: Duration, args: &[&str], dir: &Path) -> Option<Output> {
+    output_within(start_spindle(args, dir), limit)
 }
 
 /// Writes `files` (path, source) into a directory of their own, named after `test`, and

@@ -10,7 +10,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{exchange, until_stopped, Shared};
+use super::{exchange, Shared};
+use crate::listener::until_stopped;
 
 /// What a connection's requests tell its idle timer.
 pub(super) struct Activity {
@@ -50,7 +51,11 @@ pub(super) async fn serve(stream: TcpStream, shared: Rc<Shared>) {
         let (shared, activity) = (Rc::clone(&shared), Rc::clone(&activity));
         service_fn(move |request| exchange::exchange(Rc::clone(&shared), activity.begin(), request))
     };
-    let connection = shared.http.serve_connection(TokioIo::new(stream), service);
+    // Upgrades hand the connection over to a WebSocket (`crate::websocket::accept`).
+    let connection = shared
+        .http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     let idle_timeout = shared.limits.idle_timeout;
     let idle = tokio::time::sleep(idle_timeout);

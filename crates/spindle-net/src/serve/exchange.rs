@@ -18,6 +18,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::connection::InFlight;
 use super::Shared;
+use crate::websocket::accept::is_upgrade;
 
 /// The handler's checked answer, as `respond` hands it from the task to the exchange.
 pub(super) struct Answer {
@@ -32,6 +33,17 @@ pub(super) async fn exchange(
     _in_flight: InFlight,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(websocket) = &shared.websocket {
+        if is_upgrade(&request) {
+            return Ok(match shared.scheduler.upgrade() {
+                Some(scheduler) => websocket.accept(&scheduler, request),
+                None => plain(StatusCode::SERVICE_UNAVAILABLE),
+            });
+        }
+    }
+    let Some(task_function) = &shared.task_function else {
+        return Ok(plain(StatusCode::UPGRADE_REQUIRED));
+    };
     let deadline = Instant::now() + shared.limits.request_timeout;
     let (parts, body) = request.into_parts();
     let limit = shared.limits.max_body_size;
@@ -54,7 +66,7 @@ pub(super) async fn exchange(
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
     };
     let task = match request_args(scheduler.lua(), &parts, &body)
-        .and_then(|args| Ok(scheduler.spawn(&shared.task_function, args)?))
+        .and_then(|args| Ok(scheduler.spawn(task_function, args)?))
     {
         Ok(task) => task,
         // The Lua is out of memory, or the scheduler refuses work.
@@ -148,21 +160,9 @@ pub(super) fn request_args(
     }
     args[3] = Value::Integer(count);
     for name in parts.headers.keys() {
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().map(HeaderValue::as_bytes).unwrap_or_default();
-        let value = match values.next() {
-            None => lua.create_string(first)?,
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for more in std::iter::once(second).chain(values) {
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(more.as_bytes());
-                }
-                lua.create_string(&joined)?
-            }
-        };
         args.push(Value::String(lua.create_string(name.as_str())?));
-        args.push(Value::String(value));
+        let value = crate::headers::joined(&parts.headers, name);
+        args.push(Value::String(lua.create_string(&*value)?));
     }
     Ok(MultiValue::from_vec(args))
 }

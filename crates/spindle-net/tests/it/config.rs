@@ -56,8 +56,12 @@ fn bad_serve_arguments_are_refused_with_the_line_and_the_reason() {
             "option 'address' must be an IP address",
         ),
         (
-            r#"net.serve(0, { handleWebSocket = print })"#,
-            "option 'handleWebSocket' is not supported yet",
+            r#"net.serve(0, { handleWebSocket = 5 })"#,
+            "option 'handleWebSocket' must be a function, got number",
+        ),
+        (
+            r#"net.serve(0, { handleWebSocket = print, maxMessageSize = 0 })"#,
+            "option 'maxMessageSize' must be a positive integer, got 0",
         ),
     ];
     for (call, reason) in cases {

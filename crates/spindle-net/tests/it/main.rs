@@ -1,9 +1,13 @@
 //! spindle-net's integration tests: real servers on loopback, each started and stopped by its
 //! test, with bounded reads and runs (support.rs).
 
+mod client;
 mod config;
 mod lifecycle;
 mod limits;
+mod raw_server;
 mod requests;
 mod support;
+mod tcp;
 mod url;
+mod websocket;

@@ -242,3 +242,92 @@ pub fn host_with(
         .unwrap();
     (runtime, lua, scheduler)
 }
+
+/// What a script's run left behind.
+pub struct Ran {
+    /// The uncaught task errors, each message with its traceback.
+    pub errors: Vec<String>,
+    /// The Lua state, to read globals the script set.
+    pub lua: Lua,
+}
+
+impl Ran {
+    /// The global `name`, which the script set.
+    pub fn global<T: mlua::FromLua>(&self, name: &str) -> T {
+        self.lua
+            .globals()
+            .get(name)
+            .unwrap_or_else(|e| panic!("global {name}: {e}; errors: {:?}", self.errors))
+    }
+
+    /// Asserts that the global `name` is a string that contains `expected`.
+    #[track_caller]
+    pub fn assert_text(&self, name: &str, expected: impl AsRef<str>) {
+        let text: String = self.global(name);
+        let expected = expected.as_ref();
+        assert!(
+            text.contains(expected),
+            "{name}: {text:?} lacks {expected:?}"
+        );
+    }
+}
+
+/// Runs `script` (as `@main.luau`) to the end of its run, beside `beside` (a future on the same
+/// tokio runtime, such as a raw peer), with the port the script's `ready(port)` call gives it.
+/// The run must end within [`BOUND`].
+pub fn run_with<F, Fut>(script: &str, beside: F) -> Ran
+where
+    F: FnOnce(u16) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let seen = errors.clone();
+    let (runtime, lua, scheduler) =
+        host_with(move |_, error| seen.borrow_mut().push(error.to_string()));
+    let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
+    let (port_sender, port) = tokio::sync::oneshot::channel::<u16>();
+    let port_sender = Rc::new(RefCell::new(Some(port_sender)));
+    let sender = port_sender.clone();
+    let ready = lua
+        .create_function(move |_, port: u16| {
+            if let Some(sender) = sender.borrow_mut().take() {
+                let _ = sender.send(port);
+            }
+            Ok(())
+        })
+        .unwrap();
+    lua.globals().set("ready", ready).unwrap();
+    runtime.block_on(async {
+        let main = lua
+            .load(script)
+            .set_name("@main.luau")
+            .into_function()
+            .unwrap();
+        scheduler.spawn(main, ()).unwrap();
+        let peer = async {
+            if let Ok(port) = port.await {
+                beside(port).await;
+            }
+        };
+        let script = async {
+            let ended = scheduler.run(sleeper).await;
+            // A script that never called `ready` has no peer.
+            port_sender.borrow_mut().take();
+            ended
+        };
+        let both = async { tokio::join!(script, peer).0 };
+        tokio::time::timeout(BOUND, both)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the run did not end in time; errors: {:?}", errors.borrow())
+            })
+            .unwrap();
+    });
+    let errors = errors.borrow().clone();
+    Ran { errors, lua }
+}
+
+/// Runs `script` to the end of its run, within [`BOUND`].
+pub fn run(script: &str) -> Ran {
+    run_with(script, |_| async {})
+}

@@ -22,12 +22,14 @@
 //!   with work left never ends early. Debug builds recount them after every cycle
 //!   ([`Core::check_counts`]).
 
+mod handler_calls;
 mod tasks;
 mod timers;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+pub(crate) use handler_calls::HandlerFrame;
 pub use tasks::TaskId;
 pub(crate) use tasks::{Lineage, SchedulerId, Slot, Suspension, TaskMap, TaskTable};
 pub(crate) use timers::Timers;
@@ -56,6 +58,9 @@ pub(crate) enum NotMade {
     TooMany,
     /// The task would belong to this script, which the host is ending.
     ScriptEnding(TaskId),
+    /// The innermost resumption is a signal handler's call that is no task yet: the engine
+    /// makes it one ([`Core::make_handler_task`]), then asks again.
+    HandlerCall,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +118,30 @@ pub(crate) struct Freed<T> {
     pub(crate) suspension: Suspension,
 }
 
+/// One task as the core sees it, for the host's task list ([`Core::census`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskView {
+    pub(crate) id: TaskId,
+    pub(crate) lineage: Lineage,
+    /// Where the scheduler holds it; `None` for a task that left with a plain yield while a
+    /// host handle claims it (its slot is reserved for its thread).
+    pub(crate) held: Option<Held>,
+}
+
+/// Where the scheduler holds a task, in a [`TaskView`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    pub(crate) suspension: Suspension,
+    pub(crate) running: bool,
+    /// A deferred resumption is queued for it.
+    pub(crate) deferred: bool,
+    /// A `task.delay` timer will resume it.
+    pub(crate) delayed: bool,
+    /// The earliest deadline of its live timers on the heap (a timer taken off the heap for
+    /// a frame's carried work has none any more).
+    pub(crate) deadline: Option<Duration>,
+}
+
 /// How the timer of a `task.wait` starts its task's resumption ([`Core::start_timed_wake`]).
 pub(crate) enum TimedWake<T> {
     /// The wait ended otherwise, or the task was freed: the timer does nothing.
@@ -141,6 +170,9 @@ pub(crate) struct Core<T, O> {
     /// of their tasks and of those tasks' scripts, innermost last. A task made now is the last
     /// one's; the script is kept here so that making a task reads no other slot.
     resuming: Vec<[u64; 2]>,
+    /// Signal handler calls in progress on runner threads (`handler_calls.rs`), innermost
+    /// last; each has an entry in `resuming` too.
+    handlers: Vec<HandlerFrame<T>>,
     /// Scripts the host is ending: no task is made in them (see [`Core::insert_from`]).
     ending: Vec<TaskId>,
     /// The defer level of the deferred task being resumed, 0 outside the drain.
@@ -161,6 +193,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             deferred: VecDeque::new(),
             outcomes: TaskMap::default(),
             resuming: Vec::new(),
+            handlers: Vec::new(),
             ending: Vec::new(),
             defer_level: 0,
             draining: false,
@@ -206,6 +239,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
         let lineage = match origin {
             Origin::Host => Lineage::default(),
             Origin::Given(lineage) => lineage,
+            Origin::Running if self.handler_on_top() => return Err(NotMade::HandlerCall),
             Origin::Running => match self.resuming.last() {
                 None => Lineage::default(),
                 Some(&[creator, script]) => Lineage {
@@ -274,6 +308,41 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
     /// Every task, for shutdown.
     pub(crate) fn task_ids(&self) -> Vec<TaskId> {
         self.tasks.occupied().map(|(id, _)| id).collect()
+    }
+
+    /// Every task, held or reserved, in slot order: O(tasks + timers), for the host's task list.
+    pub(crate) fn census(&self) -> Vec<TaskView> {
+        let mut deadlines: TaskMap<Duration> = TaskMap::default();
+        for timer in self.timers.iter() {
+            if self.timer_is_live(&timer.payload) {
+                let earliest = deadlines
+                    .entry(timer.payload.task)
+                    .or_insert(timer.deadline);
+                *earliest = (*earliest).min(timer.deadline);
+            }
+        }
+        let mut views: Vec<TaskView> = self
+            .tasks
+            .occupied()
+            .map(|(id, slot)| TaskView {
+                id,
+                lineage: self.tasks.lineage(id).unwrap_or_default(),
+                held: Some(Held {
+                    suspension: slot.suspension,
+                    running: slot.running,
+                    deferred: slot.queued > 0,
+                    delayed: slot.timers > u32::from(slot.suspension.holds_timer()),
+                    deadline: deadlines.get(&id).copied(),
+                }),
+            })
+            .chain(self.tasks.reserved().map(|(id, lineage)| TaskView {
+                id,
+                lineage,
+                held: None,
+            }))
+            .collect();
+        views.sort_by_key(|view| view.id.slot());
+        views
     }
 
     /// Frees the task's slot with everything it had pending. The engine then takes the thread

@@ -344,12 +344,16 @@ impl<T: Copy + PartialEq> TaskTable<T> {
 
     /// Who started the live task `id`, and its script.
     pub(crate) fn lineage(&self, id: TaskId) -> Option<Lineage> {
-        let slot = self.get(id)?;
+        Some(self.lineage_in(id, self.get(id)?))
+    }
+
+    /// The lineage `slot` records for the task `id` (occupied or reserved).
+    fn lineage_in(&self, id: TaskId, slot: &Slot<T>) -> Lineage {
         let named = |local: u64| (local != id.local).then(|| TaskId::of(self.scheduler, local));
-        Some(Lineage {
+        Lineage {
             creator: named(slot.creator),
             script: Some(TaskId::of(self.scheduler, slot.script)),
-        })
+        }
     }
 
     /// The id of this scheduler's task in `slot` at `generation`.
@@ -470,6 +474,19 @@ impl<T: Copy + PartialEq> TaskTable<T> {
             .enumerate()
             .filter(|(_, s)| s.thread.is_some())
             .map(|(i, s)| (self.id(i as u32, s.generation), s))
+    }
+
+    /// Every slot reserved for the thread of a task that left with a plain yield while a host
+    /// handle claims it, with its id and lineage.
+    pub(crate) fn reserved(&self) -> impl Iterator<Item = (TaskId, Lineage)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.reserved.is_some())
+            .map(|(i, s)| {
+                let id = self.id(i as u32, s.generation);
+                (id, self.lineage_in(id, s))
+            })
     }
 
     pub(crate) fn len(&self) -> usize {

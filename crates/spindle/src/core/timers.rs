@@ -109,6 +109,11 @@ impl<T> Timers<T> {
         }
     }
 
+    /// Every timer, in no particular order: for the host's task list, which is not a hot path.
+    pub fn iter(&self) -> impl Iterator<Item = &Timer<T>> {
+        self.run.iter().chain(self.heap.iter())
+    }
+
     /// Removes the earliest timer if it is due at `now`. Choosing between the run and the
     /// heap once, rather than in `peek` and again in `pop`, saved 20 instructions a timer.
     pub fn pop_due(&mut self, now: Duration) -> Option<Timer<T>> {

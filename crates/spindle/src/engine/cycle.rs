@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mlua::Lua;
 
+use super::Cause;
 use super::{
     CycleReport, Inner, Next, Restore, Suspension, TaskEnd, TimerEntry, TimerKind, Wakeup,
 };
@@ -93,6 +94,7 @@ impl Inner {
                     self.values.discard(resumption.args);
                     return false;
                 }
+                self.timeline.hint(entry.task, Cause::Delay);
                 self.resume_requested(lua, entry.task, resumption);
             }
         }
@@ -148,6 +150,7 @@ impl Inner {
                 None => break,
                 Some((entry, true)) => {
                     count += 1;
+                    self.timeline.hint(entry.task, Cause::Defer);
                     self.resume_requested(lua, entry.task, entry.resumption);
                 }
                 Some((entry, false)) => self.values.discard(entry.resumption.args),
@@ -195,6 +198,7 @@ impl Inner {
         self.threads.replace(threads);
         let _ = self.renew_blocked(lua);
         self.core(|core| core.trim());
+        self.notes.clear();
         self.futures.borrow_mut().reset();
         self.frames.shrink_carried();
     }

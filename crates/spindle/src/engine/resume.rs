@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use mlua::thread::ThreadStatus;
 use mlua::{Lua, MultiValue, Thread, Value};
 
+use super::timeline::Begun;
+use super::Cause;
 use super::{
     memory, resume_mark, settled_values, Driven, Inner, LuaStream, Resumed, Resumption, Suspension,
     TimedWake, Wakeup,
@@ -306,6 +308,10 @@ impl Inner {
         driven: Option<&Cell<Option<Driven>>>,
     ) {
         self.record(Some(id), crate::trace::TraceEvent::Resume);
+        let span = match self.timeline.is_on() {
+            true => self.begin_span(id, &lane),
+            false => None,
+        };
         let resuming = Resuming(self, id);
         let resumed = match lane {
             Lane::Wait {
@@ -341,6 +347,9 @@ impl Inner {
             }
         };
         let idle = resuming.finish();
+        if let Some(span) = span {
+            self.timeline.end(span);
+        }
         let returned = match resumed {
             Came::Raw(thread, resumed, lane) => {
                 self.raw_returned(lua, id, thread, resumed, lane, idle)
@@ -351,6 +360,12 @@ impl Inner {
             None => self.file(lua, id, token, returned, idle),
             Some(out) => out.set(Some(self.file_driven(lua, id, token, returned, idle))),
         }
+        self.after_resumption(lua, id);
+    }
+
+    /// What follows every resumption once its task is filed.
+    #[inline(always)]
+    fn after_resumption(&self, lua: &Lua, id: TaskId) {
         // A task of a script the host ended while it ran is cancelled once it has yielded.
         if self.any_doomed.get() {
             self.settle_doomed(lua, Some(id));
@@ -362,6 +377,41 @@ impl Inner {
             // futures, which may hold the `Lua`, would live for ever.
             let _ = self.shutdown(lua);
         }
+    }
+
+    /// Begins the timeline's span of a resumption on `lane`, with the cause it tells.
+    #[cold]
+    fn begin_span(&self, id: TaskId, lane: &Lane<'_>) -> Option<Begun> {
+        let cause = match lane {
+            Lane::Wait { .. } => Cause::Timer,
+            Lane::Settled { .. } => Cause::Future,
+            Lane::General { wakeup, .. } => match wakeup {
+                Wakeup::Args(_) => self.timeline.cause_with_args(id),
+                Wakeup::Timer(_) => Cause::Timer,
+                Wakeup::Poll(_) | Wakeup::Settled(_) => Cause::Future,
+                Wakeup::Continue { .. } => Cause::Slice,
+            },
+        };
+        let site = self.creation_site(id);
+        let (clock, cycle) = (self.clock.now(), self.cycles.get());
+        self.timeline.begin(id, cause, clock, cycle, site)
+    }
+
+    /// Ends the resumption under `token` of a task whose thread came back from `lua_resume`
+    /// as `resumed` (a signal handler's call that became a task while it ran,
+    /// `signal_call.rs`), and files it as the wait lane files its tasks.
+    pub(super) fn finish_raw_resumption(
+        &self,
+        lua: &Lua,
+        id: TaskId,
+        token: u32,
+        thread: ThreadPtr,
+        resumed: RawResumed,
+    ) {
+        let idle = self.core(|core| core.end_resumption(id));
+        let returned = self.raw_returned(lua, id, thread, resumed, RawLane::Wait, idle);
+        self.file(lua, id, token, returned, idle);
+        self.after_resumption(lua, id);
     }
 
     /// How a thread came back from a raw lane, in the general path's terms; `idle` when
@@ -533,6 +583,7 @@ impl Inner {
                 "the thread's task ended before it could be resumed",
             )));
         };
+        self.timeline.hint(id, Cause::Resume);
         let out = Cell::new(None);
         let lane = Lane::General {
             known: Some(thread),
@@ -731,14 +782,16 @@ impl Inner {
             Err(error) => return self.complete(lua, id, Err(error)),
         };
         if resumption.fresh {
-            if self.core(|core| core.task(id).is_none()) {
+            // The slot's thread, rather than a handle from the store: fetching one cost
+            // defer_flat 750 instructions a deferral (callgrind).
+            let Some(thread) = self.core(|core| core.task(id).map(|slot| slot.thread())) else {
                 return;
-            }
-            match self.threads.get(id.slot()) {
+            };
+            // SAFETY: the thread store keeps the thread of an occupied slot alive; reading its
+            // status runs nothing.
+            if thread.is_some_and(|thread| unsafe { vm::has_started_raw(thread) }) {
                 // Started by someone else first: this resumption is dropped.
-                Ok(thread) if vm::has_started(&thread) => return self.release_if_idle(id),
-                Ok(_) => {}
-                Err(error) => return self.complete(lua, id, Err(error)),
+                return self.release_if_idle(id);
             }
         }
         self.resume(lua, id, Wakeup::Args(args));

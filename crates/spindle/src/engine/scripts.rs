@@ -103,7 +103,12 @@ impl Inner {
         script: TaskId,
         started: bool,
     ) -> (TasksEnded, Option<mlua::Error>) {
-        let (ended, running, error) = self.sweep_script(lua, script);
+        // Its handler calls in progress are running tasks of it, doomed as the others are.
+        let made = self.make_handler_tasks_of(lua, script);
+        let (ended, running, mut error) = self.sweep_script(lua, script);
+        if let Err(made) = made {
+            error.get_or_insert(made);
+        }
         if !running.is_empty() {
             let mut doomed = self.doomed.borrow_mut();
             match doomed.iter_mut().find(|d| d.script == script) {

@@ -32,6 +32,7 @@ impl Inner {
                 "the waiting task ended while it began to wait",
             ));
         };
+        self.note_signal_wait(id, token);
         Ok((token, id.slot(), id.generation()))
     }
 
@@ -66,6 +67,7 @@ impl Inner {
             return;
         };
         args.push_front(Value::LightUserData(resume_mark()));
+        self.timeline.hint(id, super::Cause::Signal);
         self.resume(lua, id, Wakeup::Args(args));
     }
 

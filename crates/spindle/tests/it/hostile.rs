@@ -701,20 +701,41 @@ fn rule22_task_spawn_of_a_coroutine_whose_slice_is_carried_takes_it_over() {
 }
 
 #[test]
-fn junk_written_into_a_signals_waiter_list_is_ignored_by_fire() {
-    // A signal's fields are a plain table a script can write: a waiter entry that is not one
-    // the signal made used to reach Rust's argument conversion, and `Fire` raised mlua's error
-    // userdata ("bad argument #2: error converting ..."), not a plain string.
+fn a_script_reaches_no_internals_of_a_signal_or_a_connection() {
+    // A signal's handler list and waiter entries, and a connection's handler and signal, were
+    // fields of the tables scripts hold: a script could swap a handler, or write junk waiter
+    // entries that `Fire` then read. They live in the library's private tables now: what a
+    // script writes into its own tables is its own, and changes nothing a fire does.
     let run = run();
     run.script(
         r#"
-        local s = Signal.new()
+        local s = Signal.new("Immediate")
+        local c = s:Connect(function(v) print("handler", v) end)
         task.spawn(function() print("woke", s:Wait()) end)
-        table.insert(s._waiters, { "x", {}, nil, true })
-        table.insert(s._waiters, { coroutine.running(), -1, 2 ^ 40, 0 / 0 })
-        for i = 1, 40 do table.insert(s._waiters, { coroutine.running(), i, i, i }) end
+        local seen = {}
+        for key in s do table.insert(seen, tostring(key)) end
+        for key in c do table.insert(seen, tostring(key)) end
+        table.sort(seen)
+        print(table.concat(seen, " "))
+        local ok, why = pcall(function() c._fn = print end)
+        print(ok, (string.find(why, "_fn cannot be assigned to", 1, true)) ~= nil)
+        s._waiters = { { "x", {}, nil, true }, { coroutine.running(), 1, 1, 1 } }
+        s._head, s._tail = false, false
+        rawset(c, "Connected", false)
         print(pcall(s.Fire, s, "v"))
+        print(pcall(s.Fire, s, "again"))
         "#,
     );
-    assert_eq!(run.log(), ["true", "woke v"]);
+    assert_eq!(
+        run.log(),
+        [
+            "Behavior Connected",
+            "false true",
+            "handler v",
+            "woke v",
+            "true",
+            "handler again",
+            "true"
+        ]
+    );
 }

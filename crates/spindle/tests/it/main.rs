@@ -19,6 +19,7 @@ mod scale;
 mod scripts;
 mod signals;
 mod spawn_defer;
+mod task_list;
 mod time;
 mod traces;
 mod types;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use spindle::mlua::{Lua, Table};
 use spindle::{Clock, Scheduler, SignalBehavior, VirtualClock};
 
+mod runners;
+
 fn scheduler(lua: &Lua, behavior: SignalBehavior) -> (Scheduler, Rc<RefCell<Vec<String>>>) {
     let errors: Rc<RefCell<Vec<String>>> = Rc::default();
     let seen = Rc::clone(&errors);

@@ -39,6 +39,7 @@ fn run(entities: u32, frames: usize) -> Outcome {
         .unwrap();
     globals.set("Respawns", 0).unwrap();
     globals.set("Blocked", 0).unwrap();
+    globals.set("Heartbeats", 0).unwrap();
     scheduler.start_trace();
     let entity = lua.load(ENTITY).into_function().unwrap();
     for id in 1..=entities {
@@ -64,8 +65,8 @@ fn run(entities: u32, frames: usize) -> Outcome {
 
 #[test]
 fn two_runs_of_the_game_loop_give_the_same_trace_fingerprint() {
-    let first = run(200, 120);
-    let second = run(200, 120);
+    let first = run(300, 120);
+    let second = run(300, 120);
     assert_eq!(first.errors, 0);
     assert!(first.events > 10_000, "{} events", first.events);
     assert!(
@@ -78,5 +79,5 @@ fn two_runs_of_the_game_loop_give_the_same_trace_fingerprint() {
         (second.events, second.respawns, second.blocked)
     );
     // A different run fingerprints differently, so the comparison above can fail.
-    assert_ne!(run(201, 120).fingerprint, first.fingerprint);
+    assert_ne!(run(301, 120).fingerprint, first.fingerprint);
 }

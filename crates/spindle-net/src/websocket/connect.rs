@@ -1,0 +1,143 @@
+//! `net.socket(url, options?)`: a WebSocket client. Connects over TCP, performs the opening
+//! handshake, and returns the socket; the whole is bounded by the `timeout` option. `wss://`
+//! runs over TLS (rustls, with the ring provider), trusting the webpki roots (Mozilla's list,
+//! built in): a server whose certificate does not chain to one of them is refused.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use mlua::{Function, Lua, LuaString, Table, Value};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use spindle::Scheduler;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::{config, refused, socket_userdata, Io, Ws, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::async_fn;
+use crate::config::{read_options, seconds_from, size_from};
+
+/// Where to connect, and how.
+struct Target {
+    url: String,
+    max_message_size: usize,
+    timeout: Duration,
+}
+
+/// The primitive behind `net.socket`: `(url, options?)` to `(true, socket)` or `(false, why)`.
+pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
+    async_fn(
+        scheduler,
+        |lua: Lua, (url, options): (LuaString, Option<Table>)| {
+            let target = target(&url, options);
+            async move {
+                let target = match target {
+                    Ok(target) => target,
+                    Err(message) => return refused(&lua, message),
+                };
+                let seconds = target.timeout.as_secs_f64();
+                match tokio::time::timeout(target.timeout, open(&target)).await {
+                    Ok(Ok(stream)) => Ok((
+                        true,
+                        Value::UserData(socket_userdata(&lua, stream)?),
+                        Value::Nil,
+                    )),
+                    Ok(Err(message)) => refused(&lua, message),
+                    Err(_) => refused(
+                        &lua,
+                        format!(
+                            "cannot connect to {}: timed out after {seconds} s",
+                            target.url
+                        ),
+                    ),
+                }
+            }
+        },
+    )
+}
+
+fn target(url: &LuaString, options: Option<Table>) -> Result<Target, String> {
+    let mut target = Target {
+        url: url.to_string_lossy(),
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        timeout: Duration::from_secs(30),
+    };
+    read_options(options, &["maxMessageSize", "timeout"], |name, value| {
+        match name {
+            "maxMessageSize" => target.max_message_size = size_from(value)?,
+            _ => target.timeout = seconds_from(value)?,
+        }
+        Ok(())
+    })?;
+    Ok(target)
+}
+
+async fn open(target: &Target) -> Result<Ws, String> {
+    let url = &target.url;
+    let request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("invalid URL \"{url}\": {e}"))?;
+    let uri = request.uri();
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(format!("invalid URL \"{url}\": expected ws:// or wss://")),
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let stream = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let stream: Box<dyn Io> = if secure {
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("invalid URL \"{url}\": \"{host}\" is not a server name"))?;
+        let tls = TlsConnector::from(tls_config())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("the TLS handshake with {url} failed: {e}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let config = config(target.max_message_size);
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((socket, _response)) => Ok(socket),
+        Err(WsError::Http(response)) => Err(format!(
+            "{url} refused the WebSocket handshake: HTTP {}",
+            response.status()
+        )),
+        Err(error) => Err(format!(
+            "the WebSocket handshake with {url} failed: {error}"
+        )),
+    }
+}
+
+/// The TLS settings of every `wss://` connection, made on first use: rustls's safe defaults on
+/// the ring provider, and the webpki roots.
+fn tls_config() -> Arc<ClientConfig> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        // ring builds with a C compiler alone (aws-lc-rs needs cmake); rustls deprecates it
+        // only for its lack of post-quantum key exchange.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports rustls's default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }))
+}
