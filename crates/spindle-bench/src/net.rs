@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 pub const HELLO_BODY: &str = "hello, world";
 
 /// The request body of the `json` workload, which wrk posts.
-pub const JSON_REQUEST: &str = r#"{"name":"spindle","items":[1,2,3,4,5],"nested":{"ok":true,"ratio":0.5}}"#;
+pub const JSON_REQUEST: &str =
+    r#"{"name":"spindle","items":[1,2,3,4,5],"nested":{"ok":true,"ratio":0.5}}"#;
 
 /// What each server does with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -222,7 +222,11 @@ mod tests {
         // A table that looks like a packed list, and a nil: each comes back as the one value.
         let packed_look = lua.create_table().unwrap();
         packed_look.raw_set("n", 3).unwrap();
-        let cases = [Value::Table(packed_look.clone()), Value::Nil, Value::Integer(7)];
+        let cases = [
+            Value::Table(packed_look.clone()),
+            Value::Nil,
+            Value::Integer(7),
+        ];
         for value in cases {
             let key = store
                 .store(&lua, MultiValue::from_iter([value.clone()]))

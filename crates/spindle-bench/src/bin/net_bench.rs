@@ -51,7 +51,8 @@ struct Cli {
 }
 
 fn parse_workload(name: &str) -> std::result::Result<NetWorkload, String> {
-    NetWorkload::from_name(name).ok_or_else(|| format!("no workload {name:?}: hello, yield or json"))
+    NetWorkload::from_name(name)
+        .ok_or_else(|| format!("no workload {name:?}: hello, yield or json"))
 }
 
 fn main() -> ExitCode {
@@ -99,7 +100,9 @@ fn run(cli: &Cli) -> Result<()> {
             true => Some(
                 find_on_path("valgrind")
                     .zip(find_on_path("callgrind_control"))
-                    .ok_or_else(|| Error::new("--callgrind needs valgrind and callgrind_control"))?,
+                    .ok_or_else(|| {
+                        Error::new("--callgrind needs valgrind and callgrind_control")
+                    })?,
             ),
         },
         body: write_json_script()?,
@@ -121,9 +124,25 @@ fn run(cli: &Cli) -> Result<()> {
         let servers = servers(workload, lune.as_deref())?;
         let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut failed: Vec<Option<String>> = vec![None; servers.len()];
         for round in 1..=cli.runs {
             for (i, server) in servers.iter().enumerate() {
-                let (first, second) = measure(cli, workload, server, &tools)?;
+                if failed[i].is_some() {
+                    continue;
+                }
+                let (first, second) = match measure(cli, workload, server, &tools) {
+                    Ok(figures) => figures,
+                    // A peer that fails (Lune 0.11 panics under the yield workload) is reported
+                    // as failed; Spindle and its baseline must not.
+                    Err(error) if i >= 2 => {
+                        let reason = error.to_string();
+                        let first_line = reason.lines().next().unwrap_or("").to_string();
+                        eprintln!("[{}] {} failed: {reason}", workload.name(), server.name);
+                        failed[i] = Some(first_line);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 match figure {
                     Figure::Rates => eprintln!(
                         "[{} {round}/{}] {:<8} {first:>10.0} req/s, {second:>10.0} req per server CPU-second",
@@ -138,7 +157,19 @@ fn run(cli: &Cli) -> Result<()> {
                 seconds[i].push(second);
             }
         }
-        report(cli, workload, figure, &servers, &firsts, &seconds, tools.taskset.is_some());
+        let figures = Figures {
+            firsts,
+            seconds,
+            failed,
+        };
+        report(
+            cli,
+            workload,
+            figure,
+            &servers,
+            &figures,
+            tools.taskset.is_some(),
+        );
     }
     Ok(())
 }
@@ -183,10 +214,14 @@ fn report(
     workload: NetWorkload,
     figure: Figure,
     servers: &[Server],
-    firsts: &[Vec<f64>],
-    seconds: &[Vec<f64>],
+    figures: &Figures,
     pinned: bool,
 ) {
+    let Figures {
+        firsts,
+        seconds,
+        failed,
+    } = figures;
     let medians = |figures: &[Vec<f64>]| -> Vec<f64> {
         figures.iter().map(|f| median(f).unwrap_or(0.0)).collect()
     };
@@ -208,6 +243,10 @@ fn report(
         }
     );
     for (i, server) in servers.iter().enumerate() {
+        if let Some(reason) = &failed[i] {
+            println!("  {:<8} failed: {reason}", server.name);
+            continue;
+        }
         match figure {
             Figure::Rates => println!(
                 "  {:<8} {:>10.0} req/s ({:.2}x hyper)   {:>10.0} req per server CPU-second ({:.2}x hyper)",
@@ -225,6 +264,13 @@ fn report(
             ),
         }
     }
+}
+
+/// Each server's figures over the rounds (see [`measure`]), or why it failed.
+struct Figures {
+    firsts: Vec<Vec<f64>>,
+    seconds: Vec<Vec<f64>>,
+    failed: Vec<Option<String>>,
 }
 
 /// What the measurements run with.
@@ -245,7 +291,8 @@ fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> 
         .and_then(|l| l.local_addr())
         .map_err(|e| Error::new(format!("no free port: {e}")))?
         .port();
-    let profile = std::env::temp_dir().join(format!("net-bench-callgrind.{}.{port}", std::process::id()));
+    let profile =
+        std::env::temp_dir().join(format!("net-bench-callgrind.{}.{port}", std::process::id()));
     let mut command = match &tools.valgrind {
         None => pinned(tools.taskset.as_deref(), "1", &server.program),
         Some((valgrind, _)) => {
@@ -287,7 +334,11 @@ fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> 
         args.push(url.clone());
         args
     };
-    let warm_up = if tools.valgrind.is_some() { "-d3s" } else { "-d1s" };
+    let warm_up = if tools.valgrind.is_some() {
+        "-d3s"
+    } else {
+        "-d1s"
+    };
     wrk_run(tools, &with(warm_up))?;
     let duration = format!("-d{}s", cli.seconds);
     match &tools.valgrind {
@@ -314,6 +365,7 @@ fn callgrind_control(control: &Path, verb: &str, pid: &str) -> Result<()> {
     let status = Command::new(control)
         .args([verb, pid])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .map_err(|e| Error::new(format!("cannot run callgrind_control: {e}")))?;
     if !status.success() {
@@ -341,7 +393,10 @@ fn dumped_instructions(profile: &Path) -> Result<f64> {
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
-            return Err(Error::new(format!("no callgrind dump at {}", dump.display())));
+            return Err(Error::new(format!(
+                "no callgrind dump at {}",
+                dump.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
