@@ -236,7 +236,7 @@ pub(crate) struct Inner {
     /// The wakers of the host's `join`s, by task and by join: woken when the task is freed,
     /// however it ended, and forgotten when the join is dropped. Empty unless the host awaits
     /// a task.
-    end_wakers: RefCell<std::collections::HashMap<TaskId, Vec<(u64, Waker)>>>,
+    end_wakers: RefCell<crate::core::TaskMap<Vec<(u64, Waker)>>>,
     /// The key of the next join that registers a waker.
     next_join: Cell<u64>,
     /// Wake-ups from the scheduler's own thread, taken before those in `wakes` (see

@@ -1,10 +1,18 @@
-//! `net-bench`: the network benchmark's hello workload. wrk (`-t1 -c64`, loopback) against
-//! `spindle run scripts/net_hello.luau` and against the raw-hyper `hyper-hello`, in the same
-//! rounds; prints each server's median requests per second and Spindle's ratio to raw hyper.
+//! `net-bench`: the network benchmark. For each workload (`hello`, `yield`, `json`: see
+//! `spindle_bench::net`), wrk (`-t1 -c64`, loopback) against `spindle run
+//! scripts/net_WORKLOAD.luau`, the raw-hyper `hyper-hello PORT WORKLOAD`, and Lune 0.11 when
+//! `lune` is on `PATH`, in the same rounds; prints each server's median requests per second and
+//! per second of the server's own CPU time, and each server's ratio to raw hyper.
 //!
 //! ```text
-//! cargo build --release -p spindle-cli -p spindle-bench && target/release/net-bench [--runs 3] [--seconds 5]
+//! cargo build --release -p spindle-cli -p spindle-bench && target/release/net-bench [--runs 3] [--seconds 5] [--workload hello]
+//! target/release/net-bench --callgrind   # user-space instructions per request, under valgrind
 //! ```
+//!
+//! With `--callgrind` each server runs under valgrind's callgrind, and the figure is the
+//! instructions the server ran per request, counted from after the warm-up to the end of the
+//! measured run: repeatable whatever else the machine is doing, but blind to the kernel's share
+//! (the system calls, which the servers make alike: one read and one write a request).
 //!
 //! Without wrk on `PATH` it says so and exits 0 (CI does not install it).
 
@@ -13,7 +21,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use spindle_bench::net::{parse_wrk, WrkRun};
+use spindle_bench::net::{parse_wrk, NetWorkload, WrkRun, JSON_REQUEST};
 use spindle_bench::programs::{find_on_path, spindle_binary, workspace_root};
 use spindle_bench::report::median;
 use spindle_bench::{Error, Result};
@@ -21,18 +29,30 @@ use spindle_bench::{Error, Result};
 #[derive(Parser)]
 #[command(
     name = "net-bench",
-    about = "wrk against spindle run and raw hyper (hello)"
+    about = "wrk against spindle run, raw hyper and Lune (hello, yield, json)"
 )]
 struct Cli {
     /// Rounds; each server runs once per round and the report shows medians.
     #[arg(long, default_value_t = 3)]
     runs: u32,
-    /// Seconds of each measured wrk run (after a one-second warm-up).
+    /// Seconds of each measured wrk run (after a one-second warm-up; 3 s under --callgrind).
     #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// wrk's connections.
     #[arg(long, default_value_t = 64)]
     connections: u32,
+    /// One workload (hello, yield or json) instead of all three.
+    #[arg(long, value_parser = parse_workload)]
+    workload: Option<NetWorkload>,
+    /// Count each server's instructions per request under valgrind's callgrind instead of
+    /// timing it.
+    #[arg(long)]
+    callgrind: bool,
+}
+
+fn parse_workload(name: &str) -> std::result::Result<NetWorkload, String> {
+    NetWorkload::from_name(name)
+        .ok_or_else(|| format!("no workload {name:?}: hello, yield or json"))
 }
 
 fn main() -> ExitCode {
@@ -49,7 +69,19 @@ fn main() -> ExitCode {
 struct Server {
     name: &'static str,
     program: PathBuf,
+    /// The arguments before the port.
     args: Vec<String>,
+    /// The arguments after the port.
+    after: Vec<String>,
+}
+
+/// What is measured of each server in each round.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// Requests per second, and per second of the server's CPU time.
+    Rates,
+    /// Instructions per request under callgrind.
+    Instructions,
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -60,99 +92,336 @@ fn run(cli: &Cli) -> Result<()> {
         println!("net-bench: wrk is not on PATH (apt-get install wrk); nothing measured");
         return Ok(());
     };
-    let taskset = find_on_path("taskset");
+    let tools = Tools {
+        wrk,
+        taskset: find_on_path("taskset"),
+        valgrind: match cli.callgrind {
+            false => None,
+            true => Some(
+                find_on_path("valgrind")
+                    .zip(find_on_path("callgrind_control"))
+                    .ok_or_else(|| {
+                        Error::new("--callgrind needs valgrind and callgrind_control")
+                    })?,
+            ),
+        },
+        body: write_json_script()?,
+    };
+    let figure = if cli.callgrind {
+        Figure::Instructions
+    } else {
+        Figure::Rates
+    };
+    let lune = find_on_path("lune");
+    if lune.is_none() {
+        eprintln!("net-bench: lune is not on PATH; Lune is left out");
+    }
+    let workloads = match cli.workload {
+        Some(one) => vec![one],
+        None => NetWorkload::ALL.to_vec(),
+    };
+    for workload in workloads {
+        let servers = servers(workload, lune.as_deref())?;
+        let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut failed: Vec<Option<String>> = vec![None; servers.len()];
+        for round in 1..=cli.runs {
+            for (i, server) in servers.iter().enumerate() {
+                if failed[i].is_some() {
+                    continue;
+                }
+                let (first, second) = match measure(cli, workload, server, &tools) {
+                    Ok(figures) => figures,
+                    // A peer that fails (Lune 0.11 panics under the yield workload) is reported
+                    // as failed; Spindle and its baseline must not.
+                    Err(error) if i >= 2 => {
+                        let reason = error.to_string();
+                        let first_line = reason.lines().next().unwrap_or("").to_string();
+                        eprintln!("[{}] {} failed: {reason}", workload.name(), server.name);
+                        failed[i] = Some(first_line);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                match figure {
+                    Figure::Rates => eprintln!(
+                        "[{} {round}/{}] {:<8} {first:>10.0} req/s, {second:>10.0} req per server CPU-second",
+                        workload.name(), cli.runs, server.name
+                    ),
+                    Figure::Instructions => eprintln!(
+                        "[{} {round}/{}] {:<8} {first:>10.0} instructions per request ({second} requests)",
+                        workload.name(), cli.runs, server.name
+                    ),
+                }
+                firsts[i].push(first);
+                seconds[i].push(second);
+            }
+        }
+        let figures = Figures {
+            firsts,
+            seconds,
+            failed,
+        };
+        report(
+            cli,
+            workload,
+            figure,
+            &servers,
+            &figures,
+            tools.taskset.is_some(),
+        );
+    }
+    Ok(())
+}
+
+/// The servers of a workload: Spindle first, raw hyper second (the baseline), Lune if found.
+fn servers(workload: NetWorkload, lune: Option<&Path>) -> Result<Vec<Server>> {
     let exe = std::env::current_exe().map_err(|e| Error::new(e.to_string()))?;
-    let script = workspace_root().join("crates/spindle-bench/scripts/net_hello.luau");
-    let servers = [
+    let scripts = workspace_root().join("crates/spindle-bench/scripts");
+    let script = |suffix: &str| {
+        scripts
+            .join(format!("net_{}{suffix}", workload.name()))
+            .display()
+            .to_string()
+    };
+    let mut servers = vec![
         Server {
             name: "spindle",
             program: spindle_binary()?,
-            args: vec!["run".into(), script.display().to_string()],
+            args: vec!["run".into(), script(".luau")],
+            after: Vec::new(),
         },
         Server {
             name: "hyper",
             program: exe.with_file_name("hyper-hello"),
             args: Vec::new(),
+            after: vec![workload.name().into()],
         },
     ];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    let mut per_cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    for round in 1..=cli.runs {
-        for (i, server) in servers.iter().enumerate() {
-            let measured = measure(cli, server, &wrk, taskset.as_deref())?;
-            let run = measured.run;
-            eprintln!(
-                "[{round}/{}] {:<8} {:>10.0} req/s ({} requests), {:>10.0} req per server CPU-second",
-                cli.runs, server.name, run.requests_per_second, run.requests, measured.per_cpu_second
-            );
-            rates[i].push(run.requests_per_second);
-            per_cpu[i].push(measured.per_cpu_second);
-        }
+    if let Some(lune) = lune {
+        servers.push(Server {
+            name: "lune",
+            program: lune.to_path_buf(),
+            args: vec!["run".into(), script(".lune.luau")],
+            after: Vec::new(),
+        });
     }
-    let medians: Vec<f64> = rates.iter().map(|r| median(r).unwrap_or(0.0)).collect();
-    let cpu_medians: Vec<f64> = per_cpu.iter().map(|r| median(r).unwrap_or(0.0)).collect();
+    Ok(servers)
+}
+
+fn report(
+    cli: &Cli,
+    workload: NetWorkload,
+    figure: Figure,
+    servers: &[Server],
+    figures: &Figures,
+    pinned: bool,
+) {
+    let Figures {
+        firsts,
+        seconds,
+        failed,
+    } = figures;
+    let medians = |figures: &[Vec<f64>]| -> Vec<f64> {
+        figures.iter().map(|f| median(f).unwrap_or(0.0)).collect()
+    };
+    let (firsts, seconds) = (medians(firsts), medians(seconds));
     println!(
-        "hello: wrk -t1 -c{} -d{}s, loopback, median of {} rounds{}",
+        "{}: wrk -t1 -c{} -d{}s, loopback, median of {} rounds{}{}",
+        workload.name(),
         cli.connections,
         cli.seconds,
         cli.runs,
-        if taskset.is_some() {
+        if pinned {
             ", server on CPU 1 and wrk on CPU 0"
         } else {
             ""
+        },
+        match figure {
+            Figure::Rates => "",
+            Figure::Instructions => ", servers under callgrind",
         }
     );
-    for ((server, median), cpu) in servers.iter().zip(&medians).zip(&cpu_medians) {
-        println!(
-            "  {:<8} {median:>10.0} req/s   {cpu:>10.0} req per server CPU-second",
-            server.name
-        );
+    for (i, server) in servers.iter().enumerate() {
+        if let Some(reason) = &failed[i] {
+            println!("  {:<8} failed: {reason}", server.name);
+            continue;
+        }
+        match figure {
+            Figure::Rates => println!(
+                "  {:<8} {:>10.0} req/s ({:.2}x hyper)   {:>10.0} req per server CPU-second ({:.2}x hyper)",
+                server.name,
+                firsts[i],
+                firsts[i] / firsts[1],
+                seconds[i],
+                seconds[i] / seconds[1]
+            ),
+            Figure::Instructions => println!(
+                "  {:<8} {:>10.0} instructions per request ({:.2}x hyper)",
+                server.name,
+                firsts[i],
+                firsts[i] / firsts[1]
+            ),
+        }
     }
-    println!(
-        "  spindle / raw hyper: {:.2}x in req/s, {:.2}x per server CPU-second",
-        medians[0] / medians[1],
-        cpu_medians[0] / cpu_medians[1]
-    );
-    Ok(())
 }
 
-/// Starts `server`, warms it up, measures it with wrk, and kills it.
-fn measure(cli: &Cli, server: &Server, wrk: &Path, taskset: Option<&Path>) -> Result<Measured> {
+/// Each server's figures over the rounds (see [`measure`]), or why it failed.
+struct Figures {
+    firsts: Vec<Vec<f64>>,
+    seconds: Vec<Vec<f64>>,
+    failed: Vec<Option<String>>,
+}
+
+/// What the measurements run with.
+struct Tools {
+    wrk: PathBuf,
+    taskset: Option<PathBuf>,
+    /// valgrind and callgrind_control, under `--callgrind`.
+    valgrind: Option<(PathBuf, PathBuf)>,
+    /// The wrk script that posts [`JSON_REQUEST`] (the `json` workload).
+    body: tempfile_path::TempPath,
+}
+
+/// Starts `server`, warms it up, measures it with wrk, and kills it. Returns requests per
+/// second and per server CPU-second, or (under callgrind) instructions per request and the
+/// request count.
+fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> Result<(f64, f64)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| Error::new(format!("no free port: {e}")))?
         .port();
-    let mut command = pinned(taskset, "1", &server.program);
+    let profile =
+        std::env::temp_dir().join(format!("net-bench-callgrind.{}.{port}", std::process::id()));
+    let mut command = match &tools.valgrind {
+        None => pinned(tools.taskset.as_deref(), "1", &server.program),
+        Some((valgrind, _)) => {
+            let mut command = pinned(tools.taskset.as_deref(), "1", valgrind);
+            command
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", profile.display()))
+                .arg(&server.program);
+            command
+        }
+    };
     command
         .args(&server.args)
         .arg(port.to_string())
+        .args(&server.after)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(if tools.valgrind.is_some() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        });
     let mut child = Killed(
         command
             .spawn()
             .map_err(|e| Error::new(format!("cannot start {}: {e}", server.program.display())))?,
     );
-    wait_for(port, &mut child.0)?;
+    let patience = if tools.valgrind.is_some() { 60 } else { 10 };
+    wait_for(port, &mut child.0, Duration::from_secs(patience))?;
     let url = format!("http://127.0.0.1:{port}/");
     let connections = format!("-c{}", cli.connections);
-    wrk_run(taskset, wrk, &["-t1", &connections, "-d1s", &url])?;
+    let mut wrk_args = vec!["-t1".to_string(), connections];
+    if workload == NetWorkload::Json {
+        wrk_args.push("-s".into());
+        wrk_args.push(tools.body.0.display().to_string());
+    }
+    let with = |duration: &str| -> Vec<String> {
+        let mut args = wrk_args.clone();
+        args.push(duration.into());
+        args.push(url.clone());
+        args
+    };
+    let warm_up = if tools.valgrind.is_some() {
+        "-d3s"
+    } else {
+        "-d1s"
+    };
+    wrk_run(tools, &with(warm_up))?;
     let duration = format!("-d{}s", cli.seconds);
-    let before = cpu_seconds(child.0.id())?;
-    let output = wrk_run(taskset, wrk, &["-t1", &connections, &duration, &url])?;
-    let cpu = cpu_seconds(child.0.id())? - before;
-    let run = parse_wrk(&output)?;
-    Ok(Measured {
-        run,
-        per_cpu_second: run.requests as f64 / cpu.max(0.01),
-    })
+    match &tools.valgrind {
+        None => {
+            let before = cpu_seconds(child.0.id())?;
+            let output = wrk_run(tools, &with(&duration))?;
+            let cpu = cpu_seconds(child.0.id())? - before;
+            let run = parse_wrk(&output)?;
+            Ok((run.requests_per_second, run.requests as f64 / cpu.max(0.01)))
+        }
+        Some((_, control)) => {
+            let pid = child.0.id().to_string();
+            callgrind_control(control, "-z", &pid)?;
+            let output = wrk_run(tools, &with(&duration))?;
+            callgrind_control(control, "-d", &pid)?;
+            let run: WrkRun = parse_wrk(&output)?;
+            let instructions = dumped_instructions(&profile)?;
+            Ok((instructions / run.requests as f64, run.requests as f64))
+        }
+    }
 }
 
-/// A wrk run and the server's requests per second of its own CPU time (user + system), which
-/// a machine shared with other work disturbs less than the wall-time rate.
-struct Measured {
-    run: WrkRun,
-    per_cpu_second: f64,
+fn callgrind_control(control: &Path, verb: &str, pid: &str) -> Result<()> {
+    let status = Command::new(control)
+        .args([verb, pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| Error::new(format!("cannot run callgrind_control: {e}")))?;
+    if !status.success() {
+        return Err(Error::new(format!("callgrind_control {verb} {pid} failed")));
+    }
+    Ok(())
+}
+
+/// The instructions in the dump `callgrind_control -d` wrote (`PROFILE.1`), from its
+/// `summary:` or `totals:` line.
+fn dumped_instructions(profile: &Path) -> Result<f64> {
+    let dump = PathBuf::from(format!("{}.1", profile.display()));
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&dump) {
+            let total = text.lines().find_map(|line| {
+                let rest = line
+                    .strip_prefix("summary:")
+                    .or_else(|| line.strip_prefix("totals:"))?;
+                rest.split_whitespace().next()?.parse::<f64>().ok()
+            });
+            if let Some(total) = total {
+                let _ = std::fs::remove_file(&dump);
+                return Ok(total);
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(Error::new(format!(
+                "no callgrind dump at {}",
+                dump.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes the wrk script that posts the `json` workload's body.
+fn write_json_script() -> Result<tempfile_path::TempPath> {
+    let path = std::env::temp_dir().join(format!("net-bench-json.{}.lua", std::process::id()));
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{JSON_REQUEST}]]\n"
+    );
+    std::fs::write(&path, script)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+    Ok(tempfile_path::TempPath(path))
+}
+
+/// A file removed when the benchmark ends.
+mod tempfile_path {
+    pub struct TempPath(pub std::path::PathBuf);
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// The CPU time (user + system) process `pid` has used, from `/proc/PID/stat`.
@@ -174,8 +443,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((user + system) / per_second)
 }
 
-fn wrk_run(taskset: Option<&Path>, wrk: &Path, args: &[&str]) -> Result<String> {
-    let output = pinned(taskset, "0", wrk)
+fn wrk_run(tools: &Tools, args: &[String]) -> Result<String> {
+    let output = pinned(tools.taskset.as_deref(), "0", &tools.wrk)
         .args(args)
         .output()
         .map_err(|e| Error::new(format!("cannot run wrk: {e}")))?;
@@ -194,15 +463,18 @@ fn pinned(taskset: Option<&Path>, cpu: &str, program: &Path) -> Command {
     }
 }
 
-/// Waits until the server accepts connections, up to ten seconds.
-fn wait_for(port: u16, child: &mut Child) -> Result<()> {
+/// Waits until the server accepts connections, up to `patience`.
+fn wait_for(port: u16, child: &mut Child, patience: Duration) -> Result<()> {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Error::new(format!("the server exited early: {status}")));
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(Error::new("the server did not listen within 10 s"));
+        if started.elapsed() > patience {
+            return Err(Error::new(format!(
+                "the server did not listen within {} s",
+                patience.as_secs()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -65,8 +65,8 @@ pub(super) async fn exchange(
     let Some(scheduler) = shared.scheduler.upgrade() else {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
     };
-    let task = match request_table(scheduler.lua(), &parts, &body)
-        .and_then(|table| Ok(scheduler.spawn(task_function, table)?))
+    let task = match request_args(scheduler.lua(), &parts, &body)
+        .and_then(|args| Ok(scheduler.spawn(task_function, args)?))
     {
         Ok(task) => task,
         // The Lua is out of memory, or the scheduler refuses work.
@@ -135,39 +135,36 @@ fn plain(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-/// The request as the handler sees it.
-fn request_table(
+/// The request as `net.serve`'s task function takes it, to build the table the handler sees:
+/// `method, path, body, n`, then `n` decoded query pairs (`a=1&b=x+y&a=2` as `a, 1, b, x y, a,
+/// 2`; `+` read as a space; a key without `=` has the empty value), then the headers' names
+/// (lower case) and values (a header sent more than once joined with `", "`).
+pub(super) fn request_args(
     lua: &Lua,
     parts: &hyper::http::request::Parts,
     body: &Bytes,
-) -> mlua::Result<Table> {
-    let request = lua.create_table_with_capacity(0, 5)?;
-    request.raw_set("method", parts.method.as_str())?;
-    request.raw_set("path", parts.uri.path())?;
-    request.raw_set("query", query_table(lua, parts.uri.query().unwrap_or(""))?)?;
-    request.raw_set("headers", crate::headers::to_table(lua, &parts.headers)?)?;
-    request.raw_set("body", lua.create_string(body)?)?;
-    Ok(request)
-}
-
-/// `a=1&b=x+y&a=2` as `{ a = { "1", "2" }, b = "x y" }`: keys and values percent-decoded to
-/// the bytes they stand for, `+` read as a space; a key without `=` has the empty value.
-fn query_table(lua: &Lua, query: &str) -> mlua::Result<Table> {
-    let query_table = lua.create_table()?;
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+) -> mlua::Result<MultiValue> {
+    let query = parts.uri.query().unwrap_or("");
+    let pairs = query.split('&').filter(|pair| !pair.is_empty());
+    let mut args = Vec::with_capacity(4 + 2 * parts.headers.keys_len());
+    args.push(Value::String(lua.create_string(parts.method.as_str())?));
+    args.push(Value::String(lua.create_string(parts.uri.path())?));
+    args.push(Value::String(lua.create_string(body)?));
+    args.push(Value::Integer(0));
+    let mut count = 0;
+    for pair in pairs {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = lua.create_string(decode_component(key))?;
-        let value = lua.create_string(decode_component(value))?;
-        match query_table.raw_get::<Value>(&key)? {
-            Value::Nil => query_table.raw_set(key, value)?,
-            Value::Table(values) => values.raw_push(value)?,
-            first => {
-                let values = lua.create_sequence_from([first, Value::String(value)])?;
-                query_table.raw_set(key, values)?;
-            }
-        }
+        args.push(Value::String(lua.create_string(decode_component(key))?));
+        args.push(Value::String(lua.create_string(decode_component(value))?));
+        count += 1;
     }
-    Ok(query_table)
+    args[3] = Value::Integer(count);
+    for name in parts.headers.keys() {
+        args.push(Value::String(lua.create_string(name.as_str())?));
+        let value = crate::headers::joined(&parts.headers, name);
+        args.push(Value::String(lua.create_string(&*value)?));
+    }
+    Ok(MultiValue::from_vec(args))
 }
 
 fn decode_component(text: &str) -> Vec<u8> {

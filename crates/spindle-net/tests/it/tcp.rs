@@ -126,6 +126,24 @@ fn bad_arguments_name_the_function_and_the_argument() {
 }
 
 #[test]
+fn a_script_that_replaces_error_and_type_does_not_unchain_the_argument_checks() {
+    // The library binds its globals when it is made: replacing them afterwards leaves its
+    // checks whole (a replaced `error` that returns would let the bad call through to Rust).
+    let ran = run(r#"
+        error = function() end
+        type = function() return "string" end
+        typeof = function() return "string" end
+        ok, badHost = pcall(net.tcp.connect, 5, 80)
+        _, badPort = pcall(net.tcp.connect, "127.0.0.1", 70000)
+    "#);
+    ran.assert_text(
+        "badHost",
+        "net.tcp.connect: invalid argument #1 (string expected, got number)",
+    );
+    ran.assert_text("badPort", "net.tcp.connect: invalid argument #2");
+}
+
+#[test]
 fn connecting_to_a_closed_port_is_an_error_naming_the_address() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();

@@ -26,12 +26,12 @@ mod handler_calls;
 mod tasks;
 mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 pub(crate) use handler_calls::HandlerFrame;
 pub use tasks::TaskId;
-pub(crate) use tasks::{Lineage, SchedulerId, Slot, Suspension, TaskTable};
+pub(crate) use tasks::{Lineage, SchedulerId, Slot, Suspension, TaskMap, TaskTable};
 pub(crate) use timers::Timers;
 
 /// The key of one list of values the engine keeps Lua-side (arguments of a pending
@@ -165,7 +165,7 @@ pub(crate) struct Core<T, O> {
     awaiting: usize,
     deferred: VecDeque<Deferred>,
     /// Outcomes waiting for the host, with the number of `Task` handles that claim each.
-    outcomes: HashMap<TaskId, (O, u32)>,
+    outcomes: TaskMap<(O, u32)>,
     /// Scheduler-driven resumptions in progress (they nest through `task.spawn`): the numbers
     /// of their tasks and of those tasks' scripts, innermost last. A task made now is the last
     /// one's; the script is kept here so that making a task reads no other slot.
@@ -191,7 +191,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
             live_deferred: 0,
             awaiting: 0,
             deferred: VecDeque::new(),
-            outcomes: HashMap::new(),
+            outcomes: TaskMap::default(),
             resuming: Vec::new(),
             handlers: Vec::new(),
             ending: Vec::new(),
@@ -312,7 +312,7 @@ impl<T: Copy + PartialEq, O> Core<T, O> {
 
     /// Every task, held or reserved, in slot order: O(tasks + timers), for the host's task list.
     pub(crate) fn census(&self) -> Vec<TaskView> {
-        let mut deadlines: HashMap<TaskId, Duration> = HashMap::new();
+        let mut deadlines: TaskMap<Duration> = TaskMap::default();
         for timer in self.timers.iter() {
             if self.timer_is_live(&timer.payload) {
                 let earliest = deadlines
