@@ -2,7 +2,9 @@
 //! `spindle_bench::net`), wrk (`-t1 -c64`, loopback) against `spindle run
 //! scripts/net_WORKLOAD.luau`, the raw-hyper `hyper-hello PORT WORKLOAD`, and Lune 0.11 when
 //! `lune` is on `PATH`, in the same rounds; prints each server's median requests per second and
-//! per second of the server's own CPU time, and each server's ratio to raw hyper.
+//! per second of the server's own CPU time, and each server's ratio to raw hyper. After each
+//! timed run it opens `--idle` keep-alive connections (1,000), each after one request, and
+//! reports the growth of the server's resident memory per connection.
 //!
 //! ```text
 //! cargo build --release -p spindle-cli -p spindle-bench && target/release/net-bench [--runs 3] [--seconds 5] [--workload hello]
@@ -48,6 +50,10 @@ struct Cli {
     /// timing it.
     #[arg(long)]
     callgrind: bool,
+    /// Idle keep-alive connections opened after each timed run, to weigh the server's memory
+    /// per connection (0: not measured; servers default to at most 1,024 connections).
+    #[arg(long, default_value_t = 1000)]
+    idle: u32,
 }
 
 fn parse_workload(name: &str) -> std::result::Result<NetWorkload, String> {
@@ -125,12 +131,13 @@ fn run(cli: &Cli) -> Result<()> {
         let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         let mut failed: Vec<Option<String>> = vec![None; servers.len()];
+        let mut idles: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
         for round in 1..=cli.runs {
             for (i, server) in servers.iter().enumerate() {
                 if failed[i].is_some() {
                     continue;
                 }
-                let (first, second) = match measure(cli, workload, server, &tools) {
+                let (first, second, idle) = match measure(cli, workload, server, &tools) {
                     Ok(figures) => figures,
                     // A peer that fails (Lune 0.11 panics under the yield workload) is reported
                     // as failed; Spindle and its baseline must not.
@@ -145,8 +152,9 @@ fn run(cli: &Cli) -> Result<()> {
                 };
                 match figure {
                     Figure::Rates => eprintln!(
-                        "[{} {round}/{}] {:<8} {first:>10.0} req/s, {second:>10.0} req per server CPU-second",
-                        workload.name(), cli.runs, server.name
+                        "[{} {round}/{}] {:<8} {first:>10.0} req/s, {second:>10.0} req per server CPU-second{}",
+                        workload.name(), cli.runs, server.name,
+                        idle.map(|bytes| format!(", {:.1} KiB per idle connection", bytes / 1024.0)).unwrap_or_default()
                     ),
                     Figure::Instructions => eprintln!(
                         "[{} {round}/{}] {:<8} {first:>10.0} instructions per request ({second} requests)",
@@ -155,11 +163,13 @@ fn run(cli: &Cli) -> Result<()> {
                 }
                 firsts[i].push(first);
                 seconds[i].push(second);
+                idles[i].extend(idle);
             }
         }
         let figures = Figures {
             firsts,
             seconds,
+            idles,
             failed,
         };
         report(
@@ -220,12 +230,13 @@ fn report(
     let Figures {
         firsts,
         seconds,
+        idles,
         failed,
     } = figures;
     let medians = |figures: &[Vec<f64>]| -> Vec<f64> {
         figures.iter().map(|f| median(f).unwrap_or(0.0)).collect()
     };
-    let (firsts, seconds) = (medians(firsts), medians(seconds));
+    let (firsts, seconds, idles) = (medians(firsts), medians(seconds), medians(idles));
     println!(
         "{}: wrk -t1 -c{} -d{}s, loopback, median of {} rounds{}{}",
         workload.name(),
@@ -249,12 +260,16 @@ fn report(
         }
         match figure {
             Figure::Rates => println!(
-                "  {:<8} {:>10.0} req/s ({:.2}x hyper)   {:>10.0} req per server CPU-second ({:.2}x hyper)",
+                "  {:<8} {:>10.0} req/s ({:.2}x hyper)   {:>10.0} req per server CPU-second ({:.2}x hyper){}",
                 server.name,
                 firsts[i],
                 firsts[i] / firsts[1],
                 seconds[i],
-                seconds[i] / seconds[1]
+                seconds[i] / seconds[1],
+                match cli.idle {
+                    0 => String::new(),
+                    n => format!("   {:.1} KiB per idle connection ({n} open)", idles[i] / 1024.0),
+                }
             ),
             Figure::Instructions => println!(
                 "  {:<8} {:>10.0} instructions per request ({:.2}x hyper)",
@@ -270,6 +285,8 @@ fn report(
 struct Figures {
     firsts: Vec<Vec<f64>>,
     seconds: Vec<Vec<f64>>,
+    /// Bytes of resident memory per idle keep-alive connection.
+    idles: Vec<Vec<f64>>,
     failed: Vec<Option<String>>,
 }
 
@@ -284,9 +301,14 @@ struct Tools {
 }
 
 /// Starts `server`, warms it up, measures it with wrk, and kills it. Returns requests per
-/// second and per server CPU-second, or (under callgrind) instructions per request and the
-/// request count.
-fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> Result<(f64, f64)> {
+/// second and per server CPU-second, and the bytes of resident memory per idle connection
+/// (`--idle`); or (under callgrind) instructions per request and the request count.
+fn measure(
+    cli: &Cli,
+    workload: NetWorkload,
+    server: &Server,
+    tools: &Tools,
+) -> Result<(f64, f64, Option<f64>)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| Error::new(format!("no free port: {e}")))?
@@ -347,7 +369,15 @@ fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> 
             let output = wrk_run(tools, &with(&duration))?;
             let cpu = cpu_seconds(child.0.id())? - before;
             let run = parse_wrk(&output)?;
-            Ok((run.requests_per_second, run.requests as f64 / cpu.max(0.01)))
+            let idle = match cli.idle {
+                0 => None,
+                count => Some(idle_memory(port, child.0.id(), workload, count)?),
+            };
+            Ok((
+                run.requests_per_second,
+                run.requests as f64 / cpu.max(0.01),
+                idle,
+            ))
         }
         Some((_, control)) => {
             let pid = child.0.id().to_string();
@@ -356,9 +386,85 @@ fn measure(cli: &Cli, workload: NetWorkload, server: &Server, tools: &Tools) -> 
             callgrind_control(control, "-d", &pid)?;
             let run: WrkRun = parse_wrk(&output)?;
             let instructions = dumped_instructions(&profile)?;
-            Ok((instructions / run.requests as f64, run.requests as f64))
+            Ok((
+                instructions / run.requests as f64,
+                run.requests as f64,
+                None,
+            ))
         }
     }
+}
+
+/// Opens `count` connections to the server on `port`, each sending one request and reading its
+/// whole answer, and keeps them open (keep-alive) while the server idles: returns the growth
+/// of the server's resident memory divided by `count`. Measured after a timed run, so the
+/// server's allocator has met connections before; the wrk run's 64 connections closed just
+/// before, so up to 64 of these may reuse their memory (at most 6% of 1,000).
+fn idle_memory(port: u16, pid: u32, workload: NetWorkload, count: u32) -> Result<f64> {
+    use std::io::{Read, Write};
+    let request = match workload {
+        NetWorkload::Json => format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{JSON_REQUEST}",
+            JSON_REQUEST.len()
+        ),
+        _ => "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_string(),
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = resident_bytes(pid)?;
+    let mut open = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| Error::new(format!("idle connection refused: {e}")))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .and_then(|()| stream.write_all(request.as_bytes()))
+            .map_err(|e| Error::new(format!("idle connection: {e}")))?;
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !answered(&answer) {
+            match stream.read(&mut buffer) {
+                Ok(0) => return Err(Error::new("the server closed an idle connection")),
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(e) => return Err(Error::new(format!("idle connection: {e}"))),
+            }
+        }
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            return Err(Error::new(
+                "an idle connection's request was not answered 200",
+            ));
+        }
+        open.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = resident_bytes(pid)?;
+    drop(open);
+    Ok((after as f64 - before as f64) / f64::from(count))
+}
+
+/// Whether `answer` holds a whole response: its head and `Content-Length` bytes of body.
+fn answered(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    answer.len() >= end + 4 + length
+}
+
+/// The resident memory of process `pid` (`VmRSS` in `/proc/PID/status`), in bytes.
+fn resident_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| Error::new(format!("cannot read the server's memory: {e}")))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| Error::new(format!("no VmRSS in /proc/{pid}/status")))
 }
 
 fn callgrind_control(control: &Path, verb: &str, pid: &str) -> Result<()> {
