@@ -291,9 +291,22 @@ fn apply_memory_limit(lua: &Lua, options: &RunOptions) -> Result<(), LoadError> 
 }
 
 /// The current-thread tokio runtime that scripts run on (the network library needs one).
+///
+/// Luau's `print` writes into C's standard output buffer, which holds a whole block when the
+/// output is a pipe or a file: a server logging to a pipe would show its lines minutes late.
+/// The buffer is flushed whenever the runtime is about to sleep (every task waits on a timer,
+/// I/O or the host), so a script's output appears by the time it waits, and a script that
+/// prints in a busy loop still writes in blocks.
 fn async_runtime() -> Result<tokio::runtime::Runtime, LoadError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(|| {
+            // SAFETY: `fflush(NULL)` flushes every C output stream; it takes no pointer of
+            // ours and runs no Lua.
+            unsafe {
+                libc::fflush(std::ptr::null_mut());
+            }
+        })
         .build()
         .map_err(|e| LoadError(format!("cannot start the async runtime: {e}")))
 }

@@ -585,3 +585,35 @@ fn error_values_whose_tostring_fails_are_reported_and_the_others_go_on() {
         "{stderr}"
     );
 }
+
+/// Luau's `print` writes into C's buffer, which holds a block when the output is a pipe: the
+/// line must reach the pipe by the time the script waits, not when the run ends.
+#[test]
+fn printed_lines_reach_a_pipe_when_the_script_waits() {
+    use std::io::BufRead;
+    let path = script(
+        "print_then_wait.luau",
+        "print('ready')\nprint('set')\ntask.wait(30)\nprint('late')\n",
+    );
+    let dir = path.parent().unwrap();
+    let mut child = support::start_spindle(&["run", "print_then_wait.luau"], dir);
+    let stdout = child.stdout.take().unwrap();
+    let (lines, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = arrived.recv_timeout(Duration::from_secs(10));
+    let second = arrived.recv_timeout(Duration::from_secs(5));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        first.as_deref(),
+        Ok("ready"),
+        "the first line, while the script waits"
+    );
+    assert_eq!(second.as_deref(), Ok("set"));
+}
