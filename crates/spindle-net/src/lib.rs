@@ -89,7 +89,7 @@
 //! | `maxBodySize` | 4194304 | Bytes of request body; more gets `413 Payload Too Large`. |
 //! | `requestTimeout` | 30 | Seconds for the headers to arrive, and then for the body to arrive and the handler to answer: a slow client's connection is closed (`408 Request Timeout` once the headers are in), a slow handler's task is cancelled and the client gets `503 Service Unavailable`. |
 //! | `idleTimeout` | 60 | Seconds a keep-alive connection may stay idle between requests before it is closed. |
-//! | `maxConnections` | 1024 | Connections served at once; further clients wait in the listen queue until one closes. |
+//! | `maxConnections` | 1024 | Connections open at once, HTTP and WebSocket alike; further clients wait in the listen queue until one closes. |
 //! | `shutdownTimeout` | 5 | Seconds `stop()` gives in-flight requests to finish before their connections are closed. |
 //! | `handleWebSocket` | (none) | `function(socket)`: accepts WebSocket upgrades; without `handleRequest`, other requests get `426 Upgrade Required`. |
 //! | `maxMessageSize` | 4194304 | Bytes of a WebSocket message (and frame) the server's sockets accept; more closes the socket with 1009. |
@@ -220,7 +220,8 @@
 //! two readers take turns. Cancelling a task waiting in `next()` drops the wait at once (the
 //! socket stays open for others). A socket nobody closes is closed when the collector frees it;
 //! a server's `stop()` closes the sockets it accepted with 1001 (going away). An accepted socket
-//! no longer counts toward `maxConnections`, and the HTTP timeouts stop applying to it.
+//! counts toward `maxConnections` until its connection closes (so open WebSockets cannot grow
+//! past the cap), and the HTTP timeouts stop applying to it.
 //!
 //! # TCP
 //!
@@ -250,6 +251,7 @@ mod headers;
 mod listener;
 mod request;
 mod serve;
+mod slots;
 mod tcp;
 mod url;
 mod websocket;

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Limits, ServeConfig};
 use crate::listener::{self, accept_failed, until_stopped, Stopped};
+use crate::slots::Slots;
 use crate::websocket::accept::Upgrades;
 
 /// The function `net.serve`.
@@ -124,6 +125,8 @@ struct Shared {
     scheduler: WeakScheduler,
     /// Becomes `true` once `stop()` was called.
     stopped: Stopped,
+    /// The connections open, HTTP or upgraded, against `maxConnections`.
+    slots: Rc<Slots>,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ impl Shared {
             websocket,
             scheduler,
             stopped,
+            slots: Rc::default(),
         }
     }
 }
@@ -156,8 +160,9 @@ struct Server {
 }
 
 impl Server {
-    /// Serves until `stop()`, then drains. Connections beyond `maxConnections` wait in the
-    /// listen queue: the listener is not polled while that many are open.
+    /// Serves until `stop()`, then drains. Connections beyond `maxConnections` (HTTP
+    /// connections and WebSockets alike, [`Slots`]) wait in the listen queue: the listener is
+    /// not polled while that many are open.
     async fn run(self) {
         let Server { listener, shared } = self;
         let mut connections = FuturesUnordered::new();
@@ -167,12 +172,14 @@ impl Server {
                 biased;
                 () = until_stopped(&mut stopped) => break,
                 Some(()) = connections.next(), if !connections.is_empty() => {}
-                accepted = listener.accept(), if connections.len() < shared.limits.max_connections => {
+                () = shared.slots.freed(), if shared.slots.taken() >= shared.limits.max_connections => {}
+                accepted = listener.accept(), if shared.slots.taken() < shared.limits.max_connections => {
                     match accepted {
                         Ok((stream, _)) => {
                             // Small responses go out at once rather than waiting for more.
                             let _ = stream.set_nodelay(true);
-                            connections.push(connection::serve(stream, Rc::clone(&shared)));
+                            let slot = shared.slots.take();
+                            connections.push(connection::serve(stream, slot, Rc::clone(&shared)));
                         }
                         Err(error) => accept_failed(error).await,
                     }

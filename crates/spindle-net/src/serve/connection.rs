@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::{exchange, Shared};
 use crate::listener::until_stopped;
+use crate::slots::Slot;
 
 /// What a connection's requests tell its idle timer.
 pub(super) struct Activity {
@@ -19,6 +20,8 @@ pub(super) struct Activity {
     in_flight: Cell<u32>,
     /// When the last request started or ended (the connection's start before any).
     last: Cell<Instant>,
+    /// The connection's slot, until a WebSocket upgrade takes it.
+    slot: Cell<Option<Slot>>,
 }
 
 impl Activity {
@@ -33,6 +36,13 @@ impl Activity {
 /// A request in flight on a connection; dropping it ends the request.
 pub(super) struct InFlight(Rc<Activity>);
 
+impl InFlight {
+    /// The connection's slot, for the WebSocket this request upgrades it to.
+    pub(super) fn take_slot(&self) -> Option<Slot> {
+        self.0.slot.take()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.set(self.0.in_flight.get() - 1);
@@ -42,10 +52,11 @@ impl Drop for InFlight {
 
 /// Serves one connection until the client closes it, it errs, it stays idle too long, or the
 /// server stops.
-pub(super) async fn serve(stream: TcpStream, shared: Rc<Shared>) {
+pub(super) async fn serve(stream: TcpStream, slot: Slot, shared: Rc<Shared>) {
     let activity = Rc::new(Activity {
         in_flight: Cell::new(0),
         last: Cell::new(Instant::now()),
+        slot: Cell::new(Some(slot)),
     });
     let service = {
         let (shared, activity) = (Rc::clone(&shared), Rc::clone(&activity));

@@ -30,13 +30,13 @@ pub(super) struct Answer {
 /// Answers one request.
 pub(super) async fn exchange(
     shared: Rc<Shared>,
-    _in_flight: InFlight,
+    in_flight: InFlight,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(websocket) = &shared.websocket {
         if is_upgrade(&request) {
             return Ok(match shared.scheduler.upgrade() {
-                Some(scheduler) => websocket.accept(&scheduler, request),
+                Some(scheduler) => websocket.accept(&scheduler, request, || in_flight.take_slot()),
                 None => plain(StatusCode::SERVICE_UNAVAILABLE),
             });
         }

@@ -28,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{close_all, config, Io, Socket, State};
 use crate::async_fn;
+use crate::slots::{Counted, Slot};
 
 /// The sockets a server accepted, weakly, until the server stops.
 #[derive(Default)]
@@ -62,6 +63,8 @@ struct Pending {
     upgrade: OnUpgrade,
     max_message_size: usize,
     live: Rc<Live>,
+    /// The connection's slot, held by the socket's stream from then on.
+    slot: Option<Slot>,
 }
 
 impl Upgrades {
@@ -80,11 +83,13 @@ impl Upgrades {
         close_all(sockets, 1001).await;
     }
 
-    /// Answers an upgrade request and starts the socket's task.
+    /// Answers an upgrade request and starts the socket's task. `take_slot` gives the
+    /// connection's slot once the upgrade is accepted: the socket holds it from then on.
     pub(crate) fn accept(
         &self,
         scheduler: &Scheduler,
         mut request: Request<Incoming>,
+        take_slot: impl FnOnce() -> Option<Slot>,
     ) -> Response<Full<Bytes>> {
         let headers = request.headers();
         let version_13 = headers
@@ -108,6 +113,7 @@ impl Upgrades {
             upgrade: hyper::upgrade::on(&mut request),
             max_message_size: self.max_message_size,
             live: Rc::clone(&self.live),
+            slot: take_slot(),
         };
         let started = scheduler
             .lua()
@@ -148,7 +154,7 @@ pub(super) fn upgrade_function(scheduler: &Scheduler) -> mlua::Result<Function> 
             let Ok(upgraded) = pending.upgrade.await else {
                 return Ok(Value::Nil);
             };
-            let io: Box<dyn Io> = Box::new(TokioIo::new(upgraded));
+            let io: Box<dyn Io> = Box::new(Counted::new(TokioIo::new(upgraded), pending.slot));
             let config = config(pending.max_message_size);
             let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             let state = State::new(stream);

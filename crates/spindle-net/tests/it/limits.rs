@@ -164,6 +164,43 @@ fn connections_past_max_connections_wait_until_one_closes() {
 }
 
 #[test]
+fn open_websockets_count_toward_max_connections() {
+    let served = serve(
+        r#"server = net.serve({
+            port = 0,
+            maxConnections = 1,
+            handleRequest = function() return "ok" end,
+            handleWebSocket = function(socket)
+                while socket:next() do end
+            end,
+        })"#,
+        |port| {
+            let mut socket = Client::connect(port);
+            socket.send(
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            );
+            let upgraded = socket.head_status();
+            // The socket holds the only slot: a plain request waits in the listen queue...
+            let mut second = Client::connect(port);
+            second.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let response = second.response();
+                tx.send(()).unwrap();
+                response
+            });
+            let served_early = rx.recv_timeout(Duration::from_millis(300)).is_ok();
+            // ...until the socket's connection closes.
+            drop(socket);
+            let response = reader.join().unwrap().unwrap();
+            (upgraded, served_early, response.status)
+        },
+    );
+    assert_eq!(served.client, (101, false, 200));
+}
+
+#[test]
 fn a_client_that_disconnects_cancels_its_handler() {
     let served = serve(
         r#"

@@ -178,6 +178,20 @@ impl Client {
         })
     }
 
+    /// Reads the head of a response that has no body to read (a `101 Switching Protocols`) and
+    /// returns its status.
+    pub fn head_status(&mut self) -> u16 {
+        let head_end = loop {
+            if let Some(at) = find(&self.buffered, b"\r\n\r\n") {
+                break at;
+            }
+            assert!(self.fill(), "the connection ended before a response");
+        };
+        let head = String::from_utf8_lossy(&self.buffered[..head_end]).into_owned();
+        self.buffered.drain(..head_end + 4);
+        head.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
     /// Whether the server closed the connection (a read returns the end of the stream).
     pub fn is_closed_by_server(&mut self) -> bool {
         !self.fill() && self.buffered.is_empty()
