@@ -7,18 +7,19 @@
 //! the entities' Heartbeat handlers, ENTITIES x FRAMES when every one ran every frame.
 
 use std::path::Path;
-use std::time::Duration;
 
 use spindle::mlua::Lua;
-use spindle::{Clock, Scheduler, VirtualClock, FINGERPRINT_SEED};
+use spindle::FINGERPRINT_SEED;
 
 use crate::error::{Error, Result};
 
+// The world the example builds, from its own file, so that the benchmark runs what it shows.
+#[path = "../../spindle/examples/game_loop/world.rs"]
+mod world;
+use world::DT;
+
 /// The frames of one run.
 pub const FRAMES: u64 = 300;
-
-/// 1/60 s, rounded to the nanosecond.
-const DT: Duration = Duration::from_nanos(16_666_667);
 
 /// Runs `entities` copies of the entity script at `file` for [`FRAMES`] frames.
 pub fn run_file(file: &Path, entities: u64, trace: bool) -> Result<()> {
@@ -27,41 +28,13 @@ pub fn run_file(file: &Path, entities: u64, trace: bool) -> Result<()> {
     let source = std::fs::read(file)
         .map_err(|e| Error::new(format!("cannot read '{}': {e}", file.display())))?;
     let lua = Lua::new();
-    let scheduler = Scheduler::builder()
-        .clock(Clock::from(VirtualClock::new()))
-        .phases(["PreSimulation", "PostSimulation", "Heartbeat"])
-        .resume_waits_before("Heartbeat")
-        .build(&lua)
-        .map_err(spindle_error)?;
-    scheduler.install_task_library().map_err(spindle_error)?;
-    let globals = lua.globals();
-    globals
-        .set(
-            "RunService",
-            scheduler.phases_table().map_err(spindle_error)?,
-        )
-        .map_err(lua_error)?;
-    globals
-        .set("Entities", lua.create_table().map_err(lua_error)?)
-        .map_err(lua_error)?;
-    for counter in ["Respawns", "Blocked", "Heartbeats"] {
-        globals.set(counter, 0).map_err(lua_error)?;
-    }
-    if trace {
-        scheduler.start_trace();
-    }
+    let scheduler = world::build(&lua, trace).map_err(spindle_error)?;
     let entity = lua
         .load(&source[..])
         .set_name(format!("@{}", file.display()))
         .into_function()
         .map_err(lua_error)?;
-    for id in 1..=entities {
-        drop(
-            scheduler
-                .spawn(&entity, (id, entities))
-                .map_err(spindle_error)?,
-        );
-    }
+    world::spawn(&scheduler, &entity, entities).map_err(spindle_error)?;
     let mut fingerprint = FINGERPRINT_SEED;
     for _ in 0..FRAMES {
         let report = scheduler.frame(DT).map_err(spindle_error)?;
@@ -73,7 +46,7 @@ pub fn run_file(file: &Path, entities: u64, trace: bool) -> Result<()> {
         }
     }
     std::hint::black_box(fingerprint);
-    let heartbeats: u64 = globals.get("Heartbeats").map_err(lua_error)?;
+    let heartbeats: u64 = lua.globals().get("Heartbeats").map_err(lua_error)?;
     println!("done {entities} {FRAMES} {heartbeats}");
     Ok(())
 }

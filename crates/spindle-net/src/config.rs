@@ -86,68 +86,24 @@ impl ServeConfig {
             shutdown_timeout: Duration::from_secs(5),
         };
         for table in tables {
-            for pair in table.pairs::<Value, Value>() {
-                let (key, value) = pair?;
-                let name = match &key {
-                    Value::String(name) => name.to_string_lossy(),
-                    other => {
-                        return Err(fail(format!(
-                            "config keys are strings, got a {}",
-                            crate::type_name(other)
-                        )))
-                    }
-                };
-                let field = |message: &str| fail(format!("option '{name}' {message}"));
-                match name.as_str() {
-                    "port" => port = Some(port_from(&value).map_err(|m| field(&m))?),
-                    "address" => address = address_from(&value).map_err(|m| field(&m))?,
-                    "handleRequest" => match value {
-                        Value::Function(function) => handler = Some(function),
-                        other => {
-                            return Err(field(&format!(
-                                "must be a function, got {}",
-                                crate::type_name(&other)
-                            )))
-                        }
-                    },
-                    "handleWebSocket" => match value {
-                        Value::Function(function) => websocket = Some(function),
-                        other => {
-                            return Err(field(&format!(
-                                "must be a function, got {}",
-                                crate::type_name(&other)
-                            )))
-                        }
-                    },
-                    "maxMessageSize" => {
-                        max_message_size = size_from(&value).map_err(|m| field(&m))?
-                    }
-                    "maxHeaderSize" => {
-                        config.max_header_size = size_from(&value).map_err(|m| field(&m))?
-                    }
-                    "maxBodySize" => {
-                        config.max_body_size = size_from(&value).map_err(|m| field(&m))?
-                    }
-                    "maxConnections" => {
-                        config.max_connections = size_from(&value).map_err(|m| field(&m))?
-                    }
-                    "requestTimeout" => {
-                        config.request_timeout = seconds_from(&value).map_err(|m| field(&m))?
-                    }
-                    "idleTimeout" => {
-                        config.idle_timeout = seconds_from(&value).map_err(|m| field(&m))?
-                    }
-                    "shutdownTimeout" => {
-                        config.shutdown_timeout = seconds_from(&value).map_err(|m| field(&m))?
-                    }
-                    _ => {
-                        return Err(fail(format!(
-                            "unknown option '{name}' (known: {})",
-                            KEYS.join(", ")
-                        )))
-                    }
+            read_options(Some(table), &KEYS, |name, value| {
+                match name {
+                    "port" => port = Some(port_from(value)?),
+                    "address" => address = address_from(value)?,
+                    "handleRequest" => handler = Some(function_from(value)?),
+                    "handleWebSocket" => websocket = Some(function_from(value)?),
+                    "maxMessageSize" => max_message_size = size_from(value)?,
+                    "maxHeaderSize" => config.max_header_size = size_from(value)?,
+                    "maxBodySize" => config.max_body_size = size_from(value)?,
+                    "maxConnections" => config.max_connections = size_from(value)?,
+                    "requestTimeout" => config.request_timeout = seconds_from(value)?,
+                    "idleTimeout" => config.idle_timeout = seconds_from(value)?,
+                    "shutdownTimeout" => config.shutdown_timeout = seconds_from(value)?,
+                    _ => return Err(UNREAD.into()),
                 }
-            }
+                Ok(())
+            })
+            .map_err(fail)?;
         }
         let port =
             port.ok_or_else(|| fail("no port given (pass one, or set 'port' = 0 for any)".into()))?;
@@ -164,6 +120,17 @@ impl ServeConfig {
             websocket: websocket.map(|function| (function, max_message_size)),
             limits: config,
         })
+    }
+}
+
+/// A handler: `handleRequest` or `handleWebSocket`.
+fn function_from(value: &Value) -> Result<Function, String> {
+    match value {
+        Value::Function(function) => Ok(function.clone()),
+        other => Err(format!(
+            "must be a function, got {}",
+            crate::type_name(other)
+        )),
     }
 }
 
@@ -242,6 +209,10 @@ pub(crate) fn describe(value: &Value) -> String {
         other => format!("a {}", crate::type_name(other)),
     }
 }
+
+/// What `each` of [`read_options`] says of a name in its known list that it has no case for (a
+/// name added to the list and not read): an error rather than an option silently ignored.
+pub(crate) const UNREAD: &str = "is known but not read (a bug in spindle-net)";
 
 /// Reads an options table (absent is empty): calls `each` with every key, which must be one of
 /// `known`, and its value; an unknown key, or a refusal of `each`, is an error naming the option.

@@ -292,19 +292,6 @@ fn error_at_caller(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
     }
 }
 
-/// `Scheduler::create_async_function`, its refusal as an mlua error.
-fn async_fn<F, A, Fut, R>(scheduler: &Scheduler, f: F) -> mlua::Result<mlua::Function>
-where
-    F: Fn(Lua, A) -> Fut + 'static,
-    A: mlua::FromLuaMulti,
-    Fut: std::future::Future<Output = mlua::Result<R>> + 'static,
-    R: mlua::IntoLuaMulti + 'static,
-{
-    scheduler
-        .create_async_function(f)
-        .map_err(|e| mlua::Error::runtime(e.to_string()))
-}
-
 /// A value's type as Luau names it (mlua says "integer" for what Luau calls a number).
 fn type_name(value: &mlua::Value) -> &'static str {
     match value {

@@ -66,25 +66,23 @@ end
 /// The function `net.request`, with its own pooled client, made at the first request.
 pub(crate) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
     let client: Rc<OnceCell<Result<HttpClient, String>>> = Rc::default();
-    let send = scheduler
-        .create_async_function(move |lua: Lua, arg: Value| {
-            let options = Options::from_arg(arg);
-            let client = Rc::clone(&client);
-            async move {
-                let outcome = match options {
-                    Ok(options) => match pooled(&client) {
-                        Ok(http) => perform(&lua, &http, options).await,
-                        Err(message) => Err(message),
-                    },
+    let send = scheduler.create_async_function(move |lua: Lua, arg: Value| {
+        let options = Options::from_arg(arg);
+        let client = Rc::clone(&client);
+        async move {
+            let outcome = match options {
+                Ok(options) => match pooled(&client) {
+                    Ok(http) => perform(&lua, &http, options).await,
                     Err(message) => Err(message),
-                };
-                match outcome {
-                    Ok(response) => Ok((true, Value::Table(response_table(&lua, response)?))),
-                    Err(message) => Ok((false, Value::String(lua.create_string(message)?))),
-                }
+                },
+                Err(message) => Err(message),
+            };
+            match outcome {
+                Ok(response) => Ok((true, Value::Table(response_table(&lua, response)?))),
+                Err(message) => Ok((false, Value::String(lua.create_string(message)?))),
             }
-        })
-        .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+        }
+    })?;
     scheduler
         .lua()
         .load(WRAPPER)

@@ -23,7 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::async_fn;
 use crate::config::{read_options, seconds_from};
 use crate::duplex::Duplex;
 
@@ -79,88 +78,78 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
     let primitives = lua.create_table()?;
     primitives.raw_set(
         "read",
-        async_fn(
-            scheduler,
-            |lua: Lua, (stream, max): (AnyUserData, usize)| {
-                let state = state_of(&stream);
-                async move {
-                    let state = match state {
-                        Ok(state) => state,
-                        Err(message) => return refused(&lua, message),
-                    };
-                    if state.duplex.is_closed() {
-                        return refused(&lua, "the stream is closed");
-                    }
-                    let max = max.clamp(1, MAX_READ);
-                    let read = state.duplex.reading(async |reader| {
-                        let mut buffer = Vec::with_capacity(max);
-                        reader.read_buf(&mut buffer).await.map(|_| buffer)
-                    });
-                    let read = match state.read_timeout {
-                        Some(limit) => match tokio::time::timeout(limit, read).await {
-                            Ok(read) => read,
-                            Err(_) => {
-                                let seconds = limit.as_secs_f64();
-                                return refused(
-                                    &lua,
-                                    format!("timed out after {seconds} s (readTimeout)"),
-                                );
-                            }
-                        },
-                        None => read.await,
-                    };
-                    match read {
-                        Some(Ok(bytes)) if !bytes.is_empty() => {
-                            Ok((true, Value::String(lua.create_string(bytes)?)))
-                        }
-                        // The end of the stream; or closed by another task while this read waited.
-                        Some(Ok(_)) | None => Ok((true, Value::Nil)),
-                        Some(Err(error)) => {
-                            refused(&lua, format!("the connection failed: {error}"))
-                        }
-                    }
+        scheduler.create_async_function(|lua: Lua, (stream, max): (AnyUserData, usize)| {
+            let state = state_of(&stream);
+            async move {
+                let state = match state {
+                    Ok(state) => state,
+                    Err(message) => return refused(&lua, message),
+                };
+                if state.duplex.is_closed() {
+                    return refused(&lua, "the stream is closed");
                 }
-            },
-        )?,
+                let max = max.clamp(1, MAX_READ);
+                let read = state.duplex.reading(async |reader| {
+                    let mut buffer = Vec::with_capacity(max);
+                    reader.read_buf(&mut buffer).await.map(|_| buffer)
+                });
+                let read = match state.read_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, read).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            let seconds = limit.as_secs_f64();
+                            return refused(
+                                &lua,
+                                format!("timed out after {seconds} s (readTimeout)"),
+                            );
+                        }
+                    },
+                    None => read.await,
+                };
+                match read {
+                    Some(Ok(bytes)) if !bytes.is_empty() => {
+                        Ok((true, Value::String(lua.create_string(bytes)?)))
+                    }
+                    // The end of the stream; or closed by another task while this read waited.
+                    Some(Ok(_)) | None => Ok((true, Value::Nil)),
+                    Some(Err(error)) => refused(&lua, format!("the connection failed: {error}")),
+                }
+            }
+        })?,
     )?;
     primitives.raw_set(
         "write",
-        async_fn(
-            scheduler,
-            |lua: Lua, (stream, data): (AnyUserData, Value)| {
-                let state = state_of(&stream);
-                let bytes = match &data {
-                    Value::String(text) => Ok(text.as_bytes().to_vec()),
-                    Value::Buffer(buffer) => Ok(buffer.to_vec()),
-                    _ => Err("the data is not a string or a buffer"),
+        scheduler.create_async_function(|lua: Lua, (stream, data): (AnyUserData, Value)| {
+            let state = state_of(&stream);
+            let bytes = match &data {
+                Value::String(text) => Ok(text.as_bytes().to_vec()),
+                Value::Buffer(buffer) => Ok(buffer.to_vec()),
+                _ => Err("the data is not a string or a buffer"),
+            };
+            async move {
+                let (state, bytes) = match (state, bytes) {
+                    (Ok(state), Ok(bytes)) => (state, bytes),
+                    (Err(message), _) => return refused(&lua, message),
+                    (_, Err(message)) => return refused(&lua, message),
                 };
-                async move {
-                    let (state, bytes) = match (state, bytes) {
-                        (Ok(state), Ok(bytes)) => (state, bytes),
-                        (Err(message), _) => return refused(&lua, message),
-                        (_, Err(message)) => return refused(&lua, message),
-                    };
-                    if state.duplex.is_closed() {
-                        return refused(&lua, "the stream is closed");
-                    }
-                    match state
-                        .duplex
-                        .writing(async |writer| writer.write_all(&bytes).await)
-                        .await
-                    {
-                        Some(Ok(())) => Ok((true, Value::Nil)),
-                        None => refused(&lua, "the stream was closed while writing"),
-                        Some(Err(error)) => {
-                            refused(&lua, format!("the connection failed: {error}"))
-                        }
-                    }
+                if state.duplex.is_closed() {
+                    return refused(&lua, "the stream is closed");
                 }
-            },
-        )?,
+                match state
+                    .duplex
+                    .writing(async |writer| writer.write_all(&bytes).await)
+                    .await
+                {
+                    Some(Ok(())) => Ok((true, Value::Nil)),
+                    None => refused(&lua, "the stream was closed while writing"),
+                    Some(Err(error)) => refused(&lua, format!("the connection failed: {error}")),
+                }
+            }
+        })?,
     )?;
     primitives.raw_set(
         "close",
-        async_fn(scheduler, |lua: Lua, stream: AnyUserData| {
+        scheduler.create_async_function(|lua: Lua, stream: AnyUserData| {
             let state = state_of(&stream);
             async move {
                 match state {
@@ -175,8 +164,7 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
     )?;
     primitives.raw_set(
         "connect",
-        async_fn(
-            scheduler,
+        scheduler.create_async_function(
             |lua: Lua, (host, port, options): (LuaString, u16, Option<Table>)| {
                 let host = host.to_string_lossy();
                 let mut timeout = Duration::from_secs(30);

@@ -30,7 +30,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::async_fn;
 use crate::duplex::Duplex;
 
 /// The Lua side of sockets: argument checks and errors at the caller's line.
@@ -213,8 +212,7 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Library> {
     let primitives = lua.create_table()?;
     primitives.raw_set(
         "send",
-        async_fn(
-            scheduler,
+        scheduler.create_async_function(
             |lua: Lua, (socket, message, binary): (AnyUserData, Value, bool)| {
                 let state = state_of(&socket);
                 async move {
@@ -248,7 +246,7 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Library> {
     )?;
     primitives.raw_set(
         "next",
-        async_fn(scheduler, |lua: Lua, socket: AnyUserData| {
+        scheduler.create_async_function(|lua: Lua, socket: AnyUserData| {
             let state = state_of(&socket);
             async move {
                 let state = match state {
@@ -266,7 +264,7 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Library> {
     )?;
     primitives.raw_set(
         "close",
-        async_fn(scheduler, |lua: Lua, (socket, code): (AnyUserData, u16)| {
+        scheduler.create_async_function(|lua: Lua, (socket, code): (AnyUserData, u16)| {
             let state = state_of(&socket);
             async move {
                 match state {

@@ -55,7 +55,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
 
     primitives.raw_set(
         "readFile",
-        async_fn(scheduler, |lua: Lua, path: LuaString| {
+        scheduler.create_async_function(|lua: Lua, path: LuaString| {
             let path = path_of(&path);
             async move {
                 let read = unblock_on(path.clone(), |p| std::fs::read(p)).await;
@@ -68,7 +68,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     )?;
     primitives.raw_set(
         "readDir",
-        async_fn(scheduler, |lua: Lua, path: LuaString| {
+        scheduler.create_async_function(|lua: Lua, path: LuaString| {
             let path = path_of(&path);
             async move {
                 match unblock_on(path.clone(), read_dir).await {
@@ -87,8 +87,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     for (name, append) in [("writeFile", false), ("appendFile", true)] {
         primitives.raw_set(
             name,
-            async_fn(
-                scheduler,
+            scheduler.create_async_function(
                 move |lua: Lua, (path, contents): (LuaString, Value)| {
                     let path = path_of(&path);
                     let bytes = match &contents {
@@ -130,7 +129,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     for (name, verb, operation) in simple {
         primitives.raw_set(
             name,
-            async_fn(scheduler, move |lua: Lua, path: LuaString| {
+            scheduler.create_async_function(move |lua: Lua, path: LuaString| {
                 let path = path_of(&path);
                 async move {
                     let done = unblock_on(path.clone(), operation).await;
@@ -145,7 +144,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     }
     primitives.raw_set(
         "metadata",
-        async_fn(scheduler, |lua: Lua, path: LuaString| {
+        scheduler.create_async_function(|lua: Lua, path: LuaString| {
             let path = path_of(&path);
             async move {
                 match unblock_on(path.clone(), |p| std::fs::symlink_metadata(p)).await {
@@ -163,7 +162,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     for (name, wanted_dir) in [("isFile", false), ("isDir", true)] {
         primitives.raw_set(
             name,
-            async_fn(scheduler, move |lua: Lua, path: LuaString| {
+            scheduler.create_async_function(move |lua: Lua, path: LuaString| {
                 let path = path_of(&path);
                 async move {
                     match unblock_on(path.clone(), |p| std::fs::metadata(p)).await {
@@ -189,8 +188,7 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
     for (name, copying) in [("move", false), ("copy", true)] {
         primitives.raw_set(
             name,
-            async_fn(
-                scheduler,
+            scheduler.create_async_function(
                 move |lua: Lua, (from, to, overwrite): (LuaString, LuaString, bool)| {
                     let (from, to) = (path_of(&from), path_of(&to));
                     async move {
@@ -229,19 +227,6 @@ pub fn module(scheduler: &Scheduler) -> mlua::Result<Table> {
 
 /// A call on one path that returns nothing.
 type PathOperation = fn(&Path) -> io::Result<()>;
-
-/// `Scheduler::create_async_function`, its refusal as an mlua error.
-fn async_fn<F, A, Fut, R>(scheduler: &Scheduler, f: F) -> mlua::Result<mlua::Function>
-where
-    F: Fn(Lua, A) -> Fut + 'static,
-    A: mlua::FromLuaMulti,
-    Fut: std::future::Future<Output = mlua::Result<R>> + 'static,
-    R: mlua::IntoLuaMulti + 'static,
-{
-    scheduler
-        .create_async_function(f)
-        .map_err(|e| mlua::Error::runtime(e.to_string()))
-}
 
 /// What the Lua side receives: `true` and the value, or `false` and the refusal's text, which
 /// it raises at the caller's line.

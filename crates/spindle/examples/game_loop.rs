@@ -13,11 +13,13 @@
 use std::time::{Duration, Instant};
 
 use spindle::mlua::Lua;
-use spindle::{Clock, FrameReport, Scheduler, VirtualClock, FINGERPRINT_SEED};
+use spindle::{FrameReport, FINGERPRINT_SEED};
+
+#[path = "game_loop/world.rs"]
+mod world;
+use world::DT;
 
 const ENTITY: &str = include_str!("game_loop.luau");
-/// 1/60 s, rounded to the nanosecond.
-const DT: Duration = Duration::from_nanos(16_666_667);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (flags, counts): (Vec<String>, Vec<String>) =
@@ -32,30 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let frames: usize = counts.next().map_or(Ok(300), |a| a.parse())?;
 
     let lua = Lua::new();
-    let scheduler = Scheduler::builder()
-        .clock(Clock::from(VirtualClock::new()))
-        .phases(["PreSimulation", "PostSimulation", "Heartbeat"])
-        .resume_waits_before("Heartbeat")
-        .build(&lua)?;
-    scheduler.install_task_library()?;
-    lua.globals().set("RunService", scheduler.phases_table()?)?;
-    lua.globals().set("Entities", lua.create_table()?)?;
-    lua.globals().set("Respawns", 0)?;
-    lua.globals().set("Blocked", 0)?;
-    lua.globals().set("Heartbeats", 0)?;
-
-    if trace {
-        scheduler.start_trace();
-    }
+    let scheduler = world::build(&lua, trace)?;
     let entity = lua
         .load(ENTITY)
         .set_name("@game_loop.luau")
         .into_function()?;
     let started = Instant::now();
-    for id in 1..=entities {
-        // The handle is dropped: the entity runs on, detached.
-        scheduler.spawn(&entity, (id, entities))?;
-    }
+    world::spawn(&scheduler, &entity, entities.into())?;
     let spawn_time = started.elapsed();
     let mut fingerprint = scheduler.take_trace().fingerprint_from(FINGERPRINT_SEED);
 

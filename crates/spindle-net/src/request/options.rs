@@ -9,7 +9,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Uri};
 use mlua::{Table, Value};
 
-use crate::config::{describe, seconds_from, size_from, value_integer};
+use crate::config::{describe, read_options, seconds_from, size_from, value_integer, UNREAD};
 
 /// A request, as `net.request` was asked for it.
 pub(crate) struct Options {
@@ -79,61 +79,42 @@ impl Options {
         let mut options = Options::defaults(url);
         let mut follow = true;
         let mut query = None;
-        for pair in table.pairs::<Value, Value>() {
-            let (key, value) = pair.map_err(|e| fail(e.to_string()))?;
-            let name = match &key {
-                Value::String(name) => name.to_string_lossy(),
-                other => {
-                    return Err(fail(format!(
-                        "config keys are strings, got a {}",
-                        crate::type_name(other)
-                    )))
-                }
-            };
-            let field = |message: String| fail(format!("option '{name}' {message}"));
-            match name.as_str() {
+        read_options(Some(table), &KEYS, |name, value| {
+            match name {
                 "url" => {}
-                "method" => options.method = method_from(&value).map_err(field)?,
-                "headers" => options.headers = headers_from(&value).map_err(field)?,
-                "query" => query = Some(query_from(&value).map_err(field)?),
+                "method" => options.method = method_from(value)?,
+                "headers" => options.headers = headers_from(value)?,
+                "query" => query = Some(query_from(value)?),
                 "body" => {
                     options.body = match value {
                         Value::String(body) => Bytes::copy_from_slice(&body.as_bytes()),
                         Value::Buffer(body) => Bytes::from(body.to_vec()),
                         Value::Nil => Bytes::new(),
                         other => {
-                            return Err(field(format!(
+                            return Err(format!(
                                 "must be a string or a buffer, got {}",
-                                describe(&other)
-                            )))
+                                describe(other)
+                            ))
                         }
                     }
                 }
-                "timeout" => options.timeout = seconds_from(&value).map_err(field)?,
+                "timeout" => options.timeout = seconds_from(value)?,
                 "followRedirects" => match value {
-                    Value::Boolean(on) => follow = on,
-                    other => {
-                        return Err(field(format!(
-                            "must be a boolean, got {}",
-                            describe(&other)
-                        )))
-                    }
+                    Value::Boolean(on) => follow = *on,
+                    other => return Err(format!("must be a boolean, got {}", describe(other))),
                 },
-                "maxRedirects" => options.max_redirects = Some(count_from(&value).map_err(field)?),
-                "maxBodySize" => options.max_body_size = size_from(&value).map_err(field)?,
+                "maxRedirects" => options.max_redirects = Some(count_from(value)?),
+                "maxBodySize" => options.max_body_size = size_from(value)?,
                 "options" => {
-                    if let Some(decompress) = lune_options(&value).map_err(field)? {
+                    if let Some(decompress) = lune_options(value)? {
                         options.decompress = decompress;
                     }
                 }
-                _ => {
-                    return Err(fail(format!(
-                        "unknown option '{name}' (known: {})",
-                        KEYS.join(", ")
-                    )))
-                }
+                _ => return Err(UNREAD.into()),
             }
-        }
+            Ok(())
+        })
+        .map_err(fail)?;
         if !follow {
             options.max_redirects = None;
         }

@@ -27,7 +27,6 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{close_all, config, Io, Socket, State};
-use crate::async_fn;
 use crate::slots::{Counted, Slot};
 
 /// The sockets a server accepted, weakly, until the server stops.
@@ -147,25 +146,27 @@ pub(crate) fn is_upgrade(request: &Request<Incoming>) -> bool {
 /// The primitive each socket's task calls first: waits for hyper to hand the connection over,
 /// and returns the socket, or nil if the client went away first.
 pub(super) fn upgrade_function(scheduler: &Scheduler) -> mlua::Result<Function> {
-    async_fn(scheduler, |lua: Lua, pending: AnyUserData| {
-        let pending = pending.take::<Pending>();
-        async move {
-            let pending = pending?;
-            let Ok(upgraded) = pending.upgrade.await else {
-                return Ok(Value::Nil);
-            };
-            let io: Box<dyn Io> = Box::new(Counted::new(TokioIo::new(upgraded), pending.slot));
-            let config = config(pending.max_message_size);
-            let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            let state = State::new(stream);
-            if !pending.live.add(Rc::downgrade(&state)) {
-                // The server stopped while this upgrade was under way.
-                state.close(1001).await;
-                return Ok(Value::Nil);
+    Ok(
+        scheduler.create_async_function(|lua: Lua, pending: AnyUserData| {
+            let pending = pending.take::<Pending>();
+            async move {
+                let pending = pending?;
+                let Ok(upgraded) = pending.upgrade.await else {
+                    return Ok(Value::Nil);
+                };
+                let io: Box<dyn Io> = Box::new(Counted::new(TokioIo::new(upgraded), pending.slot));
+                let config = config(pending.max_message_size);
+                let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                let state = State::new(stream);
+                if !pending.live.add(Rc::downgrade(&state)) {
+                    // The server stopped while this upgrade was under way.
+                    state.close(1001).await;
+                    return Ok(Value::Nil);
+                }
+                Ok(Value::UserData(lua.create_any_userdata(Socket(state))?))
             }
-            Ok(Value::UserData(lua.create_any_userdata(Socket(state))?))
-        }
-    })
+        })?,
+    )
 }
 
 fn plain(status: StatusCode, reason: &'static str) -> Response<Full<Bytes>> {

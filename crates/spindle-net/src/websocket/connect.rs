@@ -16,7 +16,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::{config, refused, socket_userdata, Io, Ws, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::async_fn;
 use crate::config::{read_options, seconds_from, size_from};
 
 /// Where to connect, and how.
@@ -28,8 +27,7 @@ struct Target {
 
 /// The primitive behind `net.socket`: `(url, options?)` to `(true, socket)` or `(false, why)`.
 pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
-    async_fn(
-        scheduler,
+    Ok(scheduler.create_async_function(
         |lua: Lua, (url, options): (LuaString, Option<Table>)| {
             let target = target(&url, options);
             async move {
@@ -55,7 +53,7 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
                 }
             }
         },
-    )
+    )?)
 }
 
 fn target(url: &LuaString, options: Option<Table>) -> Result<Target, String> {

@@ -515,6 +515,10 @@ fn bad_arguments_are_errors_naming_net_request_and_the_argument() {
             "net.request({ url = 'http://x.test', retries = 3 })",
             "net.request: unknown option 'retries' (known: url, method",
         ),
+        (
+            "net.request({ 'x', url = 'http://x.test' })",
+            "net.request: option keys are strings, got a number",
+        ),
     ];
     for (call, expected) in cases {
         let ran = run(call, 0);

@@ -44,6 +44,10 @@ fn bad_serve_arguments_are_refused_with_the_line_and_the_reason() {
             "unknown option 'maxBody'",
         ),
         (
+            r#"net.serve(0, { handleRequest = print, [true] = 5 })"#,
+            "option keys are strings, got a boolean",
+        ),
+        (
             r#"net.serve(0, { handleRequest = print, maxBodySize = -1 })"#,
             "option 'maxBodySize' must be a positive integer, got -1",
         ),

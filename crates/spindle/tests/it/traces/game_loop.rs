@@ -1,13 +1,14 @@
 //! The game loop example's entities (`examples/game_loop.luau`), run small: two runs with the
 //! same frames under virtual time give the same trace fingerprint and the same game state.
 
-use std::time::Duration;
-
 use spindle::mlua::Lua;
-use spindle::{Clock, Scheduler, VirtualClock, FINGERPRINT_SEED};
+use spindle::FINGERPRINT_SEED;
+
+#[path = "../../../examples/game_loop/world.rs"]
+mod world;
+use world::DT;
 
 const ENTITY: &str = include_str!("../../../examples/game_loop.luau");
-const DT: Duration = Duration::from_nanos(16_666_667);
 
 struct Outcome {
     fingerprint: u64,
@@ -17,34 +18,12 @@ struct Outcome {
     errors: u64,
 }
 
-fn run(entities: u32, frames: usize) -> Outcome {
+fn run(entities: u64, frames: usize) -> Outcome {
     let lua = Lua::new();
-    let scheduler = Scheduler::builder()
-        .clock(Clock::from(VirtualClock::new()))
-        .phases(["PreSimulation", "PostSimulation", "Heartbeat"])
-        .resume_waits_before("Heartbeat")
-        .build(&lua)
-        .unwrap();
-    scheduler.install_task_library().unwrap();
-    let run_service = lua.create_table().unwrap();
-    for name in scheduler.phase_names() {
-        run_service
-            .set(name.as_str(), scheduler.phase(name))
-            .unwrap();
-    }
-    let globals = lua.globals();
-    globals.set("RunService", run_service).unwrap();
-    globals
-        .set("Entities", lua.create_table().unwrap())
-        .unwrap();
-    globals.set("Respawns", 0).unwrap();
-    globals.set("Blocked", 0).unwrap();
-    globals.set("Heartbeats", 0).unwrap();
-    scheduler.start_trace();
+    let scheduler = world::build(&lua, true).unwrap();
     let entity = lua.load(ENTITY).into_function().unwrap();
-    for id in 1..=entities {
-        scheduler.spawn(&entity, (id, entities)).unwrap();
-    }
+    world::spawn(&scheduler, &entity, entities).unwrap();
+    let globals = lua.globals();
     let mut fingerprint = FINGERPRINT_SEED;
     let mut events = 0;
     for _ in 0..frames {
