@@ -135,6 +135,7 @@
 //! | `followRedirects` | `true` | Follow `301`, `302`, `303`, `307` and `308` answers that have a `Location`. |
 //! | `maxRedirects` | 10 | Redirects followed before the request fails. |
 //! | `maxBodySize` | 67108864 | Bytes of response body accepted (after decoding). |
+//! | `caCertificates` | none | Root certificates to trust for HTTPS beside the webpki roots: PEM text (a string, or an array of strings, each holding one or more `-----BEGIN CERTIFICATE-----` blocks, at most 1 MiB in all), such as a private CA's or a test server's self-signed certificate. |
 //!
 //! The response: `ok` (`true` for a 2xx status), `statusCode`, `statusMessage` (the server's
 //! reason phrase), `headers` (lower-case names; a header sent more than once is joined with
@@ -158,9 +159,14 @@
 //! A module's requests share one pooled client (hyper-util's), made at the first request:
 //! requests to a server reuse its idle keep-alive connections (kept for 30 seconds). HTTPS uses
 //! rustls with Mozilla's root certificates (the `webpki-roots` crate), not the system's store,
-//! and no OpenSSL. Cancelling the calling task (`task.cancel`, a timeout of the scheduler, the
-//! end of the run) drops the request at once and closes its connection if the exchange was
-//! under way. Like `net.serve`, `net.request` needs the scheduler driven inside a tokio runtime.
+//! and no OpenSSL. `caCertificates` adds roots for the request that gives it, and for no other:
+//! such requests get a pooled client of their own for each set of roots (the same PEM text is
+//! parsed once and its connections are reused; the module keeps the 8 sets used last). Bad PEM,
+//! a text with no certificate, or an empty array is an error naming the option
+//! (`net.request: option 'caCertificates' has no certificate (...)`). Cancelling the calling
+//! task (`task.cancel`, a timeout of the scheduler, the end of the run) drops the request at
+//! once and closes its connection if the exchange was under way. Like `net.serve`,
+//! `net.request` needs the scheduler driven inside a tokio runtime.
 //!
 //! ```
 //! # use std::time::Instant;
@@ -196,11 +202,12 @@
 //!
 //! A server with `handleWebSocket` answers an upgrade request (`Upgrade: websocket`) with `101
 //! Switching Protocols` and runs `handleWebSocket(socket)` as a task of its own; a client opens
-//! one with `net.socket("ws://host:port/path", { maxMessageSize?, timeout? })`, which yields
-//! until the handshake is done (`timeout`, default 30 s, bounds the connection and the
-//! handshake). `wss://` runs over TLS (rustls on ring), trusting the webpki roots (Mozilla's
-//! list, built in, not the system's store). Both ends get the same object
-//! (`typeof(socket) == "WebSocket"`), as in Lune:
+//! one with `net.socket("ws://host:port/path", { maxMessageSize?, timeout?, caCertificates? })`,
+//! which yields until the handshake is done (`timeout`, default 30 s, bounds the connection and
+//! the handshake). `wss://` runs over TLS (rustls on ring), trusting the webpki roots (Mozilla's
+//! list, built in, not the system's store) and those of the `caCertificates` option (PEM text,
+//! as for `net.request`). Both ends get the same object (`typeof(socket) == "WebSocket"`), as
+//! in Lune:
 //!
 //! - `socket:send(message, asBinaryMessage?)`: a string goes as a text message (it must be
 //!   UTF-8), a buffer as a binary one; `asBinaryMessage` decides either way. Yields until the
@@ -241,7 +248,7 @@
 //! - `stream.remoteAddress`, `stream.remotePort`: the peer.
 //!
 //! Cancelling a task blocked in `read` or `write` drops that call's future at once. No TLS for
-//! TCP streams.
+//! TCP streams (so no `caCertificates` for them either).
 
 #![warn(missing_docs)]
 
@@ -253,6 +260,7 @@ mod request;
 mod serve;
 mod slots;
 mod tcp;
+mod tls;
 mod url;
 mod websocket;
 

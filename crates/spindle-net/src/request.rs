@@ -4,6 +4,8 @@
 //! request's future at once, which closes its connection if the exchange was under way. A
 //! module's requests share one pooled client (hyper-util's), so a script calling the same server
 //! again reuses an idle keep-alive connection; HTTPS goes through rustls with the webpki roots.
+//! Requests with `caCertificates` (extra roots) get a pooled client of their own per root set
+//! (see `tls`), which leaves the shared one, and its trust, as they are.
 //!
 //! What raises and what returns: every answer from the server is returned, `ok` telling a 2xx
 //! from the rest (a 404 or a 500 is no error, as in Lune); everything that gets no answer
@@ -37,6 +39,8 @@ use tokio::time::{timeout_at, Instant};
 use encoding::Undecodable;
 use options::Options;
 
+use crate::tls;
+
 /// The pooled client a module's requests share.
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -63,18 +67,15 @@ return function(config)
 end
 "#;
 
-/// The function `net.request`, with its own pooled client, made at the first request.
+/// The function `net.request`, with its own pooled clients, made at the first request.
 pub(crate) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
-    let client: Rc<OnceCell<Result<HttpClient, String>>> = Rc::default();
+    let clients: Rc<Clients> = Rc::default();
     let send = scheduler.create_async_function(move |lua: Lua, arg: Value| {
-        let options = Options::from_arg(arg);
-        let client = Rc::clone(&client);
+        let prepared =
+            Options::from_arg(arg).and_then(|options| Ok((clients.client_for(&options)?, options)));
         async move {
-            let outcome = match options {
-                Ok(options) => match pooled(&client) {
-                    Ok(http) => perform(&lua, &http, options).await,
-                    Err(message) => Err(message),
-                },
+            let outcome = match prepared {
+                Ok((http, options)) => perform(&lua, &http, options).await,
                 Err(message) => Err(message),
             };
             match outcome {
@@ -91,35 +92,52 @@ pub(crate) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
         .call(send)
 }
 
-/// The module's client, built once (its TLS roots are read then).
-fn pooled(client: &OnceCell<Result<HttpClient, String>>) -> Result<HttpClient, String> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(
-            "net.request: no tokio runtime: drive the scheduler inside one (see spindle-net's docs)"
-                .into(),
-        );
-    }
-    client.get_or_init(new_client).clone()
+/// A module's clients: the pooled one every request without `caCertificates` shares, and one
+/// per set of extra roots used lately, each with its own pool: a loop of requests with the same
+/// roots reuses its connections, and a connection verified against extra roots is never handed
+/// to a request that did not give them.
+#[derive(Default)]
+struct Clients {
+    pooled: OnceCell<HttpClient>,
+    with_extra_roots: tls::Cache<HttpClient>,
 }
 
-fn new_client() -> Result<HttpClient, String> {
+impl Clients {
+    /// The client for `options`, built at its first use.
+    fn client_for(&self, options: &Options) -> Result<HttpClient, String> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(
+                "net.request: no tokio runtime: drive the scheduler inside one (see spindle-net's docs)"
+                    .into(),
+            );
+        }
+        match &options.ca_certificates {
+            None => Ok(self
+                .pooled
+                .get_or_init(|| new_client((*tls::default_config()).clone()))
+                .clone()),
+            Some(roots) => self
+                .with_extra_roots
+                .get(roots, new_client)
+                .map_err(|message| format!("net.request: option '{}' {message}", tls::OPTION)),
+        }
+    }
+}
+
+/// A pooled client whose HTTPS connections use `tls`.
+fn new_client(tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    // ring, for the crypto: rustls deprecates it for having no post-quantum key exchange, but
-    // aws-lc-rs, which has one, builds a large C library (with cmake) into every spindle.
-    #[allow(deprecated)]
-    let provider = rustls::crypto::ring::default_provider();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|e| format!("net.request: cannot set up TLS: {e}"))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(https))
+        .build(https)
 }
 
 /// The final response: its head and its whole body.
@@ -147,6 +165,7 @@ async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answe
         max_redirects,
         max_body_size,
         decompress,
+        ca_certificates: _,
     } = options;
     let rules = BodyRules {
         max_body_size,

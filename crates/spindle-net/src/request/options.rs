@@ -10,6 +10,7 @@ use hyper::{HeaderMap, Method, Uri};
 use mlua::{Table, Value};
 
 use crate::config::{describe, read_options, seconds_from, size_from, value_integer, UNREAD};
+use crate::tls::{self, ExtraRoots};
 
 /// A request, as `net.request` was asked for it.
 pub(crate) struct Options {
@@ -26,10 +27,12 @@ pub(crate) struct Options {
     pub(crate) max_body_size: usize,
     /// Whether to ask for gzip or deflate and decode what comes so (Lune's `options.decompress`).
     pub(crate) decompress: bool,
+    /// Roots trusted beside the webpki roots (`caCertificates`), checked but not yet parsed.
+    pub(crate) ca_certificates: Option<ExtraRoots>,
 }
 
 /// The option names `net.request` knows, for the error that names an unknown one.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "url",
     "method",
     "headers",
@@ -40,6 +43,7 @@ const KEYS: [&str; 10] = [
     "maxRedirects",
     "maxBodySize",
     "options",
+    tls::OPTION,
 ];
 
 /// The defaults: a request gives up after this long...
@@ -105,6 +109,7 @@ impl Options {
                 },
                 "maxRedirects" => options.max_redirects = Some(count_from(value)?),
                 "maxBodySize" => options.max_body_size = size_from(value)?,
+                tls::OPTION => options.ca_certificates = ExtraRoots::from_value(value)?,
                 "options" => {
                     if let Some(decompress) = lune_options(value)? {
                         options.decompress = decompress;
@@ -134,6 +139,7 @@ impl Options {
             max_redirects: Some(DEFAULT_MAX_REDIRECTS),
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             decompress: true,
+            ca_certificates: None,
         }
     }
 }

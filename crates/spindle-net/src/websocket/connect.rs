@@ -1,14 +1,16 @@
 //! `net.socket(url, options?)`: a WebSocket client. Connects over TCP, performs the opening
 //! handshake, and returns the socket; the whole is bounded by the `timeout` option. `wss://`
 //! runs over TLS (rustls, with the ring provider), trusting the webpki roots (Mozilla's list,
-//! built in): a server whose certificate does not chain to one of them is refused.
+//! built in) and the `caCertificates` option's: a server whose certificate does not chain to one
+//! of them is refused.
 
-use std::sync::{Arc, OnceLock};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{Function, Lua, LuaString, Table, Value};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use spindle::Scheduler;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -17,19 +19,23 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::{config, refused, socket_userdata, Io, Ws, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::config::{read_options, seconds_from, size_from};
+use crate::tls::{self, ExtraRoots};
 
 /// Where to connect, and how.
 struct Target {
     url: String,
     max_message_size: usize,
     timeout: Duration,
+    /// For `wss://`: the default configuration, or one that trusts extra roots too.
+    tls: Arc<ClientConfig>,
 }
 
 /// The primitive behind `net.socket`: `(url, options?)` to `(true, socket)` or `(false, why)`.
 pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
+    let configs: Rc<tls::Cache<Arc<ClientConfig>>> = Rc::default();
     Ok(scheduler.create_async_function(
-        |lua: Lua, (url, options): (LuaString, Option<Table>)| {
-            let target = target(&url, options);
+        move |lua: Lua, (url, options): (LuaString, Option<Table>)| {
+            let target = target(&url, options, &configs);
             async move {
                 let target = match target {
                     Ok(target) => target,
@@ -56,19 +62,37 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
     )?)
 }
 
-fn target(url: &LuaString, options: Option<Table>) -> Result<Target, String> {
+/// Reads `net.socket`'s options; extra roots are checked and turned into a configuration (or
+/// found in `configs`) here, before anything connects, for `ws://` URLs too.
+fn target(
+    url: &LuaString,
+    options: Option<Table>,
+    configs: &tls::Cache<Arc<ClientConfig>>,
+) -> Result<Target, String> {
     let mut target = Target {
         url: url.to_string_lossy(),
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         timeout: Duration::from_secs(30),
+        tls: tls::default_config(),
     };
-    read_options(options, &["maxMessageSize", "timeout"], |name, value| {
-        match name {
-            "maxMessageSize" => target.max_message_size = size_from(value)?,
-            _ => target.timeout = seconds_from(value)?,
-        }
-        Ok(())
-    })?;
+    let mut extra_roots = None;
+    read_options(
+        options,
+        &["maxMessageSize", "timeout", tls::OPTION],
+        |name, value| {
+            match name {
+                "maxMessageSize" => target.max_message_size = size_from(value)?,
+                "timeout" => target.timeout = seconds_from(value)?,
+                _ => extra_roots = ExtraRoots::from_value(value)?,
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(roots) = extra_roots {
+        target.tls = configs
+            .get(&roots, Arc::new)
+            .map_err(|message| format!("option '{}' {message}", tls::OPTION))?;
+    }
     Ok(target)
 }
 
@@ -98,7 +122,7 @@ async fn open(target: &Target) -> Result<Ws, String> {
     let stream: Box<dyn Io> = if secure {
         let name = ServerName::try_from(host.clone())
             .map_err(|_| format!("invalid URL \"{url}\": \"{host}\" is not a server name"))?;
-        let tls = TlsConnector::from(tls_config())
+        let tls = TlsConnector::from(Arc::clone(&target.tls))
             .connect(name, stream)
             .await
             .map_err(|e| format!("the TLS handshake with {url} failed: {e}"))?;
@@ -117,25 +141,4 @@ async fn open(target: &Target) -> Result<Ws, String> {
             "the WebSocket handshake with {url} failed: {error}"
         )),
     }
-}
-
-/// The TLS settings of every `wss://` connection, made on first use: rustls's safe defaults on
-/// the ring provider, and the webpki roots.
-fn tls_config() -> Arc<ClientConfig> {
-    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        // ring builds with a C compiler alone (aws-lc-rs needs cmake); rustls deprecates it
-        // only for its lack of post-quantum key exchange.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports rustls's default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }))
 }

@@ -1,6 +1,7 @@
 //! spindle-net's integration tests: real servers on loopback, each started and stopped by its
 //! test, with bounded reads and runs (support.rs).
 
+mod ca_certificates;
 mod client;
 mod config;
 mod lifecycle;

@@ -1,7 +1,8 @@
 //! The test host: a scheduler with `net` on a current-thread tokio runtime, a script that starts
 //! a server and leaves its handle in the global `server`, and a client on another thread that
 //! talks to it over loopback with plain sockets. Every wait is bounded: the client's reads time
-//! out, and the host gives up on a run that takes too long, so no test can hang.
+//! out, and the host gives up on a run that takes too long, so no test can hang. TLS servers use
+//! the fixture certificate ([`LOCALHOST_PEM`], [`tls_acceptor`]).
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -14,6 +15,63 @@ use spindle::Scheduler;
 
 /// How long a run or a read may take before the test fails.
 pub const BOUND: Duration = Duration::from_secs(10);
+
+/// The fixture certificate, as PEM: self-signed, for `localhost` and `127.0.0.1`, valid until
+/// 2126 (tests/it/fixtures, made with openssl). No webpki root vouches for it.
+pub const LOCALHOST_PEM: &str = include_str!("fixtures/localhost.crt");
+
+/// A TLS acceptor presenting the fixture certificate.
+pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::ServerConfig;
+
+    let certificate = CertificateDer::from_pem_slice(LOCALHOST_PEM.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/localhost.key")).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A loopback listener bound now (so that a script may connect before its server task runs),
+/// to be turned into a tokio listener on the test's runtime; and its port.
+pub fn loopback_listener() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Serves every connection to `listener` that completes a TLS handshake (with the fixture
+/// certificate) with `serve`, each as a tokio task; a connection whose client refuses the
+/// certificate is dropped. The tasks live until the test's runtime ends: call it on that runtime.
+pub fn spawn_tls_server<F, Fut>(listener: std::net::TcpListener, serve: F)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tls_acceptor();
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (acceptor, serve) = (acceptor.clone(), std::sync::Arc::clone(&serve));
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    serve(tls).await;
+                }
+            });
+        }
+    });
+}
 
 /// What a served run left behind.
 pub struct Served<T> {

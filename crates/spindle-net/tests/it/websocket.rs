@@ -6,7 +6,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{run, run_with};
+use crate::support::{loopback_listener, run, run_with, tls_acceptor};
 
 #[test]
 fn echo_from_a_served_socket_to_a_net_socket_client_with_close_codes_both_ways() {
@@ -305,28 +305,9 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
 
 #[test]
 fn wss_runs_tls_and_refuses_a_certificate_outside_the_webpki_roots() {
-    use std::sync::Arc;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls::ServerConfig;
-
-    // A self-signed certificate for localhost (tests/it/fixtures, made with openssl): a real
-    // TLS server, whose certificate no webpki root vouches for.
-    let certificate =
-        CertificateDer::from_pem_slice(include_bytes!("fixtures/localhost.crt")).unwrap();
-    let key = PrivateKeyDer::from_pem_slice(include_bytes!("fixtures/localhost.key")).unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certificate], key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
+    // A real TLS server, whose certificate no webpki root vouches for.
+    let acceptor = tls_acceptor();
+    let (listener, port) = loopback_listener();
     let ran = run_with(
         &format!(
             r#"
