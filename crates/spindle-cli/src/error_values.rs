@@ -25,16 +25,25 @@ use spindle::mlua::{self, Function, Lua, Table};
 /// traceback levels Spindle's own, left out of reports).
 const ERROR_LUAU: &str = r#"
 local rawerror, format = ...
+-- Bound now: a script that replaces these globals does not change what `error` does.
+local type, typeof, tostring, pcall, next = type, typeof, tostring, pcall, next
+local insert, remove, match = table.insert, table.remove, string.match
 -- Values raised lately, by the text a report of them would carry.
 local recent = {}
 local order = {}
 local KEEP = 16
+-- True while `error` turns a value into text: a `__tostring` that raises its value again (or is
+-- `error` itself) calls `error` from inside that, which then only raises. Without it each level
+-- would turn the value into text twice over, and the calls would double at every level of
+-- Luau's 200 nested C calls: a hang. (A `__tostring` cannot yield, so no other task runs
+-- while this is set.)
+local describing = false
 
 local function remember(text, value)
 	if recent[text] == nil then
-		table.insert(order, text)
+		insert(order, text)
 		if #order > KEEP then
-			recent[table.remove(order, 1)] = nil
+			recent[remove(order, 1)] = nil
 		end
 	end
 	recent[text] = value
@@ -43,11 +52,18 @@ end
 local function error(message, level)
 	local kind = type(message)
 	if kind == "table" or kind == "userdata" then
-		local ok, text = pcall(tostring, message)
-		if not ok then
-			remember(tostring(text), { value = message, failure = text })
-		elseif string.match(text, "^%a+: 0x%x+$") then
-			remember(text, { value = message })
+		if not describing then
+			describing = true
+			local ok, text = pcall(tostring, message)
+			describing = false
+			if not ok then
+				-- The failure is only remembered by a text of its own.
+				if type(text) == "string" then
+					remember(text, { value = message, failure = text })
+				end
+			elseif match(text, "^%a+: 0x%x+$") then
+				remember(text, { value = message })
+			end
 		end
 		rawerror(message)
 	end

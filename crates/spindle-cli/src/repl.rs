@@ -5,10 +5,12 @@
 //!   `~/.spindle_history`); the main thread drives the scheduler while it waits, so that tasks
 //!   started at the prompt (`task.spawn`, `task.delay`, a server of `@spindle/net`) go on
 //!   running between entries. When standard input is not a terminal, lines are read as they
-//!   come, with no prompt and no history, which is how the tests drive it.
+//!   come, as bytes (a line that is not UTF-8 is Luau source all the same), with no prompt and
+//!   no history, which is how the tests drive it.
 //! - **Entries.** An entry is first compiled as `return <entry>` (an expression), then as it is
-//!   (statements); one that is incomplete (Luau's `... got <eof>`) goes on at the next line,
-//!   under the `>> ` prompt. Each runs as a task; the prompt comes back when it ends, however
+//!   (statements); one that is incomplete (Luau's `... got <eof>`, or a long string or comment
+//!   left open) goes on at the next line, under the `>> ` prompt. An entry the input ends in
+//!   the middle of is reported with what it lacks. Each runs as a task; the prompt comes back when it ends, however
 //!   long it waits (`task.wait(1)`, an async function). Its values are printed readably:
 //!   strings quoted, tables by their contents, several values separated by commas. Locals end
 //!   with their entry, as in `lua`'s REPL: keep values in globals.
@@ -45,27 +47,37 @@ pub const INTERRUPTED: &str = "interrupted";
 const POLL: Duration = Duration::from_millis(20);
 
 /// Shows values as the REPL prints them: strings quoted, anything else as `stdio.format` does
-/// (tables by their contents); a value whose `__tostring` fails is shown by its type.
+/// (tables by their contents); a value whose `__tostring` fails is shown by its type. The
+/// functions it uses are bound when it loads, before any entry could replace them.
 const SHOW_LUAU: &str = r##"
 local format = ...
+local select, type, typeof, pcall = select, type, typeof, pcall
+local quote, concat = string.format, table.concat
 return function(...)
 	local parts = {}
 	for i = 1, select("#", ...) do
 		local value = select(i, ...)
 		if type(value) == "string" then
-			parts[i] = string.format("%q", value)
+			parts[i] = quote("%q", value)
 		else
 			local ok, text = pcall(format, value)
-			parts[i] = if ok then text else `<{typeof(value)} whose __tostring failed: {text}>`
+			if ok then
+				parts[i] = text
+			elseif type(text) == "string" then
+				parts[i] = `<{typeof(value)} whose __tostring failed: {text}>`
+			else
+				-- The failure is a value that may not turn into text either.
+				parts[i] = `<{typeof(value)} whose __tostring failed with a {typeof(text)}>`
+			end
 		end
 	end
-	return table.concat(parts, ", ")
+	return concat(parts, ", ")
 end
 "##;
 
 /// What the reader thread hands over.
 enum Input {
-    Line(String),
+    Line(Vec<u8>),
     /// Ctrl-C at the prompt.
     Interrupted,
     /// Ctrl-D, or the end of standard input.
@@ -105,6 +117,9 @@ fn read_lines(
     give: &mpsc::UnboundedSender<Input>,
 ) {
     use rustyline::error::ReadlineError;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return read_piped_lines(asked, give);
+    }
     let config = rustyline::Config::builder()
         .max_history_size(1000)
         .map(|builder| builder.auto_add_history(true).build());
@@ -127,10 +142,43 @@ fn read_lines(
                 if let Some(path) = &history {
                     let _ = editor.save_history(path);
                 }
-                Input::Line(line)
+                Input::Line(line.into_bytes())
             }
             Err(ReadlineError::Interrupted) => Input::Interrupted,
             Err(ReadlineError::Eof) => Input::End,
+            Err(error) => {
+                eprintln!("spindle repl: cannot read input: {error}");
+                Input::End
+            }
+        };
+        let end = matches!(input, Input::End);
+        if give.send(input).is_err() || end {
+            return;
+        }
+    }
+}
+
+/// Lines from a pipe or a file, without prompts or history: as bytes, so that a line that is not
+/// UTF-8 is run (Luau strings hold any bytes) rather than ending the session.
+fn read_piped_lines(
+    asked: &std::sync::mpsc::Receiver<&'static str>,
+    give: &mpsc::UnboundedSender<Input>,
+) {
+    use std::io::BufRead;
+    let mut stdin = std::io::stdin().lock();
+    while asked.recv().is_ok() {
+        let mut line = Vec::new();
+        let input = match stdin.read_until(b'\n', &mut line) {
+            Ok(0) => Input::End,
+            Ok(_) => {
+                if line.ends_with(b"\n") {
+                    line.pop();
+                    if line.ends_with(b"\r") {
+                        line.pop();
+                    }
+                }
+                Input::Line(line)
+            }
             Err(error) => {
                 eprintln!("spindle repl: cannot read input: {error}");
                 Input::End
@@ -283,14 +331,15 @@ struct Session<'a> {
 /// What compiling the lines so far gave.
 enum Compiled {
     Entry(Function),
-    Incomplete,
+    /// More lines may complete it; the message says what it lacks.
+    Incomplete(String),
     Refused(String),
 }
 
 impl Session<'_> {
     async fn run(&self, mut reader: Reader) -> spindle::Result<()> {
         let sleeper = |deadline: Instant| tokio::time::sleep_until(deadline.into());
-        let mut entry = String::new();
+        let mut entry = Vec::new();
         loop {
             let prompt = if entry.is_empty() { "> " } else { ">> " };
             let read = reader.next(prompt);
@@ -301,16 +350,25 @@ impl Session<'_> {
             self.interrupt.settle();
             let Some(input) = input else { break };
             match input {
-                Input::End => break,
+                Input::End => {
+                    // The input ended in the middle of an entry, which is not run: say why.
+                    match self.compile(&entry) {
+                        Compiled::Incomplete(message) if !message.is_empty() => {
+                            eprintln!("{message}")
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
                 Input::Interrupted => entry.clear(),
                 Input::Line(line) => {
-                    if entry.is_empty() && line.trim().is_empty() {
+                    if entry.is_empty() && line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    entry.push_str(&line);
-                    entry.push('\n');
+                    entry.extend_from_slice(&line);
+                    entry.push(b'\n');
                     match self.compile(&entry) {
-                        Compiled::Incomplete => continue,
+                        Compiled::Incomplete(_) => continue,
                         Compiled::Refused(message) => eprintln!("{message}"),
                         Compiled::Entry(function) => self.run_entry(function).await?,
                     }
@@ -337,23 +395,31 @@ impl Session<'_> {
         futures_lite::future::or(async { Some(future.await) }, watch).await
     }
 
-    fn compile(&self, entry: &str) -> Compiled {
-        let load = |source: &str| {
+    /// Compiles the lines so far; an empty entry is incomplete, with nothing to say.
+    fn compile(&self, entry: &[u8]) -> Compiled {
+        if entry.is_empty() {
+            return Compiled::Incomplete(String::new());
+        }
+        let load = |source: &[u8]| {
             self.lua
                 .load(source)
                 .set_name("=repl")
                 .set_mode(mlua::chunk::ChunkMode::Text)
                 .into_function()
         };
-        if let Ok(function) = load(&format!("return {entry}")) {
+        if let Ok(function) = load(&[b"return ", entry].concat()) {
             return Compiled::Entry(function);
         }
         match load(entry) {
             Ok(function) => Compiled::Entry(function),
             Err(mlua::Error::SyntaxError {
                 incomplete_input: true,
-                ..
-            }) => Compiled::Incomplete,
+                message,
+            }) => Compiled::Incomplete(message),
+            // Luau calls a long string or comment left open malformed; the next line may close it.
+            Err(mlua::Error::SyntaxError { message, .. }) if ends_in_long_bracket(entry) => {
+                Compiled::Incomplete(message)
+            }
             Err(mlua::Error::SyntaxError { message, .. }) => Compiled::Refused(message),
             Err(other) => Compiled::Refused(other.to_string()),
         }
@@ -402,5 +468,89 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `source` ends inside a long string (`[[ ...`, `[==[ ...`) or a long comment
+/// (`--[[ ...`). Quoted strings are skipped (a `[[` in one opens nothing), short comments too.
+fn ends_in_long_bracket(source: &[u8]) -> bool {
+    let mut at = 0;
+    while at < source.len() {
+        let rest = &source[at..];
+        let comment = rest.starts_with(b"--");
+        let bracket = if comment { &rest[2..] } else { rest };
+        if let Some(level) = long_bracket_level(bracket) {
+            // Past the opening bracket, which starts after the comment's `--` if there is one.
+            let open = at + (rest.len() - bracket.len()) + level + 2;
+            match closing(source, open, level) {
+                Some(end) => at = end,
+                None => return true,
+            }
+        } else if comment {
+            at += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        } else if let quote @ (b'"' | b'\'' | b'`') = rest[0] {
+            at += 1;
+            while let Some(&byte) = source.get(at) {
+                at += match byte {
+                    // An escape, a newline after a backslash included.
+                    b'\\' => 2,
+                    // A string broken by a newline, which Luau reports.
+                    b'\n' => break,
+                    _ => 1,
+                };
+                if byte == quote {
+                    break;
+                }
+            }
+        } else {
+            at += 1;
+        }
+    }
+    false
+}
+
+/// The level of the long bracket `[`, `=` * level, `[` that `text` starts with.
+fn long_bracket_level(text: &[u8]) -> Option<usize> {
+    let rest = text.strip_prefix(b"[")?;
+    let level = rest.iter().take_while(|&&b| b == b'=').count();
+    (rest.get(level) == Some(&b'[')).then_some(level)
+}
+
+/// Just past the `]`, `=` * level, `]` that closes a long bracket opened before `from`.
+fn closing(source: &[u8], from: usize, level: usize) -> Option<usize> {
+    let mut close = vec![b']'; level + 2];
+    close[1..=level].fill(b'=');
+    let after = source.get(from..)?;
+    let at = after.windows(close.len()).position(|w| w == close)?;
+    Some(from + at + close.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_in_long_bracket;
+
+    #[test]
+    fn long_strings_and_comments_left_open_are_found_and_closed_ones_are_not() {
+        for open in [
+            "x = [[abc\n",
+            "x = [==[a]]\n",
+            "--[[ note\n",
+            "--[=[ a ]] b\n",
+            "y = 1 -- c\nx = [[",
+        ] {
+            assert!(ends_in_long_bracket(open.as_bytes()), "{open:?}");
+        }
+        for closed in [
+            "x = [[abc]]\n",
+            "x = [==[a]]]==]\n",
+            "--[[ note ]] y = 1\n",
+            "-- [[ a short comment\n",
+            "x = \"[[\"\n",
+            "x = '\\'[['\n",
+            "t[ [[k]] ] = 1\n",
+            "x = a[b[1]]\n",
+        ] {
+            assert!(!ends_in_long_bracket(closed.as_bytes()), "{closed:?}");
+        }
     }
 }

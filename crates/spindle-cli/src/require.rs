@@ -39,6 +39,7 @@ use spindle::{Scheduler, WeakScheduler};
 /// reaches scripts as an error object).
 const REQUIRE_LUAU: &str = r#"
 local load = ...
+local error = error
 return function(path)
 	local ok, result = load(path)
 	if not ok then
@@ -57,7 +58,6 @@ const MAX_NESTING: usize = 64;
 const REQUIRE_CHUNK: &str = "=[spindle require]";
 
 /// What the `require` function and its requirer share.
-#[derive(Default)]
 struct Shared {
     /// The chunk name of the file calling `require` now, which mlua's navigation takes for
     /// the requirer (mlua's own guess would be the Lua half of `require`).
@@ -69,12 +69,21 @@ struct Shared {
     init_chunks: RefCell<HashMap<String, String>>,
     /// The built-in modules made so far.
     builtins: RefCell<HashMap<String, Value>>,
+    /// The standard globals the built-in modules are made with.
+    standard: crate::builtins::Standard,
 }
 
 /// Installs `require` as a global of the scheduler's VM.
 pub fn install(scheduler: &Scheduler) -> mlua::Result<()> {
     let lua = scheduler.lua();
-    let shared = Rc::new(Shared::default());
+    let shared = Rc::new(Shared {
+        requirer: RefCell::default(),
+        loading: RefCell::default(),
+        init_chunks: RefCell::default(),
+        builtins: RefCell::default(),
+        // Before the script runs, and before `require` is a global of its own.
+        standard: crate::builtins::Standard::capture(lua)?,
+    });
     let navigate = lua.create_require_function(Requirer {
         files: FsRequirer::new(),
         shared: shared.clone(),
@@ -133,7 +142,11 @@ fn builtin(shared: &Shared, scheduler: &WeakScheduler, name: &str) -> mlua::Resu
     let Some(scheduler) = scheduler.upgrade() else {
         return Err(refusal("the scheduler is gone".into()));
     };
-    match crate::builtins::load(name, &scheduler) {
+    let lua = scheduler.lua();
+    match shared
+        .standard
+        .around(lua, || crate::builtins::load(name, &scheduler))
+    {
         Some(Ok(module)) => {
             shared
                 .builtins

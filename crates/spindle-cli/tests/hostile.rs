@@ -171,6 +171,72 @@ task.spawn(function() task.wait() failing("woken, cancelled from a coroutine", n
     );
 }
 
+#[test]
+fn an_error_whose_tostring_raises_it_again_is_reported_without_hanging() {
+    // The command's `error` turns a table into text to remember it; a `__tostring` that raises
+    // the value again called `error` inside that, and each level did it twice over: the calls
+    // doubled at each of Luau's 200 nested C calls, and the run never ended.
+    let run = support::spindle_run_within(
+        std::time::Duration::from_secs(30),
+        &[],
+        "reraises.luau",
+        r#"local again = setmetatable({}, {__tostring = error})
+local itself = setmetatable({}, {__tostring = function(self) error(self) end})
+print(pcall(error, again) == false, pcall(tostring, itself) == false)
+task.spawn(error, itself)
+error(again)
+"#,
+    )
+    .expect("the run ends");
+    let stdout = support::text(&run.stdout);
+    let stderr = support::text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stdout, "true\ttrue\n");
+    assert_eq!(
+        stderr.matches("stack traceback:").count(),
+        2,
+        "both failures are reported: {stderr}"
+    );
+}
+
+// --- Globals the script replaced -------------------------------------------------------------
+
+#[test]
+fn a_module_required_after_the_script_replaced_error_and_type_still_checks_its_arguments() {
+    // A built-in module binds `error`, `type` and others when it is made, at the first
+    // `require`: it used to bind the script's, whose `error` returned, so that a bad call went
+    // through (a failed connect returned its message as the stream).
+    let run = spindle_run(
+        &[],
+        "replaced.luau",
+        r#"local mine = function() end
+error = mine
+type = function() return "string" end
+typeof = function() return "TcpStream" end
+coroutine.isyieldable = function() return true end
+local net = require("@spindle/net")
+print(pcall(function() return net.tcp.connect(5, 80) end))
+print(pcall(function() return net.tcp.connect("127.0.0.1", 1) end))
+print(rawequal(error, mine), type(1), coroutine.isyieldable())
+"#,
+    );
+    assert_eq!(run.status, Some(0), "stderr: {}", run.stderr);
+    let stdout = run.stdout.replace(&run.name, "FILE");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "false\tFILE:7: net.tcp.connect: invalid argument #1 (string expected, got number)"
+    );
+    assert!(
+        lines[1].starts_with("false\tFILE:8: net.tcp.connect: cannot connect to 127.0.0.1:1"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[2], "true\tstring\ttrue",
+        "the script's globals are its own again"
+    );
+}
+
 // --- Closing threads at the memory limit ------------------------------------------------------
 
 /// A script that parks a task 200 frames deep in `Signal:Wait()`, then fills the VM's memory

@@ -24,17 +24,17 @@ fn start(dir: &std::path::Path) -> Child {
 
 /// Feeds `input` to a REPL and returns its output once the end of input ended it.
 fn repl(input: &str) -> Output {
+    repl_bytes(input.as_bytes())
+}
+
+/// [`repl`] for input that need not be UTF-8.
+fn repl_bytes(input: &[u8]) -> Output {
     // A directory for each call: the tests run in parallel, and `tree` empties its directory.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = support::tree(&format!("repl-{call}"), &[]);
     let mut child = start(&dir);
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     output_within(child, Duration::from_secs(60)).expect("the REPL ends at the end of its input")
 }
 
@@ -104,6 +104,53 @@ fn an_error_is_reported_and_the_session_goes_on() {
     assert!(stderr.contains("repl:1: Expected identifier"), "{stderr}");
     assert_eq!(text(&out.stdout), "\"still here\"\n");
     assert!(out.status.success());
+}
+
+#[test]
+fn a_line_that_is_not_utf8_runs_and_the_session_goes_on() {
+    // Luau source may hold any bytes in a string; reading lines as text ended the session here.
+    let out = repl_bytes(b"x = \"\xff\xfe\"\n#x, string.byte(x)\n\"after\"\n");
+    assert_eq!(
+        text(&out.stdout),
+        "2, 255\n\"after\"\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn long_strings_and_comments_left_open_go_on_at_the_next_line() {
+    // Luau calls them malformed rather than incomplete: the second line used to run alone.
+    let out = repl("x = [[one\ntwo]]\n#x\n--[==[ a\nlong ]] comment ]==] \"after\"\n");
+    assert_eq!(text(&out.stdout), "7\n\"after\"\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn an_entry_the_input_ends_in_the_middle_of_is_reported() {
+    let out = repl("\"first\"\nfunction f()\n  return 1\n");
+    assert_eq!(text(&out.stdout), "\"first\"\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Expected 'end' (to close 'function' at line 1), got <eof>"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn values_and_errors_whose_tostring_is_error_are_shown_without_hanging() {
+    // `__tostring = error` raised the value again inside the command's `error`, which doubled
+    // its calls at each nested level: the session hung.
+    let out = repl(
+        "setmetatable({}, {__tostring = error})\nerror(setmetatable({}, {__tostring = error}))\n\"after\"\n",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "<table whose __tostring failed with a table>\n\"after\"\n",
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -115,8 +115,10 @@
 //! `body` (a string, empty when there is none).
 //!
 //! The handler's answer: a string is a `200` response with that body; a table may have
-//! `status` (an integer from 100 to 599, default 200), `headers` (a table of names to strings,
+//! `status` (an integer from 200 to 599, default 200), `headers` (a table of names to strings,
 //! or to arrays of strings for a header sent more than once) and `body` (a string or a buffer).
+//! The server sets `content-length` itself; one the handler gives must match the body (an empty
+//! body, as for a `HEAD`, may come with any length), and may not come with `transfer-encoding`.
 //! Anything else fails the handler's task with an error that says what was wrong.
 //!
 //! # The client: `net.request`
@@ -143,9 +145,10 @@
 //!
 //! Every answer is returned, whatever its status: a `404` or a `500` has `ok = false` and is no
 //! error, as in Lune; so is a redirect when `followRedirects` is `false`. What gets no answer
-//! raises an error at the caller's line, naming the method and the URL (without its query,
-//! which may hold secrets): a bad argument (`net.request: option 'timeout' must be a positive
-//! number of seconds, got -1`), a connection refused or a name that does not resolve
+//! raises an error at the caller's line, naming the method and the URL (without its user
+//! information and query, which may hold secrets): a bad argument (`net.request: option
+//! 'timeout' must be a positive number of seconds, got -1`; a port past 65535, which would
+//! otherwise go to the scheme's default port), a connection refused or a name that does not resolve
 //! (`net.request: GET http://127.0.0.1:1/: cannot connect: tcp connect error: Connection refused
 //! (os error 111)`), a TLS failure, the timeout (`... timed out after 5 s`), a connection that
 //! closes before the answer is in, too many redirects, and a body larger than `maxBodySize`, or

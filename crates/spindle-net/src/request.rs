@@ -12,7 +12,8 @@
 //! raises, naming the method and the URL: a bad argument, a refused connection, a name that
 //! does not resolve, a TLS failure, the timeout, a connection closed mid-exchange, too many
 //! redirects, and a body past `maxBodySize` or past what the Lua memory limit leaves room for.
-//! The URL in an error is given without its query, which may carry secrets.
+//! The URL in an error is given without its user information and its query, which may carry
+//! secrets.
 
 mod encoding;
 mod options;
@@ -27,7 +28,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, LOCATION, USER_AGENT,
 };
-use hyper::{Request, Response, Uri};
+use hyper::{Request, Response};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -53,10 +54,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Lua side: the primitive answers `true, response` or `false, message`, and the message is
 /// raised at the line that called `net.request`; so is the refusal to wait where the caller
 /// cannot yield (a host's main chunk, a metamethod), which the scheduler would raise here.
+/// `error` and `isyieldable` are bound when the module is made, so that a script that replaces
+/// them later does not turn a failed request into a return.
 const WRAPPER: &str = r#"
 local send = ...
+local error, isyieldable = error, coroutine.isyieldable
 return function(config)
-    if not coroutine.isyieldable() then
+    if not isyieldable() then
         error("net.request: cannot wait for a response here: call it from a task", 2)
     end
     local ok, result = send(config)
@@ -184,7 +188,7 @@ async fn perform(lua: &Lua, http: &HttpClient, options: Options) -> Result<Answe
     }
     let mut redirects = 0u32;
     loop {
-        let place = format!("{method} {}", without_query(&url));
+        let place = format!("{method} {}", crate::url::shown(&url));
         let mut request = Request::new(Full::new(body.clone()));
         *request.method_mut() = method.clone();
         *request.uri_mut() = url.clone();
@@ -307,13 +311,6 @@ fn response_table(lua: &Lua, answer: Answer) -> mlua::Result<Table> {
     Ok(response)
 }
 
-/// The URL for an error message: without its query, which may carry secrets.
-fn without_query(url: &Uri) -> String {
-    let scheme = url.scheme_str().unwrap_or("http");
-    let authority = url.authority().map(|a| a.as_str()).unwrap_or("");
-    format!("{scheme}://{authority}{}", url.path())
-}
-
 fn timed_out(place: &str, timeout: Duration) -> String {
     format!(
         "net.request: {place}: timed out after {} s",
@@ -349,17 +346,4 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         cause = inner.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_urls_leave_out_the_query() {
-        let url: Uri = "https://api.test:8443/v1/items?token=secret"
-            .parse()
-            .unwrap();
-        assert_eq!(without_query(&url), "https://api.test:8443/v1/items");
-    }
 }

@@ -153,6 +153,9 @@ pub(crate) fn url_from(text: &str) -> Result<Uri, String> {
         Some(other) => return Err(invalid(&format!("scheme '{other}' is not http or https"))),
         None => return Err(invalid("an absolute http:// or https:// URL expected")),
     }
+    if let Some(port) = crate::url::bad_port(&url) {
+        return Err(invalid(&format!("port {port} is not from 0 to 65535")));
+    }
     match url.host() {
         Some(host) if !host.is_empty() => Ok(url),
         _ => Err(invalid("no host")),

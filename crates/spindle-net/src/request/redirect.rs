@@ -88,6 +88,9 @@ fn resolve(base: &Uri, location: &str) -> Result<Uri, String> {
     // A fragment is for the client's eyes only: it is not sent.
     let absolute = absolute.split('#').next().unwrap_or_default();
     let url: Uri = absolute.parse().map_err(|e| bad(&format!("{e}")))?;
+    if let Some(port) = crate::url::bad_port(&url) {
+        return Err(bad(&format!("port {port} is not from 0 to 65535")));
+    }
     match url.scheme_str() {
         Some("http" | "https") if url.host().is_some_and(|h| !h.is_empty()) => Ok(url),
         _ => Err(bad("not an http or https URL")),
@@ -121,6 +124,11 @@ mod tests {
         let base: Uri = "http://a.test/".parse().unwrap();
         let error = resolve(&base, "ftp://x.test/").unwrap_err();
         assert!(error.contains("not an http or https URL"), "{error}");
+        let error = resolve(&base, "http://a.test:99999/").unwrap_err();
+        assert!(
+            error.contains("port 99999 is not from 0 to 65535"),
+            "{error}"
+        );
     }
 
     #[test]

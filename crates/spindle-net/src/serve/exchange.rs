@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use mlua::{Lua, MultiValue, Table, Value};
 use spindle::{Outcome, TaskId, WeakScheduler};
@@ -232,6 +232,7 @@ fn answer_from(value: Value) -> Result<Answer, String> {
                     ))
                 }
             };
+            check_framing(&headers, &body)?;
             Ok(Answer {
                 status,
                 headers,
@@ -245,12 +246,41 @@ fn answer_from(value: Value) -> Result<Answer, String> {
     }
 }
 
+/// hyper frames the body from its length; a `content-length` that says otherwise would have it
+/// send a response that the client reads wrong (and panic, in a debug build). An empty body may
+/// come with any length: the answer to a `HEAD` gives the length a `GET` would get.
+fn check_framing(headers: &HeaderMap, body: &Bytes) -> Result<(), String> {
+    let mut declared = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let Ok(length) = text.trim().parse::<u64>() else {
+            return Err(format!("returned an invalid content-length \"{text}\""));
+        };
+        if declared.is_some_and(|first| first != length) {
+            return Err("returned two different content-length values".into());
+        }
+        if !body.is_empty() && length != body.len() as u64 {
+            return Err(format!(
+                "returned content-length {length} for a body of {} bytes (leave it out: the server sets it)",
+                body.len()
+            ));
+        }
+        declared = Some(length);
+    }
+    if declared.is_some() && headers.contains_key(TRANSFER_ENCODING) {
+        return Err("returned both content-length and transfer-encoding".into());
+    }
+    Ok(())
+}
+
 fn status_from(code: f64) -> Result<StatusCode, String> {
-    if code.fract() == 0.0 && (100.0..=599.0).contains(&code) {
+    // A 1xx is no final answer: hyper would send a 500 instead (or, for a 101, hand the
+    // connection over to an upgrade nobody waits for).
+    if code.fract() == 0.0 && (200.0..=599.0).contains(&code) {
         StatusCode::from_u16(code as u16).map_err(|e| e.to_string())
     } else {
         Err(format!(
-            "returned status {code}; expected an integer from 100 to 599"
+            "returned status {code}; expected an integer from 200 to 599"
         ))
     }
 }

@@ -1,5 +1,6 @@
 //! `net.socket(url, options?)`: a WebSocket client. Connects over TCP, performs the opening
-//! handshake, and returns the socket; the whole is bounded by the `timeout` option. `wss://`
+//! handshake, and returns the socket; the whole is bounded by the `timeout` option. Errors show
+//! the URL without its user information and query, as `net.request`'s do. `wss://`
 //! runs over TLS (rustls, with the ring provider), trusting the webpki roots (Mozilla's list,
 //! built in) and the `caCertificates` option's: a server whose certificate does not chain to one
 //! of them is refused.
@@ -15,6 +16,7 @@ use spindle::Scheduler;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::{config, refused, socket_userdata, Io, Ws, DEFAULT_MAX_MESSAGE_SIZE};
@@ -23,7 +25,10 @@ use crate::tls::{self, ExtraRoots};
 
 /// Where to connect, and how.
 struct Target {
-    url: String,
+    /// The opening handshake's request, for the URL given.
+    request: Request,
+    /// The URL as errors show it: without user information or query (`crate::url::shown`).
+    shown: String,
     max_message_size: usize,
     timeout: Duration,
     /// For `wss://`: the default configuration, or one that trusts extra roots too.
@@ -41,8 +46,9 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
                     Ok(target) => target,
                     Err(message) => return refused(&lua, message),
                 };
-                let seconds = target.timeout.as_secs_f64();
-                match tokio::time::timeout(target.timeout, open(&target)).await {
+                let (seconds, limit) = (target.timeout.as_secs_f64(), target.timeout);
+                let shown = target.shown.clone();
+                match tokio::time::timeout(limit, open(target)).await {
                     Ok(Ok(stream)) => Ok((
                         true,
                         Value::UserData(socket_userdata(&lua, stream)?),
@@ -51,10 +57,7 @@ pub(super) fn function(scheduler: &Scheduler) -> mlua::Result<Function> {
                     Ok(Err(message)) => refused(&lua, message),
                     Err(_) => refused(
                         &lua,
-                        format!(
-                            "cannot connect to {}: timed out after {seconds} s",
-                            target.url
-                        ),
+                        format!("cannot connect to {shown}: timed out after {seconds} s"),
                     ),
                 }
             }
@@ -69,8 +72,24 @@ fn target(
     options: Option<Table>,
     configs: &tls::Cache<Arc<ClientConfig>>,
 ) -> Result<Target, String> {
+    let url = url.to_string_lossy();
+    let request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("invalid URL \"{url}\": {e}"))?;
+    let uri = request.uri();
+    if !matches!(uri.scheme_str(), Some("ws" | "wss")) {
+        return Err(format!("invalid URL \"{url}\": expected ws:// or wss://"));
+    }
+    if let Some(port) = crate::url::bad_port(uri) {
+        return Err(format!(
+            "invalid URL \"{url}\": port {port} is not from 0 to 65535"
+        ));
+    }
+    let shown = crate::url::shown(uri);
     let mut target = Target {
-        url: url.to_string_lossy(),
+        request,
+        shown,
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         timeout: Duration::from_secs(30),
         tls: tls::default_config(),
@@ -96,18 +115,15 @@ fn target(
     Ok(target)
 }
 
-async fn open(target: &Target) -> Result<Ws, String> {
-    let url = &target.url;
-    let request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("invalid URL \"{url}\": {e}"))?;
+async fn open(target: Target) -> Result<Ws, String> {
+    let Target {
+        request,
+        shown: url,
+        max_message_size,
+        ..
+    } = target;
     let uri = request.uri();
-    let secure = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
-        _ => return Err(format!("invalid URL \"{url}\": expected ws:// or wss://")),
-    };
+    let secure = uri.scheme_str() == Some("wss");
     let host = uri.host().unwrap_or_default();
     let host = host
         .strip_prefix('[')
@@ -130,7 +146,7 @@ async fn open(target: &Target) -> Result<Ws, String> {
     } else {
         Box::new(stream)
     };
-    let config = config(target.max_message_size);
+    let config = config(max_message_size);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((socket, _response)) => Ok(socket),
         Err(WsError::Http(response)) => Err(format!(

@@ -282,6 +282,53 @@ fn a_refused_connection_is_an_error_naming_the_url_at_the_caller_s_line() {
 }
 
 #[test]
+fn a_script_that_replaces_error_after_the_library_is_made_still_gets_the_failure_raised() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    // With `error` read when called, the failure came back as a return value of nil.
+    let ran = run(
+        r#"
+        error = function() end
+        ok, message = pcall(net.request, "http://127.0.0.1:PORT/")
+        "#,
+        port,
+    );
+    ran.no_errors();
+    assert_eq!(ran.text("tostring(ok)"), "false");
+    assert!(
+        ran.text("message")
+            .contains("net.request: GET http://127.0.0.1:"),
+        "{}",
+        ran.text("tostring(message)")
+    );
+}
+
+#[test]
+fn an_error_leaves_the_user_information_out_of_the_url_as_it_does_the_query() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let ran = run(
+        "net.request('http://user:hunter2@127.0.0.1:PORT/x?token=t0k')",
+        port,
+    );
+    let error = ran.error();
+    assert!(
+        error.contains(&format!(
+            "net.request: GET http://127.0.0.1:{port}/x: cannot connect"
+        )),
+        "{error}"
+    );
+    assert!(
+        !error.contains("hunter2") && !error.contains("t0k"),
+        "{error}"
+    );
+}
+
+#[test]
 fn https_goes_through_tls_which_a_plain_server_fails() {
     // A plain HTTP server answering a TLS hello: the handshake fails with rustls' error.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -518,6 +565,11 @@ fn bad_arguments_are_errors_naming_net_request_and_the_argument() {
         (
             "net.request({ 'x', url = 'http://x.test' })",
             "net.request: option keys are strings, got a number",
+        ),
+        // `http` parses the port and then reports none, which would send this to port 80.
+        (
+            "net.request('http://127.0.0.1:99999/')",
+            "net.request: invalid URL \"http://127.0.0.1:99999/\" (port 99999 is not from 0 to 65535)",
         ),
     ];
     for (call, expected) in cases {

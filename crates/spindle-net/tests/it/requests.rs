@@ -171,6 +171,7 @@ fn a_bad_answer_fails_the_handlers_task_with_what_was_wrong() {
         server = net.serve(0, function(request)
             if request.path == "/number" then return 42 end
             if request.path == "/status" then return { status = 1000 } end
+            if request.path == "/switching" then return { status = 101 } end
             return { headers = { ["bad name"] = "x" } }
         end)
         "#,
@@ -178,6 +179,7 @@ fn a_bad_answer_fails_the_handlers_task_with_what_was_wrong() {
             [
                 get(port, "/number"),
                 get(port, "/status"),
+                get(port, "/switching"),
                 get(port, "/header"),
             ]
         },
@@ -191,13 +193,81 @@ fn a_bad_answer_fails_the_handlers_task_with_what_was_wrong() {
         "{errors}"
     );
     assert!(
-        errors.contains("returned status 1000; expected an integer from 100 to 599"),
+        errors.contains("returned status 1000; expected an integer from 200 to 599"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("returned status 101; expected an integer from 200 to 599"),
         "{errors}"
     );
     assert!(
         errors.contains("returned an invalid header name \"bad name\""),
         "{errors}"
     );
+}
+
+#[test]
+fn a_content_length_that_disagrees_with_the_body_fails_the_handler_not_the_server() {
+    let served = serve(
+        r#"
+        server = net.serve(0, function(request)
+            local length = if request.path == "/short" then "5" elseif request.path == "/bad" then "x" else "11"
+            local answer = { headers = { ["content-length"] = length }, body = "eleven byte" }
+            if request.method == "HEAD" then answer.body = nil end
+            if request.path == "/chunked" then answer.headers["transfer-encoding"] = "chunked" end
+            return answer
+        end)
+        "#,
+        |port| {
+            let responses = [
+                get(port, "/short"),
+                get(port, "/bad"),
+                get(port, "/chunked"),
+                get(port, "/right"),
+            ];
+            (responses, head_of_head(port))
+        },
+    );
+    let ([short, bad, chunked, right], head) = &served.client;
+    for wrong in [short, bad, chunked] {
+        assert_eq!(wrong.status, 500);
+    }
+    assert_eq!((right.status, right.text().as_str()), (200, "eleven byte"));
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\ncontent-length: 11\r\n"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {head}"
+    );
+    let errors = served.errors.join("\n");
+    assert!(
+        errors.contains("net.serve: the handler returned content-length 5 for a body of 11 bytes"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("returned an invalid content-length \"x\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("returned both content-length and transfer-encoding"),
+        "{errors}"
+    );
+    assert_eq!(served.errors.len(), 3, "{errors}");
+}
+
+/// All that comes back for a `HEAD /head` on a connection the server closes after it.
+fn head_of_head(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"HEAD /head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

@@ -144,6 +144,31 @@ fn a_script_that_replaces_error_and_type_does_not_unchain_the_argument_checks() 
 }
 
 #[test]
+fn a_read_where_no_yield_is_possible_is_an_error_at_the_script_s_line() {
+    let ran = run(r#"
+        local server
+        server = net.tcp.listen(0, function(stream)
+            task.wait(0.1)
+            stream:close()
+        end)
+        local client = net.tcp.connect("127.0.0.1", server.port)
+        local trap = setmetatable({}, { __index = function() return client:read() end })
+        ok, message = pcall(function() return trap.x end)
+        -- The stream is whole: a read from the task itself waits and gets the end.
+        after = client:read()
+        client:close()
+        server.stop()
+    "#);
+    assert!(ran.errors.is_empty(), "{:?}", ran.errors);
+    assert!(!ran.global::<bool>("ok"));
+    ran.assert_text(
+        "message",
+        "main.luau:8: stream:read: attempt to yield across metamethod/C-call boundary",
+    );
+    assert_eq!(ran.global::<Option<String>>("after"), None);
+}
+
+#[test]
 fn connecting_to_a_closed_port_is_an_error_naming_the_address() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();

@@ -280,6 +280,7 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
         _, dotCall = pcall(socket.next)
         _, badUrl = pcall(net.socket, "http://127.0.0.1/")
         _, badOption = pcall(net.socket, "ws://127.0.0.1/", { size = 1 })
+        _, badPort = pcall(net.socket, "ws://127.0.0.1:65536/")
         socket:close()
         server.stop()
     "#);
@@ -297,6 +298,10 @@ fn bad_socket_calls_name_the_function_and_the_argument() {
             "net.socket: invalid URL \"http://127.0.0.1/\": expected ws:// or wss://",
         ),
         ("badOption", "net.socket: unknown option 'size'"),
+        (
+            "badPort",
+            "net.socket: invalid URL \"ws://127.0.0.1:65536/\": port 65536 is not from 0 to 65535",
+        ),
     ];
     for (name, expected) in cases {
         ran.assert_text(name, expected);
@@ -357,5 +362,8 @@ fn waiting_in_next_where_no_yield_is_possible_is_an_error_not_a_crash() {
     "#);
     assert!(ran.errors.is_empty(), "{:?}", ran.errors);
     assert!(!ran.global::<bool>("ok"));
-    ran.assert_text("message", "yield");
+    ran.assert_text(
+        "message",
+        "main.luau:5: socket:next: attempt to yield across metamethod/C-call boundary",
+    );
 }
