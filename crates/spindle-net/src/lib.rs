@@ -88,7 +88,7 @@
 //! | `maxHeaderSize` | 65536 | Bytes of request line and headers; more gets `431 Request Header Fields Too Large`. |
 //! | `maxBodySize` | 4194304 | Bytes of request body; more gets `413 Payload Too Large`. |
 //! | `requestTimeout` | 30 | Seconds for the headers to arrive, and then for the body to arrive and the handler to answer: a slow client's connection is closed (`408 Request Timeout` once the headers are in), a slow handler's task is cancelled and the client gets `503 Service Unavailable`. |
-//! | `idleTimeout` | 60 | Seconds a keep-alive connection may stay idle between requests before it is closed. |
+//! | `idleTimeout` | 60 | Seconds a keep-alive connection may stay idle between requests before it is closed; at most `requestTimeout`, since the wait for the next request's headers starts when the last request ends. |
 //! | `maxConnections` | 1024 | Connections open at once, HTTP and WebSocket alike; further clients wait in the listen queue until one closes. |
 //! | `shutdownTimeout` | 5 | Seconds `stop()` gives in-flight requests to finish before their connections are closed. |
 //! | `handleWebSocket` | (none) | `function(socket)`: accepts WebSocket upgrades; without `handleRequest`, other requests get `426 Upgrade Required`. |
@@ -107,7 +107,7 @@
 //! End a host's run with `stop()` or [`Scheduler::shutdown`], which drops the server's future
 //! (its listener and connections) and every handler's task. Dropping the host's last
 //! `Scheduler` handle ends the scheduler too, requests in flight included: the server holds it
-//! only weakly while it waits (a [`Scheduler::join`] does not keep it alive).
+//! only weakly while it waits (a [`Scheduler::ended`] does not keep it alive).
 //!
 //! The request table: `method` (`"GET"`, ...), `path` (`"/users/7"`, percent-encoded as sent),
 //! `query` (decoded; a key given more than once maps to an array of its values, in order),

@@ -12,12 +12,12 @@
 
 mod connection;
 mod exchange;
+mod reply;
 
 use std::rc::Rc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
 use mlua::{Function, Lua, Table, Value};
 use spindle::WeakScheduler;
 use tokio::net::TcpListener;
@@ -26,22 +26,26 @@ use crate::config::{Limits, ServeConfig};
 use crate::listener::{self, accept_failed, until_stopped, Stopped};
 use crate::slots::Slots;
 use crate::websocket::accept::Upgrades;
+use reply::Replies;
 
 /// The function `net.serve`.
 /// `serving` makes the task function of a `handleWebSocket` handler (see [`crate::websocket`]).
 pub(crate) fn function(lua: &Lua, serving: Function) -> mlua::Result<Function> {
-    let respond = lua.create_function(exchange::respond)?;
     // Each request's task runs the closure this returns: the handler, then the check of its
     // answer, both in the task, so that a bad answer fails the task with a traceback as a handler
-    // error does. The request table is built here in Lua from the parts `exchange` passes as
-    // arguments: the table built through mlua cost 10,600 instructions a request; passing the
-    // parts costs 2,800, and the whole hello request went from 39,900 to 31,700 (callgrind). `type` is bound when the
-    // library is made, before a script could replace the global.
+    // error does; `respond` leaves the answer in the exchange's reply slot (`reply`), and the
+    // task returns nothing. The request table is built here in Lua from the parts `exchange`
+    // passes as arguments: the table built through mlua cost 10,600 instructions a request;
+    // passing the parts costs 2,800, and the whole hello request went from 39,900 to 31,700
+    // (callgrind). A common method or header name comes as its index in `methods` or `names`
+    // (`exchange::COMMON_METHODS`, `COMMON_NAMES`) and an empty body as nil: a string made
+    // through mlua costs a few hundred instructions to make, pass and let go. `type` is bound
+    // when the library is made, before a script could replace the global.
     let make_task: Function = lua
         .load(
-            "local type = type\n\
+            "local type, methods, names = type, ...\n\
              return function(handler, respond)\n\
-                 return function(method, path, body, pairsInQuery, ...)\n\
+                 return function(slot, method, path, body, pairsInQuery, ...)\n\
                      local query, headers = {}, {}\n\
                      local parts = { ... }\n\
                      local split = 2 * pairsInQuery\n\
@@ -57,20 +61,34 @@ pub(crate) fn function(lua: &Lua, serving: Function) -> mlua::Result<Function> {
                          end\n\
                      end\n\
                      for i = split + 1, #parts, 2 do\n\
-                         headers[parts[i]] = parts[i + 1]\n\
+                         local name = parts[i]\n\
+                         if type(name) == 'number' then name = names[name] end\n\
+                         headers[name] = parts[i + 1]\n\
                      end\n\
+                     if type(method) == 'number' then method = methods[method] end\n\
                      local request = { method = method, path = path, query = query,\n\
-                         headers = headers, body = body }\n\
-                     return respond(handler(request))\n\
+                         headers = headers, body = body or '' }\n\
+                     respond(slot, handler(request))\n\
                  end\n\
              end",
         )
         .set_name("=net.serve")
-        .call(())?;
+        .call((
+            lua.create_sequence_from(exchange::COMMON_METHODS.iter().map(|m| m.as_str()))?,
+            lua.create_sequence_from(exchange::COMMON_NAMES.iter().map(|n| n.as_str()))?,
+        ))?;
     lua.create_function(move |lua, (first, second): (Value, Value)| {
         let config = ServeConfig::from_args(lua, first, second)?;
+        let replies = Rc::new(Replies::default());
         let task_function: Option<Function> = match &config.handler {
-            Some(handler) => Some(make_task.call((handler, respond.clone()))?),
+            Some(handler) => {
+                let replies = Rc::clone(&replies);
+                let respond = lua.create_function(move |_, (slot, answer): (i64, Value)| {
+                    replies.put(slot, exchange::respond(answer)?);
+                    Ok(())
+                })?;
+                Some(make_task.call((handler, respond))?)
+            }
             None => None,
         };
         let websocket = match &config.websocket {
@@ -79,7 +97,7 @@ pub(crate) fn function(lua: &Lua, serving: Function) -> mlua::Result<Function> {
             }
             None => None,
         };
-        serve(lua, config, task_function, websocket)
+        serve(lua, config, task_function, replies, websocket)
     })
 }
 
@@ -88,6 +106,7 @@ fn serve(
     lua: &Lua,
     config: ServeConfig,
     task_function: Option<Function>,
+    replies: Rc<Replies>,
     websocket: Option<Upgrades>,
 ) -> mlua::Result<Table> {
     let address = std::net::SocketAddr::new(config.address, config.port);
@@ -99,6 +118,7 @@ fn serve(
             let shared = Shared::new(
                 config.limits,
                 task_function,
+                replies,
                 websocket,
                 scheduler.downgrade(),
                 stopped,
@@ -116,10 +136,12 @@ fn serve(
 struct Shared {
     limits: Limits,
     http: http1::Builder,
-    /// The function each request's task runs, with the request's parts as its arguments
-    /// ([`exchange::request_args`]); `None` for a
+    /// The function each request's task runs, with its reply slot's key and the request's
+    /// parts as its arguments ([`exchange::request_args`]); `None` for a
     /// server of WebSockets only, which answers other requests `426 Upgrade Required`.
     task_function: Option<Function>,
+    /// Where the tasks leave their answers.
+    replies: Rc<Replies>,
     /// Set when the server has a `handleWebSocket`.
     websocket: Option<Upgrades>,
     scheduler: WeakScheduler,
@@ -133,18 +155,22 @@ impl Shared {
     fn new(
         limits: Limits,
         task_function: Option<Function>,
+        replies: Rc<Replies>,
         websocket: Option<Upgrades>,
         scheduler: WeakScheduler,
         stopped: Stopped,
     ) -> Shared {
         let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.request_timeout)
+        // Not hyper's header timer, which armed a timer each time a connection began to wait
+        // for a request's headers, and dropped it once they came: every request. The
+        // connection's own timer keeps the same rule ([`connection`]).
+        http.header_read_timeout(None)
             .max_header_size(limits.max_header_size);
         Shared {
             limits,
             http,
             task_function,
+            replies,
             websocket,
             scheduler,
             stopped,

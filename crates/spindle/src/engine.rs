@@ -1136,16 +1136,25 @@ impl Inner {
         }
     }
 
-    /// The host's spawn: the outcome is kept, and since the host is outside any resumption,
-    /// returning to it is a resumption point.
+    /// The host's spawn: the outcome is kept if `keep` (a `Task` handle claims it), and since
+    /// the host is outside any resumption, returning to it is a resumption point. A thread
+    /// made for the call (`fresh`) whose outcome is not kept may take the start lane.
     pub(crate) fn host_spawn(
         &self,
         lua: &Lua,
         thread: &Thread,
         args: MultiValue,
+        keep: bool,
+        fresh: bool,
     ) -> Result<TaskId> {
-        let id = self.adopt_for_host(thread)?;
-        self.resume_known(lua, id, Some(thread), Wakeup::Args(args));
+        let id = match keep {
+            true => self.adopt_for_host(thread)?,
+            false => self.adopt_resumable(thread)?,
+        };
+        match !keep && fresh {
+            true => self.start_detached(lua, id, thread, args),
+            false => self.resume_known(lua, id, Some(thread), Wakeup::Args(args)),
+        }
         if !self.core(|core| core.is_resuming()) {
             self.drain_deferred(lua);
         }
@@ -1155,13 +1164,19 @@ impl Inner {
     /// Makes a thread the host asked for a task whose outcome is kept. Only a thread that can
     /// be resumed qualifies.
     pub(crate) fn adopt_for_host(&self, thread: &Thread) -> Result<TaskId> {
+        let id = self.adopt_resumable(thread)?;
+        self.core(|core| core.claim(id));
+        Ok(id)
+    }
+
+    /// Makes a thread the host asked for a task, keeping no outcome. Only a thread that can
+    /// be resumed qualifies.
+    fn adopt_resumable(&self, thread: &Thread) -> Result<TaskId> {
         let status = thread.status();
         if status != ThreadStatus::Resumable {
             return Err(Error::NotResumable(status));
         }
-        let id = self.adopt_from(thread, Origin::Host)?;
-        self.core(|core| core.claim(id));
-        Ok(id)
+        Ok(self.adopt_from(thread, Origin::Host)?)
     }
 
     /// The host's cancel, by id. Returns whether the task was still scheduled.

@@ -160,7 +160,7 @@ pub use engine::{
 pub use error::{Error, Result, TaskError};
 pub use run::Sleeper;
 pub use scheduler::{
-    IntoThread, Join, Outcome, Resumed, Scheduler, SchedulerBuilder, ScriptEnd, Task,
+    Ended, IntoThread, Join, Outcome, Resumed, Scheduler, SchedulerBuilder, ScriptEnd, Task,
     WeakScheduler, DEFAULT_MAX_DEFER_DEPTH,
 };
 pub use signal::{Signal, SignalBehavior};

@@ -30,6 +30,7 @@ use crate::watchdog::{self, Budget};
 
 mod async_fn;
 mod census;
+mod detached;
 mod drive;
 mod frames;
 mod lookup;
@@ -38,6 +39,7 @@ mod signals;
 mod timeline;
 mod trace;
 
+pub use detached::Ended;
 pub use drive::Resumed;
 pub use lookup::WeakScheduler;
 pub use scripts::ScriptEnd;
@@ -820,11 +822,13 @@ impl Scheduler {
     pub fn spawn(&self, f: impl IntoThread, args: impl IntoLuaMulti) -> Result<Task> {
         let (thread, _) = f.into_thread(&self.shared.lua)?;
         let args = args.into_lua_multi(&self.shared.lua)?;
-        Ok(self.handle(
-            self.shared
-                .inner
-                .host_spawn(&self.shared.lua, &thread, args)?,
-        ))
+        Ok(self.handle(self.shared.inner.host_spawn(
+            &self.shared.lua,
+            &thread,
+            args,
+            true,
+            false,
+        )?))
     }
 
     /// Queues `f` with `args` for the next resumption point, like `task.defer`.

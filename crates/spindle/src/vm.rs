@@ -22,7 +22,7 @@
 //! from it.) Every use, audited: the running thread (`running_thread`, the interrupt's and
 //! `wait`'s own state) is alive while it runs. A task's thread, read from its occupied slot, is
 //! held by the thread store until `free_task`; the fast lanes (`resume_from_wait`,
-//! `resume_with_values`) use it before any Lua runs, and while it runs nothing can free it:
+//! `resume_with_values`, `start_with_values`) use it before any Lua runs, and while it runs nothing can free it:
 //! `task.cancel` and `coroutine.close` refuse a running or normal thread, the host's cancel a
 //! task marked running, and `shutdown` a scheduler inside a resumption. After the resumption,
 //! `take_results`, `drop_results` and the status reads run no Lua; [`take_resume_error`] is the one use after
@@ -638,6 +638,69 @@ pub(crate) unsafe fn resume_with_values(
     // SAFETY: the caller guarantees the thread is alive and suspended in a yield, and the
     // block above pushed its `count` resumption values, as `resume_pushed` asks.
     Ok(unsafe { resume_pushed(from, co, count, keep) })
+}
+
+/// How many values [`start_with_values`] moves onto a thread that has never run: a new
+/// thread's stack has `2 * LUA_MINSTACK` (40) slots, one of them its function, so no stack
+/// grows (growing one could raise an out-of-memory error outside any protected call of the
+/// thread's own). A start with more takes the general path.
+pub(crate) const MAX_START_VALUES: usize = 16;
+
+/// Whether `thread`, made by mlua's `create_thread` and never resumed since, can be started
+/// by [`start_with_values`] with `count` values: its function is alone on its stack, and
+/// `count` is at most [`MAX_START_VALUES`].
+///
+/// # Safety
+/// `thread` must be alive, made by `Lua::create_thread` and not resumed since.
+pub(crate) unsafe fn can_start_with(thread: ThreadPtr, count: usize) -> bool {
+    let co = thread.0;
+    // SAFETY: `thread` is alive (the caller's guarantee); the reads only look at its state.
+    count <= MAX_START_VALUES
+        && unsafe {
+            ffi::lua_status(co) == ffi::LUA_OK
+                && ffi::lua_gettop(co) == 1
+                && ffi::lua_type(co, 1) == ffi::LUA_TFUNCTION
+        }
+}
+
+/// Starts a thread that has never run with `values` as its function's arguments, through
+/// `lua_resume` rather than mlua's `AsyncThread`, as [`resume_with_values`] resumes a yielded
+/// one: the host's spawn of a task whose outcome it does not keep. Its results are dropped.
+///
+/// # Safety
+/// `thread` must be alive and pass [`can_start_with`] for `values`, with no Lua run since.
+pub(crate) unsafe fn start_with_values(
+    lua: &Lua,
+    thread: ThreadPtr,
+    values: &MultiValue,
+) -> mlua::Result<RawResumed> {
+    let co = thread.0;
+    let count = c_int::try_from(values.len()).map_err(|_| mlua::Error::StackError)?;
+    let from = lua.exec_raw_lua(|raw| {
+        // SAFETY: the thread is alive and new, with room for `count` values above its
+        // function (`can_start_with`), so `lua_checkstack` grows nothing; the values go
+        // through the running thread's stack, which mlua's push code checks, and `lua_xmove`
+        // moves them over, above the function.
+        unsafe {
+            if ffi::lua_checkstack(co, count) == 0 {
+                return Err(mlua::Error::StackError);
+            }
+            let running = raw.state();
+            let top = ffi::lua_gettop(running);
+            let pushed = match values.push_into_stack_multi(raw) {
+                Ok(pushed) => pushed,
+                Err(error) => {
+                    ffi::lua_settop(running, top);
+                    return Err(error);
+                }
+            };
+            ffi::lua_xmove(running, co, pushed);
+            Ok(ThreadPtr(running))
+        }
+    })?;
+    // SAFETY: the thread is alive and new, its function and then its `count` arguments on
+    // its stack, which is how `lua_resume` starts a coroutine.
+    Ok(unsafe { resume_pushed(from, co, count, false) })
 }
 
 /// `lua_resume` of a thread with its `nargs` resumption values pushed; with `keep`, the

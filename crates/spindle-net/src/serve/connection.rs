@@ -1,6 +1,9 @@
-//! One client connection: hyper's HTTP/1.1 state machine, plus the two ends hyper leaves to us:
-//! the idle keep-alive timeout (a connection with no request in flight for `idleTimeout` is
-//! closed) and the server's stop (the connection finishes its in-flight request, then closes).
+//! One client connection: hyper's HTTP/1.1 state machine, plus the ends hyper leaves to us:
+//! the idle keep-alive timeout and the wait for a request's headers (a connection with no
+//! request in flight for `idleTimeout`, or for `requestTimeout`, whichever is shorter, is
+//! closed), and the server's stop (the connection finishes its in-flight request, then
+//! closes). A connection keeps one timer for its whole life, reset only when it fires: a timer
+//! armed for each request (hyper's header timer) cost every request its registration.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -27,26 +30,41 @@ pub(super) struct Activity {
 impl Activity {
     /// Marks a request as in flight until the returned guard is dropped.
     pub(super) fn begin(self: &Rc<Self>) -> InFlight {
+        let now = Instant::now();
         self.in_flight.set(self.in_flight.get() + 1);
-        self.last.set(Instant::now());
-        InFlight(Rc::clone(self))
+        self.last.set(now);
+        InFlight {
+            activity: Rc::clone(self),
+            started: now,
+        }
     }
 }
 
 /// A request in flight on a connection; dropping it ends the request.
-pub(super) struct InFlight(Rc<Activity>);
+pub(super) struct InFlight {
+    activity: Rc<Activity>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// When the request started: its deadline counts from here.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+}
 
 impl InFlight {
     /// The connection's slot, for the WebSocket this request upgrades it to.
     pub(super) fn take_slot(&self) -> Option<Slot> {
-        self.0.slot.take()
+        self.activity.slot.take()
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-        self.0.last.set(Instant::now());
+        let activity = &self.activity;
+        activity.in_flight.set(activity.in_flight.get() - 1);
+        activity.last.set(Instant::now());
     }
 }
 
@@ -68,7 +86,13 @@ pub(super) async fn serve(stream: TcpStream, slot: Slot, shared: Rc<Shared>) {
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
-    let idle_timeout = shared.limits.idle_timeout;
+    // Waiting for the next request's headers is waiting with no request in flight: hyper's
+    // header timer measured it from the same point, and so closed an idle connection after
+    // `requestTimeout` when that is the shorter.
+    let idle_timeout = shared
+        .limits
+        .idle_timeout
+        .min(shared.limits.request_timeout);
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut stopped = shared.stopped.clone();

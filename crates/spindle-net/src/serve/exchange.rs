@@ -1,5 +1,8 @@
 //! One request and its response: the body is read within the limits, the request becomes a Lua
-//! table, the handler runs as a task of its own, and its answer becomes the response.
+//! table, the handler runs as a task of its own, and its answer, which the task leaves in the
+//! exchange's reply slot ([`super::reply`]), becomes the response. A task that ends with no
+//! answer there failed (its error is reported with its traceback, as any task's), was
+//! cancelled or left the scheduler: the client gets `500`.
 //!
 //! The handler's task is cancelled if the exchange is dropped before the task ends (the
 //! connection closed, or the server's shutdown deadline passed), so no handler outlives its
@@ -9,12 +12,12 @@ use std::convert::Infallible;
 use std::rc::Rc;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use mlua::{Lua, MultiValue, Table, Value};
-use spindle::{Outcome, TaskId, WeakScheduler};
-use tokio::time::{timeout_at, Instant};
+use spindle::{TaskId, TaskStatus, WeakScheduler};
+use tokio::time::timeout_at;
 
 use super::connection::InFlight;
 use super::Shared;
@@ -44,7 +47,7 @@ pub(super) async fn exchange(
     let Some(task_function) = &shared.task_function else {
         return Ok(plain(StatusCode::UPGRADE_REQUIRED));
     };
-    let deadline = Instant::now() + shared.limits.request_timeout;
+    let deadline = in_flight.started() + shared.limits.request_timeout;
     let (parts, body) = request.into_parts();
     let limit = shared.limits.max_body_size;
     let declared = parts
@@ -54,59 +57,71 @@ pub(super) async fn exchange(
     if declared.is_some_and(|length| length > limit as u64) {
         return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE));
     }
-    let body = match timeout_at(deadline, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => {
-            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE))
-        }
-        Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST)),
-        Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT)),
+    // A request without a body (the usual GET) needs neither the collector nor its timer.
+    let body = match body.is_end_stream() {
+        true => Bytes::new(),
+        false => match timeout_at(deadline, Limited::new(body, limit).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
+                return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE))
+            }
+            Ok(Err(_)) => return Ok(plain(StatusCode::BAD_REQUEST)),
+            Err(_) => return Ok(plain(StatusCode::REQUEST_TIMEOUT)),
+        },
     };
     let Some(scheduler) = shared.scheduler.upgrade() else {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE));
     };
-    let task = match request_args(scheduler.lua(), &parts, &body)
-        .and_then(|args| Ok(scheduler.spawn(task_function, args)?))
+    let slot = shared.replies.open();
+    let task = match request_args(scheduler.lua(), slot.key(), &parts, &body)
+        .and_then(|args| Ok(scheduler.spawn_detached(task_function, args)?))
     {
         Ok(task) => task,
         // The Lua is out of memory, or the scheduler refuses work.
         Err(_) => return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR)),
     };
+    // A handler that returned without yielding has answered already: no join, no timer.
+    if let Some(answer) = slot.take() {
+        return Ok(answer.into_response());
+    }
+    if scheduler.status(task) != TaskStatus::Scheduled {
+        // Failed (the error handler has it), cancelled, or left the scheduler.
+        return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR));
+    }
     let mut running = Running {
         scheduler: shared.scheduler.clone(),
-        task: Some(task.id()),
+        task: Some(task),
     };
-    // The join holds the scheduler weakly: with the strong handle let go before the await, a
+    // The wait holds the scheduler weakly: with the strong handle let go before the await, a
     // host that drops its last handle mid-request ends the scheduler (and this exchange).
-    let join = scheduler.join::<Value>(&task);
-    let id = task.id();
-    drop((task, scheduler));
-    let outcome = timeout_at(deadline, join).await;
+    let ended = scheduler.ended(task);
+    drop(scheduler);
+    let outcome = timeout_at(deadline, ended).await;
     running.task = None;
     let response = match outcome {
-        Ok(Ok(Outcome::Finished(Value::String(body)))) => {
-            Response::new(Full::new(Bytes::copy_from_slice(&body.as_bytes())))
-        }
-        Ok(Ok(Outcome::Finished(Value::UserData(answer)))) => match answer.take::<Answer>() {
-            Ok(answer) => {
-                let mut response = Response::new(Full::new(answer.body));
-                *response.status_mut() = answer.status;
-                *response.headers_mut() = answer.headers;
-                response
-            }
-            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR),
+        Ok(()) => match slot.take() {
+            Some(answer) => answer.into_response(),
+            // Failed (the error handler has it), cancelled, or left the scheduler.
+            None => plain(StatusCode::INTERNAL_SERVER_ERROR),
         },
         // The handler is too slow: its task is cancelled.
         Err(_) => {
             if let Some(scheduler) = shared.scheduler.upgrade() {
-                let _ = scheduler.cancel(id);
+                let _ = scheduler.cancel(task);
             }
             plain(StatusCode::SERVICE_UNAVAILABLE)
         }
-        // Failed (the error handler has it), cancelled, or left the scheduler.
-        Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR),
     };
     Ok(response)
+}
+
+impl Answer {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
 }
 
 /// Cancels the handler's task if the exchange is dropped while it runs.
@@ -135,21 +150,63 @@ fn plain(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
+/// Methods the task function gets as their index in this list (from 1), not as a string.
+pub(super) static COMMON_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+];
+
+/// Header names the task function gets as their index in this list (from 1), not as a string.
+pub(super) static COMMON_NAMES: [HeaderName; 14] = [
+    header::HOST,
+    header::USER_AGENT,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::CONNECTION,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::COOKIE,
+    header::AUTHORIZATION,
+    header::CACHE_CONTROL,
+    header::ORIGIN,
+    header::REFERER,
+    header::UPGRADE,
+];
+
 /// The request as `net.serve`'s task function takes it, to build the table the handler sees:
-/// `method, path, body, n`, then `n` decoded query pairs (`a=1&b=x+y&a=2` as `a, 1, b, x y, a,
-/// 2`; `+` read as a space; a key without `=` has the empty value), then the headers' names
-/// (lower case) and values (a header sent more than once joined with `", "`).
+/// the reply slot's key ([`super::reply`]), `method, path, body, n`, then `n` decoded query
+/// pairs (`a=1&b=x+y&a=2` as `a, 1, b, x y, a, 2`; `+` read as a space; a key without `=` has
+/// the empty value), then the headers' names
+/// (lower case) and values (a header sent more than once joined with `", "`). A method or
+/// header name of [`COMMON_METHODS`] or [`COMMON_NAMES`] is passed as its index there, and an
+/// empty body as nil.
 pub(super) fn request_args(
     lua: &Lua,
+    slot: i64,
     parts: &hyper::http::request::Parts,
     body: &Bytes,
 ) -> mlua::Result<MultiValue> {
     let query = parts.uri.query().unwrap_or("");
     let pairs = query.split('&').filter(|pair| !pair.is_empty());
-    let mut args = Vec::with_capacity(4 + 2 * parts.headers.keys_len());
-    args.push(Value::String(lua.create_string(parts.method.as_str())?));
+    let mut args = Vec::with_capacity(5 + 2 * parts.headers.keys_len());
+    args.push(Value::Integer(slot));
+    args.push(
+        match COMMON_METHODS.iter().position(|m| *m == parts.method) {
+            Some(index) => Value::Integer(index as i64 + 1),
+            None => Value::String(lua.create_string(parts.method.as_str())?),
+        },
+    );
     args.push(Value::String(lua.create_string(parts.uri.path())?));
-    args.push(Value::String(lua.create_string(body)?));
+    args.push(match body.is_empty() {
+        true => Value::Nil,
+        false => Value::String(lua.create_string(body)?),
+    });
     args.push(Value::Integer(0));
     let mut count = 0;
     for pair in pairs {
@@ -158,9 +215,14 @@ pub(super) fn request_args(
         args.push(Value::String(lua.create_string(decode_component(value))?));
         count += 1;
     }
-    args[3] = Value::Integer(count);
+    args[4] = Value::Integer(count);
     for name in parts.headers.keys() {
-        args.push(Value::String(lua.create_string(name.as_str())?));
+        args.push(
+            match COMMON_NAMES.iter().position(|common| common == name) {
+                Some(index) => Value::Integer(index as i64 + 1),
+                None => Value::String(lua.create_string(name.as_str())?),
+            },
+        );
         let value = crate::headers::joined(&parts.headers, name);
         args.push(Value::String(lua.create_string(&*value)?));
     }
@@ -172,18 +234,12 @@ fn decode_component(text: &str) -> Vec<u8> {
     percent_encoding::percent_decode_str(&spaced).collect()
 }
 
-/// `respond(answer)`, called in the handler's task with what the handler returned: checks it and
-/// hands it over, a string as it is (the common case, with no allocation), a table as an
-/// [`Answer`] userdata. A bad answer fails the task here, with a message that says what was
-/// wrong.
-pub(super) fn respond(lua: &Lua, values: MultiValue) -> mlua::Result<Value> {
-    let value = values.into_iter().next().unwrap_or(Value::Nil);
-    if let Value::String(_) = value {
-        return Ok(value);
-    }
-    let answer = answer_from(value)
-        .map_err(|message| mlua::Error::runtime(format!("net.serve: the handler {message}")))?;
-    Ok(Value::UserData(lua.create_any_userdata(answer)?))
+/// What `respond(slot, answer)`, called in the handler's task with what the handler returned,
+/// leaves in the reply slot: the checked answer. A bad answer fails the task there, with a
+/// message that says what was wrong.
+pub(super) fn respond(value: Value) -> mlua::Result<Answer> {
+    answer_from(value)
+        .map_err(|message| mlua::Error::runtime(format!("net.serve: the handler {message}")))
 }
 
 fn answer_from(value: Value) -> Result<Answer, String> {

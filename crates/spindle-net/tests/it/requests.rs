@@ -285,3 +285,63 @@ fn a_handler_can_call_async_functions_and_spawn_tasks() {
     );
     assert_eq!(served.client.text(), "true");
 }
+
+#[test]
+fn a_handler_that_waits_and_then_fails_or_leaves_answers_500_and_the_error_is_reported() {
+    let served = serve(
+        r#"
+        server = net.serve(0, function(request)
+            task.wait()
+            if request.path == "/fail" then
+                error("failed after waiting")
+            elseif request.path == "/leave" then
+                coroutine.yield("not an answer")
+            end
+            return "answered after waiting"
+        end)
+        "#,
+        |port| (get(port, "/fail"), get(port, "/leave"), get(port, "/fine")),
+    );
+    let (failed, left, fine) = served.client;
+    assert_eq!(failed.status, 500);
+    assert_eq!(left.status, 500);
+    assert_eq!(fine.status, 200);
+    assert_eq!(fine.text(), "answered after waiting");
+    assert_eq!(served.errors.len(), 1, "{:?}", served.errors);
+    let error = &served.errors[0];
+    assert!(
+        error.starts_with("server.luau:5: failed after waiting"),
+        "{error}"
+    );
+    assert!(error.contains("stack traceback"), "{error}");
+}
+
+#[test]
+fn answers_reach_their_own_requests_whether_handlers_wait_or_not_in_any_order() {
+    let served = serve(
+        r#"
+        server = net.serve(0, function(request)
+            local n = tonumber(string.sub(request.path, 2))
+            if n % 3 == 1 then
+                task.wait(0.01 * (10 - n))
+            elseif n % 3 == 2 then
+                task.wait()
+            end
+            return { status = 200, headers = { ["x-n"] = tostring(n) }, body = "answer " .. n }
+        end)
+        "#,
+        |port| {
+            let clients: Vec<_> = (0..10)
+                .map(|i| std::thread::spawn(move || get(port, &format!("/{i}"))))
+                .collect();
+            clients
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect::<Vec<_>>()
+        },
+    );
+    for (i, response) in served.client.iter().enumerate() {
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), format!("answer {i}"));
+    }
+}

@@ -2,9 +2,10 @@
 //! result), and filing it by how its thread comes back. A resumption never fails: whatever goes
 //! wrong ends that task and is reported, as an uncaught error in the task would be.
 //!
-//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`), and so does a
-//! task whose Spindle future completed (`resume_settled`): the same bookkeeping, with the thread
-//! resumed through `lua_resume` rather than mlua's `AsyncThread`.
+//! A `task.wait` that ends with its timer takes a fast lane (`resume_waiting`), and so do a
+//! task whose Spindle future completed (`resume_settled`) and the start of a task the host
+//! spawned without keeping its outcome (`start_detached`): the same bookkeeping, with the
+//! thread resumed through `lua_resume` rather than mlua's `AsyncThread`.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -98,6 +99,8 @@ enum Lane<'a> {
         values: MultiValue,
         kept: bool,
     },
+    /// A thread made for a host's spawn that keeps no outcome, started with `args`.
+    Start { thread: ThreadPtr, args: MultiValue },
     /// mlua's path, with the thread when the caller has it at hand: fetching it from the store
     /// is 9% of the instructions of 200k spawned tasks each waiting once (callgrind).
     General {
@@ -175,6 +178,7 @@ enum Came {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RawLane {
     Wait,
+    Start,
     /// `kept` when the thread keeps its results on its stack if it returns.
     Settled {
         kept: bool,
@@ -255,6 +259,35 @@ impl Inner {
             }
         }
         true
+    }
+
+    /// Starts the thread of a task the host spawned without keeping its outcome, made for
+    /// the spawn. It takes the start lane, where the arguments go onto the new thread's stack
+    /// and `lua_resume` starts it (mlua's `AsyncThread` and its stream cost about a third of
+    /// such a task's instructions), unless the watchdog has a budget, the host asked for the
+    /// general path, a resumption is under way (the general path reports Luau's refusal to
+    /// nest resumptions too deep as the script's error), or there are more arguments than the
+    /// new thread has room for.
+    pub(crate) fn start_detached(&self, lua: &Lua, id: TaskId, thread: &Thread, args: MultiValue) {
+        let ptr = ThreadPtr::of(thread);
+        // SAFETY: the handle keeps the thread alive; it was made for this spawn and not
+        // resumed since (`host_spawn`'s `fresh`), and the check only reads its state.
+        let lane = self.raw_lanes() && unsafe { vm::can_start_with(ptr, args.len()) };
+        let token = lane
+            .then(|| {
+                self.core(|core| match core.is_resuming() {
+                    true => None,
+                    false => core.start_resumption(id, true),
+                })
+            })
+            .flatten();
+        match token {
+            Some(token) => {
+                let lane = Lane::Start { thread: ptr, args };
+                self.resume_started(lua, id, token, lane, None);
+            }
+            None => self.resume_known(lua, id, Some(thread), Wakeup::Args(args)),
+        }
     }
 
     /// Ends a task's wait on a Spindle future that completed with `values`. It takes the
@@ -342,6 +375,16 @@ impl Inner {
                     Err(error) => Came::Back(Returned::Ended(Err(error))),
                 }
             }
+            Lane::Start { thread, args } => {
+                // SAFETY: the slot is occupied and marked running, so nothing frees its
+                // thread meanwhile; `can_start_with` was checked, with no Lua run since.
+                let resumed = unsafe { vm::start_with_values(lua, thread, &args) };
+                drop(args);
+                match resumed {
+                    Ok(resumed) => Came::Raw(thread, resumed, RawLane::Start),
+                    Err(error) => Came::Back(Returned::Ended(Err(error))),
+                }
+            }
             Lane::General { known, wakeup } => {
                 Came::Back(self.resume_thread(lua, id, known, token, wakeup).into())
             }
@@ -385,6 +428,7 @@ impl Inner {
         let cause = match lane {
             Lane::Wait { .. } => Cause::Timer,
             Lane::Settled { .. } => Cause::Future,
+            Lane::Start { .. } => self.timeline.cause_with_args(id),
             Lane::General { wakeup, .. } => match wakeup {
                 Wakeup::Args(_) => self.timeline.cause_with_args(id),
                 Wakeup::Timer(_) => Cause::Timer,

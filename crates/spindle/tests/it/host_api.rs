@@ -13,6 +13,7 @@ use crate::support::{harness, harness_with, lines};
 
 // Serving drivers and awaited tasks; reaching the scheduler from Lua; the end hook.
 mod attacks;
+mod detached;
 mod driving;
 mod reaching;
 mod scripts;

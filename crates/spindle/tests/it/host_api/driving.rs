@@ -14,13 +14,13 @@ use spindle::{Error, Outcome, Resumed, Scheduler, SchedulerBuilder, TaskEnd, Tas
 use super::function;
 
 /// Runs `test` once with the raw lanes and once on mlua's general path only: both must agree.
-fn both_ways(test: impl Fn(&dyn Fn(SchedulerBuilder) -> SchedulerBuilder)) {
+pub(super) fn both_ways(mut test: impl FnMut(&dyn Fn(SchedulerBuilder) -> SchedulerBuilder)) {
     test(&|builder| builder);
     test(&|builder| builder.general_path_only());
 }
 
 /// A scheduler whose errors and task ends are logged, built by `configure`.
-fn logged(
+pub(super) fn logged(
     lua: &Lua,
     configure: &dyn Fn(SchedulerBuilder) -> SchedulerBuilder,
 ) -> (Scheduler, Rc<RefCell<Vec<String>>>) {
