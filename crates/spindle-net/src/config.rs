@@ -31,6 +31,11 @@ pub(crate) struct Limits {
 }
 
 /// The option names `net.serve` knows, for the error that names an unknown one.
+/// The default limit on a WebSocket message's size (and on a frame's): 4 MiB, as
+/// `maxBodySize`. Here, with the other options' defaults, so that reading options needs
+/// nothing of the modules that use them.
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
 const KEYS: [&str; 11] = [
     "port",
     "address",
@@ -53,7 +58,7 @@ impl ServeConfig {
         let mut port = None;
         let mut handler = None;
         let mut websocket = None;
-        let mut max_message_size = crate::websocket::DEFAULT_MAX_MESSAGE_SIZE;
+        let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
         let mut tables = Vec::new();
         match first {
             Value::Integer(_) | Value::Number(_) => port = Some(port_from(&first).map_err(fail)?),

@@ -38,8 +38,7 @@ const WEBSOCKET_LUAU: &str = include_str!("websocket.luau");
 /// How long a close waits for its frame to go out and for the peer's answer.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The default limit on a message's size (and on a frame's): 4 MiB, as `maxBodySize`.
-pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+pub(crate) use crate::config::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The byte streams a socket runs on: a TCP connection, or a server's upgraded HTTP connection.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
