@@ -213,6 +213,38 @@ fn errors_name_the_callers_line_the_path_and_the_systems_reason() {
     );
 }
 
+#[test]
+fn a_script_that_replaces_error_and_type_still_gets_argument_errors_at_its_line() {
+    // The module binds the globals it uses when it is made: replacing them afterwards changes
+    // nothing in its checks (a replaced `error` that returns would make refusals silent).
+    let host = host();
+    let errors: Vec<String> = host.run(
+        r#"
+        local pcall, select = pcall, select
+        error = function() end
+        type = function() return "string" end
+        typeof = function() return "string" end
+        string.format = function() return "" end
+        return {
+            select(2, pcall(function() return fs.readFile(42) end)),
+            select(2, pcall(function() fs.writeFile(dir .. "x", {}) end)),
+            select(2, pcall(function() return fs.readFile(dir .. "absent") end)),
+        }
+        "#,
+    );
+    let dir = host.dir.path().display();
+    assert_eq!(
+        errors,
+        [
+            "test:8: invalid argument #1 to 'readFile' (string expected, got number)".to_owned(),
+            "test:9: invalid argument #2 to 'writeFile' (string or buffer expected, got table)"
+                .to_owned(),
+            format!("test:10: fs.readFile: cannot read '{dir}/absent': No such file or directory"),
+        ]
+    );
+    assert!(!host.path("x").exists());
+}
+
 /// Makes a named pipe: opening it for reading blocks until a writer opens it, which stands for
 /// a slow disk.
 #[cfg(unix)]

@@ -264,3 +264,35 @@ fn rust_hosts_encode_and_decode_directly() {
         "json.decode: EOF while parsing an object at line 1 column 1"
     );
 }
+
+#[test]
+fn a_script_that_replaces_error_and_type_still_gets_argument_errors_at_its_line() {
+    // The module binds the globals it uses when it is made: replacing them afterwards changes
+    // nothing in its checks (a replaced `error` that returns would make refusals silent).
+    let lua = lua_with_json();
+    let (ok, message, nested): (bool, String, String) = eval(
+        &lua,
+        r#"
+        local pcall, select = pcall, select
+        error = function() end
+        type = function() return "string" end
+        typeof = function() return "string" end
+        setmetatable = function(t) return t end
+        local ok, message = pcall(function()
+            return json.decode(5)
+        end)
+        local nested = select(2, pcall(function() return json.decode("[1,") end))
+        return ok, message, nested
+        "#,
+    );
+    assert!(!ok);
+    assert_eq!(
+        message,
+        "test:8: invalid argument #1 to 'decode' (string expected, got number)"
+    );
+    assert!(nested.starts_with("test:10: "), "{nested}");
+    assert_eq!(
+        error_of(&lua, "json.object(5)"),
+        "test:1: invalid argument #1 to 'object' (table expected, got number)"
+    );
+}

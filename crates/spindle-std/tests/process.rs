@@ -262,6 +262,46 @@ fn exit_refuses_codes_outside_a_byte() {
 }
 
 #[test]
+fn a_script_that_replaces_globals_still_gets_argument_errors_at_its_line() {
+    // The module binds the globals and library functions it uses when it is made: replacing
+    // them afterwards changes nothing (a replaced `error` that returns would make refusals
+    // silent and let a bad exit code through).
+    let host = host(&[]);
+    let status = host.run(
+        r#"
+        local pcall, select = pcall, select
+        error = function() end
+        type = function() return "number" end
+        typeof = function() return "number" end
+        tostring = function() return "?" end
+        math.floor = function(x) return x end
+        string.format = function() return "" end
+        code = select(2, pcall(function() process.exitCode = 1.5 end))
+        name = select(2, pcall(function() return process.env[1] end))
+        field = select(2, pcall(function() process.cwd = "/" end))
+        exit = select(2, pcall(process.exit, "1"))
+    "#,
+    );
+    assert_eq!(status, 0);
+    assert_eq!(
+        host.global::<String>("code"),
+        "main:9: invalid argument #1 to 'exitCode' (integer from 0 to 255 expected, got 1.5)"
+    );
+    assert_eq!(
+        host.global::<String>("name"),
+        "main:10: process.env: names are strings, got number"
+    );
+    assert_eq!(
+        host.global::<String>("field"),
+        "main:11: process.cwd cannot be assigned (only process.exitCode can)"
+    );
+    assert_eq!(
+        host.global::<String>("exit"),
+        "invalid argument #1 to 'exit' (integer from 0 to 255 expected, got string)"
+    );
+}
+
+#[test]
 fn a_run_with_no_exit_ends_when_its_work_does() {
     let host = host(&[]);
     let status = host.run("task.wait(0.01) done = true");

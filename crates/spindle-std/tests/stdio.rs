@@ -89,3 +89,36 @@ fn write_refuses_what_is_not_text_at_the_callers_line() {
         "test:1: stdio.ewrite: string or buffer expected, got nil"
     );
 }
+
+#[test]
+fn a_script_that_replaces_globals_still_gets_refusals_and_formats() {
+    // The module binds the globals and library functions it uses when it is made: replacing
+    // them afterwards changes nothing (a replaced `error` that returns would make refusals
+    // silent, a replaced `table.insert` would empty `format`).
+    let lua = lua_with_stdio();
+    assert_eq!(
+        eval(
+            &lua,
+            r#"
+            local pcall, select = pcall, select
+            error = function() end
+            tostring = function() return "?" end
+            type = function() return "string" end
+            table.insert = function() end
+            string.format = function() return "" end
+            return select(2, pcall(function()
+                stdio.write({})
+            end))
+            "#
+        ),
+        "test:9: stdio.write: string or buffer expected, got table"
+    );
+    assert_eq!(
+        eval(&lua, "return select(2, pcall(stdio.color, 5))"),
+        "invalid argument #1 to 'color' (one of black, blue, cyan, green, purple, red, reset, white, yellow expected, got 5)"
+    );
+    assert_eq!(
+        eval(&lua, "return stdio.format({1, 'two'}, 3)"),
+        r#"{ 1, "two" } 3"#
+    );
+}
