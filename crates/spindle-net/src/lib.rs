@@ -96,8 +96,10 @@
 //!
 //! Each request runs as a task: the handler's errors are reported with their traceback through
 //! the scheduler's error handler, like any task's, and the client gets `500 Internal Server
-//! Error`; a request that is not HTTP gets `400 Bad Request`. The server goes on either way. A
-//! handler whose connection closes before it answers is cancelled.
+//! Error`; so does a request whose task cannot start (the Lua out of memory, the scheduler
+//! refusing work), reported through the same handler as `net.serve: cannot start the handler for
+//! METHOD /path: ...`. A request that is not HTTP gets `400 Bad Request`. The server goes on
+//! either way. A handler whose connection closes before it answers is cancelled.
 //!
 //! A listening server keeps the run going: its accept loop is a future that a task of the
 //! scheduler waits on, which counts as work. `stop()` (also `handle:stop()`) returns at once:

@@ -598,7 +598,7 @@ impl Inner {
     /// An error reported while the handler runs (a task it started failed at once) is handed
     /// to it once it returns, in order: a handler that restarts a task failing at once would
     /// otherwise nest one level deeper each time, and a few hundred levels overflow the stack.
-    fn report(&self, error: TaskError) {
+    pub(crate) fn report(&self, error: TaskError) {
         self.errors.set(self.errors.get() + 1);
         if self.on_error.borrow().is_none() {
             return;

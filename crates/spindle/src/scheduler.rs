@@ -1008,6 +1008,29 @@ impl Scheduler {
         self.shared.inner.error_count()
     }
 
+    /// Hands `error` to the error handler as the scheduler's own reports go, and counts it in
+    /// [`error_count`](Self::error_count): for a library on the scheduler whose work failed
+    /// where no task could raise it (a task it could not start). A report made while the
+    /// handler runs is handed to it once it returns.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// let lua = mlua::Lua::new();
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let kept = seen.clone();
+    /// let scheduler = spindle::Scheduler::builder()
+    ///     .on_error(move |_, error| kept.borrow_mut().push(error.message.clone()))
+    ///     .build(&lua)?;
+    /// scheduler.report_error(spindle::TaskError::new(None, "server: no task for GET /", ""));
+    /// assert_eq!(*seen.borrow(), ["server: no task for GET /"]);
+    /// assert_eq!(scheduler.error_count(), 1);
+    /// # Ok::<(), spindle::Error>(())
+    /// ```
+    pub fn report_error(&self, error: TaskError) {
+        self.shared.inner.report(error);
+    }
+
     /// Ends the run: every task is dropped without error, every pending future dropped and every
     /// timer forgotten (contract rule 18). The scheduler stays usable. Refused with
     /// [`Error::Reentrant`] inside a cycle, a resumption or another shutdown (from the end

@@ -2,7 +2,9 @@
 //! table, the handler runs as a task of its own, and its answer, which the task leaves in the
 //! exchange's reply slot ([`super::reply`]), becomes the response. A task that ends with no
 //! answer there failed (its error is reported with its traceback, as any task's), was
-//! cancelled or left the scheduler: the client gets `500`.
+//! cancelled or left the scheduler: the client gets `500`. So does a request whose task could
+//! not start (the Lua out of memory, the scheduler refusing work), and that is reported to the
+//! scheduler's error handler, naming the method and path.
 //!
 //! The handler's task is cancelled if the exchange is dropped before the task ends (the
 //! connection closed, or the server's shutdown deadline passed), so no handler outlives its
@@ -16,7 +18,7 @@ use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use mlua::{Lua, MultiValue, Table, Value};
-use spindle::{TaskId, TaskStatus, WeakScheduler};
+use spindle::{TaskError, TaskId, TaskStatus, WeakScheduler};
 use tokio::time::timeout_at;
 
 use super::connection::InFlight;
@@ -77,8 +79,20 @@ pub(super) async fn exchange(
         .and_then(|args| Ok(scheduler.spawn_detached(task_function, args)?))
     {
         Ok(task) => task,
-        // The Lua is out of memory, or the scheduler refuses work.
-        Err(_) => return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR)),
+        // The Lua is out of memory, or the scheduler refuses work: no task holds the failure,
+        // so it is reported here, as a task's error would be.
+        Err(error) => {
+            scheduler.report_error(TaskError::new(
+                None,
+                format!(
+                    "net.serve: cannot start the handler for {} {}: {error}",
+                    parts.method,
+                    parts.uri.path()
+                ),
+                "",
+            ));
+            return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR));
+        }
     };
     // A handler that returned without yielding has answered already: no join, no timer.
     if let Some(answer) = slot.take() {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{get, request, serve, Client};
+use crate::support::{get, request, serve, serve_with, Client};
 
 const ECHO_LENGTH: &str = r#"
     server = net.serve({ port = 0, maxBodySize = 1000, maxHeaderSize = 8192 }, function(request)
@@ -224,4 +224,42 @@ fn a_client_that_disconnects_cancels_its_handler() {
     let globals = served.lua.globals();
     assert!(globals.get::<bool>("started").unwrap());
     assert!(!globals.get::<bool>("finished").unwrap());
+}
+
+#[test]
+fn a_request_whose_task_cannot_start_gets_500_and_is_reported() {
+    // The body becomes a Lua string before the handler's task starts: past what the memory
+    // limit leaves, the task cannot start, and no task is there to report it.
+    let served = serve_with(
+        r#"
+        calls = 0
+        server = net.serve({ port = 0, maxBodySize = 8 * 1024 * 1024 }, function(request)
+            calls += 1
+            return "handled"
+        end)
+        "#,
+        |lua| {
+            lua.set_memory_limit(lua.used_memory() + 1024 * 1024)
+                .unwrap();
+        },
+        |port| {
+            let big = request(
+                port,
+                "POST",
+                "/upload?token=secret",
+                "",
+                &vec![b'x'; 4 * 1024 * 1024],
+            );
+            (big, get(port, "/after"))
+        },
+    );
+    let (big, after) = served.client;
+    assert_eq!(big.status, 500);
+    assert_eq!((after.status, after.text().as_str()), (200, "handled"));
+    assert_eq!(served.lua.globals().get::<u32>("calls").unwrap(), 1);
+    // No traceback: no task was running.
+    assert_eq!(
+        served.errors,
+        ["net.serve: cannot start the handler for POST /upload: memory error: not enough memory"]
+    );
 }

@@ -90,6 +90,16 @@ pub fn serve<T: Send + 'static>(
     script: &str,
     client: impl FnOnce(u16) -> T + Send + 'static,
 ) -> Served<T> {
+    serve_with(script, |_| {}, client)
+}
+
+/// [`serve`], with `prepare` called on the Lua state once the server is made and before the
+/// client starts (to set a memory limit, for one).
+pub fn serve_with<T: Send + 'static>(
+    script: &str,
+    prepare: impl FnOnce(&Lua),
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> Served<T> {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let seen = errors.clone();
     let (runtime, lua, scheduler) =
@@ -109,6 +119,7 @@ pub fn serve<T: Send + 'static>(
             )
         });
         let port: u16 = server.get("port").unwrap();
+        prepare(&lua);
         let client = std::thread::spawn(move || client(port));
         let finished = async {
             while !client.is_finished() {
