@@ -85,9 +85,17 @@ async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Some(scheduler) = scheduler.upgrade() else { break };
-                    // Out of memory, or the scheduler refuses work: this connection is dropped.
-                    if let Ok(stream) = stream_userdata(scheduler.lua(), stream, read_timeout) {
-                        let _ = scheduler.spawn(&handler, stream);
+                    // Out of memory, or the scheduler refuses work: this connection is dropped,
+                    // and the failure reported as a task's error would be.
+                    let started = stream_userdata(scheduler.lua(), stream, read_timeout)
+                        .map_err(spindle::Error::from)
+                        .and_then(|stream| scheduler.spawn(&handler, stream));
+                    if let Err(error) = started {
+                        scheduler.report_error(spindle::TaskError::new(
+                            None,
+                            format!("net.tcp.listen: cannot start the handler for a connection: {error}"),
+                            "",
+                        ));
                     }
                 }
                 Err(error) => accept_failed(error).await,

@@ -119,7 +119,16 @@ impl Upgrades {
             .create_any_userdata(pending)
             .map_err(spindle::Error::from)
             .and_then(|pending| scheduler.spawn(&self.task_function, pending));
-        if started.is_err() {
+        if let Err(error) = started {
+            // No task to fail: reported here, as a task's error would be.
+            scheduler.report_error(spindle::TaskError::new(
+                None,
+                format!(
+                    "net.serve: cannot start the WebSocket handler for {}: {error}",
+                    request.uri().path()
+                ),
+                "",
+            ));
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "");
         }
         let mut response = Response::new(Full::new(Bytes::new()));
