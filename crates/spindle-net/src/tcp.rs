@@ -12,7 +12,8 @@
 //! also to a read in progress when another task closes the stream; a `read` or `write` called
 //! after `close()` is an error that says so. `close()` shuts the writing half down (for TLS,
 //! sends close_notify; bounded by [`CLOSE_TIMEOUT`]) and drops both halves, which closes the
-//! connection; a stream nobody closed is closed when the collector frees it.
+//! connection (unless the closing task is cancelled meanwhile: then the collector closes it, with
+//! the object); a stream nobody closed is closed when the collector frees it.
 
 mod connect;
 mod listen;
