@@ -45,9 +45,21 @@ impl<R, W> Duplex<R, W> {
 
     /// Ends the operations in progress and drops both halves. Closing twice does nothing more.
     pub(crate) async fn close(&self) {
+        self.close_after(async |_| {}).await;
+    }
+
+    /// As [`close`](Self::close), but runs `farewell` on the writing half (once the writers in
+    /// progress have let go of it, and if the connection was open) before dropping it: a TLS
+    /// session's close_notify, say. The caller bounds how long `farewell` may take.
+    pub(crate) async fn close_after(&self, farewell: impl AsyncFnOnce(&mut W)) {
         self.closed.send_replace(true);
         // The operations in progress give their locks back at their next poll.
-        drop(self.writer.lock().await.take());
+        let mut writer = self.writer.lock().await;
+        if let Some(half) = writer.as_mut() {
+            farewell(half).await;
+        }
+        drop(writer.take());
+        drop(writer);
         drop(self.reader.lock().await.take());
     }
 }

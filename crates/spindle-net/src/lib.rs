@@ -237,8 +237,16 @@
 //!
 //! # TCP
 //!
-//! `net.tcp.connect(host, port, { timeout?, readTimeout? })` yields until connected (`timeout`,
-//! default 30 s) and returns a stream. `net.tcp.listen(port | { port, address?, readTimeout? },
+//! `net.tcp.connect(host, port, { timeout?, readTimeout?, tls?, caCertificates?, serverName? })`
+//! yields until connected (`timeout`, default 30 s, bounds the connection and the TLS handshake)
+//! and returns a stream. With `tls = true` (or `true` in place of the table, Lune's shorthand)
+//! the stream runs over TLS: rustls on ring, trusting the webpki roots and those of
+//! `caCertificates` (PEM, as for `net.request`), and checking that the certificate names
+//! `serverName` (default: `host`, a name or an IP address). A server no root vouches for is
+//! refused (`net.tcp.connect: the TLS handshake with localhost:7000 failed: invalid peer
+//! certificate: UnknownIssuer`). `caCertificates` or `serverName` without `tls = true` is an
+//! error (`option 'caCertificates' is for TLS streams: set 'tls = true' as well`), not
+//! ignored. `net.tcp.listen(port | { port, address?, readTimeout? },
 //! handler)` returns at once with a handle (`port`, `address`, `stop()`) and runs
 //! `handler(stream)` as a task of its own for each connection; like `net.serve`, an open
 //! listener keeps the run going, and `stop()` closes it (accepted streams stay open). A stream
@@ -248,12 +256,16 @@
 //!   65536, at most 16 MiB) as a string; nil at the end of the stream. With `readTimeout`, a
 //!   read that waits longer fails with `stream:read: timed out after N s (readTimeout)`.
 //! - `stream:write(data)`: a string or a buffer; yields until it is all written.
-//! - `stream:close()`: closes the connection; a read waiting in another task returns nil, and
-//!   later reads and writes are errors (`stream:read: the stream is closed`).
+//! - `stream:close()`: closes the connection (a TLS stream sends close_notify first, waiting at
+//!   most a second for it to go out); a read waiting in another task returns nil, and later
+//!   reads and writes are errors (`stream:read: the stream is closed`).
 //! - `stream.remoteAddress`, `stream.remotePort`: the peer.
 //!
-//! Cancelling a task blocked in `read` or `write` drops that call's future at once. No TLS for
-//! TCP streams (so no `caCertificates` for them either).
+//! Cancelling a task blocked in `read` or `write` drops that call's future at once. A TLS
+//! stream behaves as a plain one in every other way; a TLS peer that closes the connection
+//! without close_notify ends the stream too (`read` returns nil), as most TLS clients treat it:
+//! a protocol that must tell a cut-short stream from a finished one frames its data.
+//! `net.tcp.listen` serves plain TCP only (no TLS server).
 
 #![warn(missing_docs)]
 

@@ -2,28 +2,33 @@
 //!
 //! A stream is a userdata (`typeof` says `"TcpStream"`) over a [`Duplex`] of the connection's
 //! halves, with `read(maxBytes?)`, `write(data)`, `close()`, `remoteAddress` and `remotePort`.
-//! Its methods are Spindle async functions wrapped in `tcp.luau`, which checks the arguments and
-//! raises refusals at the caller's line. A task blocked in `read` or `write` holds only the
-//! future of that call: cancelling the task drops it, and the half is free for the next caller.
+//! The halves are boxed: a plain connection's own halves, or those of a TLS session over it
+//! (`connect` with `tls = true`), so that one code path serves both. Its methods are Spindle
+//! async functions wrapped in `tcp.luau`, which checks the arguments and raises refusals at the
+//! caller's line. A task blocked in `read` or `write` holds only the future of that call:
+//! cancelling the task drops it, and the half is free for the next caller.
 //!
 //! Invariants: `read` returns nil at the end of the stream (and on every read after it), and
 //! also to a read in progress when another task closes the stream; a `read` or `write` called
-//! after `close()` is an error that says so. `close()` drops both halves, which closes the
-//! connection at once; a stream nobody closed is closed when the collector frees it.
+//! after `close()` is an error that says so. `close()` shuts the writing half down (for TLS,
+//! sends close_notify; bounded by [`CLOSE_TIMEOUT`]) and drops both halves, which closes the
+//! connection (unless the closing task is cancelled meanwhile: then the collector closes it, with
+//! the object); a stream nobody closed is closed when the collector frees it.
 
+mod connect;
 mod listen;
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mlua::{AnyUserData, Lua, LuaString, Table, UserDataFields, Value};
+use mlua::{AnyUserData, Lua, Table, UserDataFields, Value};
 use spindle::Scheduler;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-use crate::config::{read_options, seconds_from};
 use crate::duplex::Duplex;
 
 /// The Lua side of streams: argument checks and errors at the caller's line.
@@ -33,13 +38,29 @@ const TCP_LUAU: &str = include_str!("tcp.luau");
 /// its full size, so a script's `maxBytes` must not choose the allocation freely.
 const MAX_READ: usize = 16 * 1024 * 1024;
 
+/// How long `close()` waits for the writing half to shut down (a TLS close_notify to go out)
+/// before it drops the connection anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The userdata behind a stream.
 pub(crate) struct Stream(Rc<State>);
 
+/// A stream's reading half: a plain connection's, or a TLS session's. Boxed, so that the
+/// methods have one code path; the indirect call costs nothing next to the system call.
+type Reader = Box<dyn AsyncRead + Unpin>;
+/// A stream's writing half, as [`Reader`].
+type Writer = Box<dyn AsyncWrite + Unpin>;
+
 struct State {
-    duplex: Duplex<OwnedReadHalf, OwnedWriteHalf>,
+    duplex: Duplex<Reader, Writer>,
     read_timeout: Option<Duration>,
     remote: Option<SocketAddr>,
+}
+
+/// An open connection, before it becomes a stream.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// What the primitives hand to `tcp.luau`: `true` and a value, or `false` and the refusal.
@@ -59,12 +80,23 @@ fn state_of(stream: &AnyUserData) -> Result<Rc<State>, String> {
 /// A stream userdata over an open connection.
 fn stream_userdata(
     lua: &Lua,
-    stream: TcpStream,
+    connection: Connection,
     read_timeout: Option<Duration>,
 ) -> mlua::Result<AnyUserData> {
-    let _ = stream.set_nodelay(true);
-    let remote = stream.peer_addr().ok();
-    let (reader, writer) = stream.into_split();
+    let (remote, reader, writer): (_, Reader, Writer) = match connection {
+        Connection::Plain(stream) => {
+            let _ = stream.set_nodelay(true);
+            let remote = stream.peer_addr().ok();
+            let (reader, writer) = stream.into_split();
+            (remote, Box::new(reader), Box::new(writer))
+        }
+        Connection::Tls(stream) => {
+            let remote = stream.get_ref().0.peer_addr().ok();
+            // A TLS session is one state for both directions: the halves share it.
+            let (reader, writer) = tokio::io::split(*stream);
+            (remote, Box::new(reader), Box::new(writer))
+        }
+    };
     lua.create_any_userdata(Stream(Rc::new(State {
         duplex: Duplex::new(reader, writer),
         read_timeout,
@@ -112,6 +144,11 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
                     }
                     // The end of the stream; or closed by another task while this read waited.
                     Some(Ok(_)) | None => Ok((true, Value::Nil)),
+                    // A TLS peer that closed the connection without close_notify: the end too,
+                    // as for a plain stream (a protocol that must see truncation frames its data).
+                    Some(Err(error)) if error.kind() == ErrorKind::UnexpectedEof => {
+                        Ok((true, Value::Nil))
+                    }
                     Some(Err(error)) => refused(&lua, format!("the connection failed: {error}")),
                 }
             }
@@ -154,7 +191,10 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
             async move {
                 match state {
                     Ok(state) => {
-                        state.duplex.close().await;
+                        let shutdown = async |writer: &mut Writer| {
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
+                        };
+                        state.duplex.close_after(shutdown).await;
                         Ok((true, Value::Nil))
                     }
                     Err(message) => refused(&lua, message),
@@ -162,45 +202,7 @@ pub(crate) fn library(scheduler: &Scheduler) -> mlua::Result<Table> {
             }
         })?,
     )?;
-    primitives.raw_set(
-        "connect",
-        scheduler.create_async_function(
-            |lua: Lua, (host, port, options): (LuaString, u16, Option<Table>)| {
-                let host = host.to_string_lossy();
-                let mut timeout = Duration::from_secs(30);
-                let mut read_timeout = None;
-                let options = read_options(options, &["timeout", "readTimeout"], |name, value| {
-                    match name {
-                        "timeout" => timeout = seconds_from(value)?,
-                        _ => read_timeout = Some(seconds_from(value)?),
-                    }
-                    Ok(())
-                });
-                async move {
-                    if let Err(message) = options {
-                        return refused(&lua, message);
-                    }
-                    let connect = TcpStream::connect((host.as_str(), port));
-                    match tokio::time::timeout(timeout, connect).await {
-                        Ok(Ok(stream)) => Ok((
-                            true,
-                            Value::UserData(stream_userdata(&lua, stream, read_timeout)?),
-                        )),
-                        Ok(Err(error)) => {
-                            refused(&lua, format!("cannot connect to {host}:{port}: {error}"))
-                        }
-                        Err(_) => refused(
-                            &lua,
-                            format!(
-                                "cannot connect to {host}:{port}: timed out after {} s",
-                                timeout.as_secs_f64()
-                            ),
-                        ),
-                    }
-                }
-            },
-        )?,
-    )?;
+    primitives.raw_set("connect", connect::function(scheduler)?)?;
 
     let built: Table = lua
         .load(TCP_LUAU)

@@ -1,5 +1,5 @@
-//! The client side of TLS: which root certificates an `https://` request or a `wss://` socket
-//! trusts.
+//! The client side of TLS: which root certificates an `https://` request, a `wss://` socket or
+//! a TCP stream with `tls = true` trusts.
 //!
 //! By default, the webpki roots (Mozilla's list, built in; not the system's store). A script
 //! adds roots of its own with the `caCertificates` option, PEM text: they join the webpki roots,

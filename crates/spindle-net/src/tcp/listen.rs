@@ -10,7 +10,7 @@ use mlua::{Function, Lua, Value};
 use spindle::WeakScheduler;
 use tokio::net::TcpListener;
 
-use super::stream_userdata;
+use super::{stream_userdata, Connection};
 use crate::config::{address_from, port_from, read_options, seconds_from};
 use crate::error_at_caller;
 use crate::listener::{self, accept_failed, until_stopped, Stopped};
@@ -87,7 +87,7 @@ async fn accept(
                     let Some(scheduler) = scheduler.upgrade() else { break };
                     // Out of memory, or the scheduler refuses work: this connection is dropped,
                     // and the failure reported as a task's error would be.
-                    let started = stream_userdata(scheduler.lua(), stream, read_timeout)
+                    let started = stream_userdata(scheduler.lua(), Connection::Plain(stream), read_timeout)
                         .map_err(spindle::Error::from)
                         .and_then(|stream| scheduler.spawn(&handler, stream));
                     if let Err(error) = started {

@@ -8,14 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{loopback_listener, run, run_with, spawn_tls_server, LOCALHOST_PEM};
-
-/// `script` with `PEM_TEXT` standing for the fixture certificate, as a one-line Luau string
-/// (so that the script's line numbers stay as written).
-fn with_pem(script: &str) -> String {
-    let pem = LOCALHOST_PEM.replace('\n', "\\n");
-    script.replace("PEM_TEXT", &format!("\"{pem}\""))
-}
+use crate::support::{loopback_listener, run, run_with, spawn_tls_server, with_pem};
 
 #[test]
 fn wss_with_the_servers_root_echoes_text_and_binary_and_closes_with_a_code() {

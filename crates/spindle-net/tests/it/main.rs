@@ -10,5 +10,6 @@ mod raw_server;
 mod requests;
 mod support;
 mod tcp;
+mod tcp_tls;
 mod url;
 mod websocket;

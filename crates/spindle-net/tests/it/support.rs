@@ -20,6 +20,13 @@ pub const BOUND: Duration = Duration::from_secs(10);
 /// 2126 (tests/it/fixtures, made with openssl). No webpki root vouches for it.
 pub const LOCALHOST_PEM: &str = include_str!("fixtures/localhost.crt");
 
+/// `script` with `PEM_TEXT` standing for the fixture certificate, as a one-line Luau string
+/// (so that the script's line numbers stay as written).
+pub fn with_pem(script: &str) -> String {
+    let pem = LOCALHOST_PEM.replace('\n', "\\n");
+    script.replace("PEM_TEXT", &format!("\"{pem}\""))
+}
+
 /// A TLS acceptor presenting the fixture certificate.
 pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     use std::sync::Arc;
