@@ -611,14 +611,34 @@ pub(crate) unsafe fn resume_with_values(
 ) -> mlua::Result<RawResumed> {
     let co = thread.0;
     let count = c_int::try_from(values.len() + 1).map_err(|_| mlua::Error::StackError)?;
-    // The values go through the running thread's stack, which mlua's push code works on: it
-    // is also the thread the resumption comes from.
-    let from = lua.exec_raw_lua(|raw| {
-        // SAFETY: the thread is alive and suspended; `push_into_stack_multi` checks the running
-        // thread's stack and pushes `count - 1` values, which `lua_xmove` moves over, behind
+    // SAFETY: the thread is alive and suspended (the caller's guarantee); growing its stack
+    // may raise, which the caller allows for.
+    let from = unsafe { push_values(lua, co, Some(mark), values, count) }?;
+    // SAFETY: the caller guarantees the thread is alive and suspended in a yield, and
+    // `push_values` pushed its `count` resumption values, as `resume_pushed` asks.
+    Ok(unsafe { resume_pushed(from, co, count, keep) })
+}
+
+/// Pushes `mark`, when given, and then `values` onto `co`'s stack, `room` slots in all,
+/// checked first. The values go through the running thread's stack, which mlua's push code
+/// works on (it is also the thread a resumption comes from), and move over with `lua_xmove`.
+/// Returns the running thread.
+///
+/// # Safety
+/// `co` must be alive and not running; `room` must count the mark and the values.
+unsafe fn push_values(
+    lua: &Lua,
+    co: *mut ffi::lua_State,
+    mark: Option<LightUserData>,
+    values: &MultiValue,
+    room: c_int,
+) -> mlua::Result<ThreadPtr> {
+    lua.exec_raw_lua(|raw| {
+        // SAFETY: `co` is alive (the caller's guarantee); `push_into_stack_multi` checks the
+        // running thread's stack and pushes the values, which `lua_xmove` moves over, behind
         // the mark, into the room checked for.
         unsafe {
-            if ffi::lua_checkstack(co, count) == 0 {
+            if ffi::lua_checkstack(co, room) == 0 {
                 return Err(mlua::Error::StackError);
             }
             let running = raw.state();
@@ -630,14 +650,13 @@ pub(crate) unsafe fn resume_with_values(
                     return Err(error);
                 }
             };
-            ffi::lua_pushlightuserdata(co, mark.0);
+            if let Some(mark) = mark {
+                ffi::lua_pushlightuserdata(co, mark.0);
+            }
             ffi::lua_xmove(running, co, pushed);
             Ok(ThreadPtr(running))
         }
-    })?;
-    // SAFETY: the caller guarantees the thread is alive and suspended in a yield, and the
-    // block above pushed its `count` resumption values, as `resume_pushed` asks.
-    Ok(unsafe { resume_pushed(from, co, count, keep) })
+    })
 }
 
 /// How many values [`start_with_values`] moves onto a thread that has never run: a new
@@ -676,28 +695,10 @@ pub(crate) unsafe fn start_with_values(
 ) -> mlua::Result<RawResumed> {
     let co = thread.0;
     let count = c_int::try_from(values.len()).map_err(|_| mlua::Error::StackError)?;
-    let from = lua.exec_raw_lua(|raw| {
-        // SAFETY: the thread is alive and new, with room for `count` values above its
-        // function (`can_start_with`), so `lua_checkstack` grows nothing; the values go
-        // through the running thread's stack, which mlua's push code checks, and `lua_xmove`
-        // moves them over, above the function.
-        unsafe {
-            if ffi::lua_checkstack(co, count) == 0 {
-                return Err(mlua::Error::StackError);
-            }
-            let running = raw.state();
-            let top = ffi::lua_gettop(running);
-            let pushed = match values.push_into_stack_multi(raw) {
-                Ok(pushed) => pushed,
-                Err(error) => {
-                    ffi::lua_settop(running, top);
-                    return Err(error);
-                }
-            };
-            ffi::lua_xmove(running, co, pushed);
-            Ok(ThreadPtr(running))
-        }
-    })?;
+    // SAFETY: the thread is alive and new, with room for `count` values above its function
+    // (`can_start_with`), so `lua_checkstack` grows nothing and the values land above the
+    // function.
+    let from = unsafe { push_values(lua, co, None, values, count) }?;
     // SAFETY: the thread is alive and new, its function and then its `count` arguments on
     // its stack, which is how `lua_resume` starts a coroutine.
     Ok(unsafe { resume_pushed(from, co, count, false) })
